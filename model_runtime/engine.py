@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +21,7 @@ import torch
 
 from kimi_agent.model_runtime.generate import STOP_TOKEN_IDS, stream_tokens
 from kimi_agent.model_runtime.kv_cache import MLACache
+from kimi_agent.model_runtime.static_decode import DECODE_MODES, CacheFullError, DecodeMode, StaticDecoder
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.kimi_vl import KimiVL
@@ -36,14 +38,32 @@ class EngineResult:
 
 
 class Engine:
-    def __init__(self, model: KimiVL, processor: Any | None = None, *, min_cache_tokens: int = 4096) -> None:
+    """One model answering one conversation at a time, reusing what the previous call computed.
+
+    decode: "auto" (graph on CUDA, eager elsewhere) or one of `DECODE_MODES`.
+    max_cache_tokens: cache slots when decode is not eager (allocated once; prompt + new tokens must fit).
+    max_cached_images: projected features of this many images are kept (LRU by content).
+    """
+
+    def __init__(self, model: KimiVL, processor: Any | None = None, *, min_cache_tokens: int = 4096,
+                 decode: DecodeMode | Literal["auto"] = "auto", max_cache_tokens: int = 32768,
+                 max_cached_images: int = 16) -> None:
+        if decode == "auto":
+            decode = "graph" if model.device.type == "cuda" else "eager"
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode mode {decode!r}; use auto or one of {', '.join(DECODE_MODES)}")
         self.model, self.processor = model, processor
-        self.min_cache_tokens = min_cache_tokens
+        self.decode: DecodeMode = decode
+        self.min_cache_tokens, self.max_cache_tokens = min_cache_tokens, max_cache_tokens
         self.stop_token_ids: tuple[int, ...] = tuple(getattr(processor, "stop_token_ids", STOP_TOKEN_IDS))
         self.cache: MLACache | None = None
+        self.decoder: StaticDecoder | None = None
         self.cached_keys: list[Hashable] = []  # token ids (image content for placeholders) at 0..pos-1
+        self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # digest -> features [n_i, D]
+        self.max_cached_images = max_cached_images
         self.last_prefill_tokens = 0
         self.last_cached_tokens = 0
+        self.last_vision_encodes = 0  # images sent through MoonViT by the last call
 
     def reset(self) -> None:
         """Forget the cached prefix (the cache memory is kept)."""
@@ -52,25 +72,52 @@ class Engine:
             self.cache.reset()
 
     def _keys(self, ids: list[int], pixel_values: torch.Tensor | None,
-              grid_hws: torch.Tensor | None) -> tuple[list[Hashable], list[tuple[int, int]]]:
-        """Comparable keys per position (a placeholder's key names its image's content) and the
-        (first, last) placeholder position of every image."""
+              grid_hws: torch.Tensor | None) -> tuple[list[Hashable], list[tuple[int, int]], list[str]]:
+        """Comparable keys per position (a placeholder's key names its image's content), the
+        (first, last) placeholder position of every image, and every image's content digest."""
         keys: list[Hashable] = list(ids)
         if grid_hws is None or not grid_hws.numel() or pixel_values is None:
-            return keys, []
+            return keys, [], []
         pad = self.model.config.media_placeholder_token_id
         pads = [i for i, t in enumerate(ids) if t == pad]
         patches = (grid_hws[:, 0] * grid_hws[:, 1]).tolist()
         if len(pads) != sum(patches) // 4:
             raise ValueError(f"image placeholder tokens {len(pads)} != image features {sum(patches) // 4}")
-        spans, tok, patch = [], 0, 0
-        for n in patches:
+        spans, digests, tok, patch = [], [], 0, 0
+        for n, (h, w) in zip(patches, grid_hws.tolist(), strict=True):
             digest = hashlib.blake2b(pixel_values[patch:patch + n].cpu().numpy().tobytes(), digest_size=16)
+            digest.update(f"{h}x{w}".encode())
+            digests.append(digest.hexdigest())
             for i in pads[tok:tok + n // 4]:
-                keys[i] = (pad, digest.hexdigest())
+                keys[i] = (pad, digests[-1])
             spans.append((pads[tok], pads[tok + n // 4 - 1]))
             tok, patch = tok + n // 4, patch + n
-        return keys, spans
+        return keys, spans, digests
+
+    def _image_features(self, pixel_values: torch.Tensor, grid_hws: torch.Tensor,
+                        digests: list[str]) -> torch.Tensor:
+        """Projected features [sum_i h_i*w_i/4, D] of these images, encoding only the ones not cached."""
+        patches = (grid_hws[:, 0] * grid_hws[:, 1]).tolist()
+        starts = [0]
+        for n in patches:
+            starts.append(starts[-1] + n)
+        missing = [i for i, d in enumerate(digests) if d not in self.vision_cache]
+        self.last_vision_encodes = len(missing)
+        if missing:
+            pv = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in missing])
+            feats = self.model.image_features(pv, grid_hws[missing])
+            offset = 0
+            for i in missing:
+                n = patches[i] // 4
+                self.vision_cache[digests[i]] = feats[offset:offset + n]
+                offset += n
+        out = []
+        for d in digests:
+            self.vision_cache.move_to_end(d)
+            out.append(self.vision_cache[d])
+        while len(self.vision_cache) > max(self.max_cached_images, len(digests)):
+            self.vision_cache.popitem(last=False)
+        return torch.cat(out)
 
     def _reuse(self, keys: list[Hashable], spans: list[tuple[int, int]]) -> tuple[int, int]:
         """(prefix length to keep, index of the first image to encode)."""
@@ -86,13 +133,25 @@ class Engine:
         return keep, len(spans)
 
     def _ensure_cache(self, needed: int, keep: int) -> MLACache:
-        if self.cache is None or self.cache.max_len < needed:
+        """A cache with >= `needed` slots holding the first `keep` positions. Eager decode grows it by
+        copying; a static decoder's cache is allocated once and never moves (too long is an error)."""
+        if self.decode != "eager":
+            if needed > self.max_cache_tokens:
+                raise CacheFullError(f"prompt + max_new_tokens = {needed} tokens exceeds the engine's "
+                                     f"max_cache_tokens={self.max_cache_tokens}")
+            if self.cache is None:
+                cache = self.model.new_cache(1, self.max_cache_tokens)
+                assert isinstance(cache, MLACache)
+                self.cache = cache
+                self.decoder = StaticDecoder(self.model, cache, mode=self.decode)
+        elif self.cache is None or self.cache.max_len < needed:
             size = max(needed, self.min_cache_tokens, 2 * (self.cache.max_len if self.cache else 0))
             cache = self.model.new_cache(1, size)
             assert isinstance(cache, MLACache)
             if self.cache is not None:
                 cache.copy_prefix_from(self.cache, keep)
             self.cache = cache
+        assert self.cache is not None
         self.cache.truncate(keep)
         return self.cache
 
@@ -101,13 +160,18 @@ class Engine:
                    temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
         """Yield new token ids for one prompt input_ids [1, T], reusing the cached prefix."""
         ids = input_ids[0].tolist()
-        keys, spans = self._keys(ids, pixel_values, image_grid_hws)
+        keys, spans, digests = self._keys(ids, pixel_values, image_grid_hws)
         keep, first_image = self._reuse(keys, spans)
-        if image_grid_hws is not None and pixel_values is not None:
-            skip_patches = int((image_grid_hws[:first_image, 0] * image_grid_hws[:first_image, 1]).sum())
-            pixel_values, image_grid_hws = pixel_values[skip_patches:], image_grid_hws[first_image:]
         cache = self._ensure_cache(len(ids) + max_new_tokens, keep)
         self.cached_keys = keys[:keep]
+        features = None
+        self.last_vision_encodes = 0
+        if digests[first_image:]:
+            assert pixel_values is not None and image_grid_hws is not None
+            skip = int((image_grid_hws[:first_image, 0] * image_grid_hws[:first_image, 1]).sum())
+            with torch.inference_mode():
+                features = self._image_features(pixel_values[skip:].to(self.model.device),
+                                                image_grid_hws[first_image:], digests[first_image:])
         self.last_cached_tokens, self.last_prefill_tokens = keep, len(ids) - keep
         generator = None
         if seed is not None:
@@ -115,10 +179,10 @@ class Engine:
         suffix = input_ids[:, keep:].to(self.model.device)
         new: list[int] = []
         try:
-            for tok in stream_tokens(self.model, suffix, cache, pixel_values=pixel_values,
-                                     image_grid_hws=image_grid_hws, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, top_p=top_p, generator=generator,
-                                     stop_token_ids=self.stop_token_ids):
+            for tok in stream_tokens(self.model, suffix, cache, image_features=features,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     generator=generator, stop_token_ids=self.stop_token_ids,
+                                     decoder=self.decoder):
                 new.append(tok)
                 yield tok
         finally:

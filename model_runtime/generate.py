@@ -1,27 +1,24 @@
 """Generation: a few pure functions (`prefill`, `decode_step`, `sample`), one streaming generator
-(`stream_tokens`), batched `generate_batch`, and `CUDAGraphDecoder` (one captured decode step over a
-static cache; applied by the caller behind a flag).
+(`stream_tokens`, which takes any decode-step callable, e.g. a `StaticDecoder` replaying CUDA graphs)
+and batched `generate_batch`.
 
 The model stores no state: the caller owns the KV cache, and these functions advance it. Decoding
-stops on `<|im_end|>` (163586) or `[EOS]` (163585). The ◁think▷...◁/think▷ split of reply text is
-`split_thinking` (shared with the reply parser).
+stops on `<|im_end|>` (163586) or `[EOS]` (163585).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
 
 from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
-from kimi_agent.reply import split_thinking
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.kimi_vl import KimiVL
 
-__all__ = ["STOP_TOKEN_IDS", "CUDAGraphDecoder", "decode_step", "generate_batch", "prefill", "sample",
-           "split_thinking", "stream_tokens"]
+__all__ = ["STOP_TOKEN_IDS", "decode_step", "generate_batch", "prefill", "sample", "stream_tokens"]
 
 IM_END_ID, EOS_ID = 163586, 163585
 STOP_TOKEN_IDS: tuple[int, ...] = (IM_END_ID, EOS_ID)
@@ -43,10 +40,12 @@ def sample(logits: torch.Tensor, generator: torch.Generator | None = None, tempe
 
 
 def prefill(model: KimiVL, input_ids: torch.Tensor, kv_cache: Cache, pixel_values: torch.Tensor | None = None,
-            image_grid_hws: torch.Tensor | None = None) -> torch.Tensor:
+            image_grid_hws: torch.Tensor | None = None, *, image_features: torch.Tensor | None = None) -> torch.Tensor:
     """Run input_ids [B, T] at positions cache.pos.. (the images are those whose placeholders are in
-    `input_ids`), advance the cache by T, return the last position's logits [B, V] fp32."""
-    logits = model(input_ids, pixel_values, image_grid_hws, kv_cache=kv_cache, last_only=True)
+    `input_ids`, given as pixels or as ready `image_features` [n, D]), advance the cache by T, return
+    the last position's logits [B, V] fp32."""
+    logits = model(input_ids, pixel_values, image_grid_hws, kv_cache=kv_cache, last_only=True,
+                   image_features=image_features)
     kv_cache.advance(input_ids.shape[1])
     return logits[:, -1]
 
@@ -61,14 +60,16 @@ def decode_step(model: KimiVL, tokens: torch.Tensor, kv_cache: Cache) -> torch.T
 
 def stream_tokens(model: KimiVL, input_ids: torch.Tensor, kv_cache: Cache, *,
                   pixel_values: torch.Tensor | None = None, image_grid_hws: torch.Tensor | None = None,
+                  image_features: torch.Tensor | None = None,
                   max_new_tokens: int = 16, temperature: float = 0.0, top_p: float = 1.0,
                   generator: torch.Generator | None = None, stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS,
-                  decoder: CUDAGraphDecoder | None = None) -> Iterator[int]:
+                  decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[int]:
     """Yield new token ids of one sequence (input_ids [1, T] after cache.pos) until a stop id
-    (yielded, then stop) or `max_new_tokens`. The last yielded token is not fed to the cache."""
+    (yielded, then stop) or `max_new_tokens`. The last yielded token is not fed to the cache.
+    `decoder(tokens [1]) -> logits [1, V]` replaces `decode_step` (it must advance `kv_cache`)."""
     step = decoder or (lambda toks: decode_step(model, toks, kv_cache))
     with torch.inference_mode():
-        logits = prefill(model, input_ids, kv_cache, pixel_values, image_grid_hws)
+        logits = prefill(model, input_ids, kv_cache, pixel_values, image_grid_hws, image_features=image_features)
         for i in range(max_new_tokens):
             token = sample(logits, generator, temperature, top_p)  # [1]
             tok = int(token[0])
@@ -99,38 +100,3 @@ def generate_batch(model: KimiVL, input_ids: torch.Tensor, pixel_values: torch.T
             break
         logits = decode_step(model, token, cache)
     return torch.stack(out, dim=1)
-
-
-class CUDAGraphDecoder:
-    """One decode step captured as a CUDA graph over a static cache (`cache.static` is True: the
-    attention reads all `max_len` slots and masks by position, so shapes never change).
-
-    Needs the MoE `grouped_mm` path (stacked experts, bf16, CUDA): no host synchronisation inside.
-    Call like `decode_step`: `logits = dec(tokens)`; the cache is advanced by 1.
-    """
-
-    def __init__(self, model: KimiVL, kv_cache: MLACache, batch_size: int) -> None:
-        assert kv_cache.static, "CUDAGraphDecoder needs a static cache"
-        self.model, self.cache = model, kv_cache
-        self.tokens = torch.zeros(batch_size, 1, dtype=torch.long, device=model.device)
-        self.positions = torch.full((1,), kv_cache.pos, dtype=torch.long, device=model.device)
-        self.graph = torch.cuda.CUDAGraph()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):  # warm up kernels/allocator outside the capture
-                self._run()
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.cuda.graph(self.graph), torch.inference_mode():
-            self.logits = self._run()  # [B, V]
-
-    def _run(self) -> torch.Tensor:
-        embeds = self.model.language_model.model.embed_tokens(self.tokens)
-        return self.model.language_model(embeds, self.positions, self.cache, last_only=True)[:, -1]
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.tokens.copy_(tokens[:, None])
-        self.positions.fill_(self.cache.pos)
-        self.graph.replay()
-        self.cache.advance(1)
-        return self.logits.clone()

@@ -79,13 +79,16 @@ class KimiVL(nn.Module):
         return self.multi_modal_projector(torch.cat(merged))
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                     image_grid_hws: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids [B, T] -> [B, T, D]: token embeddings with image features at `<|media_pad|>`."""
+                     image_grid_hws: torch.Tensor | None = None, *,
+                     image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids [B, T] -> [B, T, D]: token embeddings with image features at `<|media_pad|>`.
+
+        `image_features` [n, D] (from `image_features()`, e.g. cached) replaces encoding the pixels."""
         embeds = self.language_model.model.embed_tokens(input_ids)  # [B, T, D]
         is_image = input_ids == self.config.media_placeholder_token_id  # [B, T]
         n_tokens = int(is_image.sum())
-        features = None
-        if pixel_values is not None and image_grid_hws is not None and image_grid_hws.numel():
+        features = image_features
+        if features is None and pixel_values is not None and image_grid_hws is not None and image_grid_hws.numel():
             features = self.image_features(pixel_values, image_grid_hws)  # [n, D]
         n_features = 0 if features is None else features.shape[0]
         if n_tokens != n_features:
@@ -96,9 +99,10 @@ class KimiVL(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                 image_grid_hws: torch.Tensor | None = None, *, kv_cache: MLACache | FullKVCache | None = None,
-                positions: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                positions: torch.Tensor | None = None, last_only: bool = False,
+                image_features: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids [B, T] -> fp32 logits [B, T, vocab] (the cache, if given, is written, not advanced)."""
-        embeds = self.embed_inputs(input_ids, pixel_values, image_grid_hws)
+        embeds = self.embed_inputs(input_ids, pixel_values, image_grid_hws, image_features=image_features)
         return self.language_model(embeds, positions, kv_cache, last_only=last_only)
 
     @torch.inference_mode()

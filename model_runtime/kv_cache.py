@@ -71,6 +71,17 @@ class MLACache(_Cache):
         buf.index_copy_(1, positions, latent.to(buf.dtype))
         return buf[:, : self.read_len(latent.shape[1])]
 
+    def window(self, rows: int, read_len: int) -> MLACache:
+        """A static view of the first `rows` sequences that reads exactly `read_len` slots (fixed shapes
+        for captured decode graphs). It shares this cache's storage; its `pos` is not tracked."""
+        if not (0 < rows <= self.batch_size and 0 < read_len <= self.max_len):
+            raise ValueError(f"window ({rows} rows, {read_len} slots) outside cache "
+                             f"({self.batch_size} rows, {self.max_len} slots)")
+        view = MLACache.__new__(MLACache)
+        _Cache.__init__(view, self.num_layers, rows, read_len, static=True)
+        view.kv_lora_rank, view.data = self.kv_lora_rank, self.data[:, :rows, :read_len]
+        return view
+
     def copy_prefix_from(self, other: MLACache, n: int | None = None) -> None:
         """Copy the first `n` (default: all filled) positions of `other` and continue from there."""
         n = other.pos if n is None else n

@@ -19,7 +19,25 @@ from torch import nn
 
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 
-MoEImpl = Literal["auto", "grouped", "grouped_mm", "loop"]
+MoEImpl = Literal["auto", "grouped", "grouped_mm", "gathered", "loop"]
+
+
+def _grouped_mm_fn():  # type: ignore[no-untyped-def]
+    """`F.grouped_mm` (public since torch 2.9/2.10), else the older private `torch._grouped_mm`, else None."""
+    return getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+
+
+def grouped_mm_available() -> bool:
+    """Whether this torch has a grouped matmul (a CUDA kernel; bf16 operands)."""
+    return _grouped_mm_fn() is not None
+
+
+def sync_free_moe_impl(device: torch.device, dtype: torch.dtype) -> MoEImpl:
+    """The MoE path that never synchronises with the host (required inside CUDA graphs and for one
+    compiled graph per shape): stacked `grouped_mm` for bf16 on CUDA, else per-slot weight gathers."""
+    if device.type == "cuda" and dtype == torch.bfloat16 and grouped_mm_available():
+        return "grouped_mm"
+    return "gathered"
 
 
 class DeepseekV3MLP(nn.Module):
@@ -57,6 +75,7 @@ class DeepseekV3MoE(nn.Module):
         self.impl: MoEImpl = "auto"
         self.w13: torch.Tensor | None = None  # [E, 2I, D] once `stack_experts` ran
         self.w2: torch.Tensor | None = None  # [E, D, I]
+        self.gate_fp32: torch.Tensor | None = None  # [E, D] router weight in fp32, once `stack_experts` ran
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]."""
@@ -64,16 +83,20 @@ class DeepseekV3MoE(nn.Module):
         idx, weights = self.route_tokens_to_experts(flat)
         impl = self.impl
         if impl == "auto":
-            impl = "grouped_mm" if self.w13 is not None and x.is_cuda and x.dtype == torch.bfloat16 else "grouped"
+            impl = ("grouped_mm" if self.w13 is not None and x.is_cuda and x.dtype == torch.bfloat16
+                    and grouped_mm_available() else "grouped")
         if impl == "loop":
             routed = self.experts_loop(flat, idx, weights)
+        elif impl == "gathered":
+            routed = self.experts_gathered(flat, idx, weights)
         else:
             routed = self.experts_grouped(flat, idx, weights, use_grouped_mm=impl == "grouped_mm")
         return (routed + self.shared_experts(flat)).view_as(x)
 
     def route_tokens_to_experts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, D] -> expert ids [N, k] (int64) and combine weights [N, k] (fp32)."""
-        scores = torch.sigmoid(F.linear(x.float(), self.gate.weight.float()))  # [N, E]
+        gate_w = self.gate_fp32 if self.gate_fp32 is not None else self.gate.weight.float()
+        scores = torch.sigmoid(F.linear(x.float(), gate_w))  # [N, E]
         choice = scores + self.gate.e_score_correction_bias.float()  # bias steers selection only
         idx = choice.topk(self.top_k, dim=-1).indices  # [N, k]
         weights = scores.gather(1, idx)  # [N, k]
@@ -93,9 +116,10 @@ class DeepseekV3MoE(nn.Module):
         if use_grouped_mm:
             assert self.w13 is not None and self.w2 is not None, "call stack_experts() before grouped_mm"
             offs = counts.cumsum(0).to(torch.int32)  # [E], stays on device (no host sync)
-            h = F.grouped_mm(xs, self.w13.transpose(1, 2), offs=offs)  # [N*k, 2I]
+            grouped_mm = _grouped_mm_fn()
+            h = grouped_mm(xs, self.w13.transpose(1, 2), offs=offs)  # [N*k, 2I]
             gate, up = h.split(self.inter, dim=-1)
-            ys = F.grouped_mm((F.silu(gate) * up).contiguous(), self.w2.transpose(1, 2), offs=offs)  # [N*k, D]
+            ys = grouped_mm((F.silu(gate) * up).contiguous(), self.w2.transpose(1, 2), offs=offs)  # [N*k, D]
         else:
             sizes = counts.tolist()
             parts = [self.experts[e](chunk) for e, chunk in enumerate(xs.split(sizes)) if sizes[e]]
@@ -103,6 +127,19 @@ class DeepseekV3MoE(nn.Module):
         weighted = ys.float() * weights.flatten()[order, None]  # [N*k, D] fp32
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         return out.index_add_(0, token, weighted).to(x.dtype)
+
+    def experts_gathered(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Sync-free in any dtype: gather each (token, slot)'s stacked expert weights and run batched
+        matmuls. Fixed shapes for a given N, so one capture/compile serves every routing; it copies
+        N*k experts' weights, so use it for decode (small N) only. -> [N, D] (x dtype)."""
+        assert self.w13 is not None and self.w2 is not None, "call stack_experts() before gathered experts"
+        n, k = idx.shape
+        flat_idx = idx.flatten()  # [N*k]
+        xs = x.repeat_interleave(k, dim=0)  # [N*k, D]
+        h = torch.bmm(self.w13[flat_idx], xs[:, :, None])[..., 0]  # [N*k, 2I]
+        gate, up = h.split(self.inter, dim=-1)
+        ys = torch.bmm(self.w2[flat_idx], (F.silu(gate) * up)[:, :, None])[..., 0]  # [N*k, D]
+        return (ys.float().view(n, k, -1) * weights[..., None]).sum(1).to(x.dtype)
 
     def experts_loop(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Naive baseline: a Python loop over every expert, each masking its tokens. -> [N, D]."""
@@ -131,6 +168,7 @@ class DeepseekV3MoE(nn.Module):
         parameters become views of them (same names, no extra memory)."""
         self.w13 = torch.stack([torch.cat((m.gate_proj.weight, m.up_proj.weight)) for m in self.experts])
         self.w2 = torch.stack([m.down_proj.weight for m in self.experts])
+        self.gate_fp32 = self.gate.weight.float()
         for e, m in enumerate(self.experts):
             m.gate_proj.weight = nn.Parameter(self.w13[e, : self.inter], requires_grad=False)
             m.up_proj.weight = nn.Parameter(self.w13[e, self.inter :], requires_grad=False)

@@ -1,0 +1,160 @@
+"""Static-shape decode: one new token per sequence over fixed windows of a latent cache, run eagerly,
+through `torch.compile`, or replayed from captured CUDA graphs.
+
+A captured graph has fixed shapes and fixed addresses, so:
+- the decoder never owns or replaces storage: it reads and writes the caller's `MLACache`, which
+  must not be reallocated while the decoder lives (the `Engine` allocates it once at its maximum);
+- shapes come in buckets: rows (sequences) round up to 1, 2, 4, 8, 16, ... (capped at the cache's
+  batch size; rows beyond the caller's are scratch) and the attention reads the first `slots` cache
+  positions, the smallest power of two >= 1024 that covers the position, capped at `max_len`. One
+  graph (or compiled variant) per (rows, slots) bucket, made when first needed;
+- the capacity is checked before anything is written (`CacheFullError`), and a call with more rows
+  than the cache has is refused, never broadcast;
+- the MoE runs a path with no host synchronisation (`sync_free_moe_impl`): grouped_mm for bf16 on
+  CUDA, per-slot weight gathers otherwise, so routing never changes shapes (no recompiles).
+
+Call like `decode_step`: `logits = decoder(tokens)` with tokens [n] int64 -> logits [n, V] fp32; the
+cache is advanced by 1. All rows decode at position `cache.pos`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from kimi_agent.errors import AgentError
+from kimi_agent.model_runtime.kv_cache import MLACache
+from kimi_agent.model_runtime.moe import MoEImpl, sync_free_moe_impl
+
+if TYPE_CHECKING:
+    from kimi_agent.model_runtime.kimi_vl import KimiVL
+
+DecodeMode = Literal["eager", "static", "compile", "graph", "compile+graph"]
+DECODE_MODES: tuple[str, ...] = ("eager", "static", "compile", "graph", "compile+graph")
+ROW_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+MIN_SLOTS = 1024
+
+
+class CacheFullError(AgentError):
+    """A decode step would write past the end of a preallocated cache."""
+
+
+def row_bucket(n: int, max_rows: int) -> int:
+    """Smallest row bucket >= n, capped at the cache's batch size."""
+    return min(next((b for b in ROW_BUCKETS if b >= n), n), max_rows)
+
+
+def slot_bucket(needed: int, max_len: int) -> int:
+    """Smallest power of two >= max(needed, MIN_SLOTS), capped at `max_len`."""
+    slots = MIN_SLOTS
+    while slots < needed:
+        slots *= 2
+    return min(slots, max_len)
+
+
+@contextlib.contextmanager
+def moe_impl(model: KimiVL, impl: MoEImpl) -> Iterator[None]:
+    """Run the model's MoE layers with `impl`, restoring their previous setting afterwards."""
+    layers = model.moe_layers()
+    before = [m.impl for m in layers]
+    for m in layers:
+        m.impl = impl
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before, strict=True):
+            m.impl = b
+
+
+def _step(model: KimiVL, tokens: torch.Tensor, positions: torch.Tensor, window: MLACache) -> torch.Tensor:
+    """tokens [R, 1], positions [1] -> logits [R, V] fp32; writes the latent at `positions`."""
+    embeds = model.language_model.model.embed_tokens(tokens)
+    return model.language_model(embeds, positions, window, last_only=True)[:, -1]
+
+
+@dataclass
+class _Bucket:
+    """Fixed inputs/outputs of one (rows, slots) shape; `graph` is set once captured."""
+
+    tokens: torch.Tensor  # [R, 1] int64
+    window: MLACache
+    logits: torch.Tensor | None = None  # [R, V] fp32 (graph output)
+    graph: torch.cuda.CUDAGraph | None = None
+
+
+class StaticDecoder:
+    """Decode steps in fixed-shape buckets over `cache` (see the module docstring).
+
+    mode: "static" runs the fixed-shape step eagerly (the reference the others must equal);
+    "compile" runs it through `torch.compile` (any device); "graph" captures it as a CUDA graph;
+    "compile+graph" captures the compiled step.
+    """
+
+    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
+                 warmup: int = 2) -> None:
+        if mode not in ("static", "compile", "graph", "compile+graph"):
+            raise ValueError(f"StaticDecoder mode {mode!r}; use static, compile, graph or compile+graph")
+        if "graph" in mode and model.device.type != "cuda":
+            raise ValueError(f"decode mode {mode!r} needs a CUDA device; the model is on {model.device}")
+        if cache.static:
+            raise ValueError("pass the owning (dynamic) cache; the decoder makes its own static windows")
+        self.model, self.cache, self.mode, self.warmup = model, cache, mode, warmup
+        self.moe: MoEImpl = sync_free_moe_impl(model.device, model.dtype)
+        self.positions = torch.zeros(1, dtype=torch.long, device=model.device)
+        self.buckets: dict[tuple[int, int], _Bucket] = {}
+        self._fn: Callable[..., torch.Tensor] = _step
+        if "compile" in mode:
+            import torch._dynamo as dynamo
+
+            # one compiled variant per bucket: allow more than the default 8 without a warning
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
+            self._fn = torch.compile(_step, dynamic=False, fullgraph=True)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, pos = tokens.shape[0], self.cache.pos
+        if n > self.cache.batch_size:
+            raise ValueError(f"{n} rows but the cache holds {self.cache.batch_size} sequences")
+        if pos + 1 > self.cache.max_len:
+            raise CacheFullError(f"KV cache full: position {pos} is past its {self.cache.max_len} slots")
+        bucket = self._bucket(row_bucket(n, self.cache.batch_size), slot_bucket(pos + 1, self.cache.max_len))
+        bucket.tokens[:n, 0].copy_(tokens)
+        self.positions.fill_(pos)
+        with torch.inference_mode(), moe_impl(self.model, self.moe):
+            if bucket.graph is not None:
+                bucket.graph.replay()
+                assert bucket.logits is not None
+                logits = bucket.logits[:n].clone()
+            else:
+                logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)[:n]
+        self.cache.advance(1)
+        return logits
+
+    def _bucket(self, rows: int, slots: int) -> _Bucket:
+        key = (rows, slots)
+        if key not in self.buckets:
+            tokens = torch.zeros(rows, 1, dtype=torch.long, device=self.model.device)
+            bucket = _Bucket(tokens, self.cache.window(rows, slots))
+            if "graph" in self.mode:
+                self._capture(bucket)
+            self.buckets[key] = bucket
+        return self.buckets[key]
+
+    def _capture(self, bucket: _Bucket) -> None:
+        """Warm up on a side stream (kernel selection, compilation), then capture one step. Warm-up
+        and capture write only slot `positions` of the window's rows, which the replay overwrites."""
+        self.positions.fill_(self.cache.pos)
+        with torch.inference_mode(), moe_impl(self.model, self.moe):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(max(self.warmup, 1)):
+                    self._fn(self.model, bucket.tokens, self.positions, bucket.window)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                bucket.logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)
+        bucket.graph = graph
