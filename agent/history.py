@@ -4,12 +4,20 @@ Policy (AGENT_PROTOCOL.md §1.3/§6.3): the model sees at most K screenshots, th
 steps with their screenshot plus the current one. Older steps are folded into one assistant message
 of `# Step i:` texts. Past steps replay only the thought and the action sentence: never the code,
 never coordinates, never the ◁think▷ reasoning of Thinking models.
+
+`history_policy`:
+- "exact" (default): exactly min(K, steps) screenshots every step. Once the window slides, the fold
+  right after the system prompt changes every step, so nearly the whole prompt is prefilled again.
+- "chunked": steps are folded K at a time, so the model sees between K and 2K-1 screenshots and the
+  prompt only grows (a runtime with prefix reuse prefills just the new step) except once every K steps.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
@@ -50,17 +58,33 @@ def step_text(step: PastStep, prompt: Prompt) -> str:
     return STEP_HEADER.format(index=step.index) + body
 
 
+HistoryPolicy = Literal["exact", "chunked"]
+HISTORY_POLICIES: tuple[str, ...] = ("exact", "chunked")
+
+
+def folded_steps(n_past: int, history_images: int, policy: HistoryPolicy = "exact") -> int:
+    """How many of `n_past` past steps are folded into text (the rest keep their screenshot)."""
+    k = history_images
+    if policy == "exact":
+        return max(0, n_past - (k - 1))
+    if policy == "chunked":  # keep n_past - folded + 1 screenshots in [K, 2K-1]; fold K at a time
+        return k * max(0, math.ceil((n_past + 2 - 2 * k) / k))
+    raise ValueError(f"history policy {policy!r}; use one of {', '.join(HISTORY_POLICIES)}")
+
+
 def build_messages(prompt: Prompt, instruction: str, past: list[PastStep], current: Image.Image, *,
-                   history_images: int = 3, note: str | None = None) -> tuple[list[Message], list[Image.Image]]:
+                   history_images: int = 3, note: str | None = None,
+                   history_policy: HistoryPolicy = "exact") -> tuple[list[Message], list[Image.Image]]:
     """Messages and images (in order of their image parts) for the next generation.
 
-    `history_images` is K, the number of screenshots the model sees (>= 1). `note` (feedback about
-    a rejected reply, or the user's answer) is appended to the instruction turn.
+    `history_images` is K, the number of screenshots the model sees (>= 1; up to 2K-1 with the
+    "chunked" policy). `note` (feedback about a rejected reply, or the user's answer) is appended to
+    the instruction turn.
     """
     if history_images < 1:
         raise ValueError("history_images must be at least 1")
-    n_recent = min(history_images - 1, len(past))
-    older, recent = past[: len(past) - n_recent], past[len(past) - n_recent:]
+    n_folded = folded_steps(len(past), history_images, history_policy)
+    older, recent = past[:n_folded], past[n_folded:]
     messages: list[Message] = [{"role": "system", "content": prompt.system}]
     images: list[Image.Image] = []
     if older:

@@ -4,7 +4,7 @@ K/V cache + a Python loop over every expert), plus prefix reuse across agent ste
 
     python bench/runtime.py                                  # tiny config, CPU, fp32
     python bench/runtime.py --device cuda --config full      # Kimi-VL-A3B sizes, random bf16 weights
-    python bench/runtime.py --device cuda --config full --graphs cuda-graph   # or: compile
+    python bench/runtime.py --device cuda --config full --graphs graph   # or: compile, compile+graph, static
 
 The prompt is one 1920x1080 screenshot (grid 48x86 -> 1032 image tokens) + 300 text tokens.
 Weights are random (built directly on the device; no checkpoint needed), so only speed is measured.
@@ -24,8 +24,9 @@ import torch
 
 from kimi_agent.model_runtime.config import KimiVLConfig
 from kimi_agent.model_runtime.engine import Engine
-from kimi_agent.model_runtime.generate import CUDAGraphDecoder, decode_step, prefill, sample
+from kimi_agent.model_runtime.generate import decode_step, prefill, sample
 from kimi_agent.model_runtime.kimi_vl import KimiVL
+from kimi_agent.model_runtime.static_decode import StaticDecoder
 from kimi_agent.model_runtime.weights import _assign, build_on_meta
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "kimi_vl_a3b_instruct" / "config.json"
@@ -91,13 +92,13 @@ def decode_rate(model: KimiVL, batch: int, context: int, steps: int, naive: bool
                 device: str) -> float:
     """Decode tokens/s (all rows) after a `context`-token text prefill."""
     ids = torch.randint(0, 160000, (batch, context), device=device)
-    static = graphs != "none" and not naive
-    cache = model.new_cache(batch, context + steps + 8, naive=naive, static=static)
+    cache = model.new_cache(batch, context + steps + 8, naive=naive)
     with torch.inference_mode():
         logits = prefill(model, ids, cache)
         tok = sample(logits)
-        step = make_decoder(model, cache, batch, graphs if not naive else "none")
-        tok = sample(step(tok))  # warm-up (and capture/compile)
+        step = make_decoder(model, cache, graphs if not naive else "none")
+        for _ in range(3):  # warm-up (capture/compile happen in the first call)
+            tok = sample(step(tok))
         sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -106,26 +107,11 @@ def decode_rate(model: KimiVL, batch: int, context: int, steps: int, naive: bool
     return batch * steps / (time.perf_counter() - t0)
 
 
-def make_decoder(model: KimiVL, cache: Any, batch: int, graphs: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    if graphs == "cuda-graph":
-        return CUDAGraphDecoder(model, cache, batch)
-    if graphs == "compile":
-        positions = torch.zeros(1, dtype=torch.long, device=model.device)
-
-        def run(tokens: torch.Tensor) -> torch.Tensor:
-            embeds = model.language_model.model.embed_tokens(tokens[:, None])
-            return model.language_model(embeds, positions, cache, last_only=True)[:, -1]
-
-        compiled = torch.compile(run, mode="reduce-overhead", fullgraph=False)
-
-        def step(tokens: torch.Tensor) -> torch.Tensor:
-            positions.fill_(cache.pos)
-            out = compiled(tokens).clone()
-            cache.advance(1)
-            return out
-
-        return step
-    return lambda tokens: decode_step(model, tokens, cache)
+def make_decoder(model: KimiVL, cache: Any, graphs: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A decode step: eager `decode_step` ("none") or a `StaticDecoder` in mode `graphs`."""
+    if graphs == "none":
+        return lambda tokens: decode_step(model, tokens, cache)
+    return StaticDecoder(model, cache, mode=graphs)  # type: ignore[arg-type]
 
 
 def measure(model: KimiVL, naive: bool, args: argparse.Namespace) -> dict[str, float]:
@@ -172,8 +158,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--config", default=None, choices=["tiny", "full"], help="default: tiny on cpu, full on cuda")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: fp32 cpu, bf16 cuda")
-    ap.add_argument("--graphs", default="none", choices=["none", "cuda-graph", "compile"],
-                    help="decode with a captured CUDA graph or torch.compile(mode='reduce-overhead')")
+    ap.add_argument("--graphs", default="none", choices=["none", "static", "compile", "graph", "compile+graph"],
+                    help="decode through a StaticDecoder: fixed shapes eagerly, torch.compile, captured CUDA "
+                         "graphs, or captured compiled steps")
     ap.add_argument("--steps", type=int, default=32, help="decode steps timed per batch size")
     ap.add_argument("--context", type=int, default=512, help="text tokens before batched decode")
     args = ap.parse_args()

@@ -42,7 +42,7 @@ class Engine:
 
     decode: "auto" (graph on CUDA, eager elsewhere) or one of `DECODE_MODES`.
     max_cache_tokens: cache slots when decode is not eager (allocated once; prompt + new tokens must fit).
-    max_cached_images: projected features of this many images are kept (LRU by content).
+    max_cached_images: projected features of this many images are kept (LRU by content; 0: none).
     """
 
     def __init__(self, model: KimiVL, processor: Any | None = None, *, min_cache_tokens: int = 4096,
@@ -115,7 +115,7 @@ class Engine:
         for d in digests:
             self.vision_cache.move_to_end(d)
             out.append(self.vision_cache[d])
-        while len(self.vision_cache) > max(self.max_cached_images, len(digests)):
+        while len(self.vision_cache) > self.max_cached_images:  # 0 disables the cache
             self.vision_cache.popitem(last=False)
         return torch.cat(out)
 

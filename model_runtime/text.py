@@ -63,10 +63,18 @@ def mla_naive(q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, kv
 
 def sdpa_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None,
                is_causal: bool) -> torch.Tensor:
-    """SDPA on [B, T|S, H, d] layouts -> [B, T, H, dv]."""
+    """SDPA on [B, T|S, H, d] layouts -> [B, T, H, dv].
+
+    MLA's value size (128) differs from its query/key size (192); fused SDPA kernels (flash,
+    memory-efficient, the CPU flash kernel) need them equal, else SDPA falls back to its slow math
+    path. So v is zero-padded to the key size and the padding columns are dropped from the output
+    (they are exactly zero, so the result is unchanged)."""
+    dv = v.shape[-1]
+    if dv != q.shape[-1]:
+        v = F.pad(v, (0, q.shape[-1] - dv))
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=mask, is_causal=is_causal, scale=scale)
-    return out.transpose(1, 2)
+    return out.transpose(1, 2)[..., :dv]
 
 
 def mla_absorbed(q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, kv_b_weight: torch.Tensor,

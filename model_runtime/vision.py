@@ -85,8 +85,8 @@ class MoonVitEncoderLayer(nn.Module):
         q = apply_vision_rope(qkv[:, 0], cos, sin).transpose(0, 1)  # [H, L, d]
         k = apply_vision_rope(qkv[:, 1], cos, sin).transpose(0, 1)
         v = qkv[:, 2].transpose(0, 1)
-        outs = [
-            F.scaled_dot_product_attention(q[:, a:b], k[:, a:b], v[:, a:b])  # [H, n_i, d]
+        outs = [  # 4-D inputs [1, H, n_i, d] so SDPA can pick a fused kernel (3-D ones take the math path)
+            F.scaled_dot_product_attention(q[None, :, a:b], k[None, :, a:b], v[None, :, a:b])[0]  # [H, n_i, d]
             for a, b in pairwise(cu_seqlens)
         ]
         return self.wo(torch.cat(outs, dim=1).transpose(0, 1).flatten(1))  # [L, H*d] -> [L, D]

@@ -64,3 +64,32 @@ def test_scrub_removes_code_and_coordinates() -> None:
     assert out.startswith("Click at") and out.endswith("done")
     for banned in ("0.5", "0.33", "pyautogui", "```", "x="):
         assert banned not in out
+
+
+def test_chunked_history_sees_k_to_2k_minus_1_screenshots_and_only_grows_between_folds() -> None:
+    """With the real tokenizer and image processor: between folds each step's token ids start with
+    the previous step's ids up to the end of its last screenshot (a prefix cache reuses all of it)."""
+    from pathlib import Path
+
+    from kimi_agent.history import folded_steps
+    from kimi_agent.model_runtime.processor import KimiVLProcessor
+
+    processor = KimiVLProcessor.from_pretrained(Path(__file__).resolve().parents[1] / "fixtures" / "kimi_vl_a3b_instruct")
+    end = processor.tokenizer.token_id("<|media_end|>")
+    prompt, k = build_prompt(), 3
+    past = _past(11)
+    seen, prev = [], None
+    for n in range(len(past)):
+        messages, images = build_messages(prompt, "enable Do Not Track", past[:n], _img(100 + n),
+                                          history_images=k, history_policy="chunked")
+        assert images[-1].getpixel((0, 0))[0] == 100 + n and len(images) == n - folded_steps(n, k, "chunked") + 1
+        seen.append(len(images))
+        ids = processor(messages=messages, images=images)["input_ids"][0].tolist()
+        if prev is not None:
+            last_image_end = len(prev) - prev[::-1].index(end)
+            grows = ids[:last_image_end] == prev[:last_image_end]
+            assert grows == (folded_steps(n, k, "chunked") == folded_steps(n - 1, k, "chunked")), n
+        prev = ids
+    assert seen == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5]
+    exact = [len(build_messages(prompt, "x", past[:n], _img(1), history_images=k)[1]) for n in range(len(past))]
+    assert exact == [1, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3]

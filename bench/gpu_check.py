@@ -1,0 +1,223 @@
+"""One-GPU check of the runtime at full Kimi-VL-A3B size with random bf16 weights built on the device:
+
+1. graph decode == eager decode (greedy tokens of a captured-graph decoder vs the same fixed-shape
+   step run eagerly: must be identical; agreement with the dynamic eager path is reported too);
+2. decode tokens/s at batch 1, 4, 16 (eager vs CUDA graph), next to the weight-bandwidth ceiling
+   (bytes of weights one batch-1 token reads / measured device copy bandwidth);
+3. time to first token of a 1920x1080 screenshot (1032 image tokens) + 300 text tokens, with the
+   vision and language-model parts;
+4. agent step time: `bench/agent_episode.py`'s 10-step sliding-window episode on the full model
+   (real history policy, real processor, 200-token replies), exact-K vs chunked.
+
+    bash bench/gpu_check.sh            # sets up imports, then runs this; about 3-5 minutes on an H100/H200
+    python bench/gpu_check.py --compile   # also time torch.compile + graph decode (adds minutes of compile)
+
+Every section runs even if an earlier one failed (its error is printed), and the summary table at the
+end says which targets were met (H100 targets: decode b1 >= 400 tok/s, TTFT <= 60 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+T0 = time.perf_counter()
+SUMMARY: dict[str, str] = {}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def section(name: str, fn: Callable[[], None]) -> None:
+    log(f"== {name}")
+    try:
+        fn()
+    except Exception:  # a benchmark keeps going: the next section's figures are still worth having
+        SUMMARY[name] = "FAILED (traceback above)"
+        traceback.print_exc()
+        sys.stdout.flush()
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def cuda_ms(fn: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
+    """Median wall ms of fn() over `repeat` runs (synchronised), and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        sync()
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times), out
+
+
+def copy_bandwidth_gbs(device: str, nbytes: int = 4 << 30) -> float:
+    """Device-to-device copy bandwidth, bytes read + written per second, in GB/s."""
+    x = torch.zeros(nbytes // 2, dtype=torch.bfloat16, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    ms, _ = cuda_ms(lambda: y.copy_(x), repeat=10)
+    del x, y
+    return 2 * nbytes / (ms / 1000) / 1e9
+
+
+def decode_weight_bytes(model: Any) -> int:
+    """Bytes of weights one batch-1 decode token reads: the language model except the embedding
+    table and the routed experts, plus top-k routed experts per MoE layer."""
+    total = 0
+    lm = model.language_model
+    for name, p in lm.named_parameters():
+        if ".experts." in name or name.endswith("embed_tokens.weight"):
+            continue
+        total += p.numel() * p.element_size()
+    for moe in model.moe_layers():
+        per_expert = sum(p.numel() * p.element_size() for p in moe.experts[0].parameters())
+        total += moe.top_k * per_expert
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile + CUDA graph decode")
+    ap.add_argument("--steps", type=int, default=128, help="decode steps timed per batch size")
+    ap.add_argument("--episode-steps", type=int, default=10)
+    ap.add_argument("--smoke", action="store_true",
+                    help="check this script on the CPU with the tiny config (no graphs, numbers meaningless)")
+    args = ap.parse_args()
+    if not args.smoke and not torch.cuda.is_available():
+        raise SystemExit("gpu_check needs a CUDA GPU; this torch build sees none")
+    dev, graph = ("cpu", "static") if args.smoke else ("cuda", "graph")
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+
+    from agent_episode import report as episode_report
+    from agent_episode import run as run_episode
+    from runtime import GRID, TEXT_TOKENS, make_config, random_model, screenshot_prompt
+
+    from kimi_agent.model_runtime.generate import decode_step, prefill, sample
+    from kimi_agent.model_runtime.moe import grouped_mm_available
+    from kimi_agent.model_runtime.static_decode import StaticDecoder
+
+    if dev == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        log(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {props.name}, "
+            f"{props.total_memory / 2**30:.0f} GiB, grouped_mm: {grouped_mm_available()}")
+    bw = copy_bandwidth_gbs(dev, 4 << 30 if dev == "cuda" else 64 << 20)
+    log(f"device copy bandwidth {bw:.0f} GB/s (read + write)")
+    t = time.perf_counter()
+    model = random_model(make_config("tiny" if args.smoke else "full"), dev, dtype)
+    sync()
+    wbytes = decode_weight_bytes(model)
+    ceiling = bw * 1e9 / wbytes
+    log(f"full-size random bf16 model built in {time.perf_counter() - t:.1f} s, "
+        f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30:.1f} GiB; a batch-1 token reads {wbytes / 1e9:.2f} GB of "
+        f"weights -> ceiling {ceiling:.0f} tok/s at {bw:.0f} GB/s")
+    SUMMARY["bandwidth ceiling b1"] = f"{ceiling:.0f} tok/s"
+
+    def greedy(ids: torch.Tensor, steps: int, mode: str | None) -> list[int]:
+        cache = model.new_cache(ids.shape[0], ids.shape[1] + steps + 8)
+        step = StaticDecoder(model, cache, mode=mode) if mode else (lambda tk: decode_step(model, tk, cache))
+        out = []
+        with torch.inference_mode():
+            tok = sample(prefill(model, ids, cache))
+            for _ in range(steps):
+                out.append(int(tok[0]))
+                tok = sample(step(tok))
+        return out
+
+    def check_tokens() -> None:
+        ids = torch.randint(0, 160000, (1, 300), generator=torch.Generator().manual_seed(0)).to(dev)
+        modes = ["static", graph] + (["compile+graph"] if args.compile else [])
+        eager = greedy(ids, 64, None)
+        got = {m: greedy(ids, 64, m) for m in modes}
+        same = got[graph] == got["static"]
+        agree = next((i for i, (a, b) in enumerate(zip(eager, got[graph], strict=True)) if a != b), 64)
+        log(f"graph == static-eager tokens: {same}; graph agrees with dynamic eager for {agree}/64 tokens")
+        if args.compile:
+            log(f"compile+graph == static-eager tokens: {got['compile+graph'] == got['static']}")
+        SUMMARY["graph == eager tokens"] = f"{same} (vs dynamic eager: {agree}/64 agree)"
+
+    def decode_rates() -> None:
+        modes = ["eager", graph] + (["compile+graph"] if args.compile else [])
+        print(f"{'mode':14} {'b1 tok/s':>9} {'b4 tok/s':>9} {'b16 tok/s':>10} {'b1 ms/tok':>10}", flush=True)
+        for mode in modes:
+            rates = []
+            for b in (1, 4, 16):
+                ids = torch.randint(0, 160000, (b, 512), device=dev)
+                cache = model.new_cache(b, 512 + args.steps + 16)
+                step = (StaticDecoder(model, cache, mode=mode) if mode != "eager"  # type: ignore[arg-type]
+                        else (lambda tk, c=cache: decode_step(model, tk, c)))
+                with torch.inference_mode():
+                    tok = sample(prefill(model, ids, cache))
+                    for _ in range(3):
+                        tok = sample(step(tok))
+                    sync()
+                    t = time.perf_counter()
+                    for _ in range(args.steps):
+                        tok = sample(step(tok))
+                    sync()
+                rates.append(b * args.steps / (time.perf_counter() - t))
+            print(f"{mode:14} {rates[0]:9.1f} {rates[1]:9.1f} {rates[2]:10.1f} {1000 / rates[0]:10.2f}", flush=True)
+            SUMMARY[f"decode {mode} b1/b4/b16"] = (f"{rates[0]:.0f} / {rates[1]:.0f} / {rates[2]:.0f} tok/s "
+                                                   f"({rates[0] / ceiling:.0%} of ceiling at b1)")
+
+    def ttft() -> None:
+        ids, pv, hws = screenshot_prompt(dev)
+        pv = pv.to(dtype)
+        cache = model.new_cache(1, ids.shape[1] + 8)
+
+        def first_token() -> int:
+            cache.reset()
+            return int(sample(prefill(model, ids, cache, pv, hws))[0])
+
+        with torch.inference_mode():
+            first_token()
+            total, _ = cuda_ms(first_token)
+            vision, feats = cuda_ms(lambda: model.image_features(pv, hws))
+
+            def lm_only() -> None:
+                cache.reset()
+                prefill(model, ids, cache, image_features=feats)
+
+            lm, _ = cuda_ms(lm_only)
+        log(f"TTFT {total:.1f} ms for {ids.shape[1]} tokens ({GRID[0]}x{GRID[1]} patches -> "
+            f"{GRID[0] * GRID[1] // 4} image tokens + {TEXT_TOKENS} text): vision {vision:.1f} ms, "
+            f"LM prefill {lm:.1f} ms")
+        SUMMARY["TTFT 1920x1080 + 300 tokens"] = f"{total:.1f} ms (vision {vision:.1f}, LM {lm:.1f})"
+
+    def agent_steps() -> None:
+        ns = argparse.Namespace(decode=graph, history=3, steps=args.episode_steps,
+                                reply_tokens=16 if args.smoke else 200)
+        results = run_episode(model, ns)
+        episode_report(results)
+        for name in ("exact", "chunked"):
+            tail = [r for r in results[name] if r["step"] >= 4]
+            SUMMARY[f"agent step ({name}, steps 4+)"] = (
+                f"{statistics.mean(r['model_ms'] for r in tail):.0f} ms model "
+                f"+ {statistics.mean(r['process_ms'] for r in tail):.0f} ms processor, "
+                f"{statistics.mean(r['prefilled'] for r in tail):.0f} tokens prefilled, 200 decoded")
+
+    section("1. graph decode == eager decode", check_tokens)
+    section("2. decode throughput", decode_rates)
+    section("3. time to first token", ttft)
+    section("4. agent episode steps", agent_steps)
+    log("== summary")
+    for k, v in SUMMARY.items():
+        print(f"  {k:34} {v}")
+    if dev == "cuda":
+        print(f"  {'peak GPU memory':34} {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
