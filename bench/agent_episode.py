@@ -79,8 +79,11 @@ def run(model: Any, args: argparse.Namespace) -> dict[str, list[dict[str, float]
     processor = KimiVLProcessor.from_pretrained(FIXTURE)
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     variants = {"exact": ("exact", 16), "chunked": ("chunked", 16), "exact-nocache": ("exact", 0)}
+    wanted = getattr(args, "variants", ",".join(variants)).split(",")
     out = {}
     for name, (policy, cached) in variants.items():
+        if name not in wanted:
+            continue
         engine = Engine(model, processor, decode=args.decode, max_cached_images=cached)
         engine.stop_token_ids = ()  # random weights: force exactly reply_tokens per step
         # warm-up on other screenshots (so the measured episode finds none of its images cached)

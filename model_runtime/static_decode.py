@@ -28,7 +28,7 @@ import torch
 
 from kimi_agent.errors import AgentError
 from kimi_agent.model_runtime.kv_cache import MLACache
-from kimi_agent.model_runtime.moe import MoEImpl, sync_free_moe_impl
+from kimi_agent.model_runtime.moe import DeepseekV3MoE, MoEImpl, sync_free_moe_impl
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.kimi_vl import KimiVL
@@ -57,9 +57,10 @@ def slot_bucket(needed: int, max_len: int) -> int:
 
 
 @contextlib.contextmanager
-def moe_impl(model: KimiVL, impl: MoEImpl) -> Iterator[None]:
-    """Run the model's MoE layers with `impl`, restoring their previous setting afterwards."""
-    layers = model.moe_layers()
+def moe_impl(model: KimiVL, impl: MoEImpl, layers: list[DeepseekV3MoE] | None = None) -> Iterator[None]:
+    """Run the model's MoE layers (`layers`, default all: a walk over every module, so pass them on
+    hot paths) with `impl`, restoring their previous setting afterwards."""
+    layers = model.moe_layers() if layers is None else layers
     before = [m.impl for m in layers]
     for m in layers:
         m.impl = impl
@@ -104,6 +105,7 @@ class StaticDecoder:
             raise ValueError("pass the owning (dynamic) cache; the decoder makes its own static windows")
         self.model, self.cache, self.mode, self.warmup = model, cache, mode, warmup
         self.moe: MoEImpl = sync_free_moe_impl(model.device, model.dtype)
+        self.moe_layers = model.moe_layers()
         self.positions = torch.zeros(1, dtype=torch.long, device=model.device)
         self.buckets: dict[tuple[int, int], _Bucket] = {}
         self._fn: Callable[..., torch.Tensor] = _step
@@ -123,13 +125,14 @@ class StaticDecoder:
         bucket = self._bucket(row_bucket(n, self.cache.batch_size), slot_bucket(pos + 1, self.cache.max_len))
         bucket.tokens[:n, 0].copy_(tokens)
         self.positions.fill_(pos)
-        with torch.inference_mode(), moe_impl(self.model, self.moe):
-            if bucket.graph is not None:
+        with torch.inference_mode():
+            if bucket.graph is not None:  # no Python runs inside a replay: the MoE path is baked in
                 bucket.graph.replay()
                 assert bucket.logits is not None
                 logits = bucket.logits[:n].clone()
             else:
-                logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)[:n]
+                with moe_impl(self.model, self.moe, self.moe_layers):
+                    logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)[:n]
         self.cache.advance(1)
         return logits
 
@@ -147,7 +150,7 @@ class StaticDecoder:
         """Warm up on a side stream (kernel selection, compilation), then capture one step. Warm-up
         and capture write only slot `positions` of the window's rows, which the replay overwrites."""
         self.positions.fill_(self.cache.pos)
-        with torch.inference_mode(), moe_impl(self.model, self.moe):
+        with torch.inference_mode(), moe_impl(self.model, self.moe, self.moe_layers):
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
