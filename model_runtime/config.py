@@ -256,9 +256,9 @@ class KimiVLConfig:
                               f"this runtime implements {ARCHITECTURES[0]}")
         text = DeepseekV3TextConfig.from_reader(r.sub("text_config"))
         placeholder = r.get("media_placeholder_token_id", int)
-        if not 0 <= placeholder < text.vocab_size:
+        if not 0 <= placeholder < TEXT_LIMITS["vocab_size"][1]:
             raise ConfigError(f"{r._where('media_placeholder_token_id')} must be a token id in "
-                              f"[0, text_config.vocab_size = {text.vocab_size}), got {placeholder}")
+                              f"[0, {TEXT_LIMITS['vocab_size'][1]:,}), got {placeholder}")
         return cls(
             vision=MoonViTConfig.from_reader(r.sub("vision_config")),
             text=text,

@@ -56,8 +56,8 @@ ABSURD = [
     ("vision_config", "init_pos_emb_height", 1 << 20, r"'vision_config\.init_pos_emb_height' .* must be <= 1,024"),
     ("vision_config", "merge_kernel_size", [2, 10**6], r"'vision_config\.merge_kernel_size' .* two ints in \[1, 16\]"),
     ("vision_config", "merge_kernel_size", [True, 2], r"'vision_config\.merge_kernel_size'"),
-    (None, "media_placeholder_token_id", 163840,
-     r"'media_placeholder_token_id' .* must be a token id in \[0, text_config\.vocab_size = 163840\), got 163840"),
+    (None, "media_placeholder_token_id", 1 << 40,
+     r"'media_placeholder_token_id' .* must be a token id in \[0, 1,048,576\), got 1099511627776"),
     (None, "media_placeholder_token_id", -1, r"'media_placeholder_token_id' .* got -1"),
     (None, "torch_dtype", "float64", r"'torch_dtype' .* must be one of \('bfloat16', 'float16', 'float32'\)"),
 ]
