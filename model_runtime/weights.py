@@ -156,8 +156,9 @@ def load_weights(model: nn.Module, model_dir: str | Path, *, device: torch.devic
         by_shard[shard].append(name)
     for shard, names in sorted(by_shard.items()):
         if not (model_dir / shard).is_file():
-            raise WeightLoadError(f"missing shard {model_dir / shard}: {source.name} lists {len(names)} tensors "
-                                  f"in it (e.g. {names[0]}) but the file does not exist")
+            count = f"{len(names)} tensor" + ("s" if len(names) > 1 else "")
+            raise WeightLoadError(f"missing shard {model_dir / shard}: {source.name} lists {count} in it "
+                                  f"(e.g. {names[0]}) but the file does not exist")
     for name, shard in weight_map.items():
         if name not in table and not is_ignored(name):
             raise WeightLoadError(f"unexpected tensor {name} in {model_dir / shard}: the model has no such "
