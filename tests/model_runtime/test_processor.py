@@ -218,7 +218,7 @@ def test_hf_call_errors(proc: KimiVLProcessor) -> None:
         (dict(text=text, messages=_one_image(), images=img), "exactly one of messages= .* or text="),
         (dict(images=img), "exactly one of messages= .* or text="),
         (dict(text=[text, proc.apply_chat_template(_one_image("A shorter question?"))], images=[img, img]),
-         r"prompts expand to \[35, 26\] tokens; rows are not padded"),
+         r"prompts expand to \[35, 25\] tokens; rows are not padded"),
         (dict(text=[], images=[]), "non-empty list of prompt strings"),
         (dict(text=[text, 5], images=[img]), "non-empty list of prompt strings"),
         (dict(text=text, images=img, return_tensors="np"), r"return_tensors='np' is not supported"),
