@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from kimi_agent.errors import ConfigError
-from kimi_agent.model_runtime import KimiVLProcessor
+from kimi_agent.model_runtime import KimiVL, KimiVLProcessor
 from kimi_agent.model_runtime.image_processor import num_image_tokens
 from kimi_agent.model_runtime.processor import PROCESSOR_FILES, ProcessorInputError
 
@@ -167,7 +167,7 @@ def _same(a: dict, b: dict) -> None:
 def _three_images_chat() -> tuple[list[dict], list[Image.Image]]:
     images = [Image.new("RGB", (56, 28), (9, 8, 7)), Image.new("L", (448, 448), 200),
               Image.effect_noise((100, 300), 40).convert("RGB")]
-    msgs = [
+    msgs: list[dict] = [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}, {"type": "image"}]},
         {"role": "assistant", "content": "ok"},
@@ -247,13 +247,13 @@ def test_batch_inputs_habits(proc: KimiVLProcessor) -> None:
         proc.batch_decode([[1]], clean_up_tokenization_spaces=True)
 
 
-def test_hf_call_feeds_generate(proc: KimiVLProcessor, tiny_model: object) -> None:
+def test_hf_call_feeds_generate(proc: KimiVLProcessor, tiny_model: KimiVL) -> None:
     image = Image.effect_noise((56, 56), 50).convert("RGB")
     text = proc.apply_chat_template(_one_image(), add_generation_prompt=True, return_tensors="pt")
-    inputs = proc(images=image, text=text, return_tensors="pt").to(tiny_model.device)  # type: ignore[attr-defined]
-    hf_ids = tiny_model.generate(**inputs, max_new_tokens=4)  # type: ignore[attr-defined]
+    inputs = proc(images=image, text=text, return_tensors="pt").to(tiny_model.device)
+    hf_ids = tiny_model.generate(**inputs, max_new_tokens=4)
     ours = proc(messages=_one_image(), images=[image])
-    assert torch.equal(hf_ids, tiny_model.generate(**ours, max_new_tokens=4))  # type: ignore[attr-defined]
+    assert torch.equal(hf_ids, tiny_model.generate(**ours, max_new_tokens=4))
     assert hf_ids.shape == (1, 4)
 
 

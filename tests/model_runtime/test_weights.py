@@ -81,7 +81,7 @@ def test_tiny_checkpoint_loads_every_parameter(tiny_checkpoint: Path, tiny_model
     assert all(p.dtype == torch.float32 for p in tiny_model.parameters())
 
 
-def _rewrite_index(ckpt: Path, edit: Callable[[dict[str, str]], None]) -> None:
+def _rewrite_index(ckpt: Path, edit: Callable[[dict[str, str]], object]) -> None:
     path = ckpt / "model.safetensors.index.json"
     index = json.loads(path.read_text())
     edit(index["weight_map"])
