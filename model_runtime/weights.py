@@ -112,7 +112,7 @@ def parse_index(index: Path) -> dict[str, str]:
     for name, shard in weight_map.items():
         if not isinstance(shard, str):
             raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a shard file name (a string), "
-                                  f"got {_json_type(shard)} {_short(shard)}")
+                                  f"got {'null' if shard is None else f'{_json_type(shard)} {_short(shard)}'}")
         if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
             raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a file name inside the checkpoint "
                                   f"directory, got {_short(shard)}")

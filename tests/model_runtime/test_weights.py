@@ -235,7 +235,7 @@ MALFORMED_INDEX = {
     "shard name a number": (f'{{"weight_map": {{"{SOME}": 3}}}}',
                             f": field 'weight_map.{SOME}' must be a shard file name (a string), got a number 3"),
     "shard name null": (f'{{"weight_map": {{"{SOME}": null}}}}',
-                        f": field 'weight_map.{SOME}' must be a shard file name (a string), got null None"),
+                        f": field 'weight_map.{SOME}' must be a shard file name (a string), got null"),
     "shard name a list": (f'{{"weight_map": {{"{SOME}": ["a", "b"]}}}}',
                           f": field 'weight_map.{SOME}' must be a shard file name (a string), got a list "
                           "['a', 'b']"),
