@@ -1,14 +1,17 @@
 """Typed, frozen configs of Kimi-VL, parsed once from the official `config.json` and
 `generation_config.json`.
 
-Unknown keys are ignored; a missing or mistyped key raises `ConfigError` naming the key and the
-file. Features this runtime does not implement (q LoRA, RoPE scaling, other routers) are rejected
-here rather than silently mis-modelled. No torch import: configs are cheap to read anywhere.
+Unknown keys are ignored; a missing, mistyped or out-of-range key raises `ConfigError` naming the
+key and the file. Every size has an upper bound (`TEXT_LIMITS`, `VISION_LIMITS`), so an absurd config
+fails here at once instead of spending minutes building modules. Features this runtime does not
+implement (q LoRA, RoPE scaling, other routers) are rejected rather than silently mis-modelled.
+No torch import: configs are cheap to read anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,49 @@ from kimi_agent.errors import ConfigError
 
 ARCHITECTURES = ("KimiVLForConditionalGeneration",)
 DEFAULT_EOS_IDS = (163585,)  # [EOS]
+CHECKPOINT_DTYPES = ("bfloat16", "float16", "float32")
 _MISSING = object()
+
+# Inclusive (low, high) bounds per integer field. Each high is several times the largest value in a
+# released DeepSeek-V3-family checkpoint (Kimi-VL-A3B, DeepSeek-V3, Kimi-K2), so real configs pass
+# and a typo such as num_hidden_layers: 100000 fails before any module is built.
+TEXT_LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 20),                      # Kimi-VL 163,840
+    "hidden_size": (1, 65_536),                      # 2,048 (DeepSeek-V3 7,168)
+    "intermediate_size": (1, 262_144),               # 11,264 (DeepSeek-V3 18,432)
+    "moe_intermediate_size": (1, 65_536),            # 1,408
+    "num_hidden_layers": (1, 256),                   # 27 (DeepSeek-V3 61)
+    "num_attention_heads": (1, 1_024),               # 16 (DeepSeek-V3 128)
+    "n_shared_experts": (1, 64),                     # 2
+    "n_routed_experts": (1, 1_024),                  # 64 (Kimi-K2 384)
+    "num_experts_per_tok": (1, 1_024),               # 6
+    "first_k_dense_replace": (0, 256),               # 1
+    "moe_layer_freq": (1, 256),                      # 1
+    "kv_lora_rank": (1, 16_384),                     # 512
+    "qk_rope_head_dim": (2, 1_024),                  # 64
+    "qk_nope_head_dim": (1, 1_024),                  # 128
+    "v_head_dim": (1, 1_024),                        # 128
+    "max_position_embeddings": (1, 1 << 24),         # 131,072
+}
+VISION_LIMITS: dict[str, tuple[int, int]] = {
+    "patch_size": (1, 64),                           # 14
+    "num_attention_heads": (1, 256),                 # 16
+    "num_hidden_layers": (1, 256),                   # 27
+    "hidden_size": (1, 16_384),                      # 1,152
+    "intermediate_size": (1, 65_536),                # 4,304
+    "init_pos_emb_height": (1, 1_024),               # 64
+    "init_pos_emb_width": (1, 1_024),                # 64
+}
+MAX_MERGE_KERNEL = 16                                # 2
+# Routed expert modules in the whole model (MoE layers x n_routed_experts): building them dominates
+# load time (about 1 ms each on the meta device). Kimi-VL has 1,664; DeepSeek-V3 14,848; Kimi-K2 23,040.
+MAX_ROUTED_EXPERT_MODULES = 32_768
+# Inclusive (low, high) bounds per float field; values must also be finite (JSON NaN/Infinity parse).
+FLOAT_LIMITS: dict[str, tuple[float, float]] = {
+    "rms_norm_eps": (1e-12, 1.0),                    # 1e-5
+    "rope_theta": (1.0, 1e12),                       # 800,000
+    "routed_scaling_factor": (1e-6, 1e6),            # 2.446
+}
 
 
 class _Reader:
@@ -44,10 +89,22 @@ class _Reader:
             raise ConfigError(f"{self._where(key)} must be {kind.__name__}, got {value!r}")
         return value
 
-    def positive(self, key: str, default: Any = _MISSING) -> int:
+    def bounded(self, key: str, limits: dict[str, tuple[int, int]], default: Any = _MISSING) -> int:
+        """An int within `limits[key]` (inclusive); the error names the key, the bound and the value."""
+        low, high = limits[key]
         value = self.get(key, int, default)
-        if value <= 0:
-            raise ConfigError(f"{self._where(key)} must be > 0, got {value}")
+        if value < low:
+            raise ConfigError(f"{self._where(key)} must be >= {low}, got {value}")
+        if value > high:
+            raise ConfigError(f"{self._where(key)} must be <= {high:,} (this runtime's bound), got {value:,}")
+        return value
+
+    def finite(self, key: str, default: Any = _MISSING) -> float:
+        """A finite float within `FLOAT_LIMITS[key]` (inclusive)."""
+        low, high = FLOAT_LIMITS[key]
+        value = self.get(key, float, default)
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ConfigError(f"{self._where(key)} must be a finite number in [{low:g}, {high:g}], got {value!r}")
         return value
 
     def null(self, key: str, why: str) -> None:
@@ -88,16 +145,18 @@ class MoonViTConfig:
     @classmethod
     def from_reader(cls, r: _Reader) -> MoonViTConfig:
         merge = r.get("merge_kernel_size", list, [2, 2])
-        if len(merge) != 2 or not all(isinstance(m, int) and m > 0 for m in merge):
-            raise ConfigError(f"{r._where('merge_kernel_size')} must be two positive ints, got {merge!r}")
+        if len(merge) != 2 or not all(isinstance(m, int) and not isinstance(m, bool) and 0 < m <= MAX_MERGE_KERNEL
+                                      for m in merge):
+            raise ConfigError(f"{r._where('merge_kernel_size')} must be two ints in [1, {MAX_MERGE_KERNEL}], "
+                              f"got {merge!r}")
         cfg = cls(
-            patch_size=r.positive("patch_size"),
-            num_attention_heads=r.positive("num_attention_heads"),
-            num_hidden_layers=r.positive("num_hidden_layers"),
-            hidden_size=r.positive("hidden_size"),
-            intermediate_size=r.positive("intermediate_size"),
-            init_pos_emb_height=r.positive("init_pos_emb_height"),
-            init_pos_emb_width=r.positive("init_pos_emb_width"),
+            patch_size=r.bounded("patch_size", VISION_LIMITS),
+            num_attention_heads=r.bounded("num_attention_heads", VISION_LIMITS),
+            num_hidden_layers=r.bounded("num_hidden_layers", VISION_LIMITS),
+            hidden_size=r.bounded("hidden_size", VISION_LIMITS),
+            intermediate_size=r.bounded("intermediate_size", VISION_LIMITS),
+            init_pos_emb_height=r.bounded("init_pos_emb_height", VISION_LIMITS),
+            init_pos_emb_width=r.bounded("init_pos_emb_width", VISION_LIMITS),
             merge_kernel_size=(merge[0], merge[1]),
         )
         if cfg.hidden_size % cfg.num_attention_heads or cfg.head_dim % 4:
@@ -153,42 +212,39 @@ class DeepseekV3TextConfig:
             raise ConfigError(f"{r._where('n_group')}: only n_group = topk_group = 1 is implemented")
         if r.get("tie_word_embeddings", bool, False):
             raise ConfigError(f"{r._where('tie_word_embeddings')}: tied embeddings are not implemented")
+        sizes = {key: r.bounded(key, TEXT_LIMITS) for key in TEXT_LIMITS}
         cfg = cls(
-            vocab_size=r.positive("vocab_size"),
-            hidden_size=r.positive("hidden_size"),
-            intermediate_size=r.positive("intermediate_size"),
-            moe_intermediate_size=r.positive("moe_intermediate_size"),
-            num_hidden_layers=r.positive("num_hidden_layers"),
-            num_attention_heads=r.positive("num_attention_heads"),
-            n_shared_experts=r.get("n_shared_experts", int),
-            n_routed_experts=r.positive("n_routed_experts"),
-            num_experts_per_tok=r.positive("num_experts_per_tok"),
-            routed_scaling_factor=r.get("routed_scaling_factor", float),
+            **sizes,
+            routed_scaling_factor=r.finite("routed_scaling_factor"),
             norm_topk_prob=r.get("norm_topk_prob", bool),
-            first_k_dense_replace=r.get("first_k_dense_replace", int),
-            moe_layer_freq=r.positive("moe_layer_freq"),
-            kv_lora_rank=r.positive("kv_lora_rank"),
-            qk_rope_head_dim=r.positive("qk_rope_head_dim"),
-            qk_nope_head_dim=r.positive("qk_nope_head_dim"),
-            v_head_dim=r.positive("v_head_dim"),
-            rms_norm_eps=r.get("rms_norm_eps", float),
-            rope_theta=r.get("rope_theta", float),
-            max_position_embeddings=r.positive("max_position_embeddings"),
+            rms_norm_eps=r.finite("rms_norm_eps"),
+            rope_theta=r.finite("rope_theta"),
         )
         if cfg.num_experts_per_tok > cfg.n_routed_experts:
-            raise ConfigError(f"{r._where('num_experts_per_tok')} exceeds n_routed_experts")
+            raise ConfigError(f"{r._where('num_experts_per_tok')} ({cfg.num_experts_per_tok}) exceeds "
+                              f"n_routed_experts ({cfg.n_routed_experts})")
         if cfg.qk_rope_head_dim % 2:
-            raise ConfigError(f"{r._where('qk_rope_head_dim')} must be even")
+            raise ConfigError(f"{r._where('qk_rope_head_dim')} must be even, got {cfg.qk_rope_head_dim}")
+        if cfg.first_k_dense_replace > cfg.num_hidden_layers:
+            raise ConfigError(f"{r._where('first_k_dense_replace')} ({cfg.first_k_dense_replace}) exceeds "
+                              f"num_hidden_layers ({cfg.num_hidden_layers})")
+        experts = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers)) * cfg.n_routed_experts
+        if experts > MAX_ROUTED_EXPERT_MODULES:
+            raise ConfigError(f"{r._where('n_routed_experts')}: {cfg.n_routed_experts} routed experts in each MoE "
+                              f"layer make {experts:,} expert modules, over this runtime's bound of "
+                              f"{MAX_ROUTED_EXPERT_MODULES:,} (check num_hidden_layers and n_routed_experts)")
         return cfg
 
 
 @dataclass(frozen=True, slots=True)
 class KimiVLConfig:
-    """The whole checkpoint: vision tower, text model and the image placeholder id."""
+    """The whole checkpoint: vision tower, text model, the image placeholder id, and the dtype its
+    tensors are stored in (`torch_dtype`, what `from_pretrained(torch_dtype="auto")` loads)."""
 
     vision: MoonViTConfig
     text: DeepseekV3TextConfig
     media_placeholder_token_id: int
+    torch_dtype: str = "bfloat16"
 
     @classmethod
     def from_dict(cls, data: Any, file: str = "config.json") -> KimiVLConfig:
@@ -198,10 +254,16 @@ class KimiVLConfig:
         if unknown or not archs:
             raise ConfigError(f"key 'architectures' in {file}: unsupported architecture {archs!r}; "
                               f"this runtime implements {ARCHITECTURES[0]}")
+        text = DeepseekV3TextConfig.from_reader(r.sub("text_config"))
+        placeholder = r.get("media_placeholder_token_id", int)
+        if not 0 <= placeholder < TEXT_LIMITS["vocab_size"][1]:
+            raise ConfigError(f"{r._where('media_placeholder_token_id')} must be a token id in "
+                              f"[0, {TEXT_LIMITS['vocab_size'][1]:,}), got {placeholder}")
         return cls(
             vision=MoonViTConfig.from_reader(r.sub("vision_config")),
-            text=DeepseekV3TextConfig.from_reader(r.sub("text_config")),
-            media_placeholder_token_id=r.get("media_placeholder_token_id", int),
+            text=text,
+            media_placeholder_token_id=placeholder,
+            torch_dtype=r.equal("torch_dtype", CHECKPOINT_DTYPES, "bfloat16"),
         )
 
     @classmethod

@@ -16,12 +16,15 @@ DEFAULT_MODEL_ID = "moonshotai/Kimi-VL-A3B-Instruct"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | None = None) -> Path:
+def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | None = None,
+                      revision: str | None = None, token: str | bool | None = None) -> Path:
     """Local directory holding `config.json` for `path_or_id`.
 
-    A path that exists is used as is (it must contain config.json). Anything shaped like
-    `owner/name` that is not a local path is looked up in the hub cache and downloaded if allowed.
-    Raises `ModelUnavailableError` with a one-sentence fix otherwise.
+    A path that exists is used as is (it must be a directory containing config.json; `revision` and
+    `token` do not apply, as in transformers). Anything shaped like `owner/name` that is not a local
+    path is looked up in the hub cache and downloaded if allowed, at `revision` (branch, tag or
+    commit; default the main branch) with `token` (a string, or True for the saved login). The token
+    never appears in an error. Raises `ModelUnavailableError` with a one-sentence fix otherwise.
     """
     p = Path(path_or_id).expanduser()
     if p.exists():
@@ -32,13 +35,27 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
     if not _HUB_ID.match(text):
         raise ModelUnavailableError(
             f"Model {text!r} is neither a local directory nor a hub id such as {DEFAULT_MODEL_ID}.")
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise ModelUnavailableError(f"revision must be a branch, tag or commit name, got {revision!r}.")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RevisionNotFoundError,
+    )
 
+    where = text if revision is None else f"{text} at revision {revision!r}"
     try:
-        return Path(snapshot_download(text, allow_patterns=allow_patterns))
+        return Path(snapshot_download(text, allow_patterns=allow_patterns, revision=revision, token=token))
+    except RevisionNotFoundError:
+        raise ModelUnavailableError(f"{text} has no revision {revision!r} on the Hugging Face hub; pass an "
+                                    "existing branch, tag or commit.") from None
+    except GatedRepoError:
+        raise ModelUnavailableError(f"{text} is gated on the Hugging Face hub; accept its terms and pass token=... "
+                                    "(or log in with `hf auth login`).") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ModelUnavailableError(
-            f"Could not get {text} from the Hugging Face hub ({type(e).__name__}); pass a local "
+            f"Could not get {where} from the Hugging Face hub ({type(e).__name__}); pass a local "
             "snapshot directory with --model DIR, or an OpenAI-compatible server with --endpoint URL."
         ) from None

@@ -33,13 +33,27 @@ class KimiVL(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, device: torch.device | str = "cpu",
-                        dtype: torch.dtype = torch.bfloat16) -> KimiVL:
-        """Load an official checkpoint (local directory or hub id such as moonshotai/Kimi-VL-A3B-Instruct)."""
-        from kimi_agent.model_runtime.weights import build_on_meta, load_weights
+                        torch_dtype: torch.dtype | str | None = None, dtype: torch.dtype | str | None = None,
+                        revision: str | None = None, token: str | bool | None = None,
+                        verify: bool = False) -> KimiVL:
+        """Load an official checkpoint (local directory or hub id such as moonshotai/Kimi-VL-A3B-Instruct).
 
-        model_dir = resolve_model_dir(path_or_hub_id, allow_patterns=CHECKPOINT_FILES)
-        model = build_on_meta(KimiVLConfig.from_pretrained_dir(model_dir))
-        load_weights(model, model_dir, device=device, dtype=dtype)
+        Keywords follow transformers: `torch_dtype` (or its alias `dtype`) is a torch dtype, a name such
+        as "bfloat16", or "auto" for the checkpoint's own dtype; bfloat16 when neither is given.
+        `revision` (branch, tag or commit) and `token` apply to hub ids and are passed to
+        `huggingface_hub`; a local directory is used as is. `verify=True` also checks every tensor for
+        NaN/inf after loading it (one extra pass). Errors: `ModelUnavailableError`, `ConfigError`,
+        `WeightLoadError`, each naming the file and the field or tensor.
+        """
+        from kimi_agent.model_runtime.weights import build_on_meta, load_weights, resolve_torch_dtype
+
+        requested = resolve_torch_dtype(torch_dtype, dtype)
+        model_dir = resolve_model_dir(path_or_hub_id, allow_patterns=CHECKPOINT_FILES, revision=revision,
+                                      token=token)
+        config = KimiVLConfig.from_pretrained_dir(model_dir)
+        load_dtype = getattr(torch, config.torch_dtype) if requested == "auto" else requested
+        model = build_on_meta(config)
+        load_weights(model, model_dir, device=device, dtype=load_dtype, verify=verify)
         assert isinstance(model, KimiVL)
         model.eval().requires_grad_(False)
         model.stack_experts()

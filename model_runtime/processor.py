@@ -2,7 +2,9 @@
 
 Renders the chat template, tokenizes, and expands each `<|media_pad|>` into (h/2)(w/2) copies for
 its image (images consumed in order). Expansion happens on token ids, which equals the official
-expand-then-tokenize for every sane prompt. torch is imported only when tensors are built.
+expand-then-tokenize for every sane prompt. Two call forms give identical tensors: ours,
+`proc(messages=..., images=[...])`, and the Hugging Face one, `proc(text=proc.apply_chat_template(
+messages), images=...)`. torch is imported only when tensors are built.
 """
 
 from __future__ import annotations
@@ -36,11 +38,32 @@ class ProcessorInputError(AgentError, ValueError):
     """Messages and images do not agree (e.g. 2 image parts but 1 image)."""
 
 
+class BatchInputs(dict[str, Any]):
+    """Model inputs as a dict (`model(**inputs)`, `model.generate(**inputs)`), with the two habits of
+    transformers' `BatchFeature`: attribute access (`inputs.input_ids`) and `.to(device or dtype)`."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def to(self, target: Any) -> BatchInputs:
+        """A copy with every tensor moved to `target` (a device); a torch dtype casts only the
+        floating-point tensors (pixel_values), never the ids or grids."""
+        import torch
+
+        if isinstance(target, torch.dtype):
+            return BatchInputs({k: v.to(target) if v.is_floating_point() else v for k, v in self.items()})
+        return BatchInputs({k: v.to(target) for k, v in self.items()})
+
+
 class KimiVLProcessor:
     """Tokenizer + image processor + chat template of one Kimi-VL checkpoint.
 
-    `proc(messages=..., images=[...])` returns `{"input_ids": long [1, T], "pixel_values":
-    float32 [L, 3, 14, 14], "image_grid_hws": int64 [N, 2]}` (the image keys only with images).
+    `proc(messages=..., images=[...])` or `proc(text=..., images=...)` returns `BatchInputs`
+    `{"input_ids": long [B, T], "pixel_values": float32 [L, 3, 14, 14], "image_grid_hws": int64
+    [N, 2]}` (the image keys only with images; B = 1 for messages).
     """
 
     def __init__(self, tokenizer: Tokenizer, image_processor: ImageProcessor, chat_template: ChatTemplate) -> None:
@@ -51,13 +74,15 @@ class KimiVLProcessor:
         self.stop_token_ids: tuple[int, ...] = tuple(tokenizer.token_id(t) for t in STOP_TOKENS)
 
     @classmethod
-    def from_pretrained(cls, path_or_hub_id: str | Path, *, in_token_limit: int | None = None) -> KimiVLProcessor:
-        """Load from a checkpoint directory or a hub id (only the small processor files are fetched).
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, in_token_limit: int | None = None,
+                        revision: str | None = None, token: str | bool | None = None) -> KimiVLProcessor:
+        """Load from a checkpoint directory or a hub id (only the small processor files are fetched;
+        `revision` and `token` as in transformers, for hub ids).
 
         `in_token_limit` overrides the checkpoint's screenshot budget in 14-px patches (e.g. raise it
         for high-resolution screens; grids must stay under 512 patches a side).
         """
-        path = resolve_model_dir(path_or_hub_id, allow_patterns=PROCESSOR_FILES)
+        path = resolve_model_dir(path_or_hub_id, allow_patterns=PROCESSOR_FILES, revision=revision, token=token)
         proc = cls(Tokenizer.from_dir(path), ImageProcessor.from_dir(path, in_token_limit=in_token_limit),
                    ChatTemplate.from_dir(path))
         proc._check_placeholder_id(path / "config.json")
@@ -87,8 +112,11 @@ class KimiVLProcessor:
         """`<|media_pad|>` copies an image of `width` x `height` pixels expands to."""
         return self.image_processor.num_image_tokens(width, height)
 
-    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> str:
-        """The prompt text for `messages`, one `<|media_pad|>` per image part (not yet expanded)."""
+    def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True, *,
+                            return_tensors: str | None = None) -> str:
+        """The prompt text for `messages`, one `<|media_pad|>` per image part (not yet expanded): the
+        `text=` of `proc(text=..., images=...)`. `return_tensors` is accepted and unused, as in
+        transformers when the template is not tokenized."""
         _validate(messages)
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
@@ -99,6 +127,14 @@ class KimiVLProcessor:
     def decode(self, ids: Iterable[int] | int, *, skip_special_tokens: bool = False) -> str:
         """Text of `ids` (a list, numpy array or tensor)."""
         return self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences: Iterable[Iterable[int]], *, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool = False) -> list[str]:
+        """Text of each row of `sequences` (e.g. a long [B, n] tensor). tiktoken decoding is exact, so
+        there are no tokenization spaces to clean up; True is refused rather than ignored."""
+        if clean_up_tokenization_spaces:
+            raise ProcessorInputError("clean_up_tokenization_spaces=True is not supported: decoding is exact")
+        return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in sequences]
 
     def stream_decoder(self, *, skip_special_tokens: bool = False) -> StreamDecoder:
         """Incremental decoder that never emits half a UTF-8 character."""
@@ -115,29 +151,75 @@ class KimiVLProcessor:
         repeats[pads] = np.asarray(tokens_per_image, dtype=np.int64)
         return np.repeat(arr, repeats)
 
-    def __call__(self, *, messages: Sequence[Message], images: Sequence[Image.Image] = (),
-                 add_generation_prompt: bool = True) -> dict[str, Any]:
-        """Model inputs for one conversation: `input_ids` long [1, T] and, with images,
-        `pixel_values` float32 [L, 3, 14, 14] and `image_grid_hws` int64 [N, 2].
+    def __call__(self, *, messages: Sequence[Message] | None = None, text: str | Sequence[str] | None = None,
+                 images: Image.Image | Sequence[Image.Image] | None = None, add_generation_prompt: bool = True,
+                 return_tensors: str = "pt", padding: bool | str = False, truncation: bool = False) -> BatchInputs:
+        """Model inputs: `input_ids` long [B, T] and, with images, `pixel_values` float32 [L, 3, 14, 14]
+        and `image_grid_hws` int64 [N, 2].
 
-        The number of image parts in `messages` must equal `len(images)`.
+        Give exactly one of `messages` (one conversation, B = 1; its image parts must number
+        `len(images)`) or `text` (the Hugging Face call: a prompt or a list of prompts from
+        `apply_chat_template`, each `<|media_pad|>` taking the next image; B = len(text)). `images`
+        may be one image or a list. Only `return_tensors="pt"` exists; `padding` and `truncation` are
+        accepted so the transformers call runs unchanged, but rows are never padded or cut (the
+        runtime takes no attention mask): prompts of different lengths need one call each.
         """
+        if return_tensors != "pt":
+            raise ProcessorInputError(f"return_tensors={return_tensors!r} is not supported; only 'pt' (torch)")
+        if (messages is None) == (text is None):
+            raise ProcessorInputError("pass exactly one of messages= (a chat) or text= (a rendered prompt)")
+        image_list = _image_list(images)
+        if messages is not None:
+            _validate(messages)
+            n_parts = sum(1 for m in messages if not isinstance(m.get("content"), str)
+                          for p in m["content"] if is_image_part(p))
+            if n_parts != len(image_list):
+                raise ProcessorInputError(f"messages have {n_parts} image parts but {len(image_list)} images "
+                                          "were given")
+            prompts = [self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)]
+        else:
+            prompts = [text] if isinstance(text, str) else list(text or [])
+            if not prompts or not all(isinstance(t, str) for t in prompts):
+                raise ProcessorInputError("text must be a prompt string or a non-empty list of prompt strings")
+        return self._tensors([self._tokenizer.encode(t) for t in prompts], image_list)
+
+    def _tensors(self, rows: list[list[int]], images: list[Image.Image]) -> BatchInputs:
+        """Expand the `<|media_pad|>` of token-id `rows` for `images` (in order) and build tensors."""
         import torch
 
-        _validate(messages)
-        images = list(images or [])
-        n_parts = sum(1 for m in messages if not isinstance(m.get("content"), str)
-                      for p in m["content"] if is_image_part(p))
-        if n_parts != len(images):
-            raise ProcessorInputError(f"messages have {n_parts} image parts but {len(images)} images were given")
-        ids = self._tokenizer.encode(self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt))
+        pads = [sum(1 for t in ids if t == self.media_pad_id) for ids in rows]
+        if sum(pads) != len(images):
+            raise ProcessorInputError(f"prompt has {sum(pads)} {MEDIA_PAD} tokens but {len(images)} images "
+                                      "were given")
         batch: ImageBatch | None = self.image_processor(images) if images else None
-        expanded = self.expand_image_tokens(ids, batch.num_tokens if batch else [])
-        out: dict[str, Any] = {"input_ids": torch.from_numpy(expanded).unsqueeze(0)}
+        per_image = batch.num_tokens if batch else []
+        starts = np.cumsum([0, *pads])
+        expanded = [self.expand_image_tokens(ids, per_image[starts[i]:starts[i + 1]]) for i, ids in enumerate(rows)]
+        if len({len(e) for e in expanded}) > 1:
+            raise ProcessorInputError(f"prompts expand to {[len(e) for e in expanded]} tokens; rows are not "
+                                      "padded (no attention mask), so process prompts of different lengths "
+                                      "one call each")
+        out = BatchInputs(input_ids=torch.from_numpy(np.stack(expanded)))
         if batch is not None:
             out["pixel_values"] = torch.from_numpy(batch.pixel_values)
             out["image_grid_hws"] = torch.from_numpy(batch.image_grid_hws)
         return out
+
+
+def _image_list(images: Image.Image | Sequence[Image.Image] | None) -> list[Image.Image]:
+    """`images=` as a list: None -> [], one image -> [image], a sequence -> its items."""
+    from PIL import Image
+
+    if images is None:
+        return []
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, str | bytes) or not isinstance(images, Sequence):
+        raise ProcessorInputError(f"images must be a PIL image or a list of them, got {type(images).__name__}")
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise ProcessorInputError(f"images[{i}] must be a PIL image, got {type(image).__name__}")
+    return list(images)
 
 
 def _validate(messages: Sequence[Mapping[str, Any]]) -> None:

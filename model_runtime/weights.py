@@ -2,9 +2,11 @@
 
 The model's module attribute names equal the checkpoint's tensor names, so the name table is
 checkpoint name -> parameter name (the identity today; renames would go there, not in regexes).
-Loading is total: every parameter must come from exactly one tensor of the right shape, and every
-tensor in the checkpoint must be a parameter or an explicitly ignored name. Anything else raises
-`WeightLoadError` naming the tensor and the file.
+Loading is total: every parameter must come from exactly one tensor of the right shape and a float
+dtype, and every tensor in the checkpoint must be a parameter or an explicitly ignored name. The
+index and every shard it names are checked before any tensor is read. Anything else raises
+`WeightLoadError` naming the tensor, field and file. Checkpoints are untrusted input: shard names
+must be plain file names inside the checkpoint directory.
 """
 
 from __future__ import annotations
@@ -12,18 +14,26 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from kimi_agent.errors import WeightLoadError
+from kimi_agent.errors import ConfigError, WeightLoadError
 from kimi_agent.model_runtime.config import KimiVLConfig
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # Non-persistent buffers the reference saved by accident; we recompute RoPE frequencies in fp32.
 IGNORED_CHECKPOINT_SUFFIXES = ("self_attn.rotary_emb.inv_freq",)
+# Stored dtypes a parameter may have (safetensors header names). Released Kimi-VL checkpoints are
+# bf16; fp16/fp32 conversions load too. Integer, bool and fp8 tensors would need dequantization this
+# runtime does not do; float64 is never written for this family and would double host memory.
+LOADABLE_DTYPES = ("BF16", "F16", "F32")
+# What `from_pretrained(torch_dtype=...)` accepts: torch dtypes or these names; "auto" = config.json's.
+TORCH_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+                     "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
 
 
 def is_ignored(name: str) -> bool:
@@ -43,15 +53,77 @@ def name_table(model: nn.Module) -> dict[str, str]:
     return {name: name for name, _ in model.named_parameters()}
 
 
+def resolve_torch_dtype(torch_dtype: torch.dtype | str | None,
+                        dtype: torch.dtype | str | None = None) -> torch.dtype | Literal["auto"]:
+    """The dtype to load in, from `torch_dtype` (transformers' name) or its alias `dtype` (one of
+    them, or both equal): a torch dtype, a name such as "bfloat16", or "auto" (returned as is: the
+    caller reads the checkpoint's `torch_dtype`). Neither given -> bfloat16. Checked before any
+    download, so a typo costs nothing."""
+    chosen = [_normalize_dtype(d) for d in (torch_dtype, dtype) if d is not None]
+    if len(chosen) == 2 and chosen[0] != chosen[1]:
+        raise ConfigError(f"torch_dtype={torch_dtype!r} and dtype={dtype!r} disagree; pass one of them")
+    return chosen[0] if chosen else torch.bfloat16
+
+
+def _normalize_dtype(value: torch.dtype | str) -> torch.dtype | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        if value not in TORCH_DTYPE_NAMES:
+            raise ConfigError(f"torch_dtype {value!r} is not one of 'auto', {', '.join(map(repr, TORCH_DTYPE_NAMES))}")
+        value = getattr(torch, TORCH_DTYPE_NAMES[value])
+    if value not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ConfigError(f"torch_dtype {value!r} is not supported; use torch.bfloat16, torch.float16 or "
+                          "torch.float32")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    """JSON's name for the type of a parsed value (for error messages)."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_index(index: Path) -> dict[str, str]:
+    """`weight_map` of a safetensors index file (tensor name -> shard file name), validated."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightLoadError(f"{index} is not valid JSON ({type(e).__name__}: {e})") from None
+    except OSError as e:
+        raise WeightLoadError(f"cannot read {index} ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise WeightLoadError(f"{index}: the top level must be a JSON object with a 'weight_map' field, "
+                              f"got {_json_type(data)}")
+    if "weight_map" not in data:
+        raise WeightLoadError(f"{index}: missing field 'weight_map' (tensor name -> shard file)")
+    weight_map = data["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise WeightLoadError(f"{index}: field 'weight_map' must be an object of tensor name -> shard file, "
+                              f"got {_json_type(weight_map)}")
+    if not weight_map:
+        raise WeightLoadError(f"{index}: field 'weight_map' is empty")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a shard file name (a string), "
+                                  f"got {'null' if shard is None else f'{_json_type(shard)} {_short(shard)}'}")
+        if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
+            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a file name inside the checkpoint "
+                                  f"directory, got {_short(shard)}")
+    return weight_map
+
+
 def read_weight_map(model_dir: Path) -> tuple[dict[str, str], Path]:
     """(tensor name -> shard file name, the file that says so) for a sharded or single-file checkpoint."""
     index = model_dir / INDEX_FILE
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise WeightLoadError(f"{index} is not a valid safetensors index ({type(e).__name__}: {e})") from None
-        return dict(weight_map), index
+        return parse_index(index), index
     single = model_dir / SINGLE_FILE
     if not single.is_file():
         raise WeightLoadError(f"no weights in {model_dir}: expected {INDEX_FILE} or {SINGLE_FILE}")
@@ -69,12 +141,24 @@ def _assign(model: nn.Module, param_name: str, tensor: torch.Tensor) -> None:
 
 
 def load_weights(model: nn.Module, model_dir: str | Path, *, device: torch.device | str,
-                 dtype: torch.dtype) -> set[str]:
-    """Stream every shard of `model_dir` into `model` (built on meta); return the loaded names."""
+                 dtype: torch.dtype, verify: bool = False) -> set[str]:
+    """Stream every shard of `model_dir` into `model` (built on meta); return the loaded names.
+
+    `verify`: also check every loaded tensor for NaN/inf (one pass over the weights on `device`);
+    the first bad tensor, in shard-file order, raises `WeightLoadError`.
+    """
     model_dir = Path(model_dir)
     table = name_table(model)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     weight_map, source = read_weight_map(model_dir)
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for name, shard in weight_map.items():
+        by_shard[shard].append(name)
+    for shard, names in sorted(by_shard.items()):
+        if not (model_dir / shard).is_file():
+            count = f"{len(names)} tensor" + ("s" if len(names) > 1 else "")
+            raise WeightLoadError(f"missing shard {model_dir / shard}: {source.name} lists {count} in it "
+                                  f"(e.g. {names[0]}) but the file does not exist")
     for name, shard in weight_map.items():
         if name not in table and not is_ignored(name):
             raise WeightLoadError(f"unexpected tensor {name} in {model_dir / shard}: the model has no such "
@@ -82,12 +166,9 @@ def load_weights(model: nn.Module, model_dir: str | Path, *, device: torch.devic
     for name in table:
         if name not in weight_map:
             raise WeightLoadError(f"missing tensor {name}: not listed in {source}")
-    by_shard: dict[str, list[str]] = defaultdict(list)
-    for name, shard in weight_map.items():
-        by_shard[shard].append(name)
     loaded: set[str] = set()
-    for shard, names in by_shard.items():
-        loaded |= _load_shard(model, model_dir / shard, names, table, shapes, device, dtype)
+    for shard, names in sorted(by_shard.items()):
+        loaded |= _load_shard(model, model_dir / shard, names, table, shapes, device, dtype, verify)
     missing = set(table.values()) - loaded
     if missing:
         raise WeightLoadError(f"missing tensor {sorted(missing)[0]} ({len(missing)} in all) after reading {source}")
@@ -95,9 +176,8 @@ def load_weights(model: nn.Module, model_dir: str | Path, *, device: torch.devic
 
 
 def _load_shard(model: nn.Module, path: Path, names: list[str], table: dict[str, str],
-                shapes: dict[str, tuple[int, ...]], device: torch.device | str, dtype: torch.dtype) -> set[str]:
-    if not path.is_file():
-        raise WeightLoadError(f"missing shard {path} (it should hold {len(names)} tensors, e.g. {names[0]})")
+                shapes: dict[str, tuple[int, ...]], device: torch.device | str, dtype: torch.dtype,
+                verify: bool) -> set[str]:
     loaded, current = set(), "(header)"
     try:
         with safe_open(path, "pt", device="cpu") as f:
@@ -112,12 +192,34 @@ def _load_shard(model: nn.Module, path: Path, names: list[str], table: dict[str,
                 if is_ignored(current):
                     continue
                 param = table[current]
-                shape = tuple(f.get_slice(current).get_shape())
+                header = f.get_slice(current)
+                stored = header.get_dtype()
+                if stored not in LOADABLE_DTYPES:
+                    raise WeightLoadError(f"wrong dtype for tensor {current} in {path}: checkpoint {stored}, model "
+                                          f"expects a float tensor ({', '.join(LOADABLE_DTYPES)})")
+                shape = tuple(header.get_shape())
                 if shape != shapes[param]:
                     raise WeightLoadError(f"shape mismatch for tensor {current} in {path}: checkpoint {shape}, "
                                           f"model expects {shapes[param]}")
-                _assign(model, param, f.get_tensor(current).to(device=device, dtype=dtype))
+                raw = f.get_tensor(current)
+                tensor = raw.to(device=device, dtype=dtype)
+                if verify:
+                    check_finite(current, path, raw, tensor)
+                _assign(model, param, tensor)
                 loaded.add(param)
     except SafetensorError as e:
         raise WeightLoadError(f"corrupt or truncated shard {path} (reading {current}): {e}") from None
     return loaded
+
+
+def check_finite(name: str, path: Path, raw: torch.Tensor, loaded: torch.Tensor) -> None:
+    """Raise `WeightLoadError` if `loaded` (raw converted to the load dtype) holds NaN or inf, saying
+    whether the checkpoint holds them or the conversion overflowed."""
+    if bool(torch.isfinite(loaded).all()):
+        return
+    nan, inf = int(torch.isnan(raw).sum()), int(torch.isinf(raw).sum())
+    if nan or inf:
+        raise WeightLoadError(f"non-finite values in tensor {name} in {path}: {nan} NaN and {inf} inf of "
+                              f"{raw.numel()} (verify=True)")
+    raise WeightLoadError(f"tensor {name} in {path} overflows {loaded.dtype}: its {raw.dtype} values exceed "
+                          f"the range of {loaded.dtype} (verify=True; load in a wider dtype)")

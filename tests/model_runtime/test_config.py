@@ -45,7 +45,7 @@ def test_unknown_keys_are_ignored() -> None:
 @pytest.mark.parametrize(("section", "key", "value", "match"), [
     ("text_config", "hidden_size", None, r"missing key 'text_config\.hidden_size' in .*config\.json"),
     ("text_config", "hidden_size", "2048", r"'text_config\.hidden_size' in .*must be int"),
-    ("text_config", "num_hidden_layers", 0, r"'text_config\.num_hidden_layers'.*must be > 0"),
+    ("text_config", "num_hidden_layers", 0, r"'text_config\.num_hidden_layers'.*must be >= 1, got 0"),
     ("text_config", "q_lora_rank", 1536, r"'text_config\.q_lora_rank'.*must be null"),
     ("text_config", "scoring_func", "softmax", r"'text_config\.scoring_func'"),
     ("vision_config", "patch_size", None, r"missing key 'vision_config\.patch_size'"),

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from kimi_agent.errors import ConfigError
-from kimi_agent.model_runtime import KimiVLProcessor
+from kimi_agent.model_runtime import KimiVL, KimiVLProcessor
 from kimi_agent.model_runtime.image_processor import num_image_tokens
 from kimi_agent.model_runtime.processor import PROCESSOR_FILES, ProcessorInputError
 
@@ -153,3 +153,119 @@ def test_import_does_not_load_torch() -> None:
     code = "import sys, kimi_agent.model_runtime.processor; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- the Hugging Face call: proc(text=apply_chat_template(...), images=...) -------------------------
+
+
+def _same(a: dict, b: dict) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+def _three_images_chat() -> tuple[list[dict], list[Image.Image]]:
+    images = [Image.new("RGB", (56, 28), (9, 8, 7)), Image.new("L", (448, 448), 200),
+              Image.effect_noise((100, 300), 40).convert("RGB")]
+    msgs: list[dict] = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}, {"type": "image"}]},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "and now?"}]},
+    ]
+    return msgs, images
+
+
+@pytest.mark.parametrize("size", [(448, 448), (1920, 1080), (13, 29)])
+def test_hf_call_equals_messages_call(proc: KimiVLProcessor, size: tuple[int, int]) -> None:
+    image = Image.effect_noise(size, 60).convert("RGB")
+    ours = proc(messages=_one_image(), images=[image])
+    # the model card's two lines, verbatim apart from names
+    text = proc.apply_chat_template(_one_image(), add_generation_prompt=True, return_tensors="pt")
+    hf = proc(images=image, text=text, return_tensors="pt", padding=True, truncation=True)
+    _same(hf, ours)
+    assert set(hf) == {"input_ids", "pixel_values", "image_grid_hws"}
+    _same(proc(text=[text], images=[image]), ours)
+
+
+def test_hf_call_equals_messages_call_with_three_images_and_without(proc: KimiVLProcessor) -> None:
+    msgs, images = _three_images_chat()
+    ours = proc(messages=msgs, images=images)
+    _same(proc(text=proc.apply_chat_template(msgs), images=images), ours)
+    assert _pad_runs(ours["input_ids"][0].tolist()) == [2, 256, 44]
+    chat = [{"role": "user", "content": "Hello, world!"}]
+    _same(proc(text=proc.apply_chat_template(chat, add_generation_prompt=False)),
+          proc(messages=chat, add_generation_prompt=False))
+
+
+def test_hf_call_with_a_batch_of_prompts(proc: KimiVLProcessor) -> None:
+    a, b = Image.new("RGB", (28, 28), (1, 1, 1)), Image.new("RGB", (28, 28), (250, 0, 0))
+    q1, q2 = _one_image("Where is the red box?"), _one_image("Where is the blue box?")
+    batch = proc(text=[proc.apply_chat_template(q1), proc.apply_chat_template(q2)], images=[a, b])
+    one, two = proc(messages=q1, images=[a]), proc(messages=q2, images=[b])
+    assert batch["input_ids"].shape == (2, one["input_ids"].shape[1])
+    assert torch.equal(batch["input_ids"], torch.cat([one["input_ids"], two["input_ids"]]))
+    assert torch.equal(batch["pixel_values"], torch.cat([one["pixel_values"], two["pixel_values"]]))
+    assert torch.equal(batch["image_grid_hws"], torch.cat([one["image_grid_hws"], two["image_grid_hws"]]))
+
+
+def test_hf_call_errors(proc: KimiVLProcessor) -> None:
+    img = Image.new("RGB", (28, 28))
+    text = proc.apply_chat_template(_one_image())
+    cases = [
+        (dict(text=text), r"prompt has 1 <\|media_pad\|> tokens but 0 images"),
+        (dict(text=text, images=[img, img]), r"prompt has 1 <\|media_pad\|> tokens but 2 images"),
+        (dict(text=text, messages=_one_image(), images=img), "exactly one of messages= .* or text="),
+        (dict(images=img), "exactly one of messages= .* or text="),
+        (dict(text=[text, proc.apply_chat_template(_one_image("A shorter question?"))], images=[img, img]),
+         r"prompts expand to \[35, 25\] tokens; rows are not padded"),
+        (dict(text=[], images=[]), "non-empty list of prompt strings"),
+        (dict(text=[text, 5], images=[img]), "non-empty list of prompt strings"),
+        (dict(text=text, images=img, return_tensors="np"), r"return_tensors='np' is not supported"),
+        (dict(text=text, images=[np.zeros((28, 28, 3), np.uint8)]), r"images\[0\] must be a PIL image, got ndarray"),
+        (dict(text=text, images="cat.png"), "images must be a PIL image or a list of them, got str"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ProcessorInputError, match=match):
+            proc(**kwargs)
+
+
+def test_batch_inputs_habits(proc: KimiVLProcessor) -> None:
+    inputs = proc(messages=_one_image(), images=[Image.new("RGB", (28, 28))])
+    assert inputs.input_ids is inputs["input_ids"] and inputs.image_grid_hws.tolist() == [[2, 2]]
+    with pytest.raises(AttributeError):
+        _ = inputs.attention_mask
+    half = inputs.to(torch.bfloat16)
+    assert half.pixel_values.dtype == torch.bfloat16
+    assert half.input_ids.dtype == half.image_grid_hws.dtype == torch.int64
+    moved = inputs.to("cpu")
+    _same(moved, inputs)
+    texts = proc.batch_decode(torch.tensor([[19180, 11, 2695, 0], [19180, 11, 2695, 163586]]),
+                              skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert texts == ["Hello, world!", "Hello, world"]
+    with pytest.raises(ProcessorInputError, match="clean_up_tokenization_spaces"):
+        proc.batch_decode([[1]], clean_up_tokenization_spaces=True)
+
+
+def test_hf_call_feeds_generate(proc: KimiVLProcessor, tiny_model: KimiVL) -> None:
+    image = Image.effect_noise((56, 56), 50).convert("RGB")
+    text = proc.apply_chat_template(_one_image(), add_generation_prompt=True, return_tensors="pt")
+    inputs = proc(images=image, text=text, return_tensors="pt").to(tiny_model.device)
+    hf_ids = tiny_model.generate(**inputs, max_new_tokens=4)
+    ours = proc(messages=_one_image(), images=[image])
+    assert torch.equal(hf_ids, tiny_model.generate(**ours, max_new_tokens=4))
+    assert hf_ids.shape == (1, 4)
+
+
+def test_processor_passes_revision_and_token_to_the_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    seen: dict = {}
+
+    def fake_snapshot_download(repo_id: str, **kwargs: object) -> str:  # test double: no network here
+        seen.update(kwargs)
+        return str(FIXTURE)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    KimiVLProcessor.from_pretrained("moonshotai/Kimi-VL-A3B-Instruct", revision="v1", token="hf_x")
+    assert (seen["revision"], seen["token"], seen["allow_patterns"]) == ("v1", "hf_x", PROCESSOR_FILES)
