@@ -101,7 +101,7 @@ def _fail_start(err: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_CANNOT_START)
 
 
-@episode_app.command(context_settings={"help_option_names": ["--help", "-h"]})
+@episode_app.command(context_settings={"help_option_names": ["--help", "-h"]}, no_args_is_help=True)
 def episode(
     instruction: Annotated[str, typer.Argument(metavar="INSTRUCTION", show_default=False,
                                                help="what the agent should do, e.g. 'enable Do Not Track'")],

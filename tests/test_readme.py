@@ -67,7 +67,8 @@ class Block:
 def readme_blocks(text: str) -> list[Block]:
     """The fenced bash/python blocks of `text`, in order (a fence closes on a line that is only ```)."""
     blocks: list[Block] = []
-    heading, lang, start, body = "top", None, 0, []
+    heading, lang, start = "top", None, 0
+    body: list[str] = []
     for n, line in enumerate(text.splitlines(), 1):
         if lang is None:
             if line.startswith("#"):
@@ -116,9 +117,10 @@ def skip_reason(command: str) -> str | None:
 def runnable_script(block: Block) -> tuple[str, list[str]]:
     """The block as it will run (skipped commands become `:` no-ops) and the skip reasons."""
     if block.lang == "python":
-        reasons = [r for marker, r in PYTHON_SKIPS.items() if marker in block.text]
-        return ("" if reasons else block.text), reasons
-    lines, reasons = [], []
+        why = [r for marker, r in PYTHON_SKIPS.items() if marker in block.text]
+        return ("" if why else block.text), why
+    lines: list[str] = []
+    reasons: list[str] = []
     for cmd in bash_commands(block.text):
         stripped = cmd.strip()
         reason = None if not stripped or stripped.startswith("#") else skip_reason(stripped)

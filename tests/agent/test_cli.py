@@ -112,6 +112,8 @@ def test_help_is_a_guide_with_every_subcommand_and_examples(tmp_path: Path) -> N
     example_lines = [ln.strip() for ln in text[examples:].splitlines() if ln.strip().startswith("kimi-agent")]
     assert len(example_lines) == 3, example_lines
     assert "--version" in text[options:commands]
+    bare = _cli(tmp_path=tmp_path)  # no arguments at all: the same guide (exit 2: nothing was run)
+    assert bare.returncode == 2 and "Examples:" in bare.stdout + bare.stderr
 
 
 def test_version(tmp_path: Path) -> None:
