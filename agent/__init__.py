@@ -1,7 +1,12 @@
 """kimi-agent: a GUI-agent runtime for the Kimi-VL vision-language model.
 
 Public names are imported lazily so that `import kimi_agent.actions` (or the parser) never pulls in
-torch, Playwright or an X display.
+torch, Playwright or an X display:
+
+- `Agent`, `AgentSettings`, `EpisodeResult`: run episodes against an environment.
+- `ScriptedBackend`: a test double that replays given replies instead of running a model.
+- `parse_reply`, `Step`: turn a Kimi-format reply into typed actions.
+- `AgentError`, `ReplyError`: the base of every error raised on purpose, and a rejected reply.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ _LAZY: dict[str, str] = {
     "Agent": "kimi_agent.loop",
     "AgentSettings": "kimi_agent.loop",
     "EpisodeResult": "kimi_agent.loop",
+    "ScriptedBackend": "kimi_agent.model_runtime.backends.scripted",
     "parse_reply": "kimi_agent.reply",
     "Step": "kimi_agent.reply",
     "ReplyError": "kimi_agent.errors",
@@ -25,6 +31,7 @@ __all__ = [*sorted(_LAZY), "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562)."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kimi_agent' has no attribute {name!r}")

@@ -3,43 +3,86 @@
 `kimi-agent "enable Do Not Track"` runs one episode; `kimi-agent report RUN_DIR`, `ground IMAGE
 TEXT`, `doctor` (and `run TASKS`, from the tasks package) are subcommands. typer cannot mix a free
 positional instruction with subcommands, so `main()` dispatches: a known subcommand name goes to
-the subcommand app, anything else to the episode command. Exit code 0 only when the episode ends
-in success; 2 when it could not start (the message says what to pass); 130 when stopped by Ctrl-C.
+the subcommand app, anything else to the episode command, whose `--help` is the guide to all of
+them. Exit code 0 only when the episode ends in success; 1 when it fails; 2 when it could not
+start (one sentence says what to pass; every option, the instruction and an `--endpoint` are
+checked before a display or browser starts); 130 when stopped by Ctrl-C.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from kimi_agent.errors import AgentError
+from kimi_agent import __version__
+from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
-
-console = Console(stderr=True, highlight=False)
 
 SUBCOMMANDS = ("run", "report", "ground", "doctor")
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
+#: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
+PIPE_WIDTH = 200
+#: AgentSettings/EnvOptions fields whose command-line flag is not `--field-name`.
+FLAGS = {"frame_format": "--frames", "history_images": "--history", "allowed_urls": "--allow-url"}
+EXAMPLES = (
+    ('kimi-agent --endpoint http://localhost:8000/v1 "enable Do Not Track"',
+     "one episode on a private desktop, the model behind a vLLM server"),
+    ('kimi-agent --backend scripted --replies replies.jsonl "click the page"',
+     "replay a file of model replies (the scripted test double; no model needed)"),
+    ("kimi-agent run tasks/suites/chrome --backend solutions --workers 2 --out runs/demo",
+     "the built-in task suite with its scripted solutions, scored"),
+)
+
+
+def make_console(*, stderr: bool) -> Console:
+    """A rich console for the CLI: styled on a terminal; on a file or pipe, no colour and no wrapping
+    at 80 columns (long lines stay whole, tables get `PIPE_WIDTH` columns unless $COLUMNS is set)."""
+    probe = Console(stderr=stderr)
+    if probe.is_terminal:
+        return Console(stderr=stderr, highlight=False)
+    width = None if os.environ.get("COLUMNS") else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+console = make_console(stderr=True)
 
 episode_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
-                          help="Run one GUI-agent episode (subcommands: run, report, ground, doctor).")
+                          pretty_exceptions_enable=False)
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
-                  help="kimi-agent subcommands.")
+                  pretty_exceptions_enable=False, help="kimi-agent subcommands (see kimi-agent --help).")
 
 # Options shared by every command that talks to a model (the tasks runner reuses BackendOptions).
-ModelOpt = Annotated[str, typer.Option("--model", help="hub id or local snapshot dir (served model name for --endpoint)")]
-EndpointOpt = Annotated[str | None, typer.Option("--endpoint", help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key for --endpoint (default $OPENAI_API_KEY)")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="native | openai | transformers | scripted")]
-RepliesOpt = Annotated[Path | None, typer.Option("--replies", help="JSONL replies for the scripted backend (a test double)")]
+ModelOpt = Annotated[str, typer.Option("--model", metavar="ID|DIR",
+                                       help="hub id or local snapshot dir (the served model name with --endpoint)")]
+EndpointOpt = Annotated[str | None, typer.Option("--endpoint", metavar="URL", envvar="OPENAI_BASE_URL",
+                                                 help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", envvar="OPENAI_API_KEY",
+                                               help="API key for --endpoint")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", metavar="NAME",
+                                                help="native | openai | transformers | scripted "
+                                                     "(default: openai with --endpoint, scripted with --replies, "
+                                                     "else native)")]
+RepliesOpt = Annotated[Path | None, typer.Option("--replies", metavar="FILE",
+                                                 help="JSONL replies for the scripted backend (a test double): "
+                                                      'one JSON string or {"text": ...} per line, one per step')]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"kimi-agent {__version__}")
+        raise typer.Exit(EXIT_SUCCESS)
 
 
 def backend_options(*, backend: str | None, model: str, endpoint: str | None, api_key: str | None,
                     replies: Path | None) -> Any:
+    """The `BackendOptions` of the shared model flags (raises pydantic's ValidationError on a bad one)."""
     from kimi_agent.options import BackendOptions
 
     return BackendOptions(backend=backend, model=model, endpoint=endpoint, api_key=api_key,
@@ -47,35 +90,58 @@ def backend_options(*, backend: str | None, model: str, endpoint: str | None, ap
 
 
 def _fail_start(err: BaseException) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)
+    """Print one `error:` line for `err` (a typed error or a bad option) and exit 2."""
+    if isinstance(err, ValidationError):
+        from kimi_agent.options import option_error
+
+        text = option_error(err, FLAGS)
+    else:
+        text = str(err)
+    console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
     return typer.Exit(EXIT_CANNOT_START)
 
 
-@episode_app.command()
+@episode_app.command(context_settings={"help_option_names": ["--help", "-h"]}, no_args_is_help=True)
 def episode(
-    instruction: Annotated[str, typer.Argument(help="what the agent should do, e.g. 'enable Do Not Track'")],
+    instruction: Annotated[str, typer.Argument(metavar="INSTRUCTION", show_default=False,
+                                               help="what the agent should do, e.g. 'enable Do Not Track'")],
     model: ModelOpt = DEFAULT_MODEL_ID,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
     backend: BackendOpt = None,
     replies: RepliesOpt = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1)] = 15,
-    max_seconds: Annotated[float, typer.Option("--max-seconds", help="wall-clock budget")] = 1800.0,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
+    max_steps: Annotated[int, typer.Option("--max-steps", metavar="N", min=1, help="steps before giving up")] = 15,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", metavar="S", help="wall-clock budget")] = 1800.0,
+    temperature: Annotated[float, typer.Option("--temperature", metavar="T", min=0.0, max=2.0)] = 0.0,
     thinking: Annotated[bool, typer.Option("--thinking", help="a Kimi-VL Thinking model")] = False,
-    history: Annotated[int, typer.Option("--history", min=1, help="screenshots the model sees")] = 3,
-    out: Annotated[Path, typer.Option("--out", help="folder for trajectories")] = Path("runs"),
+    history: Annotated[int, typer.Option("--history", metavar="N", min=1, help="screenshots the model sees")] = 3,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="folder for trajectories")] = Path("runs"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before risky actions")] = False,
-    env: Annotated[str, typer.Option("--env", help="desktop | browser")] = "desktop",
-    url: Annotated[str | None, typer.Option("--url", help="first page to open")] = None,
-    profile: Annotated[Path | None, typer.Option("--profile", help="Chromium profile dir (default: a fresh one)")] = None,
-    app_cmd: Annotated[str | None, typer.Option("--app", help="start this app instead of Chromium")] = None,
-    display: Annotated[str | None, typer.Option("--display", help="X display (default $DISPLAY, else a private Xvfb)")] = None,
-    allow_url: Annotated[list[str] | None, typer.Option("--allow-url", help="allowed URL prefix or glob (repeat)")] = None,
-    secret: Annotated[list[str] | None, typer.Option("--secret", help="NAME=VALUE; the model types <secret>NAME</secret>")] = None,
-    frames: Annotated[str, typer.Option("--frames", help="png | jpeg")] = "png",
+    env: Annotated[str, typer.Option("--env", metavar="desktop|browser",
+                                     help="Chromium on an X desktop, or a Playwright page (needs --url)")] = "desktop",
+    url: Annotated[str | None, typer.Option("--url", metavar="URL", help="first page to open")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", metavar="DIR",
+                                                 help="Chromium profile dir (default: a fresh one)")] = None,
+    app_cmd: Annotated[str | None, typer.Option("--app", metavar="CMD", help="start this app instead of Chromium")] = None,
+    display: Annotated[str | None, typer.Option("--display", metavar=":N",
+                                                help="X display (default $DISPLAY, else a private Xvfb)")] = None,
+    allow_url: Annotated[list[str] | None, typer.Option("--allow-url", metavar="URL",
+                                                        help="allowed URL prefix or glob (repeat)")] = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", metavar="NAME=VALUE",
+                                                     help="the model types <secret>NAME</secret> (repeat)")] = None,
+    frames: Annotated[str, typer.Option("--frames", metavar="png|jpeg", help="screenshot file format")] = "png",
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
 ) -> None:
-    """Run one episode for INSTRUCTION and write runs/<time>_<slug>/ with report.html."""
+    """Run one episode: the model sees the screen and acts until INSTRUCTION is done.
+
+    \b
+      kimi-agent [OPTIONS] INSTRUCTION   one episode (options below)
+      kimi-agent COMMAND [ARGS]...       run, report, ground, doctor (listed below)
+
+    An episode writes runs/<time>_<slug>/ (run.json, steps.jsonl, frames/, report.html,
+    traj.jsonl). Exit code 0 on success, 1 on failure, 2 when it could not start, 130 after Ctrl-C.
+    """
     from kimi_agent.loop import Agent, AgentSettings
     from kimi_agent.model_runtime.backends.base import Sampling
     from kimi_agent.options import EnvOptions, make_backend, open_env
@@ -83,6 +149,12 @@ def episode(
     from kimi_agent.safety import SafetySettings
 
     try:
+        if not instruction.strip():
+            raise ConfigError('the instruction is empty; say what the agent should do, e.g. '
+                              'kimi-agent "enable Do Not Track".')
+        if env == "browser" and url is None:
+            raise ConfigError("--env browser needs --url URL, the page to start on "
+                              "(pass --url about:blank to start on an empty page).")
         secrets = dict(_pair(s) for s in secret or [])
         bopts = backend_options(backend=backend, model=model, endpoint=endpoint, api_key=api_key, replies=replies)
         eopts = EnvOptions(env=env, url=url, profile=profile, app=app_cmd, display=display,
@@ -126,7 +198,7 @@ def _finish_run(run_dir: Path) -> None:
     export_osworld(run_dir)
 
 
-@app.command()
+@app.command(context_settings={"help_option_names": ["--help", "-h"]})
 def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> folder")],
            open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False) -> None:
     """Write RUN_DIR/report.html (self-contained) and RUN_DIR/traj.jsonl (OSWorld format)."""
@@ -158,7 +230,7 @@ def ground(image: Annotated[Path, typer.Argument(help="a screenshot (PNG/JPEG)")
         model_backend = make_backend(backend_options(backend=backend, model=model, endpoint=endpoint,
                                                      api_key=api_key, replies=replies))
         point, raw = ground_point(model_backend, picture, text)
-    except (AgentError, OSError) as e:
+    except (AgentError, OSError, ValidationError) as e:
         raise _fail_start(e) from None
     if point is None:
         console.print(f"[red]no point in the reply:[/] {escape(raw)}")
@@ -173,8 +245,29 @@ def doctor(model: ModelOpt = DEFAULT_MODEL_ID) -> None:
     from kimi_agent.doctor import print_checks, run_checks
 
     checks = run_checks(model=model)
-    print_checks(checks, Console())
+    print_checks(checks, make_console(stderr=False))
     raise typer.Exit(EXIT_SUCCESS if all(c.ok or c.optional for c in checks) else EXIT_FAILED)
+
+
+def _name(info: Any) -> str:
+    return str(info.name or (info.callback.__name__ if info.callback else ""))
+
+
+def guide() -> str:
+    """The end of `kimi-agent --help`: every subcommand with its one-line summary, then examples.
+
+    Lines starting with a backspace (`\\b`) keep click from rewrapping the paragraph after them.
+    """
+    lines = ["\b", "Commands (kimi-agent COMMAND --help for their options):"]
+    order = {name: i for i, name in enumerate(SUBCOMMANDS)}
+    infos = sorted(app.registered_commands, key=lambda c: order.get(_name(c), len(order)))
+    for info in infos:
+        doc = (info.help or (info.callback.__doc__ if info.callback else "") or "").strip()
+        lines.append(f"  {_name(info):<8} {doc.splitlines()[0] if doc else ''}")
+    lines += ["", "\b", "Examples:"]
+    for command, what in EXAMPLES:
+        lines += [f"  # {what}", f"  {command}"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -185,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
 
     register(app)
     # ----------------------------------------------------------------------------------------------
+    episode_app.registered_commands[0].epilog = guide()
     try:
         if args and args[0] in SUBCOMMANDS:
             app(args=args, prog_name="kimi-agent")
@@ -193,6 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]stopped[/]")
         sys.exit(EXIT_STOPPED)
+    except (AgentError, ValidationError) as e:  # a typed error no command handled: one line, no traceback
+        try:
+            raise _fail_start(e) from None
+        except typer.Exit as stop:
+            sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,28 @@
 """Backend and environment options shared by the CLI's episode command and the task runner.
 
 `make_backend(BackendOptions(...))` picks the backend (explicit, or inferred: `--endpoint` ->
-openai, `--replies` -> scripted, else native) and, for the in-process backends, resolves the model
-directory first, so a missing model fails in well under a second, before torch is imported.
-`open_env(EnvOptions(...))` opens the desktop or browser environment (and the app in it) and
-closes everything on exit, Chromium gracefully so its profile is flushed.
+openai, `--replies` -> scripted, else native) and fails fast, before any environment starts: the
+in-process backends resolve the model directory first (before torch is imported), the openai
+backend checks that the endpoint answers at all. `open_env(EnvOptions(...))` opens the desktop or
+browser environment (and the app in it) and closes everything on exit, Chromium gracefully so its
+profile is flushed. `option_error(err)` turns a pydantic `ValidationError` of these options into one
+sentence that names the command-line flag.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kimi_agent.env.base import Environment
+from kimi_agent.errors import ConfigError, ModelUnavailableError
 from kimi_agent.model_runtime.backends import make_backend as _make
 from kimi_agent.model_runtime.backends.base import Backend
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID, resolve_model_dir
@@ -26,8 +30,14 @@ from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID, resolve_model_dir
 BackendName = Literal["native", "openai", "transformers", "scripted"]
 
 
+#: Seconds to wait for an endpoint to accept a connection in `check_endpoint`.
+ENDPOINT_CONNECT_TIMEOUT_S = 5.0
+
+
 class BackendOptions(BaseModel):
-    """Which model answers, and how to reach it."""
+    """Which model answers, and how to reach it (the CLI's `--backend`, `--model`, `--endpoint`,
+    `--api-key` and `--replies`; `endpoint` is an OpenAI-compatible API base such as
+    `http://localhost:8000/v1`, `replies` a JSONL file for the scripted test double)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +52,8 @@ class BackendOptions(BaseModel):
     timeout_s: float = 120.0
 
     def resolved(self) -> BackendName:
+        """The backend that will answer: `backend` if given, else openai with an endpoint, scripted
+        with a replies file, native otherwise."""
         if self.backend is not None:
             return self.backend
         if self.endpoint:
@@ -52,9 +64,11 @@ class BackendOptions(BaseModel):
 
 
 def make_backend(opts: BackendOptions) -> Backend:
-    """Construct the backend `opts` describes. Raises ModelUnavailableError / ConfigError with the fix."""
-    from kimi_agent.errors import ConfigError
+    """Construct the backend `opts` describes, failing fast before any environment starts.
 
+    Raises `ModelUnavailableError` (no local model, endpoint not answering) or `ConfigError` (a
+    missing or bad option), each with one sentence saying what to pass instead.
+    """
     name = opts.resolved()
     if name == "scripted":
         if opts.replies is None:
@@ -63,6 +77,7 @@ def make_backend(opts: BackendOptions) -> Backend:
     if name == "openai":
         if not opts.endpoint:
             raise ConfigError("--backend openai needs --endpoint URL (e.g. http://localhost:8000/v1).")
+        check_endpoint(opts.endpoint, model=opts.model)
         api_key = opts.api_key or os.environ.get("OPENAI_API_KEY")
         return _make("openai", opts.endpoint, model=opts.model, api_key=api_key, timeout_s=opts.timeout_s,
                      image_format=opts.image_format)
@@ -70,8 +85,54 @@ def make_backend(opts: BackendOptions) -> Backend:
     return _make(name, model_dir, device=opts.device, dtype=opts.dtype)
 
 
+def check_endpoint(endpoint: str, *, model: str = DEFAULT_MODEL_ID,
+                   timeout_s: float = ENDPOINT_CONNECT_TIMEOUT_S) -> None:
+    """Raise unless a server accepts connections at `endpoint` (an http(s) API base URL).
+
+    One `GET {endpoint}/models`: any HTTP answer (even 401 or 404) counts as up, and so does a
+    server that accepts the connection but is slow to answer. A refused or timed-out connection
+    raises `ModelUnavailableError`, a URL that is not http(s) raises `ConfigError`.
+    """
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"--endpoint must be an http(s) URL such as http://localhost:8000/v1, not {endpoint!r}.")
+    url = endpoint.rstrip("/") + "/models"
+    try:
+        httpx.get(url, timeout=httpx.Timeout(timeout_s, connect=timeout_s))
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        raise ModelUnavailableError(
+            f"Nothing answers at --endpoint {endpoint} ({e or type(e).__name__}); start the model server "
+            f"(e.g. `vllm serve {model}`) or pass the right --endpoint URL.") from None
+    except httpx.TimeoutException:
+        return  # connected, but slow: the server is there
+    except httpx.HTTPError as e:
+        raise ConfigError(f"--endpoint {endpoint} cannot be used: {type(e).__name__}: {e}.") from None
+
+
+def option_error(err: ValidationError, flags: Mapping[str, str] | None = None) -> str:
+    """One sentence for the first problem in `err`, naming the option as a command-line flag.
+
+    `flags` maps field names whose flag differs (`{"frame_format": "--frames"}`); other fields
+    become `--field-name`. e.g. `--backend must be 'native', 'openai', 'transformers' or
+    'scripted', not 'nonsense'.`
+    """
+    first = err.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"])
+    flag = (flags or {}).get(field) or ("--" + field.replace("_", "-") if field else err.title)
+    got = first.get("input")
+    expected = (first.get("ctx") or {}).get("expected")
+    if first["type"] == "literal_error" and expected:
+        return f"{flag} must be {expected}, not {got!r}."
+    if first["type"] == "extra_forbidden":
+        return f"unknown option {flag}."
+    return f"{flag}: {first['msg']} (got {got!r})."
+
+
 class EnvOptions(BaseModel):
-    """Where the episode runs: a desktop with an app (Chromium by default) or a Playwright browser."""
+    """Where the episode runs: a desktop with an app (Chromium by default) or a Playwright browser.
+
+    `width`/`height` are the screen (desktop) or viewport (browser) in pixels; `url` is the first
+    page (about:blank when None); `allowed_urls` are URL prefixes, or globs when they contain `*`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

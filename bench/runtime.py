@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +165,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32, help="decode steps timed per batch size")
     ap.add_argument("--context", type=int, default=512, help="text tokens before batched decode")
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"bench/runtime.py: --device cuda needs a CUDA GPU and a CUDA build of torch, and this torch "
+              f"({torch.__version__}) sees none (see the README's GPU install).", file=sys.stderr)
+        raise SystemExit(2)
     args.config = args.config or ("full" if args.device == "cuda" else "tiny")
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     model = random_model(make_config(args.config), args.device, dtype)

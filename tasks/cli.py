@@ -9,6 +9,8 @@ kimi_agent.tasks.cli run ...` works on its own. Model options are the shared one
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,7 +64,8 @@ def run_command(
         help="native | openai | transformers | scripted, or the test doubles solutions | do-nothing")] = None,
     model: Annotated[str | None, typer.Option(help="hub id or local snapshot dir (served model name for --endpoint)")]
     = None,
-    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
+    endpoint: Annotated[str | None, typer.Option(envvar="OPENAI_BASE_URL",
+                                                 help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
     = None,
     api_key: Annotated[str | None, typer.Option(help="API key for --endpoint (default $OPENAI_API_KEY)")] = None,
     replies: Annotated[Path | None, typer.Option(help="JSONL replies for the scripted backend (a test double)")]
@@ -84,6 +87,10 @@ def run_command(
         opts = BackendOptions.model_validate(options)
         if opts.resolved() == "scripted" and opts.replies is None:
             raise typer.BadParameter("--backend scripted needs --replies FILE")
+        if opts.resolved() == "openai" and opts.endpoint:
+            from kimi_agent.options import check_endpoint
+
+            check_endpoint(opts.endpoint, model=opts.model)  # a server that is down fails before any worker starts
         backend = opts.resolved()
     tasks = load_tasks(paths, allow_network=allow_network)
     if len(tasks) == 0:
@@ -94,12 +101,12 @@ def run_command(
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
                            task_timeout_s=task_timeout, allow_network=allow_network)
     summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
-    if no_progress:  # the live view prints the results table itself
-        from rich.console import Console
+    from rich.console import Console
 
-        from kimi_agent.tasks.report import results_table
+    from kimi_agent.tasks.report import results_table
 
-        Console().print(results_table(summary))
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200).print(
+        results_table(summary))
     typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
                f"results in {out / 'results.json'}, report {out / 'index.html'}")
 

@@ -265,8 +265,12 @@ def _skipped(t: LoadedTask) -> TaskResult:
 
 
 def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factory: BackendFactory,
-              settings: RunSettings | None = None, *, progress: bool = True) -> RunSummary:
-    """Run every runnable task; unsupported and invalid ones are listed in the results unrun."""
+              settings: RunSettings | None = None, *, progress: bool = False) -> RunSummary:
+    """Run every runnable task; unsupported and invalid ones are listed in the results unrun.
+
+    Prints nothing unless `progress` (the CLI's live view on the terminal); the results are in the
+    returned summary and in `results.json`/`results.csv`/`index.html` under `settings.out_dir`.
+    """
     from kimi_agent.tasks.report import ProgressView, write_outputs
 
     s = settings or RunSettings()
@@ -295,8 +299,6 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
         _run_pending(pending, backend_factory, s, local_server, results, view)
     summary = RunSummary(s.out_dir, [results[i] for i in order if i in results])
     write_outputs(summary)
-    if progress:
-        view.print_table(summary)
     return summary
 
 
