@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.errors import AgentError
+from kimi_agent.errors import AgentError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
-from kimi_agent.tasks.loader import LoadedTask, TaskSet, load_tasks
+from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
 from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 
@@ -112,7 +112,15 @@ def read_result(task_dir: Path) -> TaskResult | None:
 
 
 def _task_dir(out: Path, task_id: str) -> Path:
-    return out / task_id
+    """`<out>/<task id>`; raises TaskError unless the id is one safe path component, so a task
+    folder (which the runner clears with rmtree) is always inside `out`."""
+    problem = id_problem(task_id)
+    if problem is not None:
+        raise TaskError(problem)
+    path = out / task_id
+    if path.resolve().parent != out.resolve():
+        raise TaskError(f"task folder {path} would not be inside {out}")
+    return path
 
 
 # ---------------------------------------------------------------- one task (in a worker)
@@ -273,12 +281,15 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     if not isinstance(tasks, TaskSet):
         tasks = load_tasks(tasks, allow_network=s.allow_network)  # type: ignore[arg-type]
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, TaskResult] = {}
+    results: dict[str, TaskResult] = {}  # runnable tasks by id (unique), skipped ones by "#<index>"
+    order: list[str] = []
     pending: list[TaskSpec] = []
-    for t in tasks:
+    for i, t in enumerate(tasks):
         if t.status != "runnable" or t.spec is None:
-            results[t.id] = _skipped(t)
+            order.append(f"#{i}")
+            results[f"#{i}"] = _skipped(t)
             continue
+        order.append(t.spec.id)
         task_dir = _task_dir(s.out_dir, t.spec.id)
         done = read_result(task_dir) if s.resume else None
         if done is not None:
@@ -287,7 +298,6 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
         if task_dir.exists():
             shutil.rmtree(task_dir)  # half-done (or a previous run's, without --resume): start over
         pending.append(t.spec)
-    order = [t.id for t in tasks]
     view = ProgressView(total=len(tasks), enabled=progress)
     for r in results.values():
         view.finished(r)
