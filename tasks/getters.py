@@ -150,7 +150,11 @@ def get_cookie_data(ctx: EvalContext, config: GetterConfig) -> list[tuple[Any, .
 
 
 def _page_targets(ctx: EvalContext) -> list[dict[str, Any]]:
-    """The browser's tabs from the debugging port's /json/list, most recently active first."""
+    """The browser's tabs from the debugging port's /json/list, most recently active first; none
+    when the browser is not running (the agent closed it: OSWorld's getters then give None and the
+    metric scores 0, not an error)."""
+    if not ctx.host.browser_running():
+        return []
     try:
         resp = httpx.get(f"{ctx.host.cdp_url}/json/list", timeout=10.0)
         resp.raise_for_status()
