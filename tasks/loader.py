@@ -2,7 +2,7 @@
 
 Loading never raises for a bad task: each file becomes a `LoadedTask` whose `status` is
 `runnable`, `unsupported` (a step type, getter, metric or resource this machine lacks; `reasons`
-names each one exactly, e.g. "getter 'shortcuts_on_desktop'") or `invalid` (unreadable JSON, JSON
+names each one exactly, e.g. "getter 'page_info'") or `invalid` (unreadable JSON, JSON
 nested too deep or with a number too long to convert, a schema error, an id that is not one safe
 path component, or an id already used by an earlier file; `error` names the file and the reason).
 Tasks that need the internet are `unsupported` with "network: ..." reasons unless
@@ -158,8 +158,12 @@ def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus
     ev = spec.evaluator
     reasons += [f"metric {f!r}" for f in ev.func if f not in METRICS]
     for g in [*ev.result, *ev.expected]:
-        if g is not None and g.type not in GETTERS:
+        if g is None:
+            continue
+        if g.type not in GETTERS:
             reasons.append(f"getter {g.type!r}")
+        elif (check := GETTERS.entry(g.type).check) is not None:
+            reasons += check(g)
     unique = list(dict.fromkeys(reasons))
     return ("unsupported" if unique else "runnable"), unique, None
 
