@@ -1,5 +1,9 @@
 """`kimi-agent run PATH... [--workers N] [--max-steps N] [--out DIR] [--resume]`: OSWorld-format runs.
 
+Tasks come from files and folders, or from an OSWorld meta file (`--test-meta test_all.json
+--domain chrome`: ids under `examples/<domain>/<id>.json` next to it). The exit code is 0 only
+when every runnable task was scored; 1 when any task errored (rerun those with `--resume`).
+
 `register(app)` adds the command to the main typer app (agent/cli.py); `python -m
 kimi_agent.tasks.cli run ...` works on its own. Model options are the shared ones (`--backend`,
 `--model`, `--endpoint`, `--api-key`, `--replies`, as `kimi_agent.options.BackendOptions`) plus two test doubles for demos and tests:
@@ -52,12 +56,26 @@ class BackendChoice:
 
 
 def run_command(
-    paths: Annotated[list[Path], typer.Argument(help="task JSON files or folders (searched recursively)")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="task JSON files or folders (searched recursively)")]
+    = None,
+    test_meta: Annotated[Path | None, typer.Option(
+        help="OSWorld meta file ({domain: [ids]}); tasks are <its folder>/examples/<domain>/<id>.json")] = None,
+    domain: Annotated[list[str] | None, typer.Option(help="with --test-meta: only these domains (repeatable)")]
+    = None,
     workers: Annotated[int, typer.Option(min=1, help="parallel workers, each with its own display and browser")] = 1,
     max_steps: Annotated[int, typer.Option(min=1, help="steps per episode")] = 15,
     out: Annotated[Path, typer.Option(help="output folder: <task id>/result.json, results.json/csv, index.html")]
     = Path("runs/tasks"),
-    resume: Annotated[bool, typer.Option(help="skip tasks that already have a result.json in --out")] = False,
+    resume: Annotated[bool, typer.Option(help="keep scored results in --out; rerun errored and unfinished tasks")]
+    = False,
+    confirm: Annotated[bool, typer.Option(
+        help="refuse risky actions (ctrl+w, closing windows...) as the interactive agent does; default: none "
+             "needs a confirmation, as in OSWorld. Refusals are listed in each result")] = False,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="wall-clock budget of one episode "
+                                                      "(default: --task-timeout)")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
+    thinking: Annotated[bool, typer.Option("--thinking", help="a Kimi-VL Thinking model")] = False,
+    history: Annotated[int, typer.Option("--history", min=1, help="screenshots the model sees")] = 3,
     task_timeout: Annotated[float, typer.Option(help="wall-clock seconds per task")] = 900.0,
     allow_network: Annotated[bool, typer.Option(help="also run tasks that need the internet")] = False,
     backend: Annotated[str | None, typer.Option(
@@ -92,14 +110,29 @@ def run_command(
 
             check_endpoint(opts.endpoint, model=opts.model)  # a server that is down fails before any worker starts
         backend = opts.resolved()
-    tasks = load_tasks(paths, allow_network=allow_network)
+    sources: list[Path] = list(paths or [])
+    if test_meta is not None:
+        from kimi_agent.errors import ConfigError
+        from kimi_agent.tasks.meta import paths_from_meta
+
+        try:
+            sources += paths_from_meta(test_meta, domain)
+        except ConfigError as e:
+            raise typer.BadParameter(str(e), param_hint="--test-meta") from e
+    elif domain:
+        raise typer.BadParameter("--domain needs --test-meta", param_hint="--domain")
+    if not sources:
+        raise typer.BadParameter("give task files or folders, or --test-meta FILE")
+    tasks = load_tasks(sources, allow_network=allow_network)
     if len(tasks) == 0:
-        typer.echo(f"no task files found in {', '.join(map(str, paths))}", err=True)
+        typer.echo(f"no task files found in {', '.join(map(str, sources))}", err=True)
         raise typer.Exit(2)
     for t in [*tasks.unsupported, *tasks.invalid]:
         typer.echo(f"skipping {t.describe()}", err=True)
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
-                           task_timeout_s=task_timeout, allow_network=allow_network)
+                           task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
+                           max_seconds=max_seconds, temperature=temperature, thinking=thinking,
+                           history_images=history)
     summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
     from rich.console import Console
 
@@ -107,8 +140,13 @@ def run_command(
 
     Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200).print(
         results_table(summary))
+    for name, d in summary.domain_rates().items():
+        typer.echo(f"  {name or '-'}: {d['rate']:.0%} over {d['scored']:g} scored ({d['errored']:g} errored)")
     typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
                f"results in {out / 'results.json'}, report {out / 'index.html'}")
+    if summary.errored:
+        typer.echo(f"{len(summary.errored)} task(s) errored (not scored); rerun them with --resume", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -150,7 +150,11 @@ def get_cookie_data(ctx: EvalContext, config: GetterConfig) -> list[tuple[Any, .
 
 
 def _page_targets(ctx: EvalContext) -> list[dict[str, Any]]:
-    """The browser's tabs from the debugging port's /json/list, most recently active first."""
+    """The browser's tabs from the debugging port's /json/list, most recently active first; none
+    when the browser is not running (the agent closed it: OSWorld's getters then give None and the
+    metric scores 0, not an error)."""
+    if not ctx.host.browser_running():
+        return []
     try:
         resp = httpx.get(f"{ctx.host.cdp_url}/json/list", timeout=10.0)
         resp.raise_for_status()
@@ -172,13 +176,13 @@ def _active_url(ctx: EvalContext) -> str | None:
 
 @getter("active_url_from_accessTree")
 def get_active_url_from_access_tree(ctx: EvalContext, config: GetterConfig) -> str | None:
-    """The active tab's URL. OSWorld reads the omnibox text (which hides the scheme) and prepends
-    `goto_prefix`; we read the URL over CDP, and apply `goto_prefix` the same way only if given."""
-    url = _active_url(ctx)
-    prefix = config.params.get("goto_prefix")
-    if url is None or prefix is None:
-        return url
-    return f"{prefix}{url.split('://', 1)[-1]}"
+    """The active tab's full URL (None when no tab is open).
+
+    OSWorld reads the omnibox text, which hides `https://` and `www.`, and rebuilds a URL as
+    `goto_prefix + text`. We read the real URL over CDP, so `goto_prefix` is not needed and is
+    ignored: prepending it to a URL that still has its scheme built `https://www.www.drugs.com/`.
+    (docs/osworld-compat.md lists where this differs from OSWorld's reconstruction.)"""
+    return _active_url(ctx)
 
 
 @getter("active_tab_info")

@@ -2,14 +2,17 @@
 
 Loading never raises for a bad task: each file becomes a `LoadedTask` whose `status` is
 `runnable`, `unsupported` (a step type, getter, metric or resource this machine lacks; `reasons`
-names each one exactly, e.g. "getter 'shortcuts_on_desktop'") or `invalid` (unreadable JSON or a
-schema error; `error` names the file and the field). Tasks that need the internet are
-`unsupported` with "network: ..." reasons unless `allow_network=True`.
+names each one exactly, e.g. "getter 'page_info'") or `invalid` (unreadable JSON, JSON
+nested too deep or with a number too long to convert, a schema error, an id that is not one safe
+path component, or an id already used by an earlier file; `error` names the file and the reason).
+Tasks that need the internet are `unsupported` with "network: ..." reasons unless
+`allow_network=True`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,46 @@ from kimi_agent.tasks.registry import GETTERS, METRICS, SETUP_STEPS
 from kimi_agent.tasks.spec import TaskSpec
 
 TaskStatus = Literal["runnable", "unsupported", "invalid"]
+
+#: A task id is used as a folder name under --out: one path component of safe characters.
+SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+MAX_TASK_FILE_BYTES = 4 * 1024 * 1024  # the largest real OSWorld task file is about 20 KB
+MAX_JSON_DEPTH = 64  # real task files nest at most 8 levels
+
+
+def id_problem(task_id: str) -> str | None:
+    """Why `task_id` cannot name a task folder (None: it can). Safe ids are 1-128 characters of
+    letters, digits, `.`, `_` and `-`, and not `.` or `..`."""
+    if SAFE_ID.fullmatch(task_id) is None or task_id in (".", ".."):
+        shown = task_id if len(task_id) <= 80 else task_id[:80] + "..."
+        return (f"id {shown!r} is not a safe folder name (1-128 letters, digits, '.', '_' or '-'; "
+                "not '.' or '..')")
+    return None
+
+
+def _json_depth_problem(text: str) -> str | None:
+    """A cheap bracket-depth scan before `json.loads` (whose recursion limit would raise
+    RecursionError); brackets inside strings are skipped."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        elif ch in "]}":
+            depth -= 1
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +158,58 @@ def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus
     ev = spec.evaluator
     reasons += [f"metric {f!r}" for f in ev.func if f not in METRICS]
     for g in [*ev.result, *ev.expected]:
-        if g is not None and g.type not in GETTERS:
+        if g is None:
+            continue
+        if g.type not in GETTERS:
             reasons.append(f"getter {g.type!r}")
+        elif (check := GETTERS.entry(g.type).check) is not None:
+            reasons += check(g)
     unique = list(dict.fromkeys(reasons))
     return ("unsupported" if unique else "runnable"), unique, None
 
 
-def load_task(path: Path, *, allow_network: bool = False) -> LoadedTask:
+def _read_json(path: Path) -> object:
+    """The parsed file; raises ValueError (with the reason as its message) or OSError."""
+    with path.open("rb") as f:
+        data = f.read(MAX_TASK_FILE_BYTES + 1)
+    if len(data) > MAX_TASK_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_TASK_FILE_BYTES} bytes")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8: {e}") from e
+    problem = _json_depth_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # e.g. an integer longer than 4300 digits
+        raise ValueError(f"not loadable JSON: {e}") from e
+
+
+def load_task(path: Path, *, allow_network: bool = False) -> LoadedTask:
+    """One file as a `LoadedTask`; never raises (every problem becomes an `invalid` task)."""
+    try:
+        raw = _read_json(path)
     except OSError as e:
         return LoadedTask(path, None, "invalid", error=f"{path}: cannot read: {e.strerror or e}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return LoadedTask(path, None, "invalid", error=f"{path}: not valid JSON: {e}")
+    except ValueError as e:
+        return LoadedTask(path, None, "invalid", error=f"{path}: {e}")
     try:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as e:
         return LoadedTask(path, None, "invalid", error=f"{path}: {_format_validation(e)}")
-    status, reasons, error = classify(spec, allow_network=allow_network)
+    except (ValueError, RecursionError) as e:
+        return LoadedTask(path, None, "invalid", error=f"{path}: {type(e).__name__}: {e}")
+    problem = id_problem(spec.id)
+    if problem is not None:
+        return LoadedTask(path, spec, "invalid", error=f"{path}: {problem}")
+    try:
+        status, reasons, error = classify(spec, allow_network=allow_network)
+    except ValueError as e:  # e.g. a command string shlex cannot split
+        return LoadedTask(path, spec, "invalid", error=f"{path}: {e}")
     if error is not None:
         return LoadedTask(path, spec, "invalid", error=f"{path}: {error}")
     return LoadedTask(path, spec, status, tuple(reasons))
@@ -141,12 +218,32 @@ def load_task(path: Path, *, allow_network: bool = False) -> LoadedTask:
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
-        out += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        try:
+            out += sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        except OSError:  # an unreadable folder: load_task reports it as an invalid task
+            out.append(p)
+    return out
+
+
+def _mark_duplicates(tasks: list[LoadedTask]) -> list[LoadedTask]:
+    """A second file with an id already loaded is `invalid` (it would share the task folder)."""
+    first: dict[str, Path] = {}
+    out: list[LoadedTask] = []
+    for t in tasks:
+        if t.spec is not None and t.status != "invalid":
+            if t.spec.id in first:
+                t = LoadedTask(t.path, t.spec, "invalid",
+                               error=f"{t.path}: duplicate id {t.spec.id!r} (already used by {first[t.spec.id]})")
+            else:
+                first[t.spec.id] = t.path
+        out.append(t)
     return out
 
 
 def load_tasks(paths: str | Path | Iterable[str | Path], *, allow_network: bool = False) -> TaskSet:
-    """Load task files and folders (recursively, `*.json`, sorted). Never raises for bad tasks."""
+    """Load task files and folders (recursively, `*.json`, sorted). Never raises: unreadable,
+    malformed, unsafe-id and duplicate-id files become `invalid` tasks naming file and reason."""
     if isinstance(paths, str | Path):
         paths = [paths]
-    return TaskSet(tuple(load_task(p, allow_network=allow_network) for p in _expand(paths)))
+    loaded = [load_task(p, allow_network=allow_network) for p in _expand(paths)]
+    return TaskSet(tuple(_mark_duplicates(loaded)))

@@ -198,10 +198,13 @@ def check_direct_json_object(result: Any, rules: dict[str, Any]) -> float:
     expected: dict[str, Any] = rules.get("expected") or {}
     if any(v == "__EVALUATION_FAILED__" for v in expected.values()):
         return 0.0
+    # OSWorld reads `ignore_list_order` inside `expected` only, but the real task that uses it
+    # (f5d96daf) puts it next to `expected`: both places count here (docs/osworld-compat.md).
+    ignore_order = bool(rules.get("ignore_list_order", False) or expected.get("ignore_list_order", False))
     if not rules.get("expect_in_result", False):
         for key, want in expected.items():
             have = result.get(key)
-            if expected.get("ignore_list_order", False):
+            if ignore_order:
                 if not isinstance(want, list) or not isinstance(have, list) or sorted(want) != sorted(have):
                     return 0.0
             elif want != have:

@@ -3,8 +3,8 @@
 Implementations register themselves with a decorator (`@getter("bookmarks")`, `@metric("exact_match")`,
 `@setup_step("launch", params=LaunchParams)`); the loader resolves every name a task uses when the
 file is loaded, so an unknown name is reported then (never as an AttributeError mid-episode).
-Setup steps declare a pydantic model of their parameters and optionally a `check` that says,
-without running anything, why the step cannot run on this machine.
+Setup steps declare a pydantic model of their parameters; setup steps and getters optionally a
+`check` that says, without running anything, why the step or getter cannot run on this machine.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ setup_step = SETUP_STEPS.register
 getter = GETTERS.register
 metric = METRICS.register
 
-_BUILTIN_MODULES = ("kimi_agent.tasks.setup_steps", "kimi_agent.tasks.getters", "kimi_agent.tasks.metrics")
+_BUILTIN_MODULES = ("kimi_agent.tasks.setup_steps", "kimi_agent.tasks.getters", "kimi_agent.tasks.getters_os",
+                    "kimi_agent.tasks.getters_url", "kimi_agent.tasks.metrics", "kimi_agent.tasks.metrics_os")
 _loaded = False
 
 

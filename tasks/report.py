@@ -1,4 +1,5 @@
-"""Run outputs: live progress (rich), the final results table, results.json/.csv and index.html."""
+"""Run outputs: live progress (rich), the final results table, results.json/.csv and index.html
+(both with the success rate per domain, OSWorld's examples/<domain>/ folder)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.text import Text
 from kimi_agent.tasks.runner import RunSummary, TaskResult, write_json_atomic
 
 _STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow"}
-COLUMNS = ("task_id", "instruction", "status", "score", "steps", "seconds", "reason", "trajectory")
+COLUMNS = ("task_id", "domain", "instruction", "status", "score", "steps", "seconds", "reason", "trajectory")
 
 
 class ProgressView:
@@ -95,13 +96,23 @@ def index_html(summary: RunSummary) -> str:
             "text-align:left;vertical-align:top} .success td:nth-child(3){color:green} .fail td:nth-child(3)"
             "{color:#b00} .error td:nth-child(3){color:purple}</style></head><body>"
             f"<h1>Task run: {summary.success_rate:.0%} success over {len(summary.scored)} scored tasks</h1>"
+            + _domain_table(summary) +
             "<table><tr><th>task</th><th>instruction</th><th>status</th><th>score</th><th>steps</th>"
             "<th>seconds</th><th>reason</th><th>report</th></tr>" + "".join(rows) + "</table></body></html>")
+
+
+def _domain_table(summary: RunSummary) -> str:
+    rows = "".join(f"<tr><td>{html.escape(d or '-')}</td><td>{v['rate']:.1%}</td><td>{v['scored']:g}</td>"
+                   f"<td>{v['errored']:g}</td><td>{v['total']:g}</td></tr>"
+                   for d, v in summary.domain_rates().items())
+    return ("<h2>Per domain</h2><table class='domains'><tr><th>domain</th><th>success rate</th><th>scored</th>"
+            f"<th>errored</th><th>tasks</th></tr>{rows}</table><h2>Tasks</h2>")
 
 
 def write_outputs(summary: RunSummary) -> None:
     out = summary.out_dir
     data = {"success_rate": summary.success_rate, "scored": len(summary.scored),
+            "errored": len(summary.errored), "domains": summary.domain_rates(),
             "results": [r.model_dump(mode="json") for r in summary.results]}
     write_json_atomic(out / "results.json", data)
     buf = io.StringIO()

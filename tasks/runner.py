@@ -4,8 +4,11 @@ Each worker is a process with its own `DesktopEnv` (its own Xvfb display), sandb
 profile and debugging port, so episodes never touch each other. Per task: reset the sandbox, run
 the setup steps, run the agent, detect a crashed browser or display (episode -> `error`, the
 environment is rebuilt, the run goes on), run postconfig and score. `<out>/<task id>/result.json`
-is written atomically next to the trajectory folder; with `resume`, tasks that have one are not
-rerun and half-done task folders are cleared and rerun. A worker stuck past its wall-clock
+(and OSWorld's `result.txt`, the score) is written atomically next to the trajectory folder for
+every task that was started, a failed setup step included; with `resume`, scored tasks are not
+rerun, while errored and half-done task folders are cleared and rerun. Runs follow OSWorld's
+semantics: no action needs a confirmation unless `confirm=True`, and every refused action is
+listed in the task's result. The first screenshot is taken once the screen has drawn. A worker stuck past its wall-clock
 budget is killed and replaced. The parent shows live progress and writes `results.json`,
 `results.csv` and `index.html`.
 """
@@ -30,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.errors import AgentError
+from kimi_agent.errors import AgentError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
-from kimi_agent.tasks.loader import LoadedTask, TaskSet, load_tasks
+from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
 from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 
@@ -46,6 +49,8 @@ ResultStatus = Literal["success", "fail", "error", "unsupported", "invalid"]
 # module-level function or an instance of a module-level class): workers are spawned processes.
 BackendFactory = Callable[[TaskSpec, "LocalHost", str], "Backend"]
 RESULT_FILE = "result.json"
+SCORE_FILE = "result.txt"  # OSWorld's per-task score file
+FIRST_FRAME_CAP_S = 8.0
 log = logging.getLogger("kimi_agent.tasks")
 KILL_GRACE_S = 60.0
 
@@ -62,6 +67,12 @@ class RunSettings(BaseModel):
     screen: tuple[int, int] = (1920, 1080)
     client_password: str = "password"
     frame_format: Literal["png", "jpeg"] = "png"
+    max_seconds: float | None = Field(default=None, gt=0, description="episode budget (None: task_timeout_s)")
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    thinking: bool = False
+    history_images: int = Field(default=3, ge=1)
+    confirm: bool = Field(default=False, description="refuse risky actions (nobody can confirm in a run); "
+                          "default: OSWorld semantics, no confirmations")
 
 
 class TaskResult(BaseModel):
@@ -78,6 +89,13 @@ class TaskResult(BaseModel):
     worker: int | None = None
     host: dict[str, Any] | None = None  # the worker's display, debugging port and profile
     path: str = ""
+    domain: str = ""  # the folder the task file sits in (OSWorld's examples/<domain>/)
+    refusals: list[dict[str, Any]] = Field(default_factory=list)  # actions the safety policy refused
+    first_frame: dict[str, Any] | None = None  # how long the runner waited for the screen to draw
+
+
+def domain_of(path: str | Path) -> str:
+    return Path(path).parent.name
 
 
 @dataclass
@@ -91,8 +109,25 @@ class RunSummary:
 
     @property
     def success_rate(self) -> float:
-        scored = self.scored
-        return sum(r.score or 0.0 for r in scored) / len(scored) if scored else 0.0
+        return _rate(self.scored)
+
+    @property
+    def errored(self) -> list[TaskResult]:
+        return [r for r in self.results if r.status == "error"]
+
+    def domain_rates(self) -> dict[str, dict[str, float]]:
+        """Per domain: {"rate", "scored", "errored", "total"} (rate over scored tasks, errors count as 0)."""
+        out: dict[str, dict[str, float]] = {}
+        for domain in sorted({r.domain for r in self.results}):
+            rs = [r for r in self.results if r.domain == domain]
+            scored = [r for r in rs if r.status in ("success", "fail", "error")]
+            out[domain] = {"rate": _rate(scored), "scored": len(scored),
+                           "errored": sum(r.status == "error" for r in rs), "total": len(rs)}
+        return out
+
+
+def _rate(scored: list[TaskResult]) -> float:
+    return sum(r.score or 0.0 for r in scored) / len(scored) if scored else 0.0
 
 
 # ---------------------------------------------------------------- files
@@ -101,6 +136,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_result(out: Path, result: TaskResult) -> None:
+    """`result.json` and OSWorld's `result.txt` (the score, or "error") in the task folder."""
+    task_dir = _task_dir(out, result.task_id)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    score = "error" if result.score is None else f"{result.score:g}"
+    tmp = task_dir / f".{SCORE_FILE}.{os.getpid()}.part"
+    tmp.write_text(score + "\n", encoding="utf-8")
+    os.replace(tmp, task_dir / SCORE_FILE)
+    write_json_atomic(task_dir / RESULT_FILE, result.model_dump(mode="json"))
 
 
 def read_result(task_dir: Path) -> TaskResult | None:
@@ -112,7 +158,15 @@ def read_result(task_dir: Path) -> TaskResult | None:
 
 
 def _task_dir(out: Path, task_id: str) -> Path:
-    return out / task_id
+    """`<out>/<task id>`; raises TaskError unless the id is one safe path component, so a task
+    folder (which the runner clears with rmtree) is always inside `out`."""
+    problem = id_problem(task_id)
+    if problem is not None:
+        raise TaskError(problem)
+    path = out / task_id
+    if path.resolve().parent != out.resolve():
+        raise TaskError(f"task folder {path} would not be inside {out}")
+    return path
 
 
 # ---------------------------------------------------------------- one task (in a worker)
@@ -143,10 +197,14 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
             *, worker: int = 0, listener: Any = None) -> TaskResult:
     """Setup -> episode -> postconfig -> score for one task; never raises for task failures."""
     from kimi_agent.loop import Agent, AgentSettings
+    from kimi_agent.model_runtime.backends.base import Sampling
+    from kimi_agent.safety import SafetySettings
     from kimi_agent.tasks.evaluate import evaluate, run_steps
+    from kimi_agent.tasks.first_frame import screen_grabber, wait_until_drawn
 
     out = settings.out_dir
     task_dir = _task_dir(out, spec.id)
+    task_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     base = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", worker=worker,
                       path=str(task_dir))
@@ -155,12 +213,21 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
         run_steps(host, spec.config, where="config")
     except AgentError as e:
         return base.model_copy(update={"reason": f"setup failed: {e}", "seconds": time.monotonic() - started})
+    first = wait_until_drawn(screen_grabber(env), cap_s=FIRST_FRAME_CAP_S)
     browser = host.browser
-    agent_settings = AgentSettings(max_steps=settings.max_steps, max_seconds=settings.task_timeout_s,
-                                   out_dir=task_dir, frame_format=settings.frame_format)
+    agent_settings = AgentSettings(max_steps=settings.max_steps,
+                                   max_seconds=settings.max_seconds or settings.task_timeout_s,
+                                   thinking=settings.thinking, history_images=settings.history_images,
+                                   sampling=Sampling(temperature=settings.temperature, top_p=0.95,
+                                                     max_new_tokens=1024),
+                                   out_dir=task_dir, frame_format=settings.frame_format,
+                                   safety=SafetySettings(confirm_risky=settings.confirm))
     episode = Agent(backend, env, agent_settings, listener=listener).run_episode(spec.instruction)
     update: dict[str, Any] = {"steps": episode.steps, "episode_status": episode.status,
-                              "trajectory": os.path.relpath(episode.run_dir, out)}
+                              "trajectory": os.path.relpath(episode.run_dir, out),
+                              "refusals": refusals(episode.run_dir), "first_frame": first.record()}
+    if update["refusals"]:
+        update["reason"] = f"{len(update['refusals'])} action(s) refused; " + episode.reason
     _write_report(episode.run_dir)
     crash = _browser_crash(host, browser)
     if crash is not None or episode.status == "error":
@@ -172,8 +239,22 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
         return base.model_copy(update={**update, "reason": f"evaluation failed: {e}",
                                        "seconds": time.monotonic() - started})
     status: ResultStatus = "success" if ev.score >= 1.0 else "fail"
-    return base.model_copy(update={**update, "status": status, "score": ev.score, "reason": episode.reason,
+    return base.model_copy(update={"reason": episode.reason, **update, "status": status, "score": ev.score,
                                    "evaluation": ev.record(), "seconds": time.monotonic() - started})
+
+
+def refusals(run_dir: Path) -> list[dict[str, Any]]:
+    """Every action the safety policy refused in a trajectory: {step, action, risk, reason}."""
+    from kimi_agent.trajectory import read_steps
+
+    out: list[dict[str, Any]] = []
+    for rec in read_steps(run_dir):
+        for action in rec.get("actions") or []:
+            safety = action.get("safety") or {}
+            if safety.get("allowed") is False:
+                out.append({"step": rec.get("step"), "action": action.get("action") or action.get("type"),
+                            "risk": safety.get("risk"), "reason": safety.get("reason")})
+    return out
 
 
 def _write_report(run_dir: Path) -> None:
@@ -218,7 +299,8 @@ def _worker_main(worker: int, settings_json: str, factory: BackendFactory, local
     events.put(("ready", worker, env.display, host.debugging_port, str(host.paths.profile_dir)))
     try:
         while (item := tasks.get()) is not None:
-            spec = TaskSpec.model_validate_json(item)
+            spec_json, domain = item
+            spec = TaskSpec.model_validate_json(spec_json)
             events.put(("start", worker, spec.id, time.time()))
             try:
                 backend = factory(spec, host, local_server)
@@ -230,8 +312,8 @@ def _worker_main(worker: int, settings_json: str, factory: BackendFactory, local
                                     path=str(_task_dir(settings.out_dir, spec.id)))
                 (_task_dir(settings.out_dir, spec.id)).mkdir(parents=True, exist_ok=True)
                 (_task_dir(settings.out_dir, spec.id) / "traceback.txt").write_text(traceback.format_exc())
-            result = result.model_copy(update={"host": host.describe()})
-            write_json_atomic(_task_dir(settings.out_dir, spec.id) / RESULT_FILE, result.model_dump(mode="json"))
+            result = result.model_copy(update={"host": host.describe(), "domain": domain})
+            write_result(settings.out_dir, result)
             events.put(("done", worker, result.model_dump_json()))
             if not _healthy(env):
                 host.close()
@@ -261,7 +343,7 @@ def _skipped(t: LoadedTask) -> TaskResult:
     status: ResultStatus = "unsupported" if t.status == "unsupported" else "invalid"
     reason = "; ".join(t.reasons) if t.status == "unsupported" else (t.error or "")
     return TaskResult(task_id=t.id, instruction=t.spec.instruction if t.spec else "", status=status,
-                      reason=reason, path=str(t.path))
+                      reason=reason, path=str(t.path), domain=domain_of(t.path))
 
 
 def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factory: BackendFactory,
@@ -277,32 +359,37 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     if not isinstance(tasks, TaskSet):
         tasks = load_tasks(tasks, allow_network=s.allow_network)  # type: ignore[arg-type]
     s.out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, TaskResult] = {}
+    results: dict[str, TaskResult] = {}  # runnable tasks by id (unique), skipped ones by "#<index>"
+    order: list[str] = []
     pending: list[TaskSpec] = []
-    for t in tasks:
+    domains: dict[str, str] = {}
+    for i, t in enumerate(tasks):
         if t.status != "runnable" or t.spec is None:
-            results[t.id] = _skipped(t)
+            order.append(f"#{i}")
+            results[f"#{i}"] = _skipped(t)
             continue
+        order.append(t.spec.id)
         task_dir = _task_dir(s.out_dir, t.spec.id)
         done = read_result(task_dir) if s.resume else None
-        if done is not None:
+        if done is not None and done.status != "error":
             results[t.id] = done
             continue
         if task_dir.exists():
             shutil.rmtree(task_dir)  # half-done (or a previous run's, without --resume): start over
         pending.append(t.spec)
-    order = [t.id for t in tasks]
+        domains[t.spec.id] = domain_of(t.path)
     view = ProgressView(total=len(tasks), enabled=progress)
     for r in results.values():
         view.finished(r)
     with serve_pages() as local_server, (view.live() if progress else nullcontext()):
-        _run_pending(pending, backend_factory, s, local_server, results, view)
+        _run_pending(pending, domains, backend_factory, s, local_server, results, view)
     summary = RunSummary(s.out_dir, [results[i] for i in order if i in results])
     write_outputs(summary)
     return summary
 
 
-def _run_pending(pending: list[TaskSpec], factory: BackendFactory, s: RunSettings, local_server: str,
+def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: BackendFactory, s: RunSettings,
+                 local_server: str,
                  results: dict[str, TaskResult], view: Any) -> None:
     if not pending:
         return
@@ -311,7 +398,7 @@ def _run_pending(pending: list[TaskSpec], factory: BackendFactory, s: RunSetting
     events: Any = ctx.Queue()
     specs = {spec.id: spec for spec in pending}
     for spec in pending:
-        task_q.put(spec.with_values({LOCAL_SERVER_KEY: local_server}).model_dump_json())
+        task_q.put((spec.with_values({LOCAL_SERVER_KEY: local_server}).model_dump_json(), domains[spec.id]))
     n = min(s.workers, len(pending))
     for _ in range(n):
         task_q.put(None)
@@ -341,9 +428,9 @@ def _run_pending(pending: list[TaskSpec], factory: BackendFactory, s: RunSetting
                 w.proc.kill()
                 w.proc.join(10)
                 r = TaskResult(task_id=w.task_id, instruction=specs[w.task_id].instruction, status="error",  # type: ignore[index]
-                               reason=reason, worker=i, path=str(_task_dir(s.out_dir, w.task_id)))  # type: ignore[arg-type]
-                _task_dir(s.out_dir, r.task_id).mkdir(parents=True, exist_ok=True)
-                write_json_atomic(_task_dir(s.out_dir, r.task_id) / RESULT_FILE, r.model_dump(mode="json"))
+                               reason=reason, worker=i, path=str(_task_dir(s.out_dir, w.task_id)),  # type: ignore[arg-type]
+                               domain=domains.get(w.task_id, ""))  # type: ignore[arg-type]
+                write_result(s.out_dir, r)
                 results[r.task_id] = r
                 view.finished(r)
                 workers[i] = start(i)
@@ -355,7 +442,7 @@ def _run_pending(pending: list[TaskSpec], factory: BackendFactory, s: RunSetting
             codes = sorted({w.proc.exitcode for w in workers.values()}, key=str)
             r = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error",
                            reason=f"not run: every worker exited (exit codes {codes})",
-                           path=str(_task_dir(s.out_dir, spec.id)))
+                           path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
             results[spec.id] = r
             view.finished(r)
 

@@ -124,12 +124,12 @@ def test_unsupported_names_are_reported_exactly(tmp_path: Path) -> None:
         "id": "u", "instruction": "x",
         "config": [{"type": "googledrive", "parameters": {}}, {"type": "launch", "parameters": {"command": "ls"}}],
         "evaluator": {"func": ["compare_pdfs", "exact_match"], "result": [{"type": "pdf_from_url"}, {"type": "rule"}],
-                      "expected": [{"type": "vm_file"}, {"type": "shortcuts_on_desktop"}],
+                      "expected": [{"type": "vm_file"}, {"type": "page_info"}],
                       "postconfig": [{"type": "tidy_desktop", "parameters": {}}]}})
     [t] = load_tasks(tmp_path)
     assert t.status == "unsupported"
     assert t.reasons == ("setup step 'googledrive'", "setup step 'tidy_desktop'", "metric 'compare_pdfs'",
-                         "getter 'pdf_from_url'", "getter 'shortcuts_on_desktop'")
+                         "getter 'pdf_from_url'", "getter 'page_info'")
 
 
 def test_registries_fail_on_unknown_names() -> None:

@@ -1,0 +1,88 @@
+"""Getters that run a command or read a folder on the worker's machine (OSWorld's `os` domain).
+
+`vm_command_line` runs the command in the worker's home (where OSWorld's in-VM server runs it) and
+returns its stdout. Commands that read an Ubuntu GNOME desktop's state (gsettings, pactl,
+timedatectl, the GNOME shell's D-Bus) cannot be judged on this machine: the task is `unsupported`
+at load time, naming the command; such tasks run on OSWorld VMs. `vm_terminal_output` reads the
+GNOME Terminal's text through the accessibility tree: unsupported here for the same reason.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from kimi_agent.errors import EvaluationError, SetupStepError
+from kimi_agent.tasks.context import EvalContext
+from kimi_agent.tasks.registry import getter
+from kimi_agent.tasks.spec import GetterConfig
+
+# Programs whose output only an Ubuntu GNOME desktop (a real system bus, PulseAudio, systemd) gives.
+GNOME_ONLY = ("gsettings", "pactl", "timedatectl", "gnome-shell", "dconf")
+COMMAND_TIMEOUT_S = 60.0
+
+
+def _command_text(config: GetterConfig) -> str:
+    command = config.params.get("command", "")
+    return command if isinstance(command, str) else " ".join(map(str, command))
+
+
+def gnome_only_reasons(config: GetterConfig) -> list[str]:
+    text = _command_text(config)
+    used = [p for p in GNOME_ONLY if re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", text)]
+    if not used:
+        return []
+    first_line = text.strip().splitlines()[0] if text.strip() else text
+    return [f"getter 'vm_command_line' runs {', '.join(used)} (needs an Ubuntu GNOME desktop): "
+            f"{first_line[:120]!r}"]
+
+
+@getter("vm_command_line", check=gnome_only_reasons)
+def get_vm_command_line(ctx: EvalContext, config: GetterConfig) -> str:
+    """stdout of `command` (str: through bash when `shell`, list: argv), run in the worker's home."""
+    from kimi_agent.tasks.setup_steps import _substitute
+
+    command = config.params["command"]
+    shell = bool(config.params.get("shell", False))
+    argv: str | list[str] = (_substitute(ctx.host, command) if isinstance(command, str)
+                             else [_substitute(ctx.host, str(a)) for a in command])
+    if isinstance(argv, str) and not shell:
+        argv = argv.split()
+    try:
+        _, out, _ = ctx.host.execute(argv, shell=shell, timeout_s=COMMAND_TIMEOUT_S)
+    except SetupStepError as e:
+        raise EvaluationError(f"vm_command_line: {e}") from e
+    return out
+
+
+@getter("vm_terminal_output", check=lambda config: [
+    "getter 'vm_terminal_output' reads the GNOME Terminal's text through the accessibility tree "
+    "(needs an Ubuntu GNOME desktop)"])
+def get_vm_terminal_output(ctx: EvalContext, config: GetterConfig) -> str:
+    raise EvaluationError("vm_terminal_output needs an Ubuntu GNOME desktop (run this task on an OSWorld VM)")
+
+
+def _tree(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        return {"name": path.name, "type": "directory",
+                "children": [_tree(p) for p in sorted(path.iterdir(), key=lambda p: p.name)]}
+    return {"name": path.name, "type": "file"}
+
+
+@getter("list_directory")
+def get_list_directory(ctx: EvalContext, config: GetterConfig) -> dict[str, Any]:
+    """OSWorld's directory tree of the (mapped) `path`: {name, type, children: [...]}."""
+    path = ctx.host.paths.map_path(str(config.params["path"]))
+    if not path.is_dir():
+        raise FileNotFoundError(str(path))
+    return _tree(path)
+
+
+@getter("shortcuts_on_desktop")
+def get_shortcuts_on_desktop(ctx: EvalContext, config: GetterConfig) -> dict[str, str]:
+    """{file name: text} of every `*.desktop` file on ~/Desktop (OSWorld's Linux case)."""
+    desktop = ctx.host.paths.home / "Desktop"
+    if not desktop.is_dir():
+        return {}
+    return {p.name: p.read_text(encoding="utf-8", errors="replace") for p in sorted(desktop.glob("*.desktop"))}
