@@ -30,7 +30,7 @@ EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
 #: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
 PIPE_WIDTH = 200
 #: AgentSettings/EnvOptions fields whose command-line flag is not `--field-name`.
-FLAGS = {"frame_format": "--frames", "history_images": "--history", "allowed_urls": "--allow-url"}
+FLAGS = {"frame_format": "--frames", "history_images": "--history", "history_policy": "--history-policy", "allowed_urls": "--allow-url"}
 EXAMPLES = (
     ('kimi-agent --endpoint http://localhost:8000/v1 "enable Do Not Track"',
      "one episode on a private desktop, the model behind a vLLM server"),
@@ -115,6 +115,10 @@ def episode(
     temperature: Annotated[float, typer.Option("--temperature", metavar="T", min=0.0, max=2.0)] = 0.0,
     thinking: Annotated[bool, typer.Option("--thinking", help="a Kimi-VL Thinking model")] = False,
     history: Annotated[int, typer.Option("--history", metavar="N", min=1, help="screenshots the model sees")] = 3,
+    history_policy: Annotated[str, typer.Option(
+        "--history-policy", metavar="exact|chunked",
+        help="exact: always N screenshots; chunked: N..2N-1, folded N at a time, so the prompt mostly only "
+             "grows and a local model reuses its cache")] = "exact",
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="folder for trajectories")] = Path("runs"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before risky actions")] = False,
     env: Annotated[str, typer.Option("--env", metavar="desktop|browser",
@@ -160,7 +164,8 @@ def episode(
         eopts = EnvOptions(env=env, url=url, profile=profile, app=app_cmd, display=display,
                            allowed_urls=allow_url or [])
         settings = AgentSettings(max_steps=max_steps, max_seconds=max_seconds, thinking=thinking,
-                                 history_images=history, out_dir=out, frame_format=frames,
+                                 history_images=history, history_policy=history_policy,  # type: ignore[arg-type]
+                                 out_dir=out, frame_format=frames,
                                  sampling=Sampling(temperature=temperature, top_p=0.95, max_new_tokens=1024),
                                  safety=SafetySettings(confirm_risky=not yes, allowed_urls=allow_url or [],
                                                        secrets=secrets))

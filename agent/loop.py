@@ -23,7 +23,7 @@ from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
 from kimi_agent.actions.types import AskUser, Done
 from kimi_agent.env.base import Environment, Observation
 from kimi_agent.errors import ActionError, AgentError, ReplyError
-from kimi_agent.history import PastStep, build_messages
+from kimi_agent.history import HistoryPolicy, PastStep, build_messages
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
@@ -49,6 +49,7 @@ class AgentSettings(BaseModel):
     retry_temperature: float = Field(default=0.3, ge=0, le=2, description="lowest temperature of a retry")
     retry_temperature_step: float = Field(default=0.1, ge=0, le=1)
     history_images: int = Field(default=3, ge=1)
+    history_policy: HistoryPolicy = "exact"  # "chunked": K..2K-1 screenshots, a prompt that mostly only grows
     thinking: bool = False
     sampling: Sampling = Sampling(temperature=0.0, top_p=0.95, max_new_tokens=1024)
     coordinate_mode: CoordinateMode = "relative"
@@ -199,7 +200,8 @@ class Agent:
         s = self.settings
         t0 = time.perf_counter()
         messages, images = build_messages(self.prompt, state.instruction, state.past, obs.image,
-                                          history_images=s.history_images, note=state.note)
+                                          history_images=s.history_images, note=state.note,
+                                          history_policy=s.history_policy)
         t1 = time.perf_counter()
         sampling = s.sampling
         if attempt > 0:

@@ -205,7 +205,7 @@ class Engine:
             pieces.append(decoder.flush())
             if on_text is not None and pieces[-1]:
                 on_text(pieces[-1])
-        finish = "stop" if out and out[-1] in self.stop_token_ids else "length"
+        finish: Literal["stop", "length"] = "stop" if out and out[-1] in self.stop_token_ids else "length"
         return EngineResult(token_ids=out, text="".join(pieces), finish_reason=finish,
                             prompt_tokens=input_ids.shape[1], cached_prompt_tokens=self.last_cached_tokens,
                             latency_ms=(time.perf_counter() - t0) * 1000)

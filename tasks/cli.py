@@ -76,6 +76,8 @@ def run_command(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
     thinking: Annotated[bool, typer.Option("--thinking", help="a Kimi-VL Thinking model")] = False,
     history: Annotated[int, typer.Option("--history", min=1, help="screenshots the model sees")] = 3,
+    history_policy: Annotated[str, typer.Option("--history-policy", metavar="exact|chunked",
+                                                help="see kimi-agent --help")] = "exact",
     task_timeout: Annotated[float, typer.Option(help="wall-clock seconds per task")] = 900.0,
     allow_network: Annotated[bool, typer.Option(help="also run tasks that need the internet")] = False,
     backend: Annotated[str | None, typer.Option(
@@ -132,7 +134,7 @@ def run_command(
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
                            task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
                            max_seconds=max_seconds, temperature=temperature, thinking=thinking,
-                           history_images=history)
+                           history_images=history, history_policy=history_policy)
     summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
     from rich.console import Console
 

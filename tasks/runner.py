@@ -71,6 +71,7 @@ class RunSettings(BaseModel):
     temperature: float = Field(default=0.0, ge=0, le=2)
     thinking: bool = False
     history_images: int = Field(default=3, ge=1)
+    history_policy: Literal["exact", "chunked"] = "exact"
     confirm: bool = Field(default=False, description="refuse risky actions (nobody can confirm in a run); "
                           "default: OSWorld semantics, no confirmations")
 
@@ -218,6 +219,7 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
     agent_settings = AgentSettings(max_steps=settings.max_steps,
                                    max_seconds=settings.max_seconds or settings.task_timeout_s,
                                    thinking=settings.thinking, history_images=settings.history_images,
+                                   history_policy=settings.history_policy,
                                    sampling=Sampling(temperature=settings.temperature, top_p=0.95,
                                                      max_new_tokens=1024),
                                    out_dir=task_dir, frame_format=settings.frame_format,
