@@ -164,7 +164,7 @@ def episode(
         eopts = EnvOptions(env=env, url=url, profile=profile, app=app_cmd, display=display,
                            allowed_urls=allow_url or [])
         settings = AgentSettings(max_steps=max_steps, max_seconds=max_seconds, thinking=thinking,
-                                 history_images=history, history_policy=history_policy,  # type: ignore[arg-type]
+                                 history_images=history, history_policy=history_policy,
                                  out_dir=out, frame_format=frames,
                                  sampling=Sampling(temperature=temperature, top_p=0.95, max_new_tokens=1024),
                                  safety=SafetySettings(confirm_risky=not yes, allowed_urls=allow_url or [],
