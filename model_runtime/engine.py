@@ -43,11 +43,13 @@ class Engine:
     decode: "auto" (graph on CUDA, eager elsewhere) or one of `DECODE_MODES`.
     max_cache_tokens: cache slots when decode is not eager (allocated once; prompt + new tokens must fit).
     max_cached_images: projected features of this many images are kept (LRU by content; 0: none).
+    cache: a preallocated one-sequence cache to use (e.g. a scheduler's slot, `MLACache.row`); it is
+    never replaced, so a prompt that does not fit is a `CacheFullError`.
     """
 
     def __init__(self, model: KimiVL, processor: Any | None = None, *, min_cache_tokens: int = 4096,
                  decode: DecodeMode | Literal["auto"] = "auto", max_cache_tokens: int = 32768,
-                 max_cached_images: int = 16) -> None:
+                 max_cached_images: int = 16, cache: MLACache | None = None) -> None:
         if decode == "auto":
             decode = "graph" if model.device.type == "cuda" else "eager"
         if decode not in DECODE_MODES:
@@ -56,8 +58,11 @@ class Engine:
         self.decode: DecodeMode = decode
         self.min_cache_tokens, self.max_cache_tokens = min_cache_tokens, max_cache_tokens
         self.stop_token_ids: tuple[int, ...] = tuple(getattr(processor, "stop_token_ids", STOP_TOKEN_IDS))
-        self.cache: MLACache | None = None
+        self.cache: MLACache | None = cache
+        self.fixed_cache = cache is not None
         self.decoder: StaticDecoder | None = None
+        if cache is not None and decode != "eager":
+            self.decoder = StaticDecoder(model, cache, mode=decode)
         self.cached_keys: list[Hashable] = []  # token ids (image content for placeholders) at 0..pos-1
         self.vision_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # digest -> features [n_i, D]
         self.max_cached_images = max_cached_images
@@ -135,7 +140,12 @@ class Engine:
     def _ensure_cache(self, needed: int, keep: int) -> MLACache:
         """A cache with >= `needed` slots holding the first `keep` positions. Eager decode grows it by
         copying; a static decoder's cache is allocated once and never moves (too long is an error)."""
-        if self.decode != "eager":
+        if self.fixed_cache:
+            assert self.cache is not None
+            if needed > self.cache.max_len:
+                raise CacheFullError(f"prompt + max_new_tokens = {needed} tokens exceeds this cache's "
+                                     f"{self.cache.max_len} slots")
+        elif self.decode != "eager":
             if needed > self.max_cache_tokens:
                 raise CacheFullError(f"prompt + max_new_tokens = {needed} tokens exceeds the engine's "
                                      f"max_cache_tokens={self.max_cache_tokens}")
@@ -155,10 +165,13 @@ class Engine:
         self.cache.truncate(keep)
         return self.cache
 
-    def stream_ids(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                   image_grid_hws: torch.Tensor | None = None, *, max_new_tokens: int = 256,
-                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
-        """Yield new token ids for one prompt input_ids [1, T], reusing the cached prefix."""
+    def prepare(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                image_grid_hws: torch.Tensor | None = None, *,
+                max_new_tokens: int = 256) -> tuple[MLACache, torch.Tensor, torch.Tensor | None, list[Hashable]]:
+        """Keep the reusable prefix of one prompt input_ids [1, T] in the cache and encode its new images.
+        Returns (cache, suffix ids [1, T - kept] on the device, their image features [n, D] or None,
+        the prompt's position keys). The caller prefills the suffix, decodes, then sets
+        `cached_keys = (keys + new_tokens)[:cache.pos]` (`stream_ids` does all of it)."""
         ids = input_ids[0].tolist()
         keys, spans, digests = self._keys(ids, pixel_values, image_grid_hws)
         keep, first_image = self._reuse(keys, spans)
@@ -173,10 +186,17 @@ class Engine:
                 features = self._image_features(pixel_values[skip:].to(self.model.device),
                                                 image_grid_hws[first_image:], digests[first_image:])
         self.last_cached_tokens, self.last_prefill_tokens = keep, len(ids) - keep
+        return cache, input_ids[:, keep:].to(self.model.device), features, keys
+
+    def stream_ids(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                   image_grid_hws: torch.Tensor | None = None, *, max_new_tokens: int = 256,
+                   temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Iterator[int]:
+        """Yield new token ids for one prompt input_ids [1, T], reusing the cached prefix."""
+        cache, suffix, features, keys = self.prepare(input_ids, pixel_values, image_grid_hws,
+                                                     max_new_tokens=max_new_tokens)
         generator = None
         if seed is not None:
             generator = torch.Generator(self.model.device).manual_seed(seed)
-        suffix = input_ids[:, keep:].to(self.model.device)
         new: list[int] = []
         try:
             for tok in stream_tokens(self.model, suffix, cache, image_features=features,

@@ -66,10 +66,24 @@ class MLACache(_Cache):
         return self.data[i]
 
     def store(self, i: int, positions: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """Write latent [B, T, 576] at positions [T]; return the readable [B, S, 576] view."""
+        """Write latent [B, T, 576] at positions [T] (or per row [B, T]); return the readable [B, S, 576] view."""
         buf = self.data[i]
-        buf.index_copy_(1, positions, latent.to(buf.dtype))
+        if positions.dim() == 2:
+            rows = torch.arange(buf.shape[0], device=buf.device)[:, None].expand_as(positions)
+            buf.index_put_((rows, positions), latent.to(buf.dtype))
+        else:
+            buf.index_copy_(1, positions, latent.to(buf.dtype))
         return buf[:, : self.read_len(latent.shape[1])]
+
+    def row(self, r: int) -> MLACache:
+        """A one-sequence cache over row `r` of this one (shared storage, its own `pos`, starting at 0):
+        how a batching scheduler gives each sequence its slot of one preallocated cache."""
+        if not 0 <= r < self.batch_size:
+            raise ValueError(f"row {r} outside cache of {self.batch_size} rows")
+        view = MLACache.__new__(MLACache)
+        _Cache.__init__(view, self.num_layers, 1, self.max_len, static=False)
+        view.kv_lora_rank, view.data = self.kv_lora_rank, self.data[:, r:r + 1]
+        return view
 
     def window(self, rows: int, read_len: int) -> MLACache:
         """A static view of the first `rows` sequences that reads exactly `read_len` slots (fixed shapes

@@ -38,7 +38,11 @@ class DeepseekV3RMSNorm(nn.Module):
 
 
 def attention_mask(positions: torch.Tensor, kv_len: int, static: bool) -> tuple[torch.Tensor | None, bool]:
-    """(bool mask [T, S] or None, is_causal) for queries at `positions` [T] over keys 0..kv_len-1."""
+    """(bool mask [T, S] or None, is_causal) for queries at `positions` [T] over keys 0..kv_len-1;
+    per-row positions [B, T] (sequences of different lengths decoding together) give [B, 1, T, S]."""
+    if positions.dim() == 2:
+        keys = torch.arange(kv_len, device=positions.device)
+        return (keys[None, None, :] <= positions[:, :, None])[:, None], False
     t = positions.shape[0]
     if not static and kv_len == t:  # fresh sequence: plain causal
         return None, t > 1
@@ -113,13 +117,15 @@ class DeepseekV3Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None) -> torch.Tensor:
-        """x [B, T, D], cos/sin [T, dr/2], positions [T] -> [B, T, D]."""
+        """x [B, T, D], cos/sin [T, dr/2] (or [B, T, dr/2]), positions [T] (or per row [B, T]) -> [B, T, D]."""
         cfg, (b, t, _) = self.cfg, x.shape
+        if cos.dim() == 2:
+            cos, sin = cos[None], sin[None]  # [1, T, dr/2]
         q = self.q_proj(x).view(b, t, self.num_heads, cfg.qk_head_dim)
         q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
-        q_pe = rotate_pairs(q_pe, cos[None, :, None], sin[None, :, None])
+        q_pe = rotate_pairs(q_pe, cos[:, :, None], sin[:, :, None])
         c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
-        latent = torch.cat((self.kv_a_layernorm(c_kv), rotate_pairs(k_pe, cos[None], sin[None])), -1)  # [B,T,576]
+        latent = torch.cat((self.kv_a_layernorm(c_kv), rotate_pairs(k_pe, cos, sin)), -1)  # [B,T,576]
         if isinstance(kv_cache, FullKVCache):
             out = self._attend_full_cache(q_nope, q_pe, latent, positions, kv_cache)
         else:
@@ -170,9 +176,11 @@ class DeepseekV3Model(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None) -> torch.Tensor:
-        """inputs_embeds [B, T, D], positions [T] -> final hidden states [B, T, D]."""
-        cos, sin = text_rope_cos_sin(positions, self.cfg.qk_rope_head_dim, self.cfg.rope_theta,
+        """inputs_embeds [B, T, D], positions [T] or per row [B, T] -> final hidden states [B, T, D]."""
+        cos, sin = text_rope_cos_sin(positions.flatten(), self.cfg.qk_rope_head_dim, self.cfg.rope_theta,
                                      inputs_embeds.dtype)
+        if positions.dim() == 2:
+            cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
         x = inputs_embeds
         for layer in self.layers:
             x = layer(x, cos, sin, positions, kv_cache)

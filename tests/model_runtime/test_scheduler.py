@@ -1,0 +1,91 @@
+"""Continuous batching (`BatchScheduler`) on the tiny checkpoint: batched == one at a time, sessions
+reuse their slot's prefix, more requests than slots queue, a bad request fails alone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from kimi_agent.model_runtime import Engine, KimiVL
+from kimi_agent.model_runtime.scheduler import BatchScheduler, GenerationRequest
+from kimi_agent.model_runtime.static_decode import CacheFullError
+
+PAD = 163605
+
+
+def text(seed: int, n: int) -> torch.Tensor:
+    return torch.randint(0, 160000, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def image_prompt(seed: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids = torch.cat((text(seed, 5), torch.tensor([163602]), torch.full((h * w // 4,), PAD), torch.tensor([163604]),
+                     text(seed + 1, 7)))[None]
+    pv = torch.randn(h * w, 3, 14, 14, generator=torch.Generator().manual_seed(seed))
+    return ids, pv, torch.tensor([[h, w]])
+
+
+def alone(model: KimiVL, req: GenerationRequest) -> list[int]:
+    return Engine(model, decode="eager").generate_ids(req.input_ids, req.pixel_values, req.image_grid_hws,
+                                                       max_new_tokens=req.max_new_tokens).token_ids
+
+
+def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL) -> None:
+    reqs = [GenerationRequest(text(1, 9)[None], max_new_tokens=7),
+            GenerationRequest(*image_prompt(2, 4, 4), max_new_tokens=5),
+            GenerationRequest(text(3, 30)[None], max_new_tokens=9),
+            GenerationRequest(*image_prompt(4, 2, 6), max_new_tokens=4),
+            GenerationRequest(text(5, 3)[None], max_new_tokens=6)]
+    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=())
+    handles = [sched.submit(r) for r in reqs]
+    sched.run_until_idle()
+    for r, h in zip(reqs, handles, strict=True):
+        res = h.result(timeout=0)
+        assert res.token_ids == alone(tiny_model, r) and res.finish_reason == "length"
+    assert sched.decoded_rows / sched.decode_steps > 1.5  # sequences really decoded together
+
+
+def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
+    sched = BatchScheduler(tiny_model, slots=2, max_len=128, stop_token_ids=())
+    ids, pv, hws = image_prompt(7, 4, 4)
+    first = sched.submit(GenerationRequest(ids, pv, hws, max_new_tokens=4, session="episode-a"))
+    other = sched.submit(GenerationRequest(text(8, 12)[None], max_new_tokens=4, session="episode-b"))
+    sched.run_until_idle()
+    step2 = torch.cat((ids[0], torch.tensor(first.result(0).token_ids), text(9, 6)))[None]
+    again = sched.submit(GenerationRequest(step2, pv, hws, max_new_tokens=5, session="episode-a"))
+    sched.run_until_idle()
+    res = again.result(0)
+    assert res.cached_prompt_tokens == ids.shape[1] + 3  # all but the never-fed last token
+    assert res.token_ids == alone(tiny_model, GenerationRequest(step2, pv, hws, max_new_tokens=5))
+    assert other.result(0).token_ids == alone(tiny_model, GenerationRequest(text(8, 12)[None], max_new_tokens=4))
+
+
+def test_a_request_that_does_not_fit_fails_alone(tiny_model: KimiVL) -> None:
+    sched = BatchScheduler(tiny_model, slots=2, max_len=32, stop_token_ids=())
+    bad = sched.submit(GenerationRequest(text(10, 30)[None], max_new_tokens=8))
+    good = sched.submit(GenerationRequest(text(11, 10)[None], max_new_tokens=8))
+    sched.run_until_idle()
+    with pytest.raises(CacheFullError, match="exceeds this cache's 32 slots"):
+        bad.result(0)
+    assert good.result(0).token_ids == alone(tiny_model, GenerationRequest(text(11, 10)[None], max_new_tokens=8))
+
+
+def test_background_thread_serves_concurrent_callers(tiny_model: KimiVL) -> None:
+    sched = BatchScheduler(tiny_model, slots=4, max_len=64, stop_token_ids=())
+    sched.start()
+    try:
+        reqs = [GenerationRequest(text(20 + i, 4 + i)[None], max_new_tokens=5) for i in range(6)]
+        results: dict[int, list[int]] = {}
+
+        def call(i: int) -> None:
+            results[i] = sched.generate(reqs[i], timeout=120).token_ids
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(150)
+    finally:
+        sched.stop()
+    assert results == {i: alone(tiny_model, r) for i, r in enumerate(reqs)}
