@@ -71,7 +71,7 @@ def episode(
     profile: Annotated[Path | None, typer.Option("--profile", help="Chromium profile dir (default: a fresh one)")] = None,
     app_cmd: Annotated[str | None, typer.Option("--app", help="start this app instead of Chromium")] = None,
     display: Annotated[str | None, typer.Option("--display", help="X display (default $DISPLAY, else a private Xvfb)")] = None,
-    allow_url: Annotated[list[str] | None, typer.Option("--allow-url", help="allowed URL prefix or glob (repeat)")] = None,
+    allow_url: Annotated[list[str] | None, typer.Option("--allow-url", help="allowed origin, optionally with a path prefix: https://example.com or http://127.0.0.1:8000/app/ (repeat)")] = None,
     secret: Annotated[list[str] | None, typer.Option("--secret", help="NAME=VALUE; the model types <secret>NAME</secret>")] = None,
     frames: Annotated[str, typer.Option("--frames", help="png | jpeg")] = "png",
 ) -> None:

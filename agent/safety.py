@@ -3,15 +3,15 @@
 - Risky actions (typing into a password field when the environment can tell, chords such as
   ctrl+alt+del, closing windows or tabs, quitting apps) need a confirmation; `--yes` skips it.
   Without anyone to confirm, a risky action is declined and the model is told so.
-- Browser URLs are checked against an optional allowlist (prefixes or `*` glob patterns); the
-  same list is handed to the browser environment so it can block navigations it sees itself.
+- Browser URLs are checked against an optional allowlist (`env.url_allowlist`: origins with
+  optional path prefixes); the same list is handed to the browser environment, which enforces it
+  on every request (redirects, popups, frames, subresources).
 - Secrets: `<secret>name</secret>` in typed text is replaced by the secret's value just before
   execution, so the model never sees it, and every secret value is redacted from what is written.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.types import Action, CloseTab, Hotkey, Navigate, NewTab, TypeText
+from kimi_agent.env.url_allowlist import UrlAllowlist
 
 REDACTED = "[REDACTED]"
 _SECRET_REF = re.compile(r"<secret>\s*([\w.-]+)\s*</secret>")
@@ -58,6 +59,7 @@ class SafetyPolicy:
         self.settings = settings or SafetySettings()
         self.confirm = confirm
         self.redactor = Redactor(self.settings.secrets.values())
+        self.allowlist = UrlAllowlist(self.settings.allowed_urls) if self.settings.allowed_urls else None
 
     def check(self, action: Action, *, focused_password: bool | None = None) -> Verdict:
         """Allowed, or refused with a reason written for the model."""
@@ -86,10 +88,8 @@ class SafetyPolicy:
         return None
 
     def url_allowed(self, url: str) -> bool:
-        patterns = self.settings.allowed_urls
-        if not patterns or url.startswith(("about:", "data:", "chrome://newtab")):
-            return True
-        return any(fnmatch.fnmatchcase(url, p) if "*" in p else url.startswith(p) for p in patterns)
+        """Whether a typed URL passes the allowlist (an origin check; every URL passes without one)."""
+        return self.allowlist is None or self.allowlist.allows(url)
 
     def resolve_secrets(self, action: Action) -> Action:
         """`action` with `<secret>name</secret>` references replaced by their values (typed text only)."""
