@@ -13,6 +13,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,15 +21,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
-from kimi_agent.actions.types import AskUser, Done
-from kimi_agent.env.base import Environment, Observation
+from kimi_agent.actions.types import Action, AskUser, Done, TypeText
+from kimi_agent.env.base import Environment, Observation, Outcome
 from kimi_agent.errors import ActionError, AgentError, ReplyError
 from kimi_agent.history import PastStep, build_messages
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
 from kimi_agent.reply import Step, parse_reply
-from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings
+from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings, secret_placeholders
 from kimi_agent.trajectory import Attempt, FrameFormat, StepRecord, Trajectory
 
 log = logging.getLogger("kimi_agent")
@@ -142,9 +143,10 @@ class Agent:
         except AgentError as e:
             state.finish("error", f"{type(e).__name__}: {e}")
         except Exception as e:  # a bug: the episode still ends with a reason; the traceback goes to run.json
-            log.exception("episode failed")
-            state.finish("error", f"internal error: {type(e).__name__}: {e}")
-            traj.write_run(traceback=traceback.format_exc())
+            trace = self.safety.redactor(traceback.format_exc())
+            log.error("episode failed\n%s", trace)
+            state.finish("error", self.safety.redactor(f"internal error: {type(e).__name__}: {e}"))
+            traj.write_run(traceback=trace)
         finally:
             traj.close()
             result = self._result(state, traj)
@@ -188,6 +190,7 @@ class Agent:
                 obs = self._after(state, obs, rec, traj)
         finally:
             t = time.perf_counter()
+            rec = StepRecord.model_validate(self.safety.redactor.data(rec.model_dump()))  # at the source
             traj.append_step(rec)
             rec.durations_ms["record"] = rec.durations_ms.get("record", 0.0) + (time.perf_counter() - t) * 1000
             state.durations.append(rec.durations_ms)
@@ -253,9 +256,11 @@ class Agent:
             try:
                 outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last)
             except ActionError as e:
-                arec.ok, arec.error = False, str(e)
-                return str(e)
+                arec.ok, arec.error = False, self._scrub(str(e), action, real)
+                return arec.error
             wall = (time.perf_counter() - t0) * 1000
+            if real is not action:
+                outcome = _secret_outcome(outcome, action)
             done = action_record(action, arec.model_xy, outcome)
             done.safety = arec.safety
             rec.actions[-1] = done
@@ -264,8 +269,15 @@ class Agent:
                 return str(outcome.error or "the action failed")
         return None
 
+    def _scrub(self, message: str, action: Action, real: Action) -> str:
+        """An error about `real` safe to record: when it typed a secret, nothing of the text typed."""
+        if real is action:
+            return self.safety.redactor(message)
+        return f"typing {_secret_text(action)} failed ({message.split(':', 1)[0][:60]})"
+
     def _reject(self, state: AgentState, rec: StepRecord, message: str, kind: str) -> None:
         """The error funnel: record, feed back to the model, count against the failure budget."""
+        message = self.safety.redactor(message)
         if rec.attempts:
             rec.attempts[-1].error, rec.attempts[-1].kind = message, kind
         rec.error = message
@@ -344,6 +356,21 @@ class Agent:
         return EpisodeResult(status=state.status, reason=state.reason, answer=state.answer, steps=state.step,
                              failures=state.failures, duration_s=round(time.perf_counter() - state.started, 3),
                              run_dir=traj.path)
+
+
+def _secret_text(action: Action) -> str:
+    return secret_placeholders(action.text) if isinstance(action, TypeText) else action.type
+
+
+def _secret_outcome(outcome: Outcome, action: Action) -> Outcome:
+    """The outcome of an action whose text came from a secret, as it may be recorded: the calls
+    made are counted, not shown (however the environment split the text, each piece is part of
+    the secret), and an error keeps only its kind."""
+    shown = _secret_text(action)
+    calls = len(outcome.executed)
+    error = None if outcome.error is None else ActionError(
+        f"typing {shown} failed ({type(outcome.error).__name__})")
+    return replace(outcome, executed=[f"typed {shown} in {calls} input call(s)"], error=error)
 
 
 def _ran(rec: StepRecord) -> bool:
