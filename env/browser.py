@@ -10,7 +10,6 @@ context by `env.request_guard`: navigations, redirects, popups, frames and subre
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import re
@@ -62,6 +61,9 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, CDPSession, Page
 
 SCROLL_PX_PER_CLICK = 100  # one wheel click, in CSS pixels (Chromium scrolls about this much)
+OBSERVE_TIMEOUT_S = 10.0  # an observation's screenshot; past it, the last good frame is shown again
+SETTLE_GRAB_TIMEOUT_S = 1.0  # one settle frame; past it the frame counts as changing
+ACTION_TIMEOUT_S = 15.0  # every other Playwright call (input, goto, reload, tabs)
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
 
 
@@ -106,12 +108,15 @@ class BrowserEnv:
         self._attached = _attach_cdp_url is not None
         self._cdp: dict[int, CDPSession] = {}
         self._pointer: tuple[float, float] | None = None
+        self._last_image: Image.Image | None = None
         self._closed = False
         self._pw = playwright_host.acquire()
         try:
             self._context = self._open(headless=headless, user_data_dir=user_data_dir, display=display,
                                        executable_path=executable_path, extra_args=extra_args,
                                        cdp_url=_attach_cdp_url)
+            self._context.set_default_timeout(ACTION_TIMEOUT_S * 1000.0)
+            self._context.set_default_navigation_timeout(ACTION_TIMEOUT_S * 1000.0)
             self._context.on("page", self._on_new_page)
             if self._guard is not None:
                 self._guard.install(self._context)
@@ -165,18 +170,31 @@ class BrowserEnv:
         return self.observe()
 
     def observe(self) -> Observation:
-        """A JPEG screenshot of the viewport in CSS pixels, decoded to an RGB PIL image."""
+        """A JPEG screenshot of the viewport in CSS pixels, decoded to an RGB PIL image.
+
+        Bounded: a page that does not answer within `OBSERVE_TIMEOUT_S` gives the last good frame
+        again (its title says so); the title comes from the browser process, never the page.
+        """
+        from playwright.sync_api import Error as PlaywrightError
+
         page = self.page
         start = time.perf_counter()
-        data = page.screenshot(type="jpeg", quality=self.screenshot_quality, scale="css", caret="initial",
-                               animations="allow")
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        try:
+            data = page.screenshot(type="jpeg", quality=self.screenshot_quality, scale="css", caret="initial",
+                                   animations="allow", timeout=OBSERVE_TIMEOUT_S * 1000.0)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            self._last_image = image
+            title = self._title(page)
+        except PlaywrightError as exc:
+            if self._last_image is None:
+                raise ActionError(f"the page gave no screenshot within {OBSERVE_TIMEOUT_S:g} s: {exc.message}") from exc
+            image, title = self._last_image, f"(not answering: the last frame is shown) {self._title(page)}"
         grab_ms = (time.perf_counter() - start) * 1000.0
         self._last_geometry = self._geometry(image.size)
         pointer = None if self._pointer is None else (int(self._pointer[0]), int(self._pointer[1]))
         return Observation(image=image, geometry=self._last_geometry, pointer=pointer, url=page.url,
-                           title=page.title(), grab_ms=grab_ms)
+                           title=title, grab_ms=grab_ms)
 
     def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
         """Run `action`; points are fractions of the screenshot described by `geometry` (default: the
@@ -403,24 +421,30 @@ class BrowserEnv:
                         device_pixel_ratio=dpr)
 
     def _settle_frame(self, page: Page) -> bytes:
-        """A tiny JPEG of the visible area; while none can be taken (the page is navigating or
-        closing) a frame that differs from every other, so settling waits."""
+        """A small JPEG of the viewport, taken within `SETTLE_GRAB_TIMEOUT_S`; while none can be taken
+        (the page is navigating, busy or closing) a frame that differs from every other, so settling
+        waits, up to its cap, and never longer than one grab past it."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            return page.screenshot(type="jpeg", quality=30, scale="css", caret="initial", animations="allow",
+                                   timeout=SETTLE_GRAB_TIMEOUT_S * 1000.0)
+        except PlaywrightError as exc:
+            return f"no frame at {time.perf_counter()}: {exc.message}".encode()
+
+    def _title(self, page: Page) -> str:
+        """The tab's title as the browser process knows it (a busy page cannot block this)."""
         from playwright.sync_api import Error as PlaywrightError
 
         try:
             key = id(page)
             if key not in self._cdp:
                 self._cdp[key] = self._context.new_cdp_session(page)
-            cdp = self._cdp[key]
-            metrics = cdp.send("Page.getLayoutMetrics")["cssVisualViewport"]
-            clip = {"x": metrics["pageX"], "y": metrics["pageY"], "width": metrics["clientWidth"],
-                    "height": metrics["clientHeight"], "scale": 0.125}
-            shot = cdp.send("Page.captureScreenshot", {"format": "jpeg", "quality": 30, "optimizeForSpeed": True,
-                                                       "clip": clip})
-        except PlaywrightError as exc:
+            info = self._cdp[key].send("Target.getTargetInfo")["targetInfo"]
+        except PlaywrightError:
             self._cdp.pop(id(page), None)
-            return f"no frame at {time.perf_counter()}: {exc.message}".encode()
-        return base64.b64decode(shot["data"])
+            return ""
+        return str(info.get("title", ""))
 
     def _check_open(self) -> None:
         if self._closed:
