@@ -392,7 +392,16 @@ class BrowserEnv:
             raise EnvironmentStartError(f"cannot start or reach Chromium: {exc.message}") from exc
 
     def _goto(self, page: Page, url: str) -> None:
-        page.goto(url, wait_until="load")
+        """Load `url`; once more if a navigation still pending (an error page of a blocked request,
+        a redirect) interrupted it."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            page.goto(url, wait_until="load")
+        except PlaywrightError as exc:
+            if "interrupted by another navigation" not in exc.message:
+                raise
+            page.goto(url, wait_until="load")
 
     def _on_new_page(self, page: Page) -> None:
         self._page = page  # popups and new tabs become the current tab
