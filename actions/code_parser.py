@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import unicodedata
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +37,12 @@ from kimi_agent.actions.types import (
     TypeText,
     Wait,
 )
+from kimi_agent.actions.unicode_rules import describe_char, hidden_characters, unstable_identifiers
 from kimi_agent.errors import ReplyError
 
 CoordinateMode = Literal["relative", "absolute", "relative1000"]
 _MISSING: Any = object()
+MAX_ABS_NUMBER = 1e6  # any numeric argument beyond +-this is refused (no overflow, no huge loops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class ParseLimits:
     max_code_chars: int = 20_000
     degenerate_eps: float = 0.002  # both coordinates below this fraction = the (0, 0) failure mode
     computer_wait_s: float = 5.0  # what `computer.wait()` waits
+    max_wait_s: float = 120.0  # longest `time.sleep` / `computer.wait` one call may ask for
 
 
 @dataclass(slots=True)
@@ -101,8 +105,13 @@ def parse_code(
             tree = ast.parse(code, mode="exec")
     except SyntaxError as e:
         raise ReplyError(f"The code block is not valid Python: {e.msg} (line {e.lineno}).", kind="syntax") from None
-    except (ValueError, RecursionError, MemoryError):
+    except (ValueError, RecursionError, MemoryError, OverflowError):
         raise ReplyError("The code block is not valid Python.", kind="syntax") from None
+    renamed = unstable_identifiers(code)
+    if renamed:
+        raise ReplyError(
+            "Write names in plain ASCII: " + ", ".join(f"{n!r} would run as {unicodedata.normalize('NFKC', n)!r}"
+                                                        for n in renamed[:3]) + ".", kind="identifier")
     ctx = _Ctx(coordinate_mode, screenshot_size, allow_corner, lim)
     calls = 0
     for stmt in tree.body:
@@ -209,24 +218,39 @@ def _describe(node: ast.AST) -> str:
 # ---- argument conversion ---------------------------------------------------------------------
 
 
-def _number(fn: str, arg: str, v: Any) -> float:
+def _number(fn: str, arg: str, v: Any, limit: float = MAX_ABS_NUMBER) -> float:
+    """`v` as a float; a bool, non-number, NaN/inf or anything beyond +-`limit` is a `ReplyError`.
+
+    Ints are compared before any conversion, so a 400-digit literal cannot raise `OverflowError`.
+    """
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ReplyError(f"Argument {arg!r} of {fn} must be a number, got {v!r}.", kind="bad_argument")
-    if not math.isfinite(v):
+        raise ReplyError(f"Argument {arg!r} of {fn} must be a number, got {_short(v)}.", kind="bad_argument")
+    if isinstance(v, float) and not math.isfinite(v):
         raise ReplyError(f"Argument {arg!r} of {fn} must be a finite number, got {v!r}.", kind="not_finite")
+    if not -limit <= v <= limit:
+        raise ReplyError(f"Argument {arg!r} of {fn} is out of range: {_short(v)} (at most {limit:g} in size).",
+                         kind="out_of_range")
     return float(v)
+
+
+def _short(v: Any, max_chars: int = 40) -> str:
+    """`repr(v)` cut to `max_chars` (a huge int or string is never echoed whole)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 10**30:
+        return "a number with more than 30 digits"
+    text = repr(v)
+    return text if len(text) <= max_chars else text[:max_chars] + "..."
 
 
 def _int(fn: str, arg: str, v: Any) -> int:
     x = _number(fn, arg, v)
     if x != int(x):
-        raise ReplyError(f"Argument {arg!r} of {fn} must be a whole number, got {v!r}.", kind="bad_argument")
+        raise ReplyError(f"Argument {arg!r} of {fn} must be a whole number, got {_short(v)}.", kind="bad_argument")
     return int(x)
 
 
 def _str(fn: str, arg: str, v: Any) -> str:
     if not isinstance(v, str):
-        raise ReplyError(f"Argument {arg!r} of {fn} must be a string, got {v!r}.", kind="bad_argument")
+        raise ReplyError(f"Argument {arg!r} of {fn} must be a string, got {_short(v)}.", kind="bad_argument")
     return v
 
 
@@ -234,7 +258,7 @@ def _point(ctx: _Ctx, fn: str, a: dict[str, Any], *, required: bool) -> NormPoin
     x, y = a.get("x", _MISSING), a.get("y", _MISSING)
     if isinstance(x, list) and y in (_MISSING, None):  # pyautogui.click((x, y))
         if len(x) != 2:
-            raise ReplyError(f"{fn}: a point needs exactly two numbers, got {x!r}.", kind="bad_argument")
+            raise ReplyError(f"{fn}: a point needs exactly two numbers, got {_short(x)}.", kind="bad_argument")
         x, y = x
     if x in (_MISSING, None) and y in (_MISSING, None):
         if required:
@@ -280,7 +304,7 @@ def _button(fn: str, a: dict[str, Any], default: str = "left") -> str:
     b = _str(fn, "button", b).lower() if b is not None else default
     b = {"primary": "left", "secondary": "right"}.get(b, b)
     if b not in ("left", "middle", "right"):
-        raise ReplyError(f"{fn}: button must be 'left', 'middle' or 'right', got {b!r}.", kind="bad_argument")
+        raise ReplyError(f"{fn}: button must be 'left', 'middle' or 'right', got {_short(b)}.", kind="bad_argument")
     return b
 
 
@@ -388,6 +412,11 @@ def _write(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
     if len(text) > ctx.limits.max_text_chars:
         raise ReplyError(f"{fn}: the text is too long ({len(text)} characters; at most "
                          f"{ctx.limits.max_text_chars}).", kind="too_long")
+    hidden = hidden_characters(text)
+    if hidden:
+        shown = ", ".join(f"{describe_char(ch)} at position {i}" for i, ch in hidden[:3])
+        raise ReplyError(f"{fn}: the text holds invisible control characters ({shown}); type it without "
+                         "them.", kind="hidden_text")
     _add(ctx, fn, lambda: TypeText(text=text))
 
 
@@ -422,14 +451,22 @@ def _key_up(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
 
 @_spec("time.sleep", "seconds")
 def _sleep(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
-    seconds = _number(fn, "seconds", a.get("seconds"))
+    seconds = _seconds(ctx, fn, a.get("seconds"))
     _add(ctx, fn, lambda: Wait(seconds=seconds))
+
+
+def _seconds(ctx: _Ctx, fn: str, raw: Any) -> float:
+    seconds = _number(fn, "seconds", raw)
+    if not 0 <= seconds <= ctx.limits.max_wait_s:
+        raise ReplyError(f"{fn}: wait between 0 and {ctx.limits.max_wait_s:g} seconds, not {seconds:g}.",
+                         kind="out_of_range")
+    return seconds
 
 
 @_spec("computer.wait", "seconds")
 def _computer_wait(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
     raw = a.get("seconds")
-    seconds = ctx.limits.computer_wait_s if raw is None else _number(fn, "seconds", raw)
+    seconds = ctx.limits.computer_wait_s if raw is None else _seconds(ctx, fn, raw)
     _add(ctx, fn, lambda: Wait(seconds=seconds))
 
 

@@ -130,7 +130,8 @@ def episode(
     display: Annotated[str | None, typer.Option("--display", metavar=":N",
                                                 help="X display (default $DISPLAY, else a private Xvfb)")] = None,
     allow_url: Annotated[list[str] | None, typer.Option("--allow-url", metavar="URL",
-                                                        help="allowed URL prefix or glob (repeat)")] = None,
+                                                        help="allowed origin, optionally with a path prefix: https://example.com or "
+                                                             "http://127.0.0.1:8000/app/ (repeat)")] = None,
     secret: Annotated[list[str] | None, typer.Option("--secret", metavar="NAME=VALUE",
                                                      help="the model types <secret>NAME</secret> (repeat)")] = None,
     frames: Annotated[str, typer.Option("--frames", metavar="png|jpeg", help="screenshot file format")] = "png",

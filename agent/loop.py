@@ -13,6 +13,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,16 +21,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
-from kimi_agent.actions.types import AskUser, Done
-from kimi_agent.env.base import Environment, Observation
+from kimi_agent.actions.types import Action, AskUser, Done, TypeText
+from kimi_agent.env.base import Environment, Observation, Outcome
 from kimi_agent.errors import ActionError, AgentError, ReplyError
 from kimi_agent.history import HistoryPolicy, PastStep, build_messages
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
 from kimi_agent.reply import Step, parse_reply
-from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings
+from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings, secret_placeholders
 from kimi_agent.trajectory import Attempt, FrameFormat, StepRecord, Trajectory
+from kimi_agent.watchdog import StepWatchdog
 
 log = logging.getLogger("kimi_agent")
 
@@ -43,7 +45,8 @@ class AgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int = Field(default=15, ge=1)
-    max_seconds: float | None = Field(default=1800.0, gt=0, description="wall-clock budget")
+    max_seconds: float | None = Field(default=1800.0, gt=0, le=7 * 86400, allow_inf_nan=False,
+                                      description="wall-clock budget, enforced within a step too")
     max_attempts: int = Field(default=3, ge=1, description="generations per step (first try + retries)")
     max_failures: int = Field(default=5, ge=1, description="consecutive rejected replies/actions -> error")
     retry_temperature: float = Field(default=0.3, ge=0, le=2, description="lowest temperature of a retry")
@@ -120,6 +123,7 @@ class Agent:
         self.prompt: Prompt = build_prompt(thinking=self.settings.thinking, password=self.settings.password,
                                            ask_user=ask is not None)
         self.limits = ParseLimits()
+        self._watchdog = StepWatchdog(None)  # replaced by each episode's
 
     def run_episode(self, instruction: str) -> EpisodeResult:
         """Run one episode for `instruction` and write its trajectory under `settings.out_dir`."""
@@ -128,24 +132,31 @@ class Agent:
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,
                           started=datetime.now())
         traj.write_run(**self._run_header(instruction, traj), status="running")
+        watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds)
         try:
-            obs = self._observe(state)
-            traj.write_run(env={"kind": getattr(self.env, "kind", None), "geometry": obs.geometry.model_dump()})
-            while state.status is None:
-                if state.step >= s.max_steps:
-                    state.finish("max_steps", f"reached max_steps={s.max_steps} without finishing")
-                elif s.max_seconds is not None and time.perf_counter() - state.started > s.max_seconds:
-                    state.finish("max_steps", f"spent the wall-clock budget of {s.max_seconds:g} s")
-                else:
-                    obs = self._step(state, obs, traj)
+            with watchdog:
+                obs = self._observe(state)
+                traj.write_run(env={"kind": getattr(self.env, "kind", None), "geometry": obs.geometry.model_dump()})
+                while state.status is None:
+                    if state.step >= s.max_steps:
+                        state.finish("max_steps", f"reached max_steps={s.max_steps} without finishing")
+                    elif s.max_seconds is not None and time.perf_counter() - state.started > s.max_seconds:
+                        state.finish("max_steps", f"spent the wall-clock budget of {s.max_seconds:g} s")
+                    else:
+                        obs = self._step(state, obs, traj)
         except KeyboardInterrupt:
-            state.finish("user_stopped", "stopped by the user (Ctrl-C)")
+            if watchdog.fired is not None:
+                state.finish("error", f"step {state.step} hung in {watchdog.fired}: still running when the "
+                                      f"wall-clock budget of {s.max_seconds:g} s ran out")
+            else:
+                state.finish("user_stopped", "stopped by the user (Ctrl-C)")
         except AgentError as e:
             state.finish("error", f"{type(e).__name__}: {e}")
         except Exception as e:  # a bug: the episode still ends with a reason; the traceback goes to run.json
-            log.exception("episode failed")
-            state.finish("error", f"internal error: {type(e).__name__}: {e}")
-            traj.write_run(traceback=traceback.format_exc())
+            trace = self.safety.redactor(traceback.format_exc())
+            log.error("episode failed\n%s", trace)
+            state.finish("error", self.safety.redactor(f"internal error: {type(e).__name__}: {e}"))
+            traj.write_run(traceback=trace)
         finally:
             traj.close()
             result = self._result(state, traj)
@@ -188,11 +199,13 @@ class Agent:
             if state.status is None or state.status == "success":
                 obs = self._after(state, obs, rec, traj)
         finally:
-            t = time.perf_counter()
-            traj.append_step(rec)
-            rec.durations_ms["record"] = rec.durations_ms.get("record", 0.0) + (time.perf_counter() - t) * 1000
-            state.durations.append(rec.durations_ms)
-            self.listener.on_step(rec)
+            with self._watchdog.running("record"):
+                t = time.perf_counter()
+                rec = StepRecord.model_validate(self.safety.redactor.data(rec.model_dump()))  # at the source
+                traj.append_step(rec)
+                rec.durations_ms["record"] = rec.durations_ms.get("record", 0.0) + (time.perf_counter() - t) * 1000
+                state.durations.append(rec.durations_ms)
+                self.listener.on_step(rec)
         return obs
 
     def _generate(self, state: AgentState, obs: Observation, rec: StepRecord, attempt: int) -> Step | None:
@@ -207,7 +220,8 @@ class Agent:
         if attempt > 0:
             temp = max(s.retry_temperature, sampling.temperature) + s.retry_temperature_step * (attempt - 1)
             sampling = sampling.model_copy(update={"temperature": min(temp, 2.0)})
-        reply = self.backend.generate(messages, images, sampling, on_text=self.listener.on_text)
+        with self._watchdog.running("generate"):
+            reply = self.backend.generate(messages, images, sampling, on_text=self.listener.on_text)
         t2 = time.perf_counter()
         parsed = parse_reply(reply.text, coordinate_mode=s.coordinate_mode,
                              screenshot_size=(obs.geometry.shot_width, obs.geometry.shot_height), limits=self.limits)
@@ -240,7 +254,8 @@ class Agent:
             points = points[n:]
             rec.actions.append(arec)
             t0 = time.perf_counter()
-            verdict = self.safety.check(action, focused_password=self._focused_password(action))
+            with self._watchdog.running("safety"):
+                verdict = self.safety.check(action, focused_password=self._focused_password(action))
             arec.safety = verdict.model_dump(exclude_none=True) if verdict.risk else None
             _add(rec.durations_ms, safety=(time.perf_counter() - t0) * 1000)
             if not verdict.allowed:
@@ -253,11 +268,14 @@ class Agent:
                 return f"there is no secret named {e.args[0]!r}."
             t0 = time.perf_counter()
             try:
-                outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last)
+                with self._watchdog.running(f"execute ({action.type}, then settle)"):
+                    outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last)
             except ActionError as e:
-                arec.ok, arec.error = False, str(e)
-                return str(e)
+                arec.ok, arec.error = False, self._scrub(str(e), action, real)
+                return arec.error
             wall = (time.perf_counter() - t0) * 1000
+            if real is not action:
+                outcome = _secret_outcome(outcome, action)
             done = action_record(action, arec.model_xy, outcome)
             done.safety = arec.safety
             rec.actions[-1] = done
@@ -266,8 +284,15 @@ class Agent:
                 return str(outcome.error or "the action failed")
         return None
 
+    def _scrub(self, message: str, action: Action, real: Action) -> str:
+        """An error about `real` safe to record: when it typed a secret, nothing of the text typed."""
+        if real is action:
+            return self.safety.redactor(message)
+        return f"typing {_secret_text(action)} failed ({message.split(':', 1)[0][:60]})"
+
     def _reject(self, state: AgentState, rec: StepRecord, message: str, kind: str) -> None:
         """The error funnel: record, feed back to the model, count against the failure budget."""
+        message = self.safety.redactor(message)
         if rec.attempts:
             rec.attempts[-1].error, rec.attempts[-1].kind = message, kind
         rec.error = message
@@ -299,7 +324,8 @@ class Agent:
 
     def _observe(self, state: AgentState) -> Observation:
         t = time.perf_counter()
-        obs = self.env.observe()
+        with self._watchdog.running("observe"):
+            obs = self.env.observe()
         state.pending_observe_ms += (time.perf_counter() - t) * 1000
         return obs
 
@@ -346,6 +372,21 @@ class Agent:
         return EpisodeResult(status=state.status, reason=state.reason, answer=state.answer, steps=state.step,
                              failures=state.failures, duration_s=round(time.perf_counter() - state.started, 3),
                              run_dir=traj.path)
+
+
+def _secret_text(action: Action) -> str:
+    return secret_placeholders(action.text) if isinstance(action, TypeText) else action.type
+
+
+def _secret_outcome(outcome: Outcome, action: Action) -> Outcome:
+    """The outcome of an action whose text came from a secret, as it may be recorded: the calls
+    made are counted, not shown (however the environment split the text, each piece is part of
+    the secret), and an error keeps only its kind."""
+    shown = _secret_text(action)
+    calls = len(outcome.executed)
+    error = None if outcome.error is None else ActionError(
+        f"typing {shown} failed ({type(outcome.error).__name__})")
+    return replace(outcome, executed=[f"typed {shown} in {calls} input call(s)"], error=error)
 
 
 def _ran(rec: StepRecord) -> bool:

@@ -159,9 +159,8 @@ def open_env(opts: EnvOptions) -> Iterator[Environment]:
             from kimi_agent.env.browser import BrowserEnv
 
             headless = opts.headless if opts.headless is not None else display is None
-            globs = [p if "*" in p else p + "*" for p in opts.allowed_urls] or None
             browser = BrowserEnv(headless=headless, viewport=(opts.width, opts.height), user_data_dir=profile,
-                                 start_url=opts.url or "about:blank", allowed_urls=globs,
+                                 start_url=opts.url or "about:blank", allowed_urls=opts.allowed_urls or None,
                                  display=display if not headless else None)
             yield stack.enter_context(browser)
             return

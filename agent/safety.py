@@ -3,24 +3,28 @@
 - Risky actions (typing into a password field when the environment can tell, chords such as
   ctrl+alt+del, closing windows or tabs, quitting apps) need a confirmation; `--yes` skips it.
   Without anyone to confirm, a risky action is declined and the model is told so.
-- Browser URLs are checked against an optional allowlist (prefixes or `*` glob patterns); the
-  same list is handed to the browser environment so it can block navigations it sees itself.
+- Browser URLs are checked against an optional allowlist (`env.url_allowlist`: origins with
+  optional path prefixes); the same list is handed to the browser environment, which enforces it
+  on every request (redirects, popups, frames, subresources).
 - Secrets: `<secret>name</secret>` in typed text is replaced by the secret's value just before
-  execution, so the model never sees it, and every secret value is redacted from what is written.
+  execution, so the model never sees it; what is recorded about such an action names the secret
+  (`<secret:NAME>`) instead of the text typed, and every secret value, in any encoding a record
+  can hold it, is redacted from what is written (`Redactor`).
 """
 
 from __future__ import annotations
 
-import fnmatch
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.types import Action, CloseTab, Hotkey, Navigate, NewTab, TypeText
+from kimi_agent.env.url_allowlist import UrlAllowlist
 
-REDACTED = "[REDACTED]"
 _SECRET_REF = re.compile(r"<secret>\s*([\w.-]+)\s*</secret>")
 
 #: Chords that close, quit or lock something; compared as sorted key sets.
@@ -57,7 +61,8 @@ class SafetyPolicy:
     def __init__(self, settings: SafetySettings | None = None, *, confirm: Confirm | None = None) -> None:
         self.settings = settings or SafetySettings()
         self.confirm = confirm
-        self.redactor = Redactor(self.settings.secrets.values())
+        self.redactor = Redactor(self.settings.secrets)
+        self.allowlist = UrlAllowlist(self.settings.allowed_urls) if self.settings.allowed_urls else None
 
     def check(self, action: Action, *, focused_password: bool | None = None) -> Verdict:
         """Allowed, or refused with a reason written for the model."""
@@ -86,10 +91,8 @@ class SafetyPolicy:
         return None
 
     def url_allowed(self, url: str) -> bool:
-        patterns = self.settings.allowed_urls
-        if not patterns or url.startswith(("about:", "data:", "chrome://newtab")):
-            return True
-        return any(fnmatch.fnmatchcase(url, p) if "*" in p else url.startswith(p) for p in patterns)
+        """Whether a typed URL passes the allowlist (an origin check; every URL passes without one)."""
+        return self.allowlist is None or self.allowlist.allows(url)
 
     def resolve_secrets(self, action: Action) -> Action:
         """`action` with `<secret>name</secret>` references replaced by their values (typed text only)."""
@@ -106,16 +109,37 @@ class SafetyPolicy:
 
 
 class Redactor:
-    """Replaces every secret value with `[REDACTED]` in strings and nested JSON-like data."""
+    """Replaces every secret value with `<secret:NAME>` in strings and nested JSON-like data.
 
-    def __init__(self, secrets: Any = ()) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self.values = sorted({str(s) for s in secrets if s and len(str(s)) >= 3}, key=len, reverse=True)
+    `secrets` is a mapping name -> value (or bare values, then named `secret`). Secrets of any
+    length are matched, in every form a record can hold them: the value itself, as Python `repr`
+    and JSON escape it (a backslash doubled, quotes and non-ASCII escaped), and percent-encoded as
+    a URL or a submitted form carries it (UTF-8 or Latin-1, `%20` or `+`, hex digits in any case).
+    A short secret makes records lose every occurrence of its characters: that is the price of
+    never writing it.
+    """
+
+    def __init__(self, secrets: Mapping[str, str] | Iterable[str] = ()) -> None:
+        pairs = secrets.items() if isinstance(secrets, Mapping) else (("secret", v) for v in secrets)
+        forms: dict[str, str] = {}
+        for name, value in pairs:
+            if value:
+                for form in _encoded_forms(str(value)):
+                    forms.setdefault(form, name)
+        self.values = sorted(forms, key=len, reverse=True)  # longest first: a secret inside another
+        self._names = forms
+        self._pattern = re.compile("|".join(_form_regex(f) for f in self.values)) if self.values else None
 
     def __call__(self, text: str) -> str:
-        for v in self.values:
-            text = text.replace(v, REDACTED)
-        return text
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(lambda m: f"<secret:{self._name(m.group(0))}>", text)
+
+    def _name(self, found: str) -> str:
+        if found in self._names:
+            return self._names[found]
+        upper = {k.upper(): v for k, v in self._names.items()}
+        return upper.get(found.upper(), "secret")
 
     def data(self, obj: Any) -> Any:
         if not self.values:
@@ -127,3 +151,30 @@ class Redactor:
         if isinstance(obj, list | tuple):
             return [self.data(v) for v in obj]
         return obj
+
+
+def secret_placeholders(text: str) -> str:
+    """`text` with each `<secret>NAME</secret>` reference written as `<secret:NAME>`."""
+    return _SECRET_REF.sub(lambda m: f"<secret:{m.group(1)}>", text)
+
+
+def _encoded_forms(value: str) -> set[str]:
+    forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
+             value.replace("\\", "\\\\")}
+    for quote_char in ("'", '"'):  # repr picks its quote; a call string may use either
+        forms.add(value.replace("\\", "\\\\").replace(quote_char, "\\" + quote_char))
+    for encoding in ("utf-8", "latin-1"):
+        try:
+            value.encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        for safe in ("", "/", "*-._~", "*-._"):
+            forms.add(quote(value, safe=safe, encoding=encoding))
+            forms.add(quote_plus(value, safe=safe, encoding=encoding))
+    return {f for f in forms if f}
+
+
+def _form_regex(form: str) -> str:
+    """A regex for `form`; the hex digits of percent escapes match in either case."""
+    parts = re.split(r"(%[0-9A-Fa-f]{2})", form)
+    return "".join(f"%(?i:{p[1:]})" if p.startswith("%") else re.escape(p) for p in parts)

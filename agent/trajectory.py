@@ -4,7 +4,7 @@
 before it; `run.json` is rewritten atomically at start and end. Frames are encoded by a background
 thread (PNG at zlib level 1, or JPEG) so no encoding sits on the step's path; `close()` drains the
 queue, and it also runs at interpreter exit, so a frame submitted is a frame written.
-Every string written passes through the redactor (secret values become `[REDACTED]`).
+Every string written passes through the redactor (secret values become `<secret:NAME>`).
 """
 
 from __future__ import annotations

@@ -3,14 +3,13 @@
 Screenshots are of the viewport in CSS pixels (`scale="css"`, JPEG, decoded once to PIL), so the
 screenshot and Playwright's mouse share one coordinate frame whatever the device scale factor.
 Tabs follow popups; `type_text` uses key events for ASCII and `insert_text` for the rest; an
-optional URL allowlist refuses navigations elsewhere (typed URLs and link clicks alike).
+optional URL allowlist (`env.url_allowlist`, an origin check) is enforced on every request of the
+context by `env.request_guard`: navigations, redirects, popups, frames and subresources.
 `BrowserEnv.attach(cdp_url)` drives a Chromium someone else started (e.g. `DesktopEnv.start_chromium`).
 """
 
 from __future__ import annotations
 
-import base64
-import fnmatch
 import io
 import os
 import re
@@ -52,15 +51,19 @@ from kimi_agent.actions.types import (
 from kimi_agent.env import playwright_host
 from kimi_agent.env.base import EnvKind, Observation, Outcome
 from kimi_agent.env.chromium import CHROME_ARGS, find_chromium
+from kimi_agent.env.request_guard import BlockedRequest, RequestGuard
 from kimi_agent.env.settle import SettleConfig, SettleResult, settle
+from kimi_agent.env.url_allowlist import UrlAllowlist
 from kimi_agent.env.xvfb import Xvfb
 from kimi_agent.errors import ActionError, EnvironmentClosedError, EnvironmentStartError
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, Route
+    from playwright.sync_api import Browser, BrowserContext, CDPSession, Page
 
 SCROLL_PX_PER_CLICK = 100  # one wheel click, in CSS pixels (Chromium scrolls about this much)
-ALWAYS_ALLOWED = ("about:blank",)
+OBSERVE_TIMEOUT_S = 10.0  # an observation's screenshot; past it, the last good frame is shown again
+SETTLE_GRAB_TIMEOUT_S = 1.0  # one settle frame; past it the frame counts as changing
+ACTION_TIMEOUT_S = 15.0  # every other Playwright call (input, goto, reload, tabs)
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
 
 
@@ -73,7 +76,10 @@ class BrowserEnv:
         device_scale_factor: device pixels per CSS pixel (screenshots stay in CSS pixels).
         user_data_dir: a persistent profile (needed for chrome:// pages); None: a fresh context.
         start_url: loaded at start and by `reset()`.
-        allowed_urls: glob patterns (fnmatch, whole URL) a page may navigate to; None allows all.
+        allowed_urls: origins with optional path prefixes a page may load (`env.url_allowlist`
+            forms, e.g. "http://127.0.0.1:8000" or "https://example.com/docs/"); None allows all.
+        allow_subresources: with an allowlist, let scripts, images, fetch() and WebSockets reach
+            any origin (default: only the allowed origins).
         settle_config: how `execute` waits for the page to stop changing.
         screenshot_quality: JPEG quality of observations (1-100).
         display: X display for a headed browser; None starts a private Xvfb.
@@ -83,31 +89,37 @@ class BrowserEnv:
 
     def __init__(self, *, headless: bool = True, viewport: tuple[int, int] | None = (1920, 1080),
                  device_scale_factor: float = 1.0, user_data_dir: str | os.PathLike[str] | None = None,
-                 start_url: str = "about:blank", allowed_urls: Sequence[str] | None = None,
+                 start_url: str = "about:blank", allowed_urls: Sequence[str] | UrlAllowlist | None = None,
+                 allow_subresources: bool = False,
                  settle_config: SettleConfig | None = None, screenshot_quality: int = 90,
                  display: str | None = None, executable_path: str | None = None,
                  extra_args: Sequence[str] = (), _attach_cdp_url: str | None = None) -> None:
         self.viewport = viewport
         self.device_scale_factor = device_scale_factor
         self.start_url = start_url
-        self.allowed_urls = tuple(allowed_urls) if allowed_urls is not None else None
+        self.allowlist = (None if allowed_urls is None else allowed_urls if isinstance(allowed_urls, UrlAllowlist)
+                          else UrlAllowlist(allowed_urls))
+        self._guard = None if self.allowlist is None else RequestGuard(self.allowlist,
+                                                                       allow_subresources=allow_subresources)
         self.settle_config = settle_config or SettleConfig()
         self.screenshot_quality = screenshot_quality
-        self.blocked_urls: list[str] = []
         self._xvfb: Xvfb | None = None
         self._browser: Browser | None = None
         self._attached = _attach_cdp_url is not None
         self._cdp: dict[int, CDPSession] = {}
         self._pointer: tuple[float, float] | None = None
+        self._last_image: Image.Image | None = None
         self._closed = False
         self._pw = playwright_host.acquire()
         try:
             self._context = self._open(headless=headless, user_data_dir=user_data_dir, display=display,
                                        executable_path=executable_path, extra_args=extra_args,
                                        cdp_url=_attach_cdp_url)
+            self._context.set_default_timeout(ACTION_TIMEOUT_S * 1000.0)
+            self._context.set_default_navigation_timeout(ACTION_TIMEOUT_S * 1000.0)
             self._context.on("page", self._on_new_page)
-            if self.allowed_urls is not None:
-                self._context.route("**/*", self._guard_navigation)
+            if self._guard is not None:
+                self._guard.install(self._context)
             pages = [p for p in self._context.pages if not p.is_closed()]
             self._page = pages[0] if pages else self._context.new_page()
             if not self._attached:
@@ -139,6 +151,15 @@ class BrowserEnv:
     def context(self) -> BrowserContext:
         return self._context
 
+    @property
+    def blocked_urls(self) -> list[str]:
+        """URLs the allowlist refused, oldest first (see `blocked` for the kind and the reason)."""
+        return [b.url for b in self.blocked]
+
+    @property
+    def blocked(self) -> list[BlockedRequest]:
+        return [] if self._guard is None else list(self._guard.blocked)
+
     def reset(self) -> Observation:
         """Close every tab but one and load `start_url` in it."""
         page = self.page
@@ -149,18 +170,31 @@ class BrowserEnv:
         return self.observe()
 
     def observe(self) -> Observation:
-        """A JPEG screenshot of the viewport in CSS pixels, decoded to an RGB PIL image."""
+        """A JPEG screenshot of the viewport in CSS pixels, decoded to an RGB PIL image.
+
+        Bounded: a page that does not answer within `OBSERVE_TIMEOUT_S` gives the last good frame
+        again (its title says so); the title comes from the browser process, never the page.
+        """
+        from playwright.sync_api import Error as PlaywrightError
+
         page = self.page
         start = time.perf_counter()
-        data = page.screenshot(type="jpeg", quality=self.screenshot_quality, scale="css", caret="initial",
-                               animations="allow")
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        try:
+            data = page.screenshot(type="jpeg", quality=self.screenshot_quality, scale="css", caret="initial",
+                                   animations="allow", timeout=OBSERVE_TIMEOUT_S * 1000.0)
+            image = Image.open(io.BytesIO(data))
+            image.load()
+            self._last_image = image
+            title = self._title(page)
+        except PlaywrightError as exc:
+            if self._last_image is None:
+                raise ActionError(f"the page gave no screenshot within {OBSERVE_TIMEOUT_S:g} s: {exc.message}") from exc
+            image, title = self._last_image, f"(not answering: the last frame is shown) {self._title(page)}"
         grab_ms = (time.perf_counter() - start) * 1000.0
         self._last_geometry = self._geometry(image.size)
         pointer = None if self._pointer is None else (int(self._pointer[0]), int(self._pointer[1]))
         return Observation(image=image, geometry=self._last_geometry, pointer=pointer, url=page.url,
-                           title=page.title(), grab_ms=grab_ms)
+                           title=title, grab_ms=grab_ms)
 
     def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
         """Run `action`; points are fractions of the screenshot described by `geometry` (default: the
@@ -169,7 +203,7 @@ class BrowserEnv:
 
         page = self.page
         outcome = Outcome(action=action)
-        blocked_before = len(self.blocked_urls)
+        blocked_before = len(self.blocked)
         start = time.perf_counter()
         try:
             self._run(action, _Recorder(outcome), page, geometry or self._last_geometry)
@@ -180,10 +214,11 @@ class BrowserEnv:
         outcome.exec_ms = (time.perf_counter() - start) * 1000.0
         if settle and outcome.ok and not isinstance(action, Wait | Done | AskUser):
             outcome.settle_ms = self.settle().settle_ms
-        if len(self.blocked_urls) > blocked_before and outcome.ok:
+        blocked = self.blocked[blocked_before:]
+        if blocked:  # the allowlist's reason, not Playwright's net::ERR_BLOCKED_BY_CLIENT
             outcome.ok = False
-            outcome.error = ActionError(f"navigation to {self.blocked_urls[-1]} was blocked: "
-                                        f"the URL allowlist permits only {list(self.allowed_urls or ())}")
+            outcome.error = ActionError(f"{'; '.join(str(b) for b in blocked[:3])} was blocked: the URL "
+                                        f"allowlist permits only {self.allowlist}")
         return outcome
 
     def settle(self, config: SettleConfig | None = None) -> SettleResult:
@@ -341,6 +376,8 @@ class BrowserEnv:
                 "executable_path": executable_path or find_chromium(), "headless": headless,
                 "args": [*CHROME_ARGS, *extra_args], "env": env}
             context_options: dict[str, Any] = {"device_scale_factor": self.device_scale_factor}
+            if self._guard is not None:
+                context_options["service_workers"] = "block"  # their fetches would bypass the guard
             if self.viewport is None:
                 context_options["no_viewport"] = True
             else:
@@ -355,7 +392,16 @@ class BrowserEnv:
             raise EnvironmentStartError(f"cannot start or reach Chromium: {exc.message}") from exc
 
     def _goto(self, page: Page, url: str) -> None:
-        page.goto(url, wait_until="load")
+        """Load `url`; once more if a navigation still pending (an error page of a blocked request,
+        a redirect) interrupted it."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            page.goto(url, wait_until="load")
+        except PlaywrightError as exc:
+            if "interrupted by another navigation" not in exc.message:
+                raise
+            page.goto(url, wait_until="load")
 
     def _on_new_page(self, page: Page) -> None:
         self._page = page  # popups and new tabs become the current tab
@@ -365,23 +411,9 @@ class BrowserEnv:
         return pages[-1] if pages else self._context.new_page()
 
     def _check_allowed(self, url: str) -> None:
-        if not self._allowed(url):
-            self.blocked_urls.append(url)
-            raise ActionError(f"navigation to {url} refused: the URL allowlist permits only "
-                              f"{list(self.allowed_urls or ())}")
-
-    def _allowed(self, url: str) -> bool:
-        if self.allowed_urls is None or url in ALWAYS_ALLOWED:
-            return True
-        return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.allowed_urls)
-
-    def _guard_navigation(self, route: Route) -> None:
-        request = route.request
-        if request.is_navigation_request() and not self._allowed(request.url):
-            self.blocked_urls.append(request.url)
-            route.abort("blockedbyclient")
-        else:
-            route.continue_()
+        if self._guard is not None and not self._guard.allowed(url, navigation=True):
+            self._guard.blocked.append(BlockedRequest(url, "navigation", "typed URL not on the URL allowlist"))
+            raise ActionError(f"navigation to {url} refused: the URL allowlist permits only {self.allowlist}")
 
     def _viewport_size(self, page: Page) -> tuple[float, float]:
         if page.viewport_size is not None:
@@ -398,24 +430,30 @@ class BrowserEnv:
                         device_pixel_ratio=dpr)
 
     def _settle_frame(self, page: Page) -> bytes:
-        """A tiny JPEG of the visible area; while none can be taken (the page is navigating or
-        closing) a frame that differs from every other, so settling waits."""
+        """A small JPEG of the viewport, taken within `SETTLE_GRAB_TIMEOUT_S`; while none can be taken
+        (the page is navigating, busy or closing) a frame that differs from every other, so settling
+        waits, up to its cap, and never longer than one grab past it."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        try:
+            return page.screenshot(type="jpeg", quality=30, scale="css", caret="initial", animations="allow",
+                                   timeout=SETTLE_GRAB_TIMEOUT_S * 1000.0)
+        except PlaywrightError as exc:
+            return f"no frame at {time.perf_counter()}: {exc.message}".encode()
+
+    def _title(self, page: Page) -> str:
+        """The tab's title as the browser process knows it (a busy page cannot block this)."""
         from playwright.sync_api import Error as PlaywrightError
 
         try:
             key = id(page)
             if key not in self._cdp:
                 self._cdp[key] = self._context.new_cdp_session(page)
-            cdp = self._cdp[key]
-            metrics = cdp.send("Page.getLayoutMetrics")["cssVisualViewport"]
-            clip = {"x": metrics["pageX"], "y": metrics["pageY"], "width": metrics["clientWidth"],
-                    "height": metrics["clientHeight"], "scale": 0.125}
-            shot = cdp.send("Page.captureScreenshot", {"format": "jpeg", "quality": 30, "optimizeForSpeed": True,
-                                                       "clip": clip})
-        except PlaywrightError as exc:
+            info = self._cdp[key].send("Target.getTargetInfo")["targetInfo"]
+        except PlaywrightError:
             self._cdp.pop(id(page), None)
-            return f"no frame at {time.perf_counter()}: {exc.message}".encode()
-        return base64.b64decode(shot["data"])
+            return ""
+        return str(info.get("title", ""))
 
     def _check_open(self) -> None:
         if self._closed:

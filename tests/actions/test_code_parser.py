@@ -131,6 +131,22 @@ def test_coordinate_modes() -> None:
         ("computer.terminate(status='success')\npyautogui.click(0.5, 0.5)", "after_terminate"),
         ("pass", "no_action"),
         ("\n".join(["pyautogui.press('a')"] * 21), "too_many_calls"),
+        # hostile values (issue 14): no OverflowError, no unbounded wait, no look-alike names, no hidden text
+        ("pyautogui.click(" + "9" * 309 + ", 0.5)", "out_of_range"),
+        ("pyautogui.click(0.5, 0.5, clicks=-" + "1" * 400 + ")", "out_of_range"),
+        ("pyautogui.scroll(" + "9" * 4000 + ")", "out_of_range"),
+        ("pyautogui.press('a', presses=1e300)", "out_of_range"),
+        ("time.sleep(1e308)", "out_of_range"),
+        ("time.sleep(121)", "out_of_range"),
+        ("computer.wait(-1)", "out_of_range"),
+        ("time.sleep(1e999)", "not_finite"),
+        ("ｐｙａｕｔｏｇｕｉ.click(0.5, 0.5)", "identifier"),
+        ("pyautogui.ｃｌｉｃｋ(0.5, 0.5)", "identifier"),
+        ("pyautogui.click(ｘ=0.5, y=0.5)", "identifier"),
+        ("pyautogui.write('invoice\u202egpj.exe')", "hidden_text"),
+        ("pyautogui.write('pass\u200bword')", "hidden_text"),
+        ("pyautogui.write('a\u200db')", "hidden_text"),
+        ("pyautogui.write('\ufeffhello')", "hidden_text"),
     ],
 )
 def test_rejections(code: str, kind: str) -> None:
@@ -138,6 +154,10 @@ def test_rejections(code: str, kind: str) -> None:
         parse_code(code)
     assert info.value.kind == kind
     assert str(info.value)  # a message the model can read
+
+
+def test_joiners_inside_non_ascii_text_are_typed() -> None:
+    assert one("pyautogui.write('👩\u200d💻 and می\u200cخواهم')") == TypeText(text="👩\u200d💻 and می\u200cخواهم")
 
 
 def test_corner_allowed_when_meant_and_limits_configurable() -> None:

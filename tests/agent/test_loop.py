@@ -103,7 +103,7 @@ def test_secrets_are_typed_but_redacted(tmp_path: Path, fake_env: Any, kimi_repl
     assert fake_env.executed[0].text == secret
     for name in ("run.json", "steps.jsonl"):
         text = (result.run_dir / name).read_text()
-        assert secret not in text and "[REDACTED]" in text
+        assert secret not in text and "<secret:pw>" in text
 
 
 def test_risky_actions_need_confirmation(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
