@@ -32,6 +32,22 @@ OFFSET = """() => { const b = (outerWidth - innerWidth) / 2;
                     return [screenX + b, screenY + outerHeight - innerHeight - b, devicePixelRatio]; }"""
 
 
+def evaluate(page: Any, script: str) -> Any:
+    """page.evaluate, retried (bounded) while a navigation replaces the page's execution context:
+    after a click, the navigation it starts may not have begun when wait_for_load_state returns."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for _ in range(50):
+        try:
+            return page.evaluate(script)
+        except PlaywrightError as e:
+            if "context was destroyed" not in str(e) and "navigation" not in str(e):
+                raise
+            page.wait_for_load_state()
+            page.wait_for_timeout(100)
+    return page.evaluate(script)
+
+
 def kimi(thought: str, action: str, code: str) -> str:
     return f"## Thought\n{thought}\n\n## Action\n{action}\n\n## Code\n```python\n{code}\n```\n"
 
@@ -46,7 +62,7 @@ class DntScript:
     def point(self, locator: Any, call: ScriptCall) -> tuple[float, float]:
         locator.wait_for(state="visible", timeout=10_000)
         box = locator.bounding_box()
-        ox, oy, dpr = self.page.evaluate(OFFSET)
+        ox, oy, dpr = evaluate(self.page, OFFSET)
         w, h = call.screenshot.size
         x = (ox + (box["x"] + box["width"] / 2)) * dpr
         y = (oy + (box["y"] + box["height"] / 2)) * dpr
@@ -59,9 +75,9 @@ class DntScript:
     def __call__(self, call: ScriptCall) -> str:
         page = self.page
         page.wait_for_load_state()  # a click may have started a navigation; evaluate needs a live context
-        url = page.evaluate("() => location.href")
+        url = evaluate(page, "() => location.href")
         confirm = page.get_by_role("button", name="Confirm")
-        if url.startswith("chrome://settings") and page.evaluate(GET_DNT):
+        if url.startswith("chrome://settings") and evaluate(page, GET_DNT):
             self.seen.append("done")
             return kimi("The Do Not Track request is now enabled.", "Report that the task is done.",
                         "computer.terminate(status='success', answer='Do Not Track is on')")
