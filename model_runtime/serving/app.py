@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kimi_agent.errors import AgentError
-from kimi_agent.model_runtime.serving.errors import ApiError
+from kimi_agent.model_runtime.serving.errors import ApiError, as_api_error
 from kimi_agent.model_runtime.serving.protocol import (
     ChatCompletionRequest,
     RequestLimits,
@@ -84,19 +84,6 @@ async def _error_response(_: Request, exc: Exception) -> Response:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def as_api_error(err: BaseException) -> ApiError:
-    """An error the scheduler reported for one request -> what the client is told."""
-    from kimi_agent.model_runtime.static_decode import CacheFullError  # torch is loaded by now
-
-    if isinstance(err, ApiError):
-        return err
-    if isinstance(err, CacheFullError):
-        return ApiError(400, str(err), param="messages", code="context_length_exceeded")
-    if isinstance(err, TimeoutError):
-        return ApiError(504, str(err) or "the request ran past the server's time limit", type="timeout")
-    return ApiError(500, f"the model failed on this request: {type(err).__name__}: {err}", type="server_error")
-
-
 @dataclass
 class _Api:
     scheduler: Scheduler
@@ -136,7 +123,7 @@ class _Api:
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 text = await stream.text()
-        except (AgentError, ValueError, RuntimeError, TimeoutError) as e:
+        except (ApiError, TimeoutError) as e:  # the stream fails only with ApiError
             stream.cancel()
             raise as_api_error(e) from None
         except asyncio.CancelledError:
@@ -185,7 +172,7 @@ class _Api:
             if include_usage:
                 yield _sse(chunk_body(cid, model, created, {},
                                       usage_=usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
-        except (AgentError, ValueError, RuntimeError, TimeoutError) as e:  # headers are sent: report in-band
+        except (ApiError, TimeoutError) as e:  # headers are sent: report in-band
             yield _sse(as_api_error(e).body())
         finally:
             stream.cancel()  # a no-op when finished; stops generation when the client went away

@@ -31,3 +31,17 @@ class QueueFullError(ApiError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(429, message, type="rate_limit_error", code="queue_full",
                          headers={"Retry-After": str(retry_after_s)})
+
+
+def as_api_error(err: BaseException) -> ApiError:
+    """Any error that ended a request -> what its client is told (an `ApiError` as is; a full cache
+    is a too-long request; a timeout a 504; anything else a 500 naming the error)."""
+    from kimi_agent.model_runtime.static_decode import CacheFullError  # torch: loaded by the model already
+
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, CacheFullError):
+        return ApiError(400, str(err), param="messages", code="context_length_exceeded")
+    if isinstance(err, TimeoutError):
+        return ApiError(504, str(err) or "the request ran past the server's time limit", type="timeout")
+    return ApiError(500, f"the model failed on this request: {type(err).__name__}: {err}", type="server_error")

@@ -27,6 +27,7 @@ Requests arrive already tokenized (`PreparedPrompt`), so preprocessing never hol
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kimi_agent.errors import AgentError
-from kimi_agent.model_runtime.serving.errors import ApiError, QueueFullError
+from kimi_agent.model_runtime.serving.errors import ApiError, QueueFullError, as_api_error
 from kimi_agent.model_runtime.serving.stops import StopMatcher
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Completion:
 
 
 _END = object()
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -103,7 +105,8 @@ class TextStream:
         self._post((_END, completion))
 
     def fail(self, error: BaseException) -> None:
-        self._post((_END, error))
+        """End the request with `error` (the reader gets it as an `ApiError`, see `as_api_error`)."""
+        self._post((_END, as_api_error(error)))
 
     @property
     def cancelled(self) -> bool:
@@ -201,7 +204,9 @@ class SerialScheduler:
                 continue
             try:
                 stream.finish(self._generate(stream, prompt, params))
-            except (AgentError, ValueError, RuntimeError) as e:  # this request only; the worker goes on
+            except Exception as e:  # the worker's one error funnel: this request fails, the worker goes on
+                if not isinstance(e, AgentError | ValueError | RuntimeError):
+                    log.exception("unexpected error while generating")
                 self.engine.reset()  # the cache may hold half a prompt
                 stream.fail(e)
             self.served += 1
