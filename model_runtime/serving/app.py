@@ -66,13 +66,15 @@ def create_app(scheduler: Scheduler, processor: Any, config: ServeConfig) -> Sta
         finally:
             await run_in_threadpool(scheduler.close)
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/v1/models", api.models, methods=["GET"]),
                 Route("/v1/models/{model:path}", api.model, methods=["GET"]),
                 Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
                 Route("/health", api.health, methods=["GET"])],
         exception_handlers={ApiError: _error_response, HTTPException: _error_response},
         lifespan=lifespan)
+    app.state.scheduler = scheduler
+    return app
 
 
 async def _error_response(_: Request, exc: Exception) -> Response:
@@ -120,15 +122,15 @@ class _Api:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(self._events(stream, cid, include_usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        watch = asyncio.create_task(_cancel_on_disconnect(request, stream))
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 text = await stream.text()
         except (ApiError, TimeoutError) as e:  # the stream fails only with ApiError
-            stream.cancel()
             raise as_api_error(e) from None
-        except asyncio.CancelledError:
-            stream.cancel()
-            raise
+        finally:
+            stream.cancel()  # a no-op when finished
+            watch.cancel()
         c = stream.completion
         assert c is not None
         return JSONResponse(completion_body(cid, self.config.model_name, text, c.finish_reason,
@@ -177,6 +179,14 @@ class _Api:
         finally:
             stream.cancel()  # a no-op when finished; stops generation when the client went away
         yield "data: [DONE]\n\n"
+
+
+async def _cancel_on_disconnect(request: Request, stream: TextStream, every_s: float = 0.25) -> None:
+    """Cancel `stream` when the client of a non-streamed request goes away (a timed-out client's
+    retry must not queue behind its own abandoned generation)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
+    stream.cancel()
 
 
 def _sse(obj: Mapping[str, Any]) -> str:

@@ -167,7 +167,8 @@ class SerialScheduler:
         self.max_queue = max_queue
         self._queue: queue.Queue[tuple[TextStream, PreparedPrompt, SamplingParams] | None] = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None
-        self.served = 0
+        self.served = 0  # requests finished or failed
+        self.cancelled = 0  # requests ended early because their client went away
 
     def submit(self, prompt: PreparedPrompt, params: SamplingParams) -> TextStream:
         stream = TextStream()
@@ -201,6 +202,7 @@ class SerialScheduler:
         while (item := self._queue.get()) is not None:
             stream, prompt, params = item
             if stream.cancelled:
+                self.cancelled += 1
                 continue
             try:
                 stream.finish(self._generate(stream, prompt, params))
@@ -237,6 +239,8 @@ class SerialScheduler:
                     break
         finally:
             tokens.close()  # the engine records what its cache holds
+        if stream.cancelled:
+            self.cancelled += 1
         if not stops.stopped:
             emit(stops.push(decoder.flush()))
             emit(stops.flush())

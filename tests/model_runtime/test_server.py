@@ -54,6 +54,7 @@ class RunningServer:
 
         from kimi_agent.model_runtime.serving.server import bind
 
+        self.app = app
         self.sock = bind("127.0.0.1", 0)
         self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -281,6 +282,18 @@ def test_a_full_queue_answers_429(tiny_checkpoint: Path) -> None:
         # both streams were closed early: the server cancels them and answers the next request
         r = srv.client().chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=2, temperature=0)
         assert r.usage.completion_tokens == 2
+        assert srv.app.state.scheduler.cancelled == 2
+
+
+def test_a_client_that_gives_up_cancels_its_generation(server: RunningServer) -> None:
+    scheduler = server.app.state.scheduler
+    before = scheduler.cancelled
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes its connection
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    r = chat(server.client(), [{"role": "user", "content": "next"}], max_tokens=2)
+    assert r.usage.completion_tokens == 2
+    assert scheduler.cancelled == before + 1
 
 
 def test_serial_scheduler_queue_bound(tiny_checkpoint: Path) -> None:
