@@ -167,6 +167,7 @@ class SerialScheduler:
         self.max_queue = max_queue
         self._queue: queue.Queue[tuple[TextStream, PreparedPrompt, SamplingParams] | None] = queue.Queue(max_queue)
         self._thread: threading.Thread | None = None
+        self._current: TextStream | None = None  # the request the worker is running
         self.served = 0  # requests finished or failed
         self.cancelled = 0  # requests ended early because their client went away
 
@@ -185,7 +186,7 @@ class SerialScheduler:
             self._thread.start()
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Fail every waiting request, then stop the worker after its current request."""
+        """Fail every waiting request, cancel the running one, and stop the worker (waits <= timeout_s)."""
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -193,8 +194,13 @@ class SerialScheduler:
                 break
             if item is not None:
                 item[0].fail(ApiError(503, "the server is shutting down", type="server_error", code="shutdown"))
+        if self._current is not None:
+            self._current.cancel()
         if self._thread is not None:
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=timeout_s)
+            except queue.Full:  # refilled meanwhile: the daemon worker ends with the process
+                return
             self._thread.join(timeout_s)
             self._thread = None
 
@@ -204,6 +210,7 @@ class SerialScheduler:
             if stream.cancelled:
                 self.cancelled += 1
                 continue
+            self._current = stream
             try:
                 stream.finish(self._generate(stream, prompt, params))
             except Exception as e:  # the worker's one error funnel: this request fails, the worker goes on
@@ -211,6 +218,7 @@ class SerialScheduler:
                     log.exception("unexpected error while generating")
                 self.engine.reset()  # the cache may hold half a prompt
                 stream.fail(e)
+            self._current = None
             self.served += 1
 
     def _generate(self, stream: TextStream, prompt: PreparedPrompt, params: SamplingParams) -> Completion:

@@ -314,7 +314,8 @@ def test_serial_scheduler_queue_bound(tiny_checkpoint: Path) -> None:
         texts = [await s.text() for s in streams]
         return len(texts), full.value
 
-    n, err = asyncio.run(fill())
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread: another test's event loop may be running in this one
+        n, err = pool.submit(asyncio.run, fill()).result(timeout=300)
     scheduler.close()
     assert n == 2 and err.status == 429 and err.headers == {"Retry-After": "1"}
     assert scheduler.served == 2
