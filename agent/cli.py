@@ -1,7 +1,7 @@
 """The `kimi-agent` command.
 
 `kimi-agent "enable Do Not Track"` runs one episode; `kimi-agent report RUN_DIR`, `ground IMAGE
-TEXT`, `doctor` (and `run TASKS`, from the tasks package) are subcommands. typer cannot mix a free
+TEXT`, `doctor`, `serve --model DIR` (and `run TASKS`, from the tasks package) are subcommands. typer cannot mix a free
 positional instruction with subcommands, so `main()` dispatches: a known subcommand name goes to
 the subcommand app, anything else to the episode command, whose `--help` is the guide to all of
 them. Exit code 0 only when the episode ends in success; 1 when it fails; 2 when it could not
@@ -25,7 +25,7 @@ from kimi_agent import __version__
 from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
 
-SUBCOMMANDS = ("run", "report", "ground", "doctor")
+SUBCOMMANDS = ("run", "report", "ground", "doctor", "serve")
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
 #: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
 PIPE_WIDTH = 200
@@ -142,7 +142,7 @@ def episode(
 
     \b
       kimi-agent [OPTIONS] INSTRUCTION   one episode (options below)
-      kimi-agent COMMAND [ARGS]...       run, report, ground, doctor (listed below)
+      kimi-agent COMMAND [ARGS]...       run, report, ground, doctor, serve (listed below)
 
     An episode writes runs/<time>_<slug>/ (run.json, steps.jsonl, frames/, report.html,
     traj.jsonl). Exit code 0 on success, 1 on failure, 2 when it could not start, 130 after Ctrl-C.
@@ -253,6 +253,45 @@ def doctor(model: ModelOpt = DEFAULT_MODEL_ID) -> None:
     checks = run_checks(model=model)
     print_checks(checks, make_console(stderr=False))
     raise typer.Exit(EXIT_SUCCESS if all(c.ok or c.optional for c in checks) else EXIT_FAILED)
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option("--model", metavar="DIR|ID", show_default=False,
+                                              help="Kimi-VL snapshot directory or hub id (required)")] = None,
+    host: Annotated[str, typer.Option("--host", metavar="ADDR", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", min=0, max=65535, help="0: any free port")] = 8000,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cuda|cpu", help="auto: CUDA when present")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", metavar="NAME", help="bfloat16 | float16 | float32 | auto")] = "bfloat16",
+    served_model_name: Annotated[str | None, typer.Option(
+        "--served-model-name", metavar="NAME", help="the model name clients send (default: --model as given)")] = None,
+    max_model_len: Annotated[int | None, typer.Option(
+        "--max-model-len", metavar="N", min=2, help="prompt + completion tokens per request (default 32768)")] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", metavar="N", min=1,
+                                           help="requests waiting before the server answers 429")] = 16,
+) -> None:
+    """Serve a checkpoint over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
+    from kimi_agent.model_runtime.serving.server import ServeOptions, bind, build_app
+    from kimi_agent.model_runtime.serving.server import serve as run_server
+
+    sock = None
+    try:
+        if not model:
+            raise ConfigError("kimi-agent serve needs --model DIR_OR_ID: a Kimi-VL snapshot directory or a hub id "
+                              f"such as {DEFAULT_MODEL_ID}.")
+        sock = bind(host, port)  # a taken port fails before minutes of loading
+        options = ServeOptions(model=model, served_model_name=served_model_name, device=device, dtype=dtype,
+                               max_model_len=max_model_len, max_queue=max_queue)
+        server_app = build_app(options)
+    except (AgentError, ValueError) as e:
+        if sock is not None:
+            sock.close()
+        raise _fail_start(e) from None
+    bound_host, bound_port = sock.getsockname()[:2]
+    url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    console.print(f"[bold]kimi-agent serve[/] {escape(options.served_model_name or model)} at "
+                  f"http://{url_host}:{bound_port}/v1", soft_wrap=True)
+    run_server(server_app, sock)
 
 
 def _name(info: Any) -> str:

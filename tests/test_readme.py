@@ -31,6 +31,7 @@ BLOCK_TIMEOUT_S = 540  # below pytest's 600 s per test; the OSWorld demo runs 20
 PYTHON_SKIPS = {
     "KimiVL.from_pretrained": "needs the Kimi-VL weights (about 33 GB in bf16) and a CUDA GPU",
     'BackendOptions(endpoint="http://localhost:8000/v1")': "needs a model server at localhost:8000",
+    'OpenAI(base_url="http://localhost:8000/v1"': "needs a model server at localhost:8000 (kimi-agent serve)",
 }
 # Bash commands that cannot run here: a regex on the command -> why.
 BASH_SKIPS = {

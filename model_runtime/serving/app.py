@@ -1,0 +1,211 @@
+"""The OpenAI-compatible ASGI app (Starlette): `/v1/models`, `/v1/chat/completions`, `/health`.
+
+A request is read with a bounded body, checked, and its images decoded and tokenized in a worker
+thread (never on the event loop); then it goes to the `Scheduler`, and its text comes back as one
+`chat.completion` or, with `stream: true`, as server-sent events (`data: {chunk}\\n\\n` ...
+`data: [DONE]\\n\\n`). Every error is OpenAI's `{"error": {"message", "type", "param", "code"}}`,
+produced in one place (`_error_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from kimi_agent.errors import AgentError
+from kimi_agent.model_runtime.serving.errors import ApiError, as_api_error
+from kimi_agent.model_runtime.serving.protocol import (
+    ChatCompletionRequest,
+    RequestLimits,
+    chunk_body,
+    completion_body,
+    completion_id,
+    convert_messages,
+    parse_request,
+    usage,
+)
+from kimi_agent.model_runtime.serving.scheduler import PreparedPrompt, SamplingParams, Scheduler, TextStream
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """What the app answers with. max_model_len: prompt + completion tokens of one request.
+    temperature/top_p: used when a request leaves them out (the checkpoint's generation_config)."""
+
+    model_name: str
+    max_model_len: int = 32768
+    temperature: float = 0.0
+    top_p: float = 1.0
+    request_timeout_s: float = 600.0
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+def create_app(scheduler: Scheduler, processor: Any, config: ServeConfig) -> Starlette:
+    """The app; the scheduler is started when the app starts and closed when it stops.
+    processor: a `KimiVLProcessor` (messages + images -> token ids)."""
+    api = _Api(scheduler, processor, config)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(scheduler.close)
+
+    app = Starlette(
+        routes=[Route("/v1/models", api.models, methods=["GET"]),
+                Route("/v1/models/{model:path}", api.model, methods=["GET"]),
+                Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
+                Route("/health", api.health, methods=["GET"])],
+        exception_handlers={ApiError: _error_response, HTTPException: _error_response},
+        lifespan=lifespan)
+    app.state.scheduler = scheduler
+    return app
+
+
+async def _error_response(_: Request, exc: Exception) -> Response:
+    """The one place where errors become responses (OpenAI's error shape)."""
+    if isinstance(exc, HTTPException):
+        exc = ApiError(exc.status_code, f"{exc.detail}", type="invalid_request_error",
+                       code="not_found" if exc.status_code == 404 else None)
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+@dataclass
+class _Api:
+    scheduler: Scheduler
+    processor: Any
+    config: ServeConfig
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.config.model_name, "object": "model", "created": self.config.created,
+                "owned_by": "kimi-agent", "max_model_len": self.config.max_model_len}
+
+    async def health(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def models(self, _: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> Response:
+        self._check_model(request.path_params["model"])
+        return JSONResponse(self._model_card())
+
+    def _check_model(self, name: str) -> None:
+        if name != self.config.model_name:
+            raise ApiError(404, f"The model {name!r} does not exist; this server serves "
+                                f"{self.config.model_name!r}", param="model", code="model_not_found")
+
+    async def chat_completions(self, request: Request) -> Response:
+        req = parse_request(await _read_json(request, self.config.limits.max_body_bytes))
+        self._check_model(req.model)
+        prompt = await run_in_threadpool(self._prepare, req)
+        params = self._sampling(req, prompt.num_tokens)
+        stream = self.scheduler.submit(prompt, params)
+        cid = completion_id()
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(self._events(stream, cid, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        watch = asyncio.create_task(_cancel_on_disconnect(request, stream))
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                text = await stream.text()
+        except (ApiError, TimeoutError) as e:  # the stream fails only with ApiError
+            raise as_api_error(e) from None
+        finally:
+            stream.cancel()  # a no-op when finished
+            watch.cancel()
+        c = stream.completion
+        assert c is not None
+        return JSONResponse(completion_body(cid, self.config.model_name, text, c.finish_reason,
+                                            usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
+
+    def _prepare(self, req: ChatCompletionRequest) -> PreparedPrompt:
+        """Decode images and tokenize (runs in a worker thread); 400 when it is too long."""
+        messages, images = convert_messages(req.messages, self.config.limits)
+        try:
+            batch = self.processor(messages=messages, images=images)
+        except (AgentError, ValueError) as e:
+            raise ApiError(400, f"messages could not be turned into a prompt: {e}", param="messages") from None
+        prompt = PreparedPrompt(batch["input_ids"], batch.get("pixel_values"), batch.get("image_grid_hws"))
+        limit = self.config.max_model_len
+        want = req.max_new_tokens or 1
+        if prompt.num_tokens + want > limit:
+            raise ApiError(400, f"This model's maximum context length is {limit} tokens; the prompt has "
+                                f"{prompt.num_tokens} tokens (images included) and {want} more were requested. "
+                                "Shorten the messages, send fewer or smaller images, or lower max_tokens.",
+                           param="messages", code="context_length_exceeded")
+        return prompt
+
+    def _sampling(self, req: ChatCompletionRequest, prompt_tokens: int) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=req.max_new_tokens or self.config.max_model_len - prompt_tokens,
+            temperature=self.config.temperature if req.temperature is None else req.temperature,
+            top_p=self.config.top_p if req.top_p is None else req.top_p,
+            seed=req.seed, stop=req.stop_strings(self.config.limits))
+
+    async def _events(self, stream: TextStream, cid: str, include_usage: bool) -> AsyncIterator[str]:
+        """The SSE body: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE]."""
+        model, created = self.config.model_name, int(time.time())
+        try:
+            yield _sse(chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+            async with asyncio.timeout(self.config.request_timeout_s):
+                async for piece in stream:
+                    yield _sse(chunk_body(cid, model, created, {"content": piece}))
+            c = stream.completion
+            assert c is not None
+            yield _sse(chunk_body(cid, model, created, {}, c.finish_reason))
+            if include_usage:
+                yield _sse(chunk_body(cid, model, created, {},
+                                      usage_=usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
+        except (ApiError, TimeoutError) as e:  # headers are sent: report in-band
+            yield _sse(as_api_error(e).body())
+        finally:
+            stream.cancel()  # a no-op when finished; stops generation when the client went away
+        yield "data: [DONE]\n\n"
+
+
+async def _cancel_on_disconnect(request: Request, stream: TextStream, every_s: float = 0.25) -> None:
+    """Cancel `stream` when the client of a non-streamed request goes away (a timed-out client's
+    retry must not queue behind its own abandoned generation)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
+    stream.cancel()
+
+
+def _sse(obj: Mapping[str, Any]) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON, read at most `limit` bytes (413 beyond)."""
+    declared = request.headers.get("content-length")
+    too_big = ApiError(413, f"the request body is larger than the server's limit of {limit} bytes",
+                       code="request_too_large")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from None

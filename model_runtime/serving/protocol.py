@@ -1,0 +1,199 @@
+"""The OpenAI chat-completions request, checked, and turned into our messages + PIL images.
+
+Images come only as `data:` URLs (base64 PNG or JPEG); a remote URL is refused (the server never
+fetches anything). Every bad field is an `ApiError` 400 whose `param` names it, e.g.
+`messages[1].content[0].image_url`. Bounds (`RequestLimits`) cap the image count and each image's
+pixels, checked from the image header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kimi_agent.model_runtime.serving.errors import ApiError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/jpg": "JPEG"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """Bounds on one request. Pixels are width x height of one decoded image."""
+
+    max_body_bytes: int = 64 << 20
+    max_images: int = 16
+    max_image_pixels: int = 4096 * 4096
+    max_stop_strings: int = 4
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The fields of OpenAI's request that this server reads; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
+    n: int = Field(default=1, ge=1, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool | None = Field(default=None)
+    tools: list[Any] | None = None
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def stop_strings(self, limits: RequestLimits) -> tuple[str, ...]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > limits.max_stop_strings:
+            raise ApiError(400, f"at most {limits.max_stop_strings} stop strings, got {len(stops)}", param="stop")
+        return tuple(s for s in stops if s)
+
+
+def parse_request(data: Any) -> ChatCompletionRequest:
+    """A JSON body -> the request; 400 naming the first bad field."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        req = ChatCompletionRequest.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        param = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
+        raise ApiError(400, f"{param or 'body'}: {err['msg']}", param=param or None) from None
+    if req.logprobs:
+        raise ApiError(400, "logprobs are not supported by this server", param="logprobs")
+    if req.tools:
+        raise ApiError(400, "tools (function calling) are not supported by this server", param="tools")
+    return req
+
+
+def convert_messages(messages: list[dict[str, Any]], limits: RequestLimits,
+                     ) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+    """OpenAI messages -> (our messages with `{"type": "image"}` parts, the images in order)."""
+    out: list[dict[str, Any]] = []
+    images: list[Image.Image] = []
+    urls = [(i, j, p) for i, m in enumerate(messages) if isinstance(m.get("content"), list)
+            for j, p in enumerate(m["content"]) if isinstance(p, dict) and p.get("type") == "image_url"]
+    if len(urls) > limits.max_images:
+        raise ApiError(400, f"at most {limits.max_images} images per request, got {len(urls)}", param="messages")
+    for i, m in enumerate(messages):
+        role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise ApiError(400, f"messages[{i}].role must be one of {', '.join(ROLES)}, got {m.get('role')!r}",
+                           param=f"messages[{i}].role")
+        content = m.get("content")
+        if content is None and role == "assistant":
+            content = ""
+        if isinstance(content, str):
+            out.append({"role": role, "content": content})
+            continue
+        if not isinstance(content, list):
+            raise ApiError(400, f"messages[{i}].content must be a string or a list of parts",
+                           param=f"messages[{i}].content")
+        parts: list[dict[str, Any]] = []
+        for j, part in enumerate(content):
+            where = f"messages[{i}].content[{j}]"
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "image_url":
+                images.append(decode_image_url(part.get("image_url"), f"{where}.image_url", limits))
+                parts.append({"type": "image"})
+            else:
+                raise ApiError(400, f"{where} must be a text part or an image_url part, got type {kind!r}",
+                               param=where)
+        out.append({"role": role, "content": parts})
+    return out, images
+
+
+def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Image:
+    """An `image_url` value (`{"url": ...}` or a string) holding a base64 PNG/JPEG data URL -> RGB image."""
+    from PIL import Image, UnidentifiedImageError
+
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str):
+        raise ApiError(400, f"{where}.url must be a string", param=f"{where}.url")
+    if not url.startswith("data:"):
+        shown = url if len(url) <= 80 else url[:77] + "..."
+        raise ApiError(400, f"{where}: only data URLs are accepted (data:image/png;base64,...); this server "
+                            f"does not fetch remote images such as {shown!r}", param=where,
+                       code="remote_image_url")
+    header, sep, payload = url[5:].partition(",")
+    mime, _, encoding = header.partition(";")
+    if not sep or encoding != "base64" or mime.lower() not in IMAGE_FORMATS:
+        raise ApiError(400, f"{where}: expected data:image/png;base64,... or data:image/jpeg;base64,..., "
+                            f"got data:{header[:40]}", param=where, code="invalid_image")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, f"{where}: the data URL is not valid base64", param=where, code="invalid_image") from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        w, h = image.size
+        if w * h > limits.max_image_pixels:
+            raise ApiError(400, f"{where}: image is {w}x{h} = {w * h} pixels; the limit is "
+                                f"{limits.max_image_pixels}", param=where, code="image_too_large")
+        if image.format not in ("PNG", "JPEG"):
+            raise ApiError(400, f"{where}: image is {image.format}, not PNG or JPEG", param=where,
+                           code="invalid_image")
+        return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ApiError(400, f"{where}: not a readable PNG or JPEG image ({type(e).__name__}: {e})",
+                       param=where, code="invalid_image") from None
+
+
+# ---- responses --------------------------------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+def completion_body(cid: str, model: str, text: str, finish: FinishReason, usage_: dict[str, Any]) -> dict[str, Any]:
+    """A `chat.completion` object."""
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": finish}],
+            "usage": usage_}
+
+
+def chunk_body(cid: str, model: str, created: int, delta: dict[str, Any], finish: FinishReason | None = None,
+               usage_: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A `chat.completion.chunk` object; with `usage_`, the final usage chunk (no choices)."""
+    choices = [] if usage_ is not None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "system_fingerprint": None, "choices": choices}
+    if usage_ is not None:
+        body["usage"] = usage_
+    return body

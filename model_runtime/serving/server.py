@@ -1,0 +1,84 @@
+"""Load a checkpoint and serve it: `build_app(...)` (model + processor + Engine + scheduler + app) and
+`serve(app, sock)` (uvicorn on an already-bound socket, so a taken port fails before loading)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from kimi_agent.errors import ConfigError
+from kimi_agent.model_runtime.serving.app import ServeConfig, create_app
+from kimi_agent.model_runtime.serving.protocol import RequestLimits
+from kimi_agent.model_runtime.serving.scheduler import SerialScheduler
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+#: The default bound on prompt + completion tokens (the Engine's graph-decode cache is this large).
+DEFAULT_MAX_MODEL_LEN = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """`kimi-agent serve` options. device "auto": CUDA when available; dtype: a torch dtype name."""
+
+    model: str | Path
+    served_model_name: str | None = None
+    device: str = "auto"
+    dtype: str = "bfloat16"
+    decode: Literal["auto", "eager", "static", "graph", "compile", "compile+graph"] = "auto"
+    max_model_len: int | None = None
+    max_queue: int = 16
+    limits: RequestLimits = field(default_factory=RequestLimits)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (port 0: any free one); `ConfigError` when it cannot bind."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def build_app(options: ServeOptions) -> Starlette:
+    """Load the model and processor (raises `ModelUnavailableError`, `ConfigError`, `WeightLoadError`)
+    and return the app serving them through a `SerialScheduler`."""
+    import torch
+
+    from kimi_agent.model_runtime.config import GenerationConfig
+    from kimi_agent.model_runtime.engine import Engine
+    from kimi_agent.model_runtime.hub import resolve_model_dir
+    from kimi_agent.model_runtime.kimi_vl import KimiVL
+    from kimi_agent.model_runtime.processor import PROCESSOR_FILES, KimiVLProcessor
+
+    device = options.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    processor = KimiVLProcessor.from_pretrained(options.model)
+    model = KimiVL.from_pretrained(options.model, device=device, torch_dtype=options.dtype)
+    max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, model.config.text.max_position_embeddings)
+    if max_len < 2:
+        raise ConfigError(f"--max-model-len must be >= 2 tokens, got {max_len}")
+    engine = Engine(model, processor, decode=options.decode, max_cache_tokens=max_len)
+    gen = GenerationConfig.from_pretrained_dir(resolve_model_dir(options.model, allow_patterns=PROCESSOR_FILES))
+    config = ServeConfig(model_name=options.served_model_name or str(options.model), max_model_len=max_len,
+                         temperature=gen.temperature if gen.do_sample else 0.0, top_p=gen.top_p,
+                         limits=options.limits)
+    return create_app(SerialScheduler(engine, max_queue=options.max_queue), processor, config)
+
+
+def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> None:
+    """Run `app` on `sock` until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
+    server.run(sockets=[sock])

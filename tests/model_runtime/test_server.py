@@ -1,0 +1,407 @@
+"""`kimi-agent serve`: the real app under uvicorn on a free loopback port, the tiny random checkpoint
+behind it, and the official `openai` client (plus raw httpx where the client hides the wire)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+from kimi_agent.model_runtime.serving.errors import QueueFullError  # noqa: E402
+from kimi_agent.model_runtime.serving.protocol import RequestLimits  # noqa: E402
+from kimi_agent.model_runtime.serving.stops import StopMatcher  # noqa: E402
+
+MODEL = "kimi-tiny"
+MAX_MODEL_LEN = 4096
+
+
+def png_data_url(color: tuple[int, int, int], size: tuple[int, int] = (56, 42), fmt: str = "PNG") -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=fmt)
+    mime = "png" if fmt == "PNG" else "jpeg"
+    return f"data:image/{mime};base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def image_message(text: str, url: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": "You are a GUI agent."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": text}]}]
+
+
+class RunningServer:
+    """uvicorn serving the app on a bound loopback socket, in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        from kimi_agent.model_runtime.serving.server import bind
+
+        self.app = app
+        self.sock = bind("127.0.0.1", 0)
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> RunningServer:
+        self.thread.start()
+        for _ in range(600):  # up to 60 s for startup (the worker thread and the lifespan)
+            if self.server.started:
+                return self
+            self.thread.join(0.1)
+        raise RuntimeError("uvicorn did not start within 60 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+    def client(self, **kwargs: Any) -> Any:
+        return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, timeout=120, **kwargs)
+
+
+def build(tiny_checkpoint: Path, **overrides: Any) -> Any:
+    from kimi_agent.model_runtime.serving.server import ServeOptions, build_app
+
+    options = dict(model=tiny_checkpoint, served_model_name=MODEL, device="cpu", dtype="float32",
+                   max_model_len=MAX_MODEL_LEN, limits=RequestLimits(max_body_bytes=4 << 20, max_images=4))
+    options.update(overrides)
+    return build_app(ServeOptions(**options))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path) -> Iterator[RunningServer]:
+    with RunningServer(build(tiny_checkpoint)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Any:
+    return server.client()
+
+
+def chat(client: Any, messages: list[dict[str, Any]], **kw: Any) -> Any:
+    kw.setdefault("max_tokens", 12)
+    kw.setdefault("temperature", 0)
+    return client.chat.completions.create(model=MODEL, messages=messages, **kw)
+
+
+def streamed(client: Any, messages: list[dict[str, Any]], **kw: Any) -> tuple[list[str], list[Any]]:
+    """The content pieces of a streamed reply, and every chunk."""
+    kw.setdefault("max_tokens", 12)
+    kw.setdefault("temperature", 0)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True, **kw))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    return pieces, chunks
+
+
+# ---- the API ------------------------------------------------------------------------------------
+
+def test_models_list_names_the_served_model(client: Any) -> None:
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_chat_completion_with_an_image_data_url(client: Any) -> None:
+    text_only = chat(client, [{"role": "user", "content": "Where is the search box?"}])
+    r = chat(client, image_message("Where is the search box?", png_data_url((200, 30, 30))))
+    assert r.object == "chat.completion" and r.model == MODEL and r.id.startswith("chatcmpl-")
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    # a 56x42 image is 2x2 merged patches of a 4x3 patch grid... padded to 28 px: 2 x 2 = 4 image tokens
+    assert r.usage.prompt_tokens > text_only.usage.prompt_tokens
+    assert 1 <= r.usage.completion_tokens <= 12
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    jpeg = chat(client, image_message("Where is the search box?", png_data_url((200, 30, 30), fmt="JPEG")))
+    assert jpeg.usage.prompt_tokens == r.usage.prompt_tokens  # same size, same token count
+
+
+def test_max_tokens_bounds_the_reply_with_finish_reason_length(client: Any) -> None:
+    r = chat(client, [{"role": "user", "content": "Count to one hundred."}], max_completion_tokens=3)
+    # the random tiny model almost never samples a stop token among 163,840 ids
+    assert (r.usage.completion_tokens, r.choices[0].finish_reason) == (3, "length")
+
+
+def test_streaming_pieces_concatenate_to_the_non_streamed_text(client: Any) -> None:
+    messages = image_message("Describe the screen.", png_data_url((10, 120, 240)))
+    whole = chat(client, messages, max_tokens=16)
+    pieces, chunks = streamed(client, messages, max_tokens=16, stream_options={"include_usage": True})
+    assert "".join(pieces) == whole.choices[0].message.content
+    assert len(pieces) > 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_sse_wire_format_ends_with_done(server: RunningServer) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+            "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[0][6:])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+
+
+def test_second_call_sharing_the_prefix_reports_cached_tokens(client: Any) -> None:
+    first = image_message("Step 1: open the settings.", png_data_url((0, 200, 0)))
+    r1 = chat(client, first)
+    follow = [*first, {"role": "assistant", "content": r1.choices[0].message.content},
+              {"role": "user", "content": "Step 2: now enable Do Not Track."}]
+    r2 = chat(client, follow)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert cached >= r1.usage.prompt_tokens - 1  # the whole first prompt (image included) was reused
+    assert cached < r2.usage.prompt_tokens
+
+
+def test_seeded_sampling_repeats(client: Any) -> None:
+    messages = [{"role": "user", "content": "Say something random."}]
+    a = chat(client, messages, temperature=0.9, top_p=0.95, seed=7, max_tokens=10)
+    b = chat(client, messages, temperature=0.9, top_p=0.95, seed=7, max_tokens=10)
+    assert a.choices[0].message.content == b.choices[0].message.content
+
+
+def test_stop_string_ends_the_reply_before_it(client: Any) -> None:
+    messages = [{"role": "user", "content": "Write a long answer."}]
+    full = chat(client, messages, max_tokens=24).choices[0].message.content
+    assert len(full) >= 12, full
+    stop = full[6:9]
+    expected = full[: full.find(stop)]
+    r = chat(client, messages, max_tokens=24, stop=[stop, "never-appears-here"])
+    assert (r.choices[0].message.content, r.choices[0].finish_reason) == (expected, "stop")
+    pieces, _ = streamed(client, messages, max_tokens=24, stop=stop)
+    assert "".join(pieces) == expected
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+def test_bad_images_are_400_naming_the_part(client: Any) -> None:
+    cases = {
+        "data:image/png;base64,bm90IGFuIGltYWdl": "not a readable PNG or JPEG image",  # "not an image"
+        "data:image/png;base64,%%%notbase64": "not valid base64",
+        "https://example.com/screenshot.png": "does not fetch remote images",
+        "data:text/plain;base64,aGVsbG8=": "expected data:image/png;base64",
+    }
+    for url, message in cases.items():
+        with pytest.raises(openai.BadRequestError) as err:
+            chat(client, image_message("What is this?", url))
+        assert err.value.status_code == 400
+        body = err.value.body
+        assert message in body["message"], body
+        assert body["param"] == "messages[1].content[0].image_url" and body["type"] == "invalid_request_error"
+        assert body["message"].startswith("messages[1].content[0].image_url")
+
+
+def test_request_errors_are_openai_shaped(client: Any, server: RunningServer) -> None:
+    with pytest.raises(openai.NotFoundError) as nf:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert nf.value.body["code"] == "model_not_found" and "gpt-4o" in nf.value.body["message"]
+    too_long = [{"role": "user", "content": "word " * (MAX_MODEL_LEN + 100)}]
+    with pytest.raises(openai.BadRequestError) as tl:
+        chat(client, too_long)
+    assert tl.value.body["code"] == "context_length_exceeded" and str(MAX_MODEL_LEN) in tl.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as big_budget:
+        chat(client, [{"role": "user", "content": "hi"}], max_tokens=MAX_MODEL_LEN)
+    assert big_budget.value.body["code"] == "context_length_exceeded"
+    many = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url((i, i, i))}}
+                                         for i in range(5)]}]
+    with pytest.raises(openai.BadRequestError) as imgs:
+        chat(client, many)
+    assert "at most 4 images" in imgs.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as bad_field:
+        chat(client, [{"role": "user", "content": "hi"}], temperature=5)
+    assert bad_field.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError) as role:
+        chat(client, [{"role": "tool", "content": "42"}])
+    assert role.value.body["param"] == "messages[0].role"
+    huge = httpx.post(f"{server.base_url}/chat/completions", content=b"x" * (5 << 20), timeout=60,
+                      headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "request_too_large"
+    junk = httpx.post(f"{server.base_url}/chat/completions", content=b"{not json", timeout=60)
+    assert junk.status_code == 400 and "not valid JSON" in junk.json()["error"]["message"]
+    missing = httpx.get(f"{server.base_url}/no/such/route", timeout=60)
+    assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+
+
+# ---- concurrency --------------------------------------------------------------------------------
+
+def test_concurrent_clients_get_the_same_text_as_one_at_a_time(server: RunningServer) -> None:
+    prompts = [image_message(f"Task {i}: click the button.", png_data_url((40 * i, 90, 200 - 30 * i)))
+               for i in range(5)]
+    one_at_a_time = [chat(server.client(), p, max_tokens=10).choices[0].message.content for p in prompts]
+
+    def ask(p: list[dict[str, Any]]) -> str:
+        return str(chat(server.client(), p, max_tokens=10).choices[0].message.content)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        together = list(pool.map(ask, prompts * 2))
+    assert together == one_at_a_time * 2
+
+
+def test_a_full_queue_answers_429(tiny_checkpoint: Path) -> None:
+    """max_queue=1: one request running (a long generation), one waiting, the next is refused."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 3000,
+            "temperature": 0, "stream": True}
+    with RunningServer(build(tiny_checkpoint, max_queue=1)) as srv, httpx.Client(timeout=120) as http:
+        url = f"{srv.base_url}/chat/completions"
+        with http.stream("POST", url, json=body) as running:
+            lines = running.iter_lines()
+            assert any('"content":"' in line and '"content":""' not in line for line in lines)  # it is generating
+            with http.stream("POST", url, json=body) as waiting:
+                assert waiting.status_code == 200
+                refused = http.post(url, json=body)
+                assert refused.status_code == 429, refused.text
+                assert refused.headers["retry-after"] == "1"
+                assert refused.json()["error"]["type"] == "rate_limit_error"
+                with pytest.raises(openai.RateLimitError):
+                    srv.client().chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=2)
+        # both streams were closed early: the server cancels them and answers the next request
+        r = srv.client().chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=2, temperature=0)
+        assert r.usage.completion_tokens == 2
+        assert srv.app.state.scheduler.cancelled == 2
+
+
+def test_a_client_that_gives_up_cancels_its_generation(server: RunningServer) -> None:
+    scheduler = server.app.state.scheduler
+    before = scheduler.cancelled
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes its connection
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
+    r = chat(server.client(), [{"role": "user", "content": "next"}], max_tokens=2)
+    assert r.usage.completion_tokens == 2
+    assert scheduler.cancelled == before + 1
+
+
+def test_serial_scheduler_queue_bound(tiny_checkpoint: Path) -> None:
+    import torch
+
+    from kimi_agent.model_runtime import Engine, KimiVL, KimiVLProcessor
+    from kimi_agent.model_runtime.serving.scheduler import PreparedPrompt, SamplingParams, SerialScheduler
+
+    model = KimiVL.from_pretrained(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    scheduler = SerialScheduler(Engine(model, KimiVLProcessor.from_pretrained(tiny_checkpoint)), max_queue=2)
+    prompt = PreparedPrompt(torch.tensor([[1, 2, 3]]))
+
+    async def fill() -> tuple[int, QueueFullError]:
+        streams = [scheduler.submit(prompt, SamplingParams(max_new_tokens=2)) for _ in range(2)]
+        with pytest.raises(QueueFullError) as full:
+            scheduler.submit(prompt, SamplingParams(max_new_tokens=2))
+        scheduler.start()  # the worker drains the queue
+        texts = [await s.text() for s in streams]
+        return len(texts), full.value
+
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread: another test's event loop may be running in this one
+        n, err = pool.submit(asyncio.run, fill()).result(timeout=300)
+    scheduler.close()
+    assert n == 2 and err.status == 429 and err.headers == {"Retry-After": "1"}
+    assert scheduler.served == 2
+
+
+# ---- our own client ---------------------------------------------------------------------------
+
+def test_our_openai_backend_drives_the_server(server: RunningServer, client: Any) -> None:
+    from PIL import Image
+
+    from kimi_agent.model_runtime.backends import Sampling, make_backend
+
+    image = Image.new("RGB", (70, 56), (250, 120, 0))
+    backend = make_backend("openai", endpoint=server.base_url, model=MODEL)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where to click?"}]}]
+    pieces: list[str] = []
+    reply = backend.generate(messages, [image], Sampling(temperature=0, max_new_tokens=12), on_text=pieces.append)
+    backend.close()
+    direct = chat(client, [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + _png_b64(image)}},
+        {"type": "text", "text": "Where to click?"}]}])
+    assert reply.text == direct.choices[0].message.content == "".join(pieces)
+    assert reply.finish_reason == direct.choices[0].finish_reason
+    # (the backend streams without stream_options.include_usage, so its reply carries no token counts)
+
+
+def _png_b64(image: Any) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+def _kimi_agent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kimi_agent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_serve_without_a_model_exits_2_with_one_sentence(tmp_path: Path) -> None:
+    for args in (["serve"], ["serve", "--model", str(tmp_path / "missing")]):
+        r = _kimi_agent(*args)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in r.stderr, r.stderr
+
+
+def test_serve_command_answers_and_stops_on_sigterm(tiny_checkpoint: Path) -> None:
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "serve", "--model", str(tiny_checkpoint), "--port", "0",
+           "--device", "cpu", "--dtype", "float32", "--served-model-name", MODEL, "--max-model-len", "2048"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        url = None
+        for _ in range(50):  # bounded: the banner is among the first lines
+            line = proc.stderr.readline()
+            if " at http://" in line:
+                url = line.split(" at ", 1)[1].strip()
+                break
+        assert url is not None and url.startswith("http://127.0.0.1:")
+        with httpx.Client(timeout=120) as http:
+            for _ in range(600):  # until uvicorn accepts (the socket is bound and listening already)
+                try:
+                    models = http.get(f"{url}/models")
+                    break
+                except httpx.TransportError:
+                    threading.Event().wait(0.1)
+        assert models.json()["data"][0]["id"] == MODEL
+        assert models.json()["data"][0]["max_model_len"] == 2048
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=60)
+    # uvicorn shuts down gracefully (the lifespan closes the scheduler), then re-raises SIGTERM
+    assert proc.returncode == -signal.SIGTERM
+    assert "Application shutdown complete" in rest, rest
+
+
+# ---- stop strings (pure) ------------------------------------------------------------------------
+
+def test_stop_matcher_holds_back_a_possible_stop_and_cuts_at_it() -> None:
+    m = StopMatcher(("<|done|>",))
+    assert m.push("hello <") == "hello "
+    assert m.push("|do") == ""
+    assert m.push("g") == "<|dog"
+    assert m.push(" <|done|> tail") == " "
+    assert m.stopped and m.push("more") == "" and m.flush() == ""
+    n = StopMatcher(("END",))
+    assert n.push("the E") == "the " and n.flush() == "E"
+    assert StopMatcher().push("anything") == "anything"
