@@ -8,13 +8,12 @@ value, and the trajectory never contains it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.page_server import page_server
 
 from kimi_agent import Agent, AgentSettings
 from kimi_agent.model_runtime.backends.scripted import ScriptCall, ScriptedBackend
@@ -37,26 +36,10 @@ $('f').addEventListener('submit', e => { e.preventDefault();
 SECRET = "s3cr3t-Passw0rd"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(FORM)))
-        self.end_headers()
-        self.wfile.write(FORM)
-
-
 @pytest.fixture
 def form_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/form.html"
-    server.shutdown()
-    server.server_close()
+    with page_server(lambda path: (FORM, "text/html")) as base:
+        yield f"{base}/form.html"
 
 
 def kimi(thought: str, action: str, code: str) -> str:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import io
 import logging
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
+from support.page_server import page_server
 
 from kimi_agent import Agent, AgentSettings
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
@@ -37,26 +36,10 @@ FORM = """<!doctype html><html><head><meta charset="windows-1252"><title>Search<
 </body></html>""".encode("cp1252")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=windows-1252")
-        self.send_header("Content-Length", str(len(FORM)))
-        self.end_headers()
-        self.wfile.write(FORM)
-
-
 @pytest.fixture
 def form_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/form.html"
-    server.shutdown()
-    server.server_close()
+    with page_server(lambda path: (FORM, "text/html; charset=windows-1252")) as base:
+        yield f"{base}/form.html"
 
 
 def _reply(code: str) -> str:

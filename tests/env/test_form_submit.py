@@ -14,13 +14,12 @@ agent's watchdog ends the episode at `max_seconds`, naming the phase.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.page_server import page_server
 
 from kimi_agent.actions.types import Click, NormPoint, Press, TypeText
 from kimi_agent.env.browser import BrowserEnv
@@ -39,29 +38,17 @@ document.getElementById('f').addEventListener('submit', e => {{
 </script></body></html>"""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        body = (FORM.format(mode=path.strip("/")) if path != "/done" else
-                f"<title>done</title><p id='out'>done {self.path.split('?', 1)[-1]}</p>").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+def _respond(full_path: str) -> tuple[bytes, str]:
+    path = full_path.split("?", 1)[0]
+    body = (FORM.format(mode=path.strip("/")) if path != "/done" else
+            f"<title>done</title><p id='out'>done {full_path.split('?', 1)[-1]}</p>")
+    return body.encode(), "text/html"
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with page_server(_respond) as base:
+        yield base
 
 
 @pytest.fixture(scope="module", params=["browser", "desktop"])
