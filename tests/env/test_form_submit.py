@@ -111,7 +111,8 @@ def test_submit_returns_and_the_page_shows_it(driven: tuple[Any, BrowserEnv], si
 def test_a_page_that_stops_answering_after_an_action_gives_the_last_frame(pw: Any, site: str) -> None:
     with BrowserEnv(viewport=(1024, 700), start_url=f"{site}/stay") as env:
         before = env.observe()
-        env.page.evaluate("() => { setTimeout(() => { for (;;) {} }, 100); }")
+        # the page hangs right after it has handled the click (not on a timer that load can make fire first)
+        env.page.evaluate("() => document.addEventListener('click', () => setTimeout(() => { for (;;) {} }, 0))")
         out = env.execute(Click(point=NormPoint(x=0.5, y=0.8)))
         assert out.ok and out.settle_ms > 0
         after = env.observe()
