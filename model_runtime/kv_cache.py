@@ -75,15 +75,19 @@ class MLACache(_Cache):
             buf.index_copy_(1, positions, latent.to(buf.dtype))
         return buf[:, : self.read_len(latent.shape[1])]
 
+    def _view(self, data: torch.Tensor, max_len: int, static: bool) -> MLACache:
+        """An MLACache over `data` (a view of this cache's storage) with its own `pos`, starting at 0."""
+        view = MLACache.__new__(MLACache)
+        _Cache.__init__(view, self.num_layers, data.shape[1], max_len, static)
+        view.kv_lora_rank, view.data = self.kv_lora_rank, data
+        return view
+
     def row(self, r: int) -> MLACache:
         """A one-sequence cache over row `r` of this one (shared storage, its own `pos`, starting at 0):
         how a batching scheduler gives each sequence its slot of one preallocated cache."""
         if not 0 <= r < self.batch_size:
             raise ValueError(f"row {r} outside cache of {self.batch_size} rows")
-        view = MLACache.__new__(MLACache)
-        _Cache.__init__(view, self.num_layers, 1, self.max_len, static=False)
-        view.kv_lora_rank, view.data = self.kv_lora_rank, self.data[:, r:r + 1]
-        return view
+        return self._view(self.data[:, r:r + 1], self.max_len, static=False)
 
     def window(self, rows: int, read_len: int) -> MLACache:
         """A static view of the first `rows` sequences that reads exactly `read_len` slots (fixed shapes
@@ -91,10 +95,7 @@ class MLACache(_Cache):
         if not (0 < rows <= self.batch_size and 0 < read_len <= self.max_len):
             raise ValueError(f"window ({rows} rows, {read_len} slots) outside cache "
                              f"({self.batch_size} rows, {self.max_len} slots)")
-        view = MLACache.__new__(MLACache)
-        _Cache.__init__(view, self.num_layers, rows, read_len, static=True)
-        view.kv_lora_rank, view.data = self.kv_lora_rank, self.data[:, :rows, :read_len]
-        return view
+        return self._view(self.data[:, :rows, :read_len], read_len, static=True)
 
     def copy_prefix_from(self, other: MLACache, n: int | None = None) -> None:
         """Copy the first `n` (default: all filled) positions of `other` and continue from there."""

@@ -103,11 +103,9 @@ class BatchScheduler:
         cache = model.new_cache(slots, max_len)
         assert isinstance(cache, MLACache)
         self.cache = cache
-        self.slots = [_Slot(i, Engine(model, None, decode="eager", cache=cache.row(i),
-                                      max_cached_images=max_cached_images), cache.row(i)) for i in range(slots)]
-        for s in self.slots:  # the engine's cache object and ours must be the same (one `pos`)
-            assert s.engine.cache is not None
-            s.cache = s.engine.cache
+        rows = [cache.row(i) for i in range(slots)]  # the slot and its engine share one row object (one `pos`)
+        self.slots = [_Slot(i, Engine(model, None, decode="eager", cache=row, max_cached_images=max_cached_images),
+                            row) for i, row in enumerate(rows)]
         self.waiting: deque[GenerationHandle] = deque()
         self._lock = threading.Condition()
         self._clock = itertools.count(1)
