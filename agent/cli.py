@@ -197,11 +197,9 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def _finish_run(run_dir: Path) -> None:
-    from kimi_agent.export import export_osworld
-    from kimi_agent.report import write_report
+    from kimi_agent.artifacts import write_episode_artifacts
 
-    write_report(run_dir)
-    export_osworld(run_dir)
+    write_episode_artifacts(run_dir)
 
 
 @app.command(context_settings={"help_option_names": ["--help", "-h"]})

@@ -260,13 +260,10 @@ def refusals(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _write_report(run_dir: Path) -> None:
-    """The trajectory's report.html (linked from the run's index.html); a failure is logged only."""
-    from kimi_agent.report import write_report
+    """The trajectory's report.html (linked from the run's index.html) and OSWorld's traj.jsonl."""
+    from kimi_agent.artifacts import write_episode_artifacts
 
-    try:
-        write_report(run_dir)
-    except (OSError, ValueError) as e:
-        log.warning("could not write %s/report.html: %s", run_dir, e)
+    write_episode_artifacts(run_dir)
 
 
 def _healthy(env: DesktopEnv) -> bool:
