@@ -37,6 +37,12 @@ class BackendChoice:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def in_worker(self) -> bool:
+        """The scripted solutions read the worker's browser, so they run in the worker; a model
+        runs once in the runner's process and answers every worker."""
+        return self.name in ("solutions", "do-nothing")
+
     def __call__(self, spec: TaskSpec, host: LocalHost, local_server: str) -> Backend:
         from kimi_agent.tasks.suites import solutions
 
@@ -91,6 +97,11 @@ def run_command(
     replies: Annotated[Path | None, typer.Option(help="JSONL replies for the scripted backend (a test double)")]
     = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no live progress display")] = False,
+    no_sandbox: Annotated[bool, typer.Option(
+        "--no-sandbox", help="run workers directly on this machine instead of in a bubblewrap sandbox: task "
+                             "files' commands then act on it (only for task files you trust)")] = False,
+    worker_memory: Annotated[int, typer.Option("--worker-memory", min=256, metavar="MB",
+                                               help="kill a worker (and error its task) above this memory")] = 16384,
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
     from kimi_agent.tasks.loader import load_tasks
@@ -134,7 +145,8 @@ def run_command(
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
                            task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
                            max_seconds=max_seconds, temperature=temperature, thinking=thinking,
-                           history_images=history, history_policy=history_policy)
+                           history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
+                           worker_memory_mb=worker_memory)
     summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
     from rich.console import Console
 
@@ -146,6 +158,9 @@ def run_command(
         typer.echo(f"  {name or '-'}: {d['rate']:.0%} over {d['scored']:g} scored ({d['errored']:g} errored)")
     typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
                f"results in {out / 'results.json'}, report {out / 'index.html'}")
+    if summary.interrupted:
+        typer.echo("interrupted: the results above are partial; finish the run with --resume", err=True)
+        raise typer.Exit(130)
     if summary.errored:
         typer.echo(f"{len(summary.errored)} task(s) errored (not scored); rerun them with --resume", err=True)
         raise typer.Exit(1)

@@ -56,8 +56,13 @@ class LocalHost:
         for proc in self._launched:
             process.terminate(proc, timeout_s=3.0, group=True)
         self._launched.clear()
-        if self.paths.home.exists():
-            shutil.rmtree(self.paths.home)
+        home = self.paths.home
+        home.mkdir(parents=True, exist_ok=True)
+        for child in list(home.iterdir()):  # the home may be a mount point (/home/user in the sandbox)
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
         self.paths.default_profile.mkdir(parents=True)
         (self.paths.home / "Desktop").mkdir()
         (self.paths.default_profile / "Preferences").write_text(json.dumps({}), encoding="utf-8")

@@ -1,7 +1,9 @@
 """`run_tasks`: OSWorld-format tasks through the agent, N workers in parallel, resumable.
 
-Each worker is a process with its own `DesktopEnv` (its own Xvfb display), sandbox home, Chromium
-profile and debugging port, so episodes never touch each other. Per task: reset the sandbox, run
+Each worker is a process in its own bubblewrap sandbox (tasks/sandbox.py, tasks/worker_pool.py)
+with its own `DesktopEnv` (its own Xvfb display), home at /home/user, Chromium profile and
+debugging port, so episodes never touch each other or this machine; the model stays in the
+runner's process and answers every worker (tasks/model_link.py). Per task: reset the home, run
 the setup steps, run the agent, detect a crashed browser or display (episode -> `error`, the
 environment is rebuilt, the run goes on), run postconfig and score. `<out>/<task id>/result.json`
 (and OSWorld's `result.txt`, the score) is written atomically next to the trajectory folder for
@@ -9,8 +11,9 @@ every task that was started, a failed setup step included; with `resume`, scored
 rerun, while errored and half-done task folders are cleared and rerun. Runs follow OSWorld's
 semantics: no action needs a confirmation unless `confirm=True`, and every refused action is
 listed in the task's result. The first screenshot is taken once the screen has drawn. A worker stuck past its wall-clock
-budget is killed and replaced. The parent shows live progress and writes `results.json`,
-`results.csv` and `index.html`.
+budget (or over its memory limit) is killed with its whole sandbox and replaced. The parent shows
+live progress and writes `results.json`, `results.csv` and `index.html`, after Ctrl-C too (the
+unfinished tasks are errors that `--resume` reruns).
 """
 
 from __future__ import annotations
@@ -18,13 +21,10 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import multiprocessing as mp
 import os
-import queue
 import shutil
 import signal
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -37,7 +37,6 @@ from kimi_agent.errors import AgentError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
-from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 
 if TYPE_CHECKING:
     from kimi_agent.env.desktop import DesktopEnv
@@ -45,8 +44,10 @@ if TYPE_CHECKING:
     from kimi_agent.tasks.host import LocalHost
 
 ResultStatus = Literal["success", "fail", "error", "unsupported", "invalid"]
-# (task, the worker's host, the local pages' base URL) -> a backend; must be picklable (a
-# module-level function or an instance of a module-level class): workers are spawned processes.
+# (task, the worker's host, the local pages' base URL) -> a backend. A factory whose `in_worker`
+# attribute is False (the model backends of `tasks.cli.BackendChoice`) is called in the runner's
+# process with host None and serves every worker; any other is pickled into each worker (so it
+# must be a module-level function or an instance of a module-level class) and called there.
 BackendFactory = Callable[[TaskSpec, "LocalHost", str], "Backend"]
 RESULT_FILE = "result.json"
 SCORE_FILE = "result.txt"  # OSWorld's per-task score file
@@ -74,6 +75,10 @@ class RunSettings(BaseModel):
     history_policy: Literal["exact", "chunked"] = "exact"
     confirm: bool = Field(default=False, description="refuse risky actions (nobody can confirm in a run); "
                           "default: OSWorld semantics, no confirmations")
+    sandbox: bool = Field(default=True, description="run every worker in a bubblewrap sandbox (tasks/sandbox.py); "
+                          "False (--no-sandbox): workers act on this machine")
+    worker_memory_mb: int = Field(default=16384, ge=256, description="a worker's whole process tree is killed "
+                                  "above this resident memory")
 
 
 class TaskResult(BaseModel):
@@ -103,6 +108,7 @@ def domain_of(path: str | Path) -> str:
 class RunSummary:
     out_dir: Path
     results: list[TaskResult] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C ended the run; unfinished tasks are errors "interrupted"
 
     @property
     def scored(self) -> list[TaskResult]:
@@ -171,21 +177,6 @@ def _task_dir(out: Path, task_id: str) -> Path:
 
 
 # ---------------------------------------------------------------- one task (in a worker)
-
-class _Progress:
-    """Agent listener that forwards each step to the parent."""
-
-    def __init__(self, events: Any, worker: int, task_id: str) -> None:
-        self.events, self.worker, self.task_id = events, worker, task_id
-
-    def on_text(self, piece: str) -> None: ...
-    def on_retry(self, step: int, error: str) -> None: ...
-
-    def on_step(self, record: Any) -> None:
-        parsed = getattr(record, "parsed", None)
-        action = parsed.get("action_text") if isinstance(parsed, dict) else getattr(parsed, "action_text", None)
-        self.events.put(("step", self.worker, self.task_id, getattr(record, "step", 0), str(action or "")[:80]))
-
 
 def _browser_crash(host: LocalHost, browser: Any) -> str | None:
     if browser is None or browser.running:
@@ -274,8 +265,8 @@ def _healthy(env: DesktopEnv) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """SIGTERM this worker when the runner dies, even by SIGKILL (Linux parent-death signal); the
+def die_with_parent() -> None:
+    """SIGTERM this process when its parent dies, even by SIGKILL (Linux parent-death signal); a
     worker's SIGTERM handling then stops its browser and display."""
     parent = os.getppid()
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -284,59 +275,7 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_main(worker: int, settings_json: str, factory: BackendFactory, local_server: str,
-                 tasks: Any, events: Any) -> None:
-    """Worker process: own display, sandbox and browser; runs tasks from the queue until None."""
-    from kimi_agent.env.desktop import DesktopEnv
-    from kimi_agent.tasks.host import LocalHost
-
-    _die_with_parent()
-    settings = RunSettings.model_validate_json(settings_json)
-    home = settings.out_dir / ".workers" / f"w{worker}-{os.getpid()}" / "home"
-    env = DesktopEnv(width=settings.screen[0], height=settings.screen[1])
-    host = LocalHost(env, home, client_password=settings.client_password)
-    events.put(("ready", worker, env.display, host.debugging_port, str(host.paths.profile_dir)))
-    try:
-        while (item := tasks.get()) is not None:
-            spec_json, domain = item
-            spec = TaskSpec.model_validate_json(spec_json)
-            events.put(("start", worker, spec.id, time.time()))
-            try:
-                backend = factory(spec, host, local_server)
-                result = run_one(spec, env, host, backend, settings, worker=worker,
-                                 listener=_Progress(events, worker, spec.id))
-            except Exception as e:  # a bug in a backend or the runner: recorded, the run goes on
-                result = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", worker=worker,
-                                    reason=f"internal error: {type(e).__name__}: {e}",
-                                    path=str(_task_dir(settings.out_dir, spec.id)))
-                (_task_dir(settings.out_dir, spec.id)).mkdir(parents=True, exist_ok=True)
-                (_task_dir(settings.out_dir, spec.id) / "traceback.txt").write_text(traceback.format_exc())
-            result = result.model_copy(update={"host": host.describe(), "domain": domain})
-            write_result(settings.out_dir, result)
-            events.put(("done", worker, result.model_dump_json()))
-            if not _healthy(env):
-                host.close()
-                env.close()
-                env = DesktopEnv(width=settings.screen[0], height=settings.screen[1])
-                host = LocalHost(env, home, client_password=settings.client_password)
-    finally:
-        host.close()
-        env.close()
-
-
 # ---------------------------------------------------------------- the parent
-
-@dataclass
-class _Worker:
-    index: int
-    proc: Any
-    task_id: str | None = None
-    started: float = 0.0
-    step: str = ""
-    display: str = ""
-    port: int = 0
-    profile: str = ""
-
 
 def _skipped(t: LoadedTask) -> TaskResult:
     status: ResultStatus = "unsupported" if t.status == "unsupported" else "invalid"
@@ -380,84 +319,53 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     view = ProgressView(total=len(tasks), enabled=progress)
     for r in results.values():
         view.finished(r)
-    with serve_pages() as local_server, (view.live() if progress else nullcontext()):
-        _run_pending(pending, domains, backend_factory, s, local_server, results, view)
-    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results])
+    interrupted = False
+    try:
+        with view.live() if progress else nullcontext():
+            _run_pending(pending, domains, backend_factory, s, results, view)
+    except KeyboardInterrupt:
+        interrupted = True
+        for spec in pending:
+            if spec.id not in results:
+                results[spec.id] = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error",
+                                              reason="interrupted (Ctrl-C) before it finished",
+                                              path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
+    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
     write_outputs(summary)
     return summary
 
 
 def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: BackendFactory, s: RunSettings,
-                 local_server: str,
                  results: dict[str, TaskResult], view: Any) -> None:
+    from kimi_agent.tasks.sandbox import host_acting, probe
+    from kimi_agent.tasks.worker_pool import WorkerPool
+
     if not pending:
         return
-    ctx = mp.get_context("spawn")
-    task_q: Any = ctx.Queue()
-    events: Any = ctx.Queue()
-    specs = {spec.id: spec for spec in pending}
+    sandbox = s.sandbox
+    if sandbox and (why := probe()) is not None:
+        log.warning("no sandbox: %s", why)
+        sandbox = False
+        runnable = []
+        for spec in pending:
+            acts = host_acting(spec)
+            if not acts:
+                runnable.append(spec)
+                continue
+            results[spec.id] = TaskResult(
+                task_id=spec.id, instruction=spec.instruction, status="unsupported", domain=domains[spec.id],
+                reason=f"its steps act on this machine ({', '.join(acts)}) and there is no sandbox ({why}); "
+                       "pass --no-sandbox to run it anyway", path=str(_task_dir(s.out_dir, spec.id)))
+            view.finished(results[spec.id])
+        pending = runnable
+
+    def on_event(kind: str, worker: Any, payload: Any) -> None:
+        if kind == "done":
+            view.finished(payload)
+
+    pool = WorkerPool(s, factory, sandbox=sandbox, on_event=on_event)
+    view.workers = pool.workers
+    pool.run([(spec, domains[spec.id]) for spec in pending], results, on_tick=view.refresh)
     for spec in pending:
-        task_q.put((spec.with_values({LOCAL_SERVER_KEY: local_server}).model_dump_json(), domains[spec.id]))
-    n = min(s.workers, len(pending))
-    for _ in range(n):
-        task_q.put(None)
-    settings_json = s.model_dump_json()
-
-    def start(index: int) -> _Worker:
-        proc = ctx.Process(target=_worker_main, args=(index, settings_json, factory, local_server, task_q, events),
-                           name=f"kimi-task-worker-{index}", daemon=True)
-        proc.start()
-        return _Worker(index, proc)
-
-    workers = {i: start(i) for i in range(n)}
-    view.workers = workers
-    while any(w.proc.is_alive() for w in workers.values()) or not events.empty():
-        try:
-            event = events.get(timeout=0.5)
-        except queue.Empty:
-            event = None
-        if event is not None:
-            _handle(event, workers, results, view)
-        for i, w in list(workers.items()):
-            overdue = w.task_id is not None and time.time() - w.started > s.task_timeout_s + KILL_GRACE_S
-            died = not w.proc.is_alive() and w.task_id is not None and events.empty()
-            if overdue or died:
-                reason = (f"timed out after {s.task_timeout_s:g} s (worker killed)" if overdue
-                          else f"worker process died (exit code {w.proc.exitcode})")
-                w.proc.kill()
-                w.proc.join(10)
-                r = TaskResult(task_id=w.task_id, instruction=specs[w.task_id].instruction, status="error",  # type: ignore[index]
-                               reason=reason, worker=i, path=str(_task_dir(s.out_dir, w.task_id)),  # type: ignore[arg-type]
-                               domain=domains.get(w.task_id, ""))  # type: ignore[arg-type]
-                write_result(s.out_dir, r)
-                results[r.task_id] = r
-                view.finished(r)
-                workers[i] = start(i)
-        view.refresh()
-    for w in workers.values():
-        w.proc.join(10)
-    for spec in pending:  # workers that failed to start (no display, no browser) leave tasks unrun
-        if spec.id not in results:
-            codes = sorted({w.proc.exitcode for w in workers.values()}, key=str)
-            r = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error",
-                           reason=f"not run: every worker exited (exit codes {codes})",
-                           path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
-            results[spec.id] = r
-            view.finished(r)
-
-
-def _handle(event: tuple[Any, ...], workers: dict[int, _Worker], results: dict[str, TaskResult],
-            view: Any) -> None:
-    kind, index = event[0], event[1]
-    w = workers[index]
-    if kind == "ready":
-        w.display, w.port, w.profile = event[2], event[3], event[4]
-    elif kind == "start":
-        w.task_id, w.started, w.step = event[2], event[3], "setup"
-    elif kind == "step" and w.task_id == event[2]:
-        w.step = f"step {event[3]}: {event[4]}"
-    elif kind == "done":
-        r = TaskResult.model_validate_json(event[2])
-        results[r.task_id] = r
-        w.task_id, w.step = None, ""
-        view.finished(r)
+        if spec.id in results and all(r is not results[spec.id] for r in view.done):
+            view.finished(results[spec.id])

@@ -55,7 +55,8 @@ def test_failed_setup_step_is_an_error_written_to_disk_and_resume_reruns_it(tmp_
     task.write_text(json.dumps(_task("setup-fails", [page])))
     out = tmp_path / "out"
     replies = _replies(tmp_path / "r.jsonl", terminate("success"))
-    first = _cli(str(task), "--backend", "scripted", "--replies", str(replies), "--out", str(out))
+    # --no-sandbox: the file:// source is a file of this machine, which a sandboxed worker cannot see
+    first = _cli(str(task), "--backend", "scripted", "--replies", str(replies), "--out", str(out), "--no-sandbox")
     assert first.returncode == 1, first.stdout + first.stderr
     assert "1 task(s) errored" in first.stderr
     result = json.loads((out / "setup-fails" / "result.json").read_text())
@@ -64,7 +65,8 @@ def test_failed_setup_step_is_an_error_written_to_disk_and_resume_reruns_it(tmp_
     assert (out / "setup-fails" / "result.txt").read_text() == "error\n"
     assert _results(out)["setup-fails"]["status"] == "error"
     src.write_text("<html><body>hello</body></html>")  # the cause is gone: --resume reruns the errored task
-    second = _cli(str(task), "--backend", "scripted", "--replies", str(replies), "--out", str(out), "--resume")
+    second = _cli(str(task), "--backend", "scripted", "--replies", str(replies), "--out", str(out), "--resume",
+                  "--no-sandbox")
     assert second.returncode == 0, second.stdout + second.stderr
     result = json.loads((out / "setup-fails" / "result.json").read_text())
     assert (result["status"], result["score"]) == ("success", 1.0)

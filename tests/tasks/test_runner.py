@@ -38,8 +38,10 @@ def test_two_workers_in_parallel_do_not_interfere(tmp_path: Path) -> None:
     assert by_id["06fe7178-4491-4589-810f-2e2bc9502122"].status == "unsupported"
     assert {font.worker, nav.worker} == {0, 1}
     assert font.host and nav.host
-    for key in ("display", "debugging_port", "profile_dir"):
-        assert font.host[key] != nav.host[key], key
+    # each worker is its own sandbox: the same display number and /home/user inside, different worlds
+    assert font.host["sandbox"] == nav.host["sandbox"] == "bwrap"
+    assert font.host["worker_dir"] != nav.host["worker_dir"]
+    assert font.host["home"] == nav.host["home"] == "/home/user"
     # each finished episode's result.json sits next to its trajectory, and the run outputs exist
     for r in (font, nav):
         on_disk = json.loads((tmp_path / r.task_id / "result.json").read_text())

@@ -1,0 +1,130 @@
+"""A task worker: `python -m kimi_agent.tasks.worker FD`, started by the runner inside its sandbox.
+
+It owns one display, one browser and one home (`/home/user` inside the sandbox) and runs the tasks
+the runner sends over the channel on file descriptor FD, one at a time: setup, episode, postconfig,
+score (`runner.run_one`). Its model is the runner's (`model_link.ChannelBackend`) unless the run's
+backend is a test double that must read this worker's browser (the scripted solutions), which the
+runner then sends pickled in `init`. The built-in suite's pages are served inside the sandbox, on
+its own loopback. A broken display or browser is rebuilt between tasks.
+
+Messages in: init, task, stop. Out: ready, start, step, generate (see model_link), done.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from kimi_agent.tasks.channel import Channel, ChannelClosed
+from kimi_agent.tasks.model_link import ChannelBackend
+from kimi_agent.tasks.runner import (
+    RunSettings,
+    TaskResult,
+    _healthy,
+    _task_dir,
+    die_with_parent,
+    run_one,
+    write_result,
+)
+from kimi_agent.tasks.spec import TaskSpec
+from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
+
+IDLE_TIMEOUT_S = 24 * 3600.0  # the runner always says stop; this only bounds a lost runner
+
+
+class _StepEvents:
+    """Agent listener that tells the runner about each finished step."""
+
+    def __init__(self, channel: Channel, task_id: str) -> None:
+        self.channel, self.task_id = channel, task_id
+
+    def on_text(self, piece: str) -> None: ...
+    def on_retry(self, step: int, error: str) -> None: ...
+
+    def on_step(self, record: Any) -> None:
+        parsed = getattr(record, "parsed", None)
+        action = parsed.get("action_text") if isinstance(parsed, dict) else getattr(parsed, "action_text", None)
+        self.channel.send({"type": "step", "task_id": self.task_id, "step": getattr(record, "step", 0),
+                           "action": str(action or "")[:80]})
+
+
+def serve(channel: Channel) -> None:
+    from kimi_agent.env.desktop import DesktopEnv
+    from kimi_agent.tasks.host import LocalHost
+
+    init, _ = channel.recv(timeout_s=60)
+    if init.get("type") != "init":
+        raise ChannelClosed(f"expected init, got {init.get('type')!r}")
+    worker = int(init["worker"])
+    settings = RunSettings.model_validate_json(init["settings"])
+    factory = pickle.loads(base64.b64decode(init["factory"])) if init.get("factory") else None
+    home = Path(init["home"])
+
+    def fresh() -> tuple[DesktopEnv, LocalHost]:
+        env = DesktopEnv(width=settings.screen[0], height=settings.screen[1])
+        return env, LocalHost(env, home, client_password=settings.client_password)
+
+    env, host = fresh()
+    with serve_pages() as local_server:
+        channel.send({"type": "ready", "display": env.display, "port": host.debugging_port,
+                      "profile": str(host.paths.profile_dir), "pid": os.getpid()})
+        try:
+            while True:
+                msg, _ = channel.recv(timeout_s=IDLE_TIMEOUT_S)
+                if msg.get("type") != "task":
+                    break
+                spec = TaskSpec.model_validate_json(msg["spec"]).with_values({LOCAL_SERVER_KEY: local_server})
+                channel.send({"type": "start", "task_id": spec.id, "time": time.time()})
+                result = _run(spec, env, host, settings, factory, channel, local_server, worker, msg)
+                result = result.model_copy(update={"host": host.describe(), "domain": str(msg.get("domain", ""))})
+                write_result(settings.out_dir, result)
+                channel.send({"type": "done", "result": result.model_dump_json()})
+                if not _healthy(env):
+                    host.close()
+                    env.close()
+                    env, host = fresh()
+        finally:
+            host.close()
+            env.close()
+
+
+def _run(spec: TaskSpec, env: Any, host: Any, settings: RunSettings, factory: Any, channel: Channel,
+         local_server: str, worker: int, msg: dict[str, Any]) -> TaskResult:
+    try:
+        backend = (factory(spec, host, local_server) if factory is not None
+                   else ChannelBackend(channel, str(msg.get("backend_name") or "model"), task_id=spec.id))
+        return run_one(spec, env, host, backend, settings, worker=worker, listener=_StepEvents(channel, spec.id))
+    except ChannelClosed:
+        raise
+    except Exception as e:  # a bug in a backend or the runner: recorded in the task, the run goes on
+        task_dir = _task_dir(settings.out_dir, spec.id)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        (task_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", worker=worker,
+                          reason=f"internal error: {type(e).__name__}: {e}", path=str(task_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].isdigit():
+        sys.stderr.write("usage: python -m kimi_agent.tasks.worker FD (started by kimi-agent run)\n")
+        return 2
+    die_with_parent()
+    channel = Channel.from_fd(int(args[0]))
+    try:
+        serve(channel)
+    except ChannelClosed:
+        return 3  # the runner went away: nothing to report to
+    finally:
+        channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

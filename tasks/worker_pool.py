@@ -1,0 +1,332 @@
+"""The runner's workers: sandboxed processes, each with its own display and browser, fed tasks
+one at a time over a channel, with the model answered from the runner's own process.
+
+`WorkerPool.run(pending)` starts up to N workers (`python -m kimi_agent.tasks.worker` inside
+`bwrap`, or as a plain process with `--no-sandbox`), hands each idle worker the next task, answers
+its generation requests (`model_link.ModelHost`), and enforces the limits: a task past its wall
+clock budget, or a worker tree past its memory limit, is killed with everything it started (the
+sandbox's pid namespace) and the task is recorded as `error`; a replacement worker takes the next
+task. Each worker writes its task folders into its own staging folder
+(`<out>/.workers/w<i>/tasks`, the only host folder it can write besides its home); the pool moves
+a finished task's folder to `<out>/<task id>` and rewrites its result there. Ctrl-C stops every
+worker (none of them gets the terminal's SIGINT) and the caller writes the partial results.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import pickle
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kimi_agent.tasks.channel import Channel, ChannelClosed
+from kimi_agent.tasks.model_link import ModelHost
+from kimi_agent.tasks.runner import KILL_GRACE_S, RunSettings, TaskResult, _task_dir, write_result
+from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, python_paths, scrubbed_env
+
+if TYPE_CHECKING:
+    from kimi_agent.model_runtime.backends.base import Backend
+    from kimi_agent.tasks.spec import TaskSpec
+
+log = logging.getLogger("kimi_agent.tasks")
+READY_TIMEOUT_S = 120.0
+MEMORY_CHECK_S = 2.0
+MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
+
+
+@dataclass
+class Worker:
+    """One worker as the runner sees it (the progress view reads these fields)."""
+
+    index: int
+    proc: subprocess.Popen[bytes]
+    channel: Channel
+    root: Path  # <out>/.workers/w<i>: home/, tasks/ (staging), worker.log
+    launched: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    task_id: str | None = None
+    started: float = 0.0  # wall clock (time.time()) when the current task was handed over
+    started_mono: float = 0.0
+    step: str = ""
+    display: str = ""
+    port: int = 0
+    profile: str = ""
+    backend: Backend | None = None
+    stopping: bool = False
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "tasks"
+
+
+def _send(w: Worker, header: dict[str, Any]) -> bool:
+    """Send to a worker; False when it is gone (its reader thread then reports the exit)."""
+    try:
+        w.channel.send(header)
+    except ChannelClosed as e:
+        log.debug("worker %d is gone: %s", w.index, e)
+        return False
+    return True
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (bytes), from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        child = int(entry)
+        children.setdefault(int(fields[1]), []).append(child)
+        rss[child] = int(fields[21]) * page
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, ()))
+    return total
+
+
+class WorkerPool:
+    """Runs tasks on sandboxed workers; see the module docstring."""
+
+    def __init__(self, settings: RunSettings, factory: Callable[..., Backend], *, sandbox: bool,
+                 on_event: Callable[[str, Worker, Any], None]) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.sandbox = sandbox
+        self.on_event = on_event  # ("start"|"step"|"done", worker, payload)
+        self.in_worker = bool(getattr(factory, "in_worker", True))
+        self.model = ModelHost()
+        self.events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.workers: dict[int, Worker] = {}
+        self._start_failures: dict[int, int] = {}
+        self._generation = 0
+
+    # -- starting workers -----------------------------------------------------------------------
+
+    def _start(self, index: int) -> Worker:
+        self._generation += 1
+        root = self.settings.out_dir / ".workers" / f"w{index}-{self._generation}"
+        home = root / "home"
+        for d in (home, root / "tasks"):
+            d.mkdir(parents=True, exist_ok=True)
+        parent_end, child_end = socket.socketpair()
+        pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
+        if self.sandbox:
+            env = scrubbed_env({"PYTHONPATH": pythonpath})
+            plan = SandboxPlan(home=home.resolve(), writable=(root.resolve() / "tasks",),
+                               readable=python_paths(), allow_network=self.settings.allow_network, env=env)
+            argv = [*bwrap_argv(plan), sys.executable, "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
+            worker_home = "/home/user"
+        else:
+            env = scrubbed_env({"PYTHONPATH": pythonpath}, home=str(home.resolve()))
+            env["PATH"] = os.environ.get("PATH", env["PATH"])
+            argv = [sys.executable, "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
+            worker_home = str(home.resolve())
+        with open(root / "worker.log", "ab") as logf:
+            proc = subprocess.Popen(argv, pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT, env=env if not self.sandbox else {"PATH": env["PATH"]},
+                                    start_new_session=True, cwd=str(root))
+        child_end.close()
+        w = Worker(index, proc, Channel(parent_end), root)
+        settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
+        factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
+        _send(w, {"type": "init", "worker": index, "settings": settings.model_dump_json(), "factory": factory,
+                  "home": worker_home})  # if it died at once, its reader reports the exit
+        threading.Thread(target=self._read, args=(w,), name=f"kimi-worker-reader-{index}", daemon=True).start()
+        self.workers[index] = w
+        return w
+
+    def _read(self, w: Worker) -> None:
+        """Reader thread: events to the queue; generation requests answered here."""
+        try:
+            while True:
+                header, blobs = w.channel.recv()
+                if header.get("type") == "generate":
+                    if w.backend is None:
+                        w.channel.send({"type": "reply", "id": header.get("id"), "error": "no model for this task"})
+                    else:
+                        self.model.answer(w.backend, header, blobs, w.channel)
+                else:
+                    self.events.put((w.index, header))
+        except ChannelClosed as e:
+            self.events.put((w.index, {"type": "exit", "why": str(e), "proc": id(w.proc)}))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, pending: list[tuple[TaskSpec, str]], results: dict[str, TaskResult],
+            on_tick: Callable[[], None] = lambda: None) -> None:
+        """Run `pending` ((spec, domain) pairs); every task ends up in `results`."""
+        queue_: deque[tuple[TaskSpec, str]] = deque(pending)
+        domains = {spec.id: domain for spec, domain in pending}
+        specs = {spec.id: spec for spec, _ in pending}
+        n = min(self.settings.workers, len(pending))
+        for i in range(n):
+            self._start(i)
+        last_mem = 0.0
+        try:
+            while self.workers and (queue_ or any(w.task_id for w in self.workers.values())):
+                try:
+                    index, msg = self.events.get(timeout=0.5)
+                except queue.Empty:
+                    index, msg = -1, {}
+                w = self.workers.get(index)
+                if w is not None:
+                    self._handle(w, msg, queue_, results, specs, domains)
+                now = time.monotonic()
+                check_memory = now - last_mem > MEMORY_CHECK_S
+                last_mem = now if check_memory else last_mem
+                for w in list(self.workers.values()):
+                    self._police(w, check_memory, queue_, results, specs, domains)
+                on_tick()
+        finally:
+            self.stop_all()
+        for spec, domain in queue_:  # no worker could be started for these
+            why = "; ".join(f"w{i}: {self._log_tail(i)}" for i in sorted(self._start_failures)) or "no worker"
+            results[spec.id] = self._error(spec, domain, f"not run: every worker exited before it was ready ({why})")
+
+    def _handle(self, w: Worker, msg: dict[str, Any], queue_: deque[tuple[TaskSpec, str]],
+                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str]) -> None:
+        kind = msg.get("type")
+        if kind == "exit":
+            if msg.get("proc") != id(w.proc):
+                return  # a replaced worker's reader
+            self._exited(w, queue_, results, specs, domains, why=f"worker exited (exit code {w.proc.wait(10)})")
+        elif kind == "ready":
+            w.ready = True
+            w.display, w.port, w.profile = str(msg.get("display")), int(msg.get("port") or 0), str(msg.get("profile"))
+            self._start_failures.pop(w.index, None)
+            self._next(w, queue_)
+        elif kind == "start":
+            w.step = "setup"
+            self.on_event("start", w, msg)
+        elif kind == "step" and msg.get("task_id") == w.task_id:
+            w.step = f"step {msg.get('step')}: {msg.get('action')}"
+            self.on_event("step", w, msg)
+        elif kind == "done" and w.task_id is not None:
+            try:
+                r = TaskResult.model_validate_json(str(msg.get("result")))
+            except ValueError as e:
+                r = self._error(specs[w.task_id], domains[w.task_id], f"the worker sent a malformed result: {e}")
+            if r.task_id != w.task_id:
+                r = self._error(specs[w.task_id], domains[w.task_id], "the worker reported another task's result")
+            self._finish(w, r, results)
+            self._next(w, queue_)
+
+    def _next(self, w: Worker, queue_: deque[tuple[TaskSpec, str]]) -> None:
+        if not queue_:
+            self._stop(w)
+            return
+        spec, domain = queue_.popleft()
+        w.task_id, w.started, w.started_mono, w.step = spec.id, time.time(), time.monotonic(), "starting"
+        w.backend = None if self.in_worker else self.factory(spec, None, "")
+        _send(w, {"type": "task", "spec": spec.model_dump_json(), "domain": domain,
+                  "backend_name": getattr(w.backend, "name", "")})  # if gone, the exit records the task
+    def _finish(self, w: Worker, r: TaskResult, results: dict[str, TaskResult]) -> None:
+        """Move the task folder from the worker's staging folder into `<out>` and record it."""
+        out = self.settings.out_dir
+        final = _task_dir(out, r.task_id)
+        staged = w.staging / r.task_id
+        if final.exists():
+            shutil.rmtree(final)
+        if staged.is_dir() and not staged.is_symlink():
+            shutil.move(str(staged), str(final))
+        host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none"}
+        r = r.model_copy(update={"path": str(final), "host": host})
+        write_result(out, r)
+        results[r.task_id] = r
+        w.task_id, w.step, w.backend = None, "", None
+        self.on_event("done", w, r)
+
+    def _error(self, spec: TaskSpec, domain: str, reason: str) -> TaskResult:
+        return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=reason,
+                          path=str(_task_dir(self.settings.out_dir, spec.id)), domain=domain)
+
+    def _exited(self, w: Worker, queue_: deque[tuple[TaskSpec, str]], results: dict[str, TaskResult],
+                specs: dict[str, TaskSpec], domains: dict[str, str], *, why: str) -> None:
+        self._kill(w)
+        del self.workers[w.index]
+        if w.task_id is not None:
+            r = self._error(specs[w.task_id], domains[w.task_id], why).model_copy(update={"worker": w.index})
+            self._finish(w, r, results)
+        if not w.ready:
+            self._start_failures[w.index] = self._start_failures.get(w.index, 0) + 1
+            if self._start_failures[w.index] >= MAX_START_FAILURES:
+                return
+        if queue_ and not w.stopping:
+            self._start(w.index)
+
+    def _police(self, w: Worker, check_memory: bool, queue_: deque[tuple[TaskSpec, str]],
+                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str]) -> None:
+        """Kill a worker whose task ran past its budget, whose tree uses too much memory, or that
+        never became ready; its task is recorded as an error."""
+        s = self.settings
+        why = None
+        if w.task_id is not None and time.monotonic() - w.started_mono > s.task_timeout_s + KILL_GRACE_S:
+            why = f"timed out after {s.task_timeout_s:g} s (worker killed)"
+        elif not w.ready and time.monotonic() - w.launched > READY_TIMEOUT_S:
+            why = f"the worker was not ready within {READY_TIMEOUT_S:g} s (worker killed)"
+        elif check_memory and w.proc.poll() is None:
+            used = tree_rss_bytes(w.proc.pid)
+            if used > s.worker_memory_mb * 1024 * 1024:
+                why = (f"the worker used {used / 2**20:.0f} MiB, over the {s.worker_memory_mb} MiB limit "
+                       "(worker killed)")
+        if why is not None:
+            log.warning("worker %d: %s", w.index, why)
+            self._exited(w, queue_, results, specs, domains, why=why)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def _stop(self, w: Worker) -> None:
+        w.stopping = True
+        _send(w, {"type": "stop"})
+
+    def _kill(self, w: Worker) -> None:
+        """The worker and its whole sandbox (bwrap's pid namespace dies with it)."""
+        if w.proc.poll() is None:
+            w.proc.kill()
+        try:
+            w.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            log.warning("worker %d (pid %d) did not exit after SIGKILL", w.index, w.proc.pid)
+        w.channel.close()
+
+    def stop_all(self) -> None:
+        """Ask idle workers to stop, give them a moment to close their browsers, then kill."""
+        for w in self.workers.values():
+            if w.proc.poll() is None and w.task_id is None:
+                self._stop(w)
+        deadline = time.monotonic() + 15.0
+        for w in self.workers.values():
+            if w.task_id is None:
+                try:
+                    w.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    log.warning("worker %d did not stop in time; killing it", w.index)
+            self._kill(w)
+
+    def _log_tail(self, index: int) -> str:
+        logs = sorted(self.settings.out_dir.glob(f".workers/w{index}-*/worker.log"), key=lambda p: p.stat().st_mtime)
+        if not logs:
+            return "no log"
+        lines = [ln for ln in logs[-1].read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        return (lines[-1][:300] if lines else "empty log") + f" (log: {logs[-1]})"
