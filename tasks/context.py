@@ -47,7 +47,9 @@ class HostPaths:
         """Rewrite VM paths inside a shell command (`/home/user/...`, `~/...`)."""
         home = str(self.home)
         text = re.sub(r"(?<![\w/.-])/home/user(?=/|\b)", home, text)
-        return re.sub(r"(?<![\w/.-])~(?=/|\s|$)", home, text)
+        # `~/x` after a separator, `~` alone as a word; never the `=~` / `!~` match operators
+        text = re.sub(r"(?<![^\s'\"=:])~(?=/)", home, text)
+        return re.sub(r"(?<![^\s'\"])~(?=[\s'\"]|$)", home, text)
 
 
 @runtime_checkable

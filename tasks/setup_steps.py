@@ -203,6 +203,15 @@ def _until_met(u: UntilSpec, rc: int, out: str, err: str) -> bool:
             or (u.stderr is not None and u.stderr in err))
 
 
+def _home_file(host: TaskHost, field: str, path: str) -> Path:
+    """`execute`'s `stdout`/`stderr` file: a path inside the home, or SetupStepError."""
+    target = host.paths.map_path(path).resolve()
+    if not target.is_relative_to(host.paths.home.resolve()):
+        raise SetupStepError(f"execute: {field} file {path!r} is outside the home folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
 @setup_step("execute", params=ExecuteParams, check=_check_command)
 def execute(host: TaskHost, p: ExecuteParams) -> None:
     """Run a command to completion (retried while `until` is unmet, at most 5 times)."""
@@ -216,10 +225,9 @@ def execute(host: TaskHost, p: ExecuteParams) -> None:
             return
     for attempt in range(5):
         rc, out, err = host.execute(cmd, shell=p.shell, timeout_s=p.timeout)
-        if p.stdout:
-            (host.paths.home / p.stdout).write_text(out, encoding="utf-8")
-        if p.stderr:
-            (host.paths.home / p.stderr).write_text(err, encoding="utf-8")
+        for name, text in (("stdout", out), ("stderr", err)):
+            if getattr(p, name):
+                _home_file(host, name, getattr(p, name)).write_text(text, encoding="utf-8")
         if p.until is None or _until_met(p.until, rc, out, err):
             return
         if attempt < 4:

@@ -167,3 +167,7 @@ def test_vm_paths_map_into_the_worker_home(tmp_path: Path) -> None:
     assert paths.map_path("/etc/hosts") == Path("/etc/hosts")
     cmd = "cd /home/user/.config/google-chrome/Default && cp ~/x /home/userx/y"
     assert paths.map_text(cmd) == f"cd {paths.default_profile} && cp {paths.home}/x /home/userx/y"
+    # the match operators of awk and bash are not paths
+    for text in ("awk '$1 !~ /^Z/ { print }'", "[[ $a =~ ^x ]] && echo y", "echo ~user"):
+        assert paths.map_text(text) == text
+    assert paths.map_text("cd ~ && DIR=~/d") == f"cd {paths.home} && DIR={paths.home}/d"
