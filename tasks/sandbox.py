@@ -32,7 +32,6 @@ from pathlib import Path
 
 from kimi_agent.tasks.context import VM_HOME
 
-BWRAP = "bwrap"
 # Variables a worker may inherit from the runner (everything else, secrets included, is dropped).
 ENV_ALLOWLIST = ("LANG", "LC_ALL", "LC_CTYPE", "LANGUAGE", "TZ", "TERM", "KIMI_AGENT_CHROMIUM")
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -81,9 +80,14 @@ def python_paths() -> tuple[Path, ...]:
     return tuple(out)
 
 
+def bwrap_exe() -> str:
+    """The bubblewrap program: `$KIMI_AGENT_BWRAP` or `bwrap` on PATH."""
+    return os.environ.get("KIMI_AGENT_BWRAP") or "bwrap"
+
+
 def bwrap_argv(plan: SandboxPlan) -> list[str]:
     """The `bwrap ...` prefix for a command run inside the plan's sandbox."""
-    argv = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    argv = [bwrap_exe(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     if plan.allow_network:
         argv.append("--share-net")
     for d in SYSTEM_DIRS:
@@ -109,7 +113,7 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
 @functools.cache
 def probe() -> str | None:
     """None when bubblewrap can build a sandbox here; otherwise why not, in one sentence."""
-    exe = shutil.which(BWRAP)
+    exe = shutil.which(bwrap_exe())
     if exe is None:
         return "bubblewrap (bwrap) is not installed (Debian: apt-get install bubblewrap)"
     home = Path(os.environ.get("TMPDIR", "/tmp"))

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,27 @@ def test_an_id_that_is_a_path_deletes_nothing(tmp_path: Path) -> None:
     assert [s for s, _ in statuses].count("invalid") == 2
     assert (victim / "keep.txt").read_text(encoding="utf-8") == "keep"
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} >= {"fine"}
+
+
+def test_without_bwrap_host_acting_tasks_need_no_sandbox(tmp_path: Path) -> None:
+    tasks = _write(tmp_path / "tasks", [_task("acts-on-host", [_shell("echo hi > /home/user/x")]),
+                                        {**_task("browser-only", []), "evaluator": {
+                                            "func": "exact_match", "result": {"type": "rule", "rules": {"x": 1}},
+                                            "expected": {"type": "rule", "rules": {"expected": {"x": 1}}}}}])
+    env = {**os.environ, "KIMI_AGENT_BWRAP": str(tmp_path / "no-bwrap-here")}
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "run", str(tasks), "--backend", "do-nothing", "--no-progress",
+           "--max-steps", "2"]
+    first = subprocess.run([*cmd, "--out", str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = {r["task_id"]: r for r in json.loads((tmp_path / "a" / "results.json").read_text())["results"]}
+    refused = results["acts-on-host"]
+    assert refused["status"] == "unsupported"
+    assert "config[0] execute" in refused["reason"] and "--no-sandbox" in refused["reason"]
+    assert "bubblewrap" in refused["reason"]
+    assert results["browser-only"]["status"] == "success"
+    second = subprocess.run([*cmd, "--out", str(tmp_path / "b"), "--no-sandbox"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    results = {r["task_id"]: r for r in json.loads((tmp_path / "b" / "results.json").read_text())["results"]}
+    assert results["acts-on-host"]["status"] == "success"  # it ran, on this machine
+    assert results["acts-on-host"]["host"]["sandbox"] == "none"
