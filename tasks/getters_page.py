@@ -13,7 +13,7 @@ returns placeholder values that score 0. Tasks whose getter needs an internet UR
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,8 @@ def _settle(page: Page) -> None:
         log.debug("%s: network not idle after %d ms; reading it as it is", page.url, SETTLE_TIMEOUT_MS)
 
 
-def _url_reasons(name: str, key: str, default: str | None = None) -> Any:
+def _url_reasons(name: str, key: str, default: str | None = None) -> Callable[[GetterConfig], list[str]]:
+    """A load-time check: "network: ..." when the getter's URL (config `key`) is on the internet."""
     def check(config: GetterConfig) -> list[str]:
         url = config.params.get(key, default)
         return _network_reasons(f"getter {name!r}", [url]) if isinstance(url, str) else []
