@@ -43,6 +43,14 @@ class HostPaths:
         p = Path(path)
         return p if p.is_absolute() else self.home / p
 
+    def vm_path(self, path: str) -> str:
+        """The inverse of `map_path` for paths inside home: `<home>/x` -> `/home/user/x` (others
+        unchanged). Getters report paths the way the task files write them."""
+        home = str(self.home)
+        if path == home or path.startswith(home + "/"):
+            return VM_HOME + path[len(home):]
+        return path
+
     def map_text(self, text: str) -> str:
         """Rewrite VM paths inside a shell command (`/home/user/...`, `~/...`)."""
         home = str(self.home)

@@ -27,9 +27,11 @@ from kimi_agent.tasks.spec import GetterConfig, SetupStep, TaskSpec
 PROFILE_FILE_GETTERS = frozenset({
     "enable_do_not_track", "enable_enhanced_safety_browsing", "enable_safe_browsing", "new_startup_page",
     "default_search_engine", "profile_name", "chrome_font_size", "chrome_language",
-    "data_delete_automacally", "bookmarks", "history", "cookie_data",
+    "data_delete_automacally", "bookmarks", "history", "cookie_data", "find_unpacked_extension_path",
 })
-_LIVE_BROWSER_GETTERS = frozenset({"open_tabs_info", "active_tab_info", "active_url_from_accessTree"})
+_LIVE_BROWSER_GETTERS = frozenset({"open_tabs_info", "active_tab_info", "active_url_from_accessTree", "page_info",
+                                   "pdf_from_url", "chrome_appearance_mode_ui",
+                                   "gotoRecreationPage_and_get_html_content"})
 
 
 def run_steps(host: TaskHost, steps: Sequence[SetupStep], *, where: str = "config") -> None:

@@ -105,11 +105,38 @@ def get_data_delete_automatically(ctx: EvalContext, config: GetterConfig) -> str
     return _flag(preferences(ctx).get("profile", {}).get("default_content_setting_values") is not None)
 
 
+@getter("find_unpacked_extension_path")
+def get_find_unpacked_extension_path(ctx: EvalContext, config: GetterConfig) -> list[str]:
+    """The folder of every extension in the profile's `extensions.settings` (unpacked ones are
+    loaded from there), as VM paths (`/home/user/...`). Chromium on Linux keeps these settings in
+    Default/Preferences, Chrome on Windows and macOS in `Secure Preferences`: both are read.
+    Entries without a `path` are skipped (OSWorld's getter fails on them and scores the task 0)."""
+    out: list[str] = []
+    for name in ("Preferences", "Secure Preferences"):
+        settings = _read_json(ctx.host.paths.default_profile / name).get("extensions", {}).get("settings", {})
+        for entry in (settings.values() if isinstance(settings, dict) else []):
+            path = entry.get("path") if isinstance(entry, dict) else None
+            if isinstance(path, str) and path:
+                vm_path = ctx.host.paths.vm_path(path)
+                if vm_path not in out:
+                    out.append(vm_path)
+    return out
+
+
 @getter("bookmarks")
 def get_bookmarks(ctx: EvalContext, config: GetterConfig) -> dict[str, Any]:
     """The `roots` object of Default/Bookmarks ({} when there are no bookmarks yet)."""
     roots = _read_json(ctx.host.paths.default_profile / "Bookmarks").get("roots", {})
     return roots if isinstance(roots, dict) else {}
+
+
+def cache_path(ctx: EvalContext, dest: str) -> Path:
+    """Where a getter writes its copy named `dest` (a task file's value): inside the evaluation
+    cache, so `dest` must be one plain file name (no `/`, not `.` or `..`)."""
+    if not dest or dest in (".", "..") or "/" in dest or "\0" in dest:
+        raise EvaluationError(f"dest {dest!r} is not a plain file name")
+    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
+    return ctx.cache_dir / dest
 
 
 def _sqlite_rows(ctx: EvalContext, candidates: list[Path], query: str, dest: str) -> list[tuple[Any, ...]]:
@@ -118,8 +145,7 @@ def _sqlite_rows(ctx: EvalContext, candidates: list[Path], query: str, dest: str
     src = next((p for p in candidates if p.exists()), None)
     if src is None:
         raise FileNotFoundError(f"none of {[str(p) for p in candidates]} exists")
-    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-    copy = ctx.cache_dir / dest
+    copy = cache_path(ctx, dest)
     shutil.copyfile(src, copy)
     journal = src.with_name(src.name + "-journal")
     if journal.exists():
@@ -202,8 +228,7 @@ def get_active_tab_info(ctx: EvalContext, config: GetterConfig) -> dict[str, str
 def _fetch_file(ctx: EvalContext, src: Path, dest: str) -> str:
     if not src.is_file():
         raise FileNotFoundError(str(src))
-    ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-    out = ctx.cache_dir / dest
+    out = cache_path(ctx, dest)
     shutil.copyfile(src, out)
     return str(out)
 

@@ -163,7 +163,7 @@ def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus
         if g.type not in GETTERS:
             reasons.append(f"getter {g.type!r}")
         elif (check := GETTERS.entry(g.type).check) is not None:
-            reasons += check(g)
+            reasons += [r for r in check(g) if not (allow_network and r.startswith("network"))]
     unique = list(dict.fromkeys(reasons))
     return ("unsupported" if unique else "runnable"), unique, None
 

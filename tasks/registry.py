@@ -77,7 +77,8 @@ getter = GETTERS.register
 metric = METRICS.register
 
 _BUILTIN_MODULES = ("kimi_agent.tasks.setup_steps", "kimi_agent.tasks.getters", "kimi_agent.tasks.getters_os",
-                    "kimi_agent.tasks.getters_url", "kimi_agent.tasks.metrics", "kimi_agent.tasks.metrics_os")
+                    "kimi_agent.tasks.getters_url", "kimi_agent.tasks.getters_page", "kimi_agent.tasks.metrics",
+                    "kimi_agent.tasks.metrics_os", "kimi_agent.tasks.metrics_pdf")
 _loaded = False
 
 

@@ -5,6 +5,7 @@ against a `TaskHost`. Host mapping, without editing task files:
 - `google-chrome ...` (and `chromium ...`) starts the worker's Chromium on the worker's profile
   and debugging port; `pkill chrome` / `killall chrome` close that browser gracefully (never
   other workers' browsers); `socat` port forwards are no-ops (getters use the worker's port).
+- the window "Google Chrome" (activate_window / close_window) is the worker's Chromium window.
 - `/home/user/...` and `~/...` are rewritten to the worker's sandbox home; `{CLIENT_PASSWORD}`
   and `{SCREEN_WIDTH}`-style tokens are substituted.
 - `sudo apt install X` is satisfied when X is already installed, and refused with the package
@@ -318,14 +319,23 @@ class WindowParams(_Params):
     by_class: bool = False
 
 
+# OSWorld's VM runs Google Chrome, whose windows are titled "<page> - Google Chrome"; the worker's
+# browser is Chromium ("<page> - Chromium"). 27 real chrome tasks activate "Google Chrome".
+_WINDOW_NAMES = {"Google Chrome": "Chromium"}
+
+
+def _window_name(p: WindowParams) -> str:
+    return p.window_name if p.by_class else _WINDOW_NAMES.get(p.window_name, p.window_name)
+
+
 @setup_step("activate_window", params=WindowParams)
 def activate_window(host: TaskHost, p: WindowParams) -> None:
-    host.activate_window(p.window_name, strict=p.strict, by_class=p.by_class)
+    host.activate_window(_window_name(p), strict=p.strict, by_class=p.by_class)
 
 
 @setup_step("close_window", params=WindowParams)
 def close_window(host: TaskHost, p: WindowParams) -> None:
-    host.close_window(p.window_name, strict=p.strict, by_class=p.by_class)
+    host.close_window(_window_name(p), strict=p.strict, by_class=p.by_class)
 
 
 # ---------------------------------------------------------------- browser tabs (CDP HTTP endpoints)
