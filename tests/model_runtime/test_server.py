@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 
 from kimi_agent.model_runtime.serving.errors import QueueFullError  # noqa: E402
 from kimi_agent.model_runtime.serving.protocol import RequestLimits  # noqa: E402
-from kimi_agent.model_runtime.serving.stops import StopMatcher  # noqa: E402
+from kimi_agent.model_runtime.stops import StopMatcher  # noqa: E402
 
 MODEL = "kimi-tiny"
 MAX_MODEL_LEN = 4096
