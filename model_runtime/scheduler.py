@@ -40,7 +40,13 @@ from kimi_agent.errors import AgentError
 from kimi_agent.model_runtime.engine import Engine, EngineResult
 from kimi_agent.model_runtime.generate import STOP_TOKEN_IDS, prefill, sample
 from kimi_agent.model_runtime.kv_cache import MLACache
-from kimi_agent.model_runtime.static_decode import slot_bucket
+from kimi_agent.model_runtime.static_decode import (
+    DECODE_MODES,
+    DecodeMode,
+    RowDecoder,
+    row_bucket,
+    slot_bucket,
+)
 from kimi_agent.model_runtime.stops import StopMatcher
 
 if TYPE_CHECKING:
@@ -148,13 +154,20 @@ class BatchScheduler:
 
     processor: a `KimiVLProcessor` (or anything with `stream_decoder`) to decode text and match stop
     strings; without one, handles carry token ids only. stop_token_ids: default the processor's, else
-    `<|im_end|>` and `[EOS]`.
+    `<|im_end|>` and `[EOS]`. decode: how the batched step runs: "eager" (the default), or a
+    `RowDecoder` in fixed-shape row and slot buckets: "static" (its eager reference), "compile",
+    "graph" / "compile+graph" (CUDA graphs, CUDA only); "auto" is "graph" on CUDA, else "eager".
     """
 
     def __init__(self, model: KimiVL, processor: Any | None = None, *, slots: int = 4, max_len: int = 8192,
-                 stop_token_ids: tuple[int, ...] | None = None, max_cached_images: int = 16) -> None:
+                 stop_token_ids: tuple[int, ...] | None = None, max_cached_images: int = 16,
+                 decode: DecodeMode | Literal["auto"] = "eager") -> None:
         if slots < 1 or max_len < 2:
             raise ValueError(f"a scheduler needs >= 1 slot and >= 2 tokens per slot, got {slots}, {max_len}")
+        if decode == "auto":
+            decode = "graph" if model.device.type == "cuda" else "eager"
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode mode {decode!r}; use auto or one of {', '.join(DECODE_MODES)}")
         if stop_token_ids is None:
             stop_token_ids = tuple(getattr(processor, "stop_token_ids", STOP_TOKEN_IDS))
         self.model, self.processor, self.stop_token_ids = model, processor, stop_token_ids
@@ -164,6 +177,7 @@ class BatchScheduler:
         rows = [cache.row(i) for i in range(slots)]  # the slot and its engine share one row object (one `pos`)
         self.slots = [_Slot(i, Engine(model, None, decode="eager", cache=row, max_cached_images=max_cached_images),
                             row) for i, row in enumerate(rows)]
+        self.decoder = RowDecoder(model, cache, mode=decode) if decode != "eager" else None
         self.waiting: deque[GenerationHandle] = deque()
         self._lock = threading.Condition()
         self._clock = itertools.count(1)
@@ -393,20 +407,27 @@ class BatchScheduler:
         self._accept(slot, logits)
 
     def _decode(self, active: list[_Slot]) -> None:
-        """One token for every active slot, batched over rows 0..hi-1 at per-row positions."""
+        """One token for every active slot, batched over rows 0..R-1 at per-row positions (R: the highest
+        active row + 1, rounded up to a row bucket when a `RowDecoder` runs it)."""
         hi = max(s.index for s in active) + 1
+        if self.decoder is not None:
+            hi = row_bucket(hi, len(self.slots))
         rows = self.slots[:hi]
-        for s in rows:  # a full idle row gives up its last slot so its throwaway write has a place
-            if s.handle is None and s.cache.pos >= s.cache.max_len:
+        for s in rows:  # a full row that is not decoding gives up its last slot so its throwaway write has a place
+            if s not in active and s.cache.pos >= s.cache.max_len:
                 s.cache.truncate(s.cache.max_len - 1)
                 s.engine.cached_keys = s.engine.cached_keys[: s.cache.max_len - 1]
         dev = self.model.device
         tokens = torch.tensor([s.next_token if s in active else 0 for s in rows], device=dev)
-        positions = torch.tensor([[s.cache.pos] for s in rows], device=dev)  # [hi, 1]
-        window = self.cache.window(hi, slot_bucket(int(positions.max()) + 1, self.cache.max_len))
-        with torch.inference_mode():
-            embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
-            logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
+        where = [s.cache.pos for s in rows]
+        if self.decoder is not None:
+            logits = self.decoder(tokens, where)  # [hi, V]
+        else:
+            positions = torch.tensor(where, device=dev)[:, None]  # [hi, 1]
+            window = self.cache.window(hi, slot_bucket(max(where) + 1, self.cache.max_len))
+            with torch.inference_mode():
+                embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
+                logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
         self.decode_steps += 1
         self.decoded_rows += len(active)
         for s in active:

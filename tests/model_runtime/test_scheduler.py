@@ -39,19 +39,23 @@ def alone(model: KimiVL, req: GenerationRequest) -> list[int]:
                                                        max_new_tokens=req.max_new_tokens).token_ids
 
 
-def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL) -> None:
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL, decode: str) -> None:
+    """"static": the batched step in fixed-shape row and slot buckets (what CUDA graphs capture)."""
     reqs = [GenerationRequest(text(1, 9)[None], max_new_tokens=7),
             GenerationRequest(*image_prompt(2, 4, 4), max_new_tokens=5),
             GenerationRequest(text(3, 30)[None], max_new_tokens=9),
             GenerationRequest(*image_prompt(4, 2, 6), max_new_tokens=4),
             GenerationRequest(text(5, 3)[None], max_new_tokens=6)]
-    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=())
+    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=(), decode=decode)  # type: ignore[arg-type]
     handles = [sched.submit(r) for r in reqs]
     sched.run_until_idle()
     for r, h in zip(reqs, handles, strict=True):
         res = h.result(timeout=0)
         assert res.token_ids == alone(tiny_model, r) and res.finish_reason == "length"
     assert sched.decoded_rows / sched.decode_steps > 1.5  # sequences really decoded together
+    if decode == "static":  # 3 rows run in the 4-row bucket capped at the 3 slots; 2 rows in the 2-row one
+        assert sched.decoder is not None and {r for r, _ in sched.decoder.buckets} <= {1, 2, 3}
 
 
 def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
