@@ -28,7 +28,9 @@ DEFAULT_MAX_MODEL_LEN = 32768
 class ServeOptions:
     """`kimi-agent serve` options. device "auto": CUDA when available; dtype: a torch dtype name.
     scheduler "auto": "serial" when max_batch is 1, else "batch"; max_batch: sequences decoding
-    together (each holds a max_model_len slot of the latent cache); decode: the serial Engine's mode."""
+    together (each holds a max_model_len slot of the latent cache); decode: the serial Engine's mode
+    ("auto": CUDA graphs on CUDA), and the batch scheduler's when given explicitly ("auto" keeps its
+    batched step eager until `bench/gpu_check.py` section 6 has shown graph == static on a GPU)."""
 
     model: str | Path
     served_model_name: str | None = None
@@ -91,7 +93,8 @@ def build_app(options: ServeOptions) -> Starlette:
         from kimi_agent.model_runtime.scheduler import BatchScheduler
         from kimi_agent.model_runtime.serving.batching import BatchingScheduler
 
-        batch = BatchScheduler(model, processor, slots=options.max_batch, max_len=max_len)
+        batch = BatchScheduler(model, processor, slots=options.max_batch, max_len=max_len,
+                               decode="eager" if options.decode == "auto" else options.decode)
         scheduler = BatchingScheduler(batch, max_queue=options.max_queue)
     gen = GenerationConfig.from_pretrained_dir(resolve_model_dir(options.model, allow_patterns=PROCESSOR_FILES))
     config = ServeConfig(model_name=options.served_model_name or str(options.model), max_model_len=max_len,
