@@ -267,6 +267,10 @@ def serve(
         "--max-model-len", metavar="N", min=2, help="prompt + completion tokens per request (default 32768)")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", metavar="N", min=1,
                                            help="requests waiting before the server answers 429")] = 16,
+    max_batch: Annotated[int, typer.Option("--max-batch", metavar="N", min=1,
+                                           help="requests decoding together (1: one at a time)")] = 8,
+    scheduler: Annotated[str, typer.Option("--scheduler", metavar="auto|batch|serial",
+                                           help="auto: batch, or serial with --max-batch 1")] = "auto",
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
     from kimi_agent.model_runtime.serving.server import ServeOptions, bind, build_app
@@ -277,9 +281,12 @@ def serve(
         if not model:
             raise ConfigError("kimi-agent serve needs --model DIR_OR_ID: a Kimi-VL snapshot directory or a hub id "
                               f"such as {DEFAULT_MODEL_ID}.")
+        if scheduler not in ("auto", "batch", "serial"):
+            raise ConfigError(f"--scheduler {scheduler!r}: use auto, batch or serial")
         sock = bind(host, port)  # a taken port fails before minutes of loading
         options = ServeOptions(model=model, served_model_name=served_model_name, device=device, dtype=dtype,
-                               max_model_len=max_model_len, max_queue=max_queue)
+                               max_model_len=max_model_len, max_queue=max_queue, max_batch=max_batch,
+                               scheduler=scheduler)  # type: ignore[arg-type]  # checked above
         server_app = build_app(options)
     except (AgentError, ValueError) as e:
         if sock is not None:

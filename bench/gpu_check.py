@@ -7,10 +7,15 @@
 3. time to first token of a 1920x1080 screenshot (1032 image tokens) + 300 text tokens, with the
    vision and language-model parts;
 4. agent step time: `bench/agent_episode.py`'s 10-step sliding-window episode on the full model
-   (real history policy, real processor, 200-token replies), exact-K vs chunked.
+   (real history policy, real processor, 200-token replies), exact-K vs chunked;
+5. (on request) where an agent step's time goes;
+6. batched decode of the serving scheduler (`BatchScheduler`, sequences at their own positions):
+   graph == static tokens, and generated tok/s with eager vs graph steps.
 
     bash bench/gpu_check.sh            # sets up imports, then runs this; about 3-5 minutes on an H100/H200
     python bench/gpu_check.py --compile   # also time torch.compile + graph decode (adds minutes of compile)
+    python bench/gpu_check.py --fp32 --sections 1,6   # graph vs eager tokens in fp32 (no bf16 near-ties;
+                                                      # 66 GB of weights: an H200, or an H100 with little else)
 
 Every section runs even if an earlier one failed (its error is printed), and the summary table at the
 end says which targets were met (H100 targets: decode b1 >= 400 tok/s, TTFT <= 60 ms).
@@ -93,7 +98,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile + CUDA graph decode")
     ap.add_argument("--steps", type=int, default=128, help="decode steps timed per batch size")
     ap.add_argument("--episode-steps", type=int, default=10)
-    ap.add_argument("--sections", default="1,2,3,4", help="which sections to run, e.g. 1,2")
+    ap.add_argument("--fp32", action="store_true",
+                    help="build the model in float32 (graph vs eager tokens without bf16 rounding near-ties)")
+    ap.add_argument("--sections", default="1,2,3,4,6", help="which sections to run, e.g. 1,2")
     ap.add_argument("--batches", default="1,4,16", help="decode batch sizes timed in section 2")
     ap.add_argument("--variants", default="exact,chunked,exact-nocache", help="agent episode variants")
     ap.add_argument("--skip-eager", action="store_true", help="section 2 without the eager baseline")
@@ -103,7 +110,7 @@ def main() -> None:
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU; this torch build sees none")
     dev, graph = ("cpu", "static") if args.smoke else ("cuda", "graph")
-    dtype = torch.float32 if args.smoke else torch.bfloat16
+    dtype = torch.float32 if args.smoke or args.fp32 else torch.bfloat16
 
     from agent_episode import report as episode_report
     from agent_episode import run as run_episode
@@ -124,7 +131,7 @@ def main() -> None:
     sync()
     wbytes = decode_weight_bytes(model)
     ceiling = bw * 1e9 / wbytes
-    log(f"full-size random bf16 model built in {time.perf_counter() - t:.1f} s, "
+    log(f"random {str(dtype).removeprefix('torch.')} model built in {time.perf_counter() - t:.1f} s, "
         f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30:.1f} GiB; a batch-1 token reads {wbytes / 1e9:.2f} GB of "
         f"weights -> ceiling {ceiling:.0f} tok/s at {bw:.0f} GB/s")
     SUMMARY["bandwidth ceiling b1"] = f"{ceiling:.0f} tok/s"
@@ -285,9 +292,43 @@ def main() -> None:
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60),
               flush=True)
 
+    def batched_decode() -> None:
+        """The serving scheduler's batched step: 4 prompts of different lengths decoding together at their
+        own positions, graph vs static (same kernels: tokens must match) vs eager; then tok/s."""
+        from kimi_agent.model_runtime.scheduler import BatchScheduler, GenerationRequest
+
+        g = torch.Generator().manual_seed(1)
+        reqs = [torch.randint(0, 160000, (1, n), generator=g) for n in (300, 520, 41, 1100)]
+
+        def run(mode: str, prompts: list[torch.Tensor], new: int) -> tuple[list[list[int]], float]:
+            sched = BatchScheduler(model, slots=len(prompts), max_len=2048, stop_token_ids=(), decode=mode)  # type: ignore[arg-type]
+            warm = [sched.submit(GenerationRequest(p, max_new_tokens=8)) for p in prompts]  # capture/compile
+            sched.run_until_idle()
+            assert all(h.done.is_set() for h in warm)
+            sync()
+            t = time.perf_counter()
+            handles = [sched.submit(GenerationRequest(p, max_new_tokens=new)) for p in prompts]
+            sched.run_until_idle()
+            sync()
+            return [h.result(0).token_ids for h in handles], len(prompts) * new / (time.perf_counter() - t)
+
+        tokens = {m: run(m, reqs, 32)[0] for m in ("static", graph, "eager")}
+        same = tokens[graph] == tokens["static"]
+        log(f"batched greedy ({len(reqs)} rows at their own positions): {graph} == static tokens: {same}; "
+            f"eager == static: {tokens['eager'] == tokens['static']}")
+        rates = {}
+        for rows in (4, 16):
+            prompts = [torch.randint(0, 160000, (1, 200 + 37 * i), generator=g) for i in range(rows)]
+            rates[rows] = {m: run(m, prompts, 64)[1] for m in ("eager", graph)}
+            log(f"{rows} sequences, 64 new tokens each (prefills included): "
+                + ", ".join(f"{m} {r:.0f} tok/s" for m, r in rates[rows].items()))
+        SUMMARY["batched decode graph == static"] = str(same)
+        SUMMARY["batched tok/s eager/graph b4, b16"] = ", ".join(
+            f"{r['eager']:.0f}/{r[graph]:.0f}" for r in rates.values())
+
     sections = {"1": ("1. graph decode == eager decode", check_tokens), "2": ("2. decode throughput", decode_rates),
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),
-                "5": ("5. agent step profile", profile_step)}
+                "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode)}
     for key in args.sections.split(","):  # in the order given
         section(*sections[key])
     log("== summary")

@@ -12,6 +12,13 @@ and screenshot features, exactly as a single-episode `Engine` does. Each `step()
    own position (per-row positions and masks). Rows in that range that are not generating write a
    throwaway latent at their first free slot and their logits are ignored.
 
+A free slot is chosen by content when the request names no session: the slot whose cached prefix the
+prompt mostly shares (a client resending its conversation plus one turn), else an empty one, else
+the least recently used. With a processor, each request's text is decoded as it is generated (whole
+UTF-8 characters only) and its stop strings end it; `cancel()` ends a request at the next step and
+frees its slot (its prefix stays reusable). `on_text`/`on_finish` callbacks run in the scheduler's
+thread.
+
 Greedy results equal running each request alone through an `Engine`. Thread-safe `submit()`; the
 steps run in whichever thread calls `step()`/`run_until_idle()`, or in `start()`'s background thread.
 """
@@ -19,12 +26,13 @@ steps run in whichever thread calls `step()`/`run_until_idle()`, or in `start()`
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -32,10 +40,29 @@ from kimi_agent.errors import AgentError
 from kimi_agent.model_runtime.engine import Engine, EngineResult
 from kimi_agent.model_runtime.generate import STOP_TOKEN_IDS, prefill, sample
 from kimi_agent.model_runtime.kv_cache import MLACache
-from kimi_agent.model_runtime.static_decode import slot_bucket
+from kimi_agent.model_runtime.static_decode import (
+    DECODE_MODES,
+    DecodeMode,
+    RowDecoder,
+    row_bucket,
+    slot_bucket,
+)
+from kimi_agent.model_runtime.stops import StopMatcher
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.kimi_vl import KimiVL
+    from kimi_agent.model_runtime.tokenizer import StreamDecoder
+
+log = logging.getLogger(__name__)
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class GenerationCancelledError(AgentError):
+    """`result()` of a request that was cancelled before it finished."""
+
+
+class SchedulerClosedError(AgentError):
+    """A request was still waiting or running when its scheduler was stopped."""
 
 
 @dataclass
@@ -50,32 +77,60 @@ class GenerationRequest:
     top_p: float = 1.0
     seed: int | None = None
     session: Hashable | None = None  # requests of one session reuse one slot's cache
-    on_token: Callable[[int], None] | None = None  # called in the scheduler's thread
+    stop: tuple[str, ...] = ()  # strings that end the reply, not included (needs the scheduler's processor)
+    # callbacks, all run in the scheduler's thread: every sampled id; every decoded text piece (stop
+    # strings applied; needs a processor); once when the request is finished, failed or cancelled
+    on_token: Callable[[int], None] | None = None
+    on_text: Callable[[str], None] | None = None
+    on_finish: Callable[[GenerationHandle], None] | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class GenerationHandle:
-    """The caller's view of a submitted request; `result()` waits for it."""
+    """The caller's view of a submitted request: `result()` waits for it, `cancel()` ends it early.
+    `tokens` are the sampled ids (a stop id included); `text` the decoded reply so far."""
 
     request: GenerationRequest
     tokens: list[int] = field(default_factory=list)
-    finish_reason: Literal["stop", "length"] | None = None
+    pieces: list[str] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
     cached_prompt_tokens: int = 0
     error: BaseException | None = None
     submitted: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def latency_ms(self) -> float:
+        """Milliseconds from submit to finish (to now while it runs)."""
+        return ((self.finished or time.perf_counter()) - self.submitted) * 1000
+
+    def cancel(self) -> None:
+        """Ask the scheduler to end this request at its next step (thread-safe; a no-op once done)."""
+        self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
 
     def result(self, timeout: float | None = None) -> EngineResult:
-        """Wait (at most `timeout` s) for the request; raise its error, or TimeoutError."""
+        """Wait (at most `timeout` s) for the request; raise its error, `GenerationCancelledError`,
+        or TimeoutError."""
         if not self.done.wait(timeout):
             raise TimeoutError(f"generation not finished after {timeout} s")
         if self.error is not None:
             raise self.error
+        if self.finish_reason == "cancelled":
+            raise GenerationCancelledError(f"the request was cancelled after {len(self.tokens)} tokens")
         assert self.finish_reason is not None
-        return EngineResult(token_ids=list(self.tokens), text="", finish_reason=self.finish_reason,
+        return EngineResult(token_ids=list(self.tokens), text=self.text, finish_reason=self.finish_reason,
                             prompt_tokens=self.request.input_ids.shape[1],
-                            cached_prompt_tokens=self.cached_prompt_tokens,
-                            latency_ms=(time.perf_counter() - self.submitted) * 1000)
+                            cached_prompt_tokens=self.cached_prompt_tokens, latency_ms=self.latency_ms)
 
 
 @dataclass
@@ -90,22 +145,39 @@ class _Slot:
     keys: list[Hashable] = field(default_factory=list)
     generator: torch.Generator | None = None
     last_used: int = 0
+    decoder: StreamDecoder | None = None  # text of the running request (with a processor)
+    stops: StopMatcher | None = None
 
 
 class BatchScheduler:
-    """Continuous batching over `slots` sequences of at most `max_len` tokens each (see module doc)."""
+    """Continuous batching over `slots` sequences of at most `max_len` tokens each (see module doc).
 
-    def __init__(self, model: KimiVL, *, slots: int = 4, max_len: int = 8192,
-                 stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS, max_cached_images: int = 16) -> None:
+    processor: a `KimiVLProcessor` (or anything with `stream_decoder`) to decode text and match stop
+    strings; without one, handles carry token ids only. stop_token_ids: default the processor's, else
+    `<|im_end|>` and `[EOS]`. decode: how the batched step runs: "eager" (the default), or a
+    `RowDecoder` in fixed-shape row and slot buckets: "static" (its eager reference), "compile",
+    "graph" / "compile+graph" (CUDA graphs, CUDA only); "auto" is "graph" on CUDA, else "eager".
+    """
+
+    def __init__(self, model: KimiVL, processor: Any | None = None, *, slots: int = 4, max_len: int = 8192,
+                 stop_token_ids: tuple[int, ...] | None = None, max_cached_images: int = 16,
+                 decode: DecodeMode | Literal["auto"] = "eager") -> None:
         if slots < 1 or max_len < 2:
             raise ValueError(f"a scheduler needs >= 1 slot and >= 2 tokens per slot, got {slots}, {max_len}")
-        self.model, self.stop_token_ids = model, stop_token_ids
+        if decode == "auto":
+            decode = "graph" if model.device.type == "cuda" else "eager"
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode mode {decode!r}; use auto or one of {', '.join(DECODE_MODES)}")
+        if stop_token_ids is None:
+            stop_token_ids = tuple(getattr(processor, "stop_token_ids", STOP_TOKEN_IDS))
+        self.model, self.processor, self.stop_token_ids = model, processor, stop_token_ids
         cache = model.new_cache(slots, max_len)
         assert isinstance(cache, MLACache)
         self.cache = cache
         rows = [cache.row(i) for i in range(slots)]  # the slot and its engine share one row object (one `pos`)
         self.slots = [_Slot(i, Engine(model, None, decode="eager", cache=row, max_cached_images=max_cached_images),
                             row) for i, row in enumerate(rows)]
+        self.decoder = RowDecoder(model, cache, mode=decode) if decode != "eager" else None
         self.waiting: deque[GenerationHandle] = deque()
         self._lock = threading.Condition()
         self._clock = itertools.count(1)
@@ -113,17 +185,25 @@ class BatchScheduler:
         self._stop = threading.Event()
         self.decode_steps = 0
         self.decoded_rows = 0  # sum of batch sizes over decode steps
+        self.cancelled = 0  # requests ended by cancel() (waiting or running)
 
     # -- submission -----------------------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> GenerationHandle:
         """Queue a request (thread-safe); returns at once."""
         if request.input_ids.dim() != 2 or request.input_ids.shape[0] != 1:
             raise ValueError(f"input_ids must be [1, T], got {list(request.input_ids.shape)}")
+        if request.stop and self.processor is None:
+            raise ValueError("stop strings need a scheduler with a processor (to decode text)")
         handle = GenerationHandle(request)
         with self._lock:
             self.waiting.append(handle)
             self._lock.notify()
         return handle
+
+    def load(self) -> tuple[int, int]:
+        """(requests waiting for a slot, free slots), read together (thread-safe)."""
+        with self._lock:
+            return len(self.waiting), sum(s.handle is None for s in self.slots)
 
     def generate(self, request: GenerationRequest, timeout: float | None = None) -> EngineResult:
         """Submit and wait (needs `start()` or another thread calling `step()`)."""
@@ -134,11 +214,14 @@ class BatchScheduler:
         return bool(self.waiting) or any(s.handle is not None for s in self.slots)
 
     def step(self) -> bool:
-        """One iteration: admit, prefill at most one, decode one token for every generating row.
-        Returns whether anything was done."""
+        """One iteration: admit, end cancelled requests, prefill at most one, decode one token for every
+        generating row. Returns whether anything was done."""
         with self._lock:
-            self._admit()
-        did = False
+            did = self._admit()
+        for s in self.slots:
+            if s.handle is not None and s.handle.cancel_requested:
+                self._finish(s, "cancelled")
+                did = True
         for s in self.slots:
             if s.handle is not None and not s.prefilled:
                 self._prefill(s)
@@ -163,64 +246,139 @@ class BatchScheduler:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the background thread (waits <= `timeout` s for its current step), then fail every
+        request still waiting or running with `SchedulerClosedError`."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # stuck in a long step: it ends with the process (daemon)
+                return
             self._thread = None
+        closed = SchedulerClosedError("the scheduler was stopped before this request finished")
+        with self._lock:
+            leftovers, self.waiting = list(self.waiting), deque()
+        for handle in leftovers:
+            self._done(handle, None, closed)
+        for s in self.slots:
+            if s.handle is not None:
+                self._finish(s, None, closed)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._lock:
                 while not self.busy() and not self._stop.is_set():
                     self._lock.wait(timeout=1.0)
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                return
+            try:
                 self.step()
+            except Exception as e:  # the loop's one error funnel (e.g. out of memory in a batched decode):
+                log.exception("batched step failed")  # the running requests fail, the loop goes on
+                for s in self.slots:
+                    if s.handle is not None:
+                        self._finish(s, None, e)
 
     # -- internals ------------------------------------------------------------------------------
-    def _admit(self) -> None:
-        """Move waiting requests into free slots (caller holds the lock)."""
+    def _admit(self) -> bool:
+        """Drop cancelled waiting requests and move the others into free slots (caller holds the lock)."""
+        did = False
+        for handle in [h for h in self.waiting if h.cancel_requested]:
+            self.waiting.remove(handle)
+            self.cancelled += 1
+            self._done(handle, "cancelled")
+            did = True
         while self.waiting:
-            handle = self.waiting[0]
             free = [s for s in self.slots if s.handle is None]
             if not free:
-                return
-            session = handle.request.session
-            slot = (next((s for s in free if session is not None and s.session == session), None)
-                    or next((s for s in free if s.session is None), None)
-                    or min(free, key=lambda s: s.last_used))
-            self.waiting.popleft()
-            if slot.session != session:  # another session's prefix: forget it
-                slot.engine.reset()
-                slot.session = session
+                break
+            handle = self.waiting.popleft()
+            slot = self._choose(free, handle.request)
+            slot.session = handle.request.session
             slot.handle, slot.prefilled, slot.last_used = handle, False, next(self._clock)
+            did = True
+        return did
 
-    def _finish(self, slot: _Slot, reason: Literal["stop", "length"] | None,
-                error: BaseException | None = None) -> None:
+    def _choose(self, free: list[_Slot], request: GenerationRequest) -> _Slot:
+        """The free slot for `request`: its session's; else the one sharing the longest prefix with the
+        prompt, if that prefix is at least half of the prompt or of what the slot holds (a resent or
+        continued conversation, not just a common system prompt); else an empty one; else the least
+        recently used. Content decides reuse (`Engine.prepare`); this only picks where most of it is."""
+        if request.session is not None:
+            own = next((s for s in free if s.session == request.session), None)
+            if own is not None:
+                return own
+        ids = request.input_ids[0].tolist()
+
+        def shared(slot: _Slot) -> int:  # image placeholders compare by id here, by content in prepare
+            n = 0
+            for a, b in zip(ids, slot.engine.cached_keys, strict=False):
+                if a != (b[0] if isinstance(b, tuple) else b):
+                    break
+                n += 1
+            return n
+
+        scored = [(shared(s), s) for s in free]
+        continued = [(n, s) for n, s in scored if n > 0 and 2 * n >= min(len(ids), len(s.engine.cached_keys))]
+        if continued:
+            return max(continued, key=lambda t: t[0])[1]
+        empty = next((s for s in free if s.session is None and not s.engine.cached_keys), None)
+        return empty or min(free, key=lambda s: s.last_used)
+
+    def _done(self, handle: GenerationHandle, reason: FinishReason | None,
+              error: BaseException | None = None) -> None:
+        """Mark `handle` finished and run its `on_finish` callback."""
+        handle.finish_reason, handle.error, handle.finished = reason, error, time.perf_counter()
+        handle.done.set()
+        self._callback(handle.request.on_finish, handle)
+
+    def _callback(self, fn: Callable[[Any], None] | None, arg: Any) -> None:
+        """Run a caller's callback; its error is logged, never breaks the batch."""
+        if fn is None:
+            return
+        try:
+            fn(arg)
+        except Exception:
+            log.exception("a scheduler callback failed")
+
+    def _emit(self, slot: _Slot, text: str) -> None:
+        handle = slot.handle
+        assert handle is not None
+        if text:
+            handle.pieces.append(text)
+            self._callback(handle.request.on_text, text)
+
+    def _finish(self, slot: _Slot, reason: FinishReason | None, error: BaseException | None = None) -> None:
         handle = slot.handle
         assert handle is not None
         if error is not None:
             slot.engine.reset()  # the cache may hold half a prompt
             slot.session = None
-            handle.error = error
         else:
-            slot.engine.cached_keys = (slot.keys + handle.tokens)[: slot.cache.pos]
-            handle.finish_reason = reason
-        slot.handle, slot.prefilled = None, False
-        handle.done.set()
+            if slot.prefilled:  # the cache holds the prompt and the fed tokens: reusable
+                slot.engine.cached_keys = (slot.keys + handle.tokens)[: slot.cache.pos]
+            if slot.decoder is not None and slot.stops is not None and not slot.stops.stopped:
+                self._emit(slot, slot.stops.push(slot.decoder.flush()))
+                self._emit(slot, slot.stops.flush())
+        if reason == "cancelled":
+            self.cancelled += 1
+        slot.handle, slot.prefilled, slot.decoder, slot.stops = None, False, None, None
+        self._done(handle, reason, error)
 
     def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
-        """Sample the next token of `slot` from logits [1, V]; finish it on a stop id or the budget."""
+        """Sample the next token of `slot` from logits [1, V]; emit its text; finish it on a stop id,
+        a stop string or the budget."""
         handle = slot.handle
         assert handle is not None
         req = handle.request
         tok = int(sample(logits, slot.generator, req.temperature, req.top_p)[0])
         handle.tokens.append(tok)
         slot.next_token = tok
-        if req.on_token is not None:
-            req.on_token(tok)
-        if tok in self.stop_token_ids:
+        self._callback(req.on_token, tok)
+        if slot.decoder is not None and slot.stops is not None and tok not in self.stop_token_ids:
+            self._emit(slot, slot.stops.push(slot.decoder.push(tok)))
+        if tok in self.stop_token_ids or (slot.stops is not None and slot.stops.stopped):
             self._finish(slot, "stop")
         elif len(handle.tokens) >= req.max_new_tokens:
             self._finish(slot, "length")
@@ -243,23 +401,33 @@ class BatchScheduler:
         slot.keys, slot.prefilled = keys, True
         slot.generator = (torch.Generator(self.model.device).manual_seed(req.seed) if req.seed is not None
                           else None)
+        if self.processor is not None:
+            slot.decoder = self.processor.stream_decoder(skip_special_tokens=True)
+            slot.stops = StopMatcher(req.stop)
         self._accept(slot, logits)
 
     def _decode(self, active: list[_Slot]) -> None:
-        """One token for every active slot, batched over rows 0..hi-1 at per-row positions."""
+        """One token for every active slot, batched over rows 0..R-1 at per-row positions (R: the highest
+        active row + 1, rounded up to a row bucket when a `RowDecoder` runs it)."""
         hi = max(s.index for s in active) + 1
+        if self.decoder is not None:
+            hi = row_bucket(hi, len(self.slots))
         rows = self.slots[:hi]
-        for s in rows:  # a full idle row gives up its last slot so its throwaway write has a place
-            if s.handle is None and s.cache.pos >= s.cache.max_len:
+        for s in rows:  # a full row that is not decoding gives up its last slot so its throwaway write has a place
+            if s not in active and s.cache.pos >= s.cache.max_len:
                 s.cache.truncate(s.cache.max_len - 1)
                 s.engine.cached_keys = s.engine.cached_keys[: s.cache.max_len - 1]
         dev = self.model.device
         tokens = torch.tensor([s.next_token if s in active else 0 for s in rows], device=dev)
-        positions = torch.tensor([[s.cache.pos] for s in rows], device=dev)  # [hi, 1]
-        window = self.cache.window(hi, slot_bucket(int(positions.max()) + 1, self.cache.max_len))
-        with torch.inference_mode():
-            embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
-            logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
+        where = [s.cache.pos for s in rows]
+        if self.decoder is not None:
+            logits = self.decoder(tokens, where)  # [hi, V]
+        else:
+            positions = torch.tensor(where, device=dev)[:, None]  # [hi, 1]
+            window = self.cache.window(hi, slot_bucket(max(where) + 1, self.cache.max_len))
+            with torch.inference_mode():
+                embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
+                logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
         self.decode_steps += 1
         self.decoded_rows += len(active)
         for s in active:

@@ -72,7 +72,8 @@ def moe_impl(model: KimiVL, impl: MoEImpl, layers: list[DeepseekV3MoE] | None = 
 
 
 def _step(model: KimiVL, tokens: torch.Tensor, positions: torch.Tensor, window: MLACache) -> torch.Tensor:
-    """tokens [R, 1], positions [1] -> logits [R, V] fp32; writes the latent at `positions`."""
+    """tokens [R, 1], positions [1] (or per row [R, 1]) -> logits [R, V] fp32; writes the latents at
+    `positions`."""
     embeds = model.language_model.model.embed_tokens(tokens)
     return model.language_model(embeds, positions, window, last_only=True)[:, -1]
 
@@ -82,23 +83,19 @@ class _Bucket:
     """Fixed inputs/outputs of one (rows, slots) shape; `graph` is set once captured."""
 
     tokens: torch.Tensor  # [R, 1] int64
+    positions: torch.Tensor  # [1] (all rows at one position) or [R, 1] (each row at its own) int64
     window: MLACache
     logits: torch.Tensor | None = None  # [R, V] fp32 (graph output)
     graph: torch.cuda.CUDAGraph | None = None
 
 
-class StaticDecoder:
-    """Decode steps in fixed-shape buckets over `cache` (see the module docstring).
+class _BucketedDecoder:
+    """What `StaticDecoder` and `RowDecoder` share: the mode, the sync-free MoE, one bucket per
+    (rows, slots) shape, and running or replaying a bucket's step."""
 
-    mode: "static" runs the fixed-shape step eagerly (the reference the others must equal);
-    "compile" runs it through `torch.compile` (any device); "graph" captures it as a CUDA graph;
-    "compile+graph" captures the compiled step.
-    """
-
-    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
-                 warmup: int = 2) -> None:
+    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode, warmup: int) -> None:
         if mode not in ("static", "compile", "graph", "compile+graph"):
-            raise ValueError(f"StaticDecoder mode {mode!r}; use static, compile, graph or compile+graph")
+            raise ValueError(f"{type(self).__name__} mode {mode!r}; use static, compile, graph or compile+graph")
         if "graph" in mode and model.device.type != "cuda":
             raise ValueError(f"decode mode {mode!r} needs a CUDA device; the model is on {model.device}")
         if cache.static:
@@ -106,7 +103,6 @@ class StaticDecoder:
         self.model, self.cache, self.mode, self.warmup = model, cache, mode, warmup
         self.moe: MoEImpl = sync_free_moe_impl(model.device, model.dtype)
         self.moe_layers = model.moe_layers()
-        self.positions = torch.zeros(1, dtype=torch.long, device=model.device)
         self.buckets: dict[tuple[int, int], _Bucket] = {}
         self._fn: Callable[..., torch.Tensor] = _step
         if "compile" in mode:
@@ -116,48 +112,95 @@ class StaticDecoder:
             dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, 64)
             self._fn = torch.compile(_step, dynamic=False, fullgraph=True)
 
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        n, pos = tokens.shape[0], self.cache.pos
+    def _check(self, n: int, top: int) -> None:
+        """Refuse `n` rows beyond the cache's sequences, or a write at position `top` past its slots."""
         if n > self.cache.batch_size:
             raise ValueError(f"{n} rows but the cache holds {self.cache.batch_size} sequences")
-        if pos + 1 > self.cache.max_len:
-            raise CacheFullError(f"KV cache full: position {pos} is past its {self.cache.max_len} slots")
-        bucket = self._bucket(row_bucket(n, self.cache.batch_size), slot_bucket(pos + 1, self.cache.max_len))
-        bucket.tokens[:n, 0].copy_(tokens)
-        self.positions.fill_(pos)
-        with torch.inference_mode():
-            if bucket.graph is not None:  # no Python runs inside a replay: the MoE path is baked in
-                bucket.graph.replay()
-                assert bucket.logits is not None
-                logits = bucket.logits[:n].clone()
-            else:
-                with moe_impl(self.model, self.moe, self.moe_layers):
-                    logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)[:n]
-        self.cache.advance(1)
-        return logits
+        if top + 1 > self.cache.max_len:
+            raise CacheFullError(f"KV cache full: position {top} is past its {self.cache.max_len} slots")
 
-    def _bucket(self, rows: int, slots: int) -> _Bucket:
+    def _bucket(self, rows: int, slots: int, where: torch.Tensor) -> _Bucket:
+        """The bucket of this shape, made (and captured, writing at positions `where`: [1] or [R, 1]
+        on the host) when first needed."""
         key = (rows, slots)
         if key not in self.buckets:
-            tokens = torch.zeros(rows, 1, dtype=torch.long, device=self.model.device)
-            bucket = _Bucket(tokens, self.cache.window(rows, slots))
+            dev = self.model.device
+            bucket = _Bucket(torch.zeros(rows, 1, dtype=torch.long, device=dev), where.to(dev),
+                             self.cache.window(rows, slots))
             if "graph" in self.mode:
                 self._capture(bucket)
             self.buckets[key] = bucket
         return self.buckets[key]
 
+    def _run(self, bucket: _Bucket, n: int) -> torch.Tensor:
+        """The bucket's step on its filled inputs -> logits of its first `n` rows [n, V]."""
+        with torch.inference_mode():
+            if bucket.graph is not None:  # no Python runs inside a replay: the MoE path is baked in
+                bucket.graph.replay()
+                assert bucket.logits is not None
+                return bucket.logits[:n].clone()
+            with moe_impl(self.model, self.moe, self.moe_layers):
+                return self._fn(self.model, bucket.tokens, bucket.positions, bucket.window)[:n]
+
     def _capture(self, bucket: _Bucket) -> None:
         """Warm up on a side stream (kernel selection, compilation), then capture one step. Warm-up
-        and capture write only slot `positions` of the window's rows, which the replay overwrites."""
-        self.positions.fill_(self.cache.pos)
+        and capture write only at the bucket's `positions` (scratch slots the caller picked: the first
+        free one of each row), which real steps overwrite."""
         with torch.inference_mode(), moe_impl(self.model, self.moe, self.moe_layers):
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(max(self.warmup, 1)):
-                    self._fn(self.model, bucket.tokens, self.positions, bucket.window)
+                    self._fn(self.model, bucket.tokens, bucket.positions, bucket.window)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                bucket.logits = self._fn(self.model, bucket.tokens, self.positions, bucket.window)
+                bucket.logits = self._fn(self.model, bucket.tokens, bucket.positions, bucket.window)
         bucket.graph = graph
+
+
+class StaticDecoder(_BucketedDecoder):
+    """Decode steps in fixed-shape buckets over `cache`, all rows at `cache.pos` (see the module docstring).
+
+    mode: "static" runs the fixed-shape step eagerly (the reference the others must equal);
+    "compile" runs it through `torch.compile` (any device); "graph" captures it as a CUDA graph;
+    "compile+graph" captures the compiled step.
+    """
+
+    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
+                 warmup: int = 2) -> None:
+        super().__init__(model, cache, mode=mode, warmup=warmup)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, pos = tokens.shape[0], self.cache.pos
+        self._check(n, pos)
+        bucket = self._bucket(row_bucket(n, self.cache.batch_size), slot_bucket(pos + 1, self.cache.max_len),
+                              torch.tensor([pos]))
+        bucket.tokens[:n, 0].copy_(tokens)
+        bucket.positions.fill_(pos)
+        logits = self._run(bucket, n)
+        self.cache.advance(1)
+        return logits
+
+
+class RowDecoder(_BucketedDecoder):
+    """Decode steps for sequences at their own positions, as a batching scheduler runs its slots:
+    `decoder(tokens, positions)` with tokens [R] int64 for rows 0..R-1 of `cache` and their R positions
+    (ints) -> logits [R, V] fp32; each row's latent is written at its position. R should be a row
+    bucket (`row_bucket`): one graph or compiled variant per (R, slots) shape. Nothing is advanced:
+    the caller keeps every row's position. Same modes and checks as `StaticDecoder`."""
+
+    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
+                 warmup: int = 2) -> None:
+        super().__init__(model, cache, mode=mode, warmup=warmup)
+
+    def __call__(self, tokens: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        n = tokens.shape[0]
+        if len(positions) != n:
+            raise ValueError(f"{n} tokens but {len(positions)} positions")
+        self._check(n, max(positions))
+        where = torch.tensor(positions, dtype=torch.long)[:, None]  # [R, 1] on the host
+        bucket = self._bucket(n, slot_bucket(max(positions) + 1, self.cache.max_len), where)
+        bucket.tokens[:, 0].copy_(tokens)
+        bucket.positions.copy_(where)
+        return self._run(bucket, n)

@@ -8,18 +8,20 @@ The HTTP layer knows only this interface:
     stream.cancel()                             # the client went away: stop as soon as possible
 
 A scheduler runs the model off the event loop and reports back through `TextStream`'s thread-safe
-`push`, `finish` and `fail`. What a continuous-batching scheduler (e.g. one built on
-`model_runtime.scheduler.BatchScheduler`) must implement to plug in here:
+`push`, `finish` and `fail`. Two implement it: `SerialScheduler` here (one request at a time, through
+an `Engine` that may decode with CUDA graphs), and `serving.batching.BatchingScheduler` (continuous
+batching on `model_runtime.scheduler.BatchScheduler`). What an implementation must do:
 
 - `submit(prompt, params) -> TextStream`: never blocks; raises `QueueFullError` when it holds too
   many waiting requests; the stream is created with the running event loop (`TextStream()`).
 - for each request: `stream.push(text)` for every decoded piece (stop strings already applied, e.g.
   with `StopMatcher`), then exactly one of `stream.finish(Completion)` or `stream.fail(error)`;
   an `ApiError` reaches the client as is, any other error as a 500 naming it.
-- honour `stream.cancelled` (checked between tokens): end the request early, finish or fail it,
+- honour `stream.cancelled` (or set `stream.on_cancel`): end the request early, finish or fail it,
   and free its slot.
 - `cached_prompt_tokens` in the `Completion`: the prompt tokens it did not prefill (prefix reuse).
-- `start()` and `close()` (stop the worker; fail what is still queued).
+- `start()` and `close()` (stop the worker; fail what is still queued); `cancelled`: how many
+  requests ended early because their client went away.
 
 Requests arrive already tokenized (`PreparedPrompt`), so preprocessing never holds the model thread.
 """
@@ -31,13 +33,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kimi_agent.errors import AgentError
 from kimi_agent.model_runtime.serving.errors import ApiError, QueueFullError, as_api_error
-from kimi_agent.model_runtime.serving.stops import StopMatcher
+from kimi_agent.model_runtime.stops import StopMatcher
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +95,7 @@ class TextStream:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     completion: Completion | None = None
     submitted: float = field(default_factory=time.perf_counter)
+    on_cancel: Callable[[], None] | None = None  # set by a scheduler that is told rather than polls
     _events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     _cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -116,11 +119,15 @@ class TextStream:
         try:
             self.loop.call_soon_threadsafe(self._events.put_nowait, item)
         except RuntimeError:  # the event loop is closed: the server is shutting down, nobody listens
-            self._cancel.set()
+            self.cancel()
 
     # -- the reader's side (the event loop) ----------------------------------------------------
     def cancel(self) -> None:
-        self._cancel.set()
+        """Stop generating for this stream (any thread; idempotent)."""
+        if not self._cancel.is_set():
+            self._cancel.set()
+            if self.on_cancel is not None:
+                self.on_cancel()
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._pieces()
@@ -144,6 +151,8 @@ class TextStream:
 
 class Scheduler(Protocol):
     """What the HTTP layer needs from whatever runs the model (see the module docstring)."""
+
+    cancelled: int
 
     def submit(self, prompt: PreparedPrompt, params: SamplingParams) -> TextStream: ...
 

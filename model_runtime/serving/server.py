@@ -1,5 +1,9 @@
-"""Load a checkpoint and serve it: `build_app(...)` (model + processor + Engine + scheduler + app) and
-`serve(app, sock)` (uvicorn on an already-bound socket, so a taken port fails before loading)."""
+"""Load a checkpoint and serve it: `build_app(...)` (model + processor + scheduler + app) and
+`serve(app, sock)` (uvicorn on an already-bound socket, so a taken port fails before loading).
+
+The scheduler: continuous batching (`BatchingScheduler`, `max_batch` sequences decoding together) by
+default; `SerialScheduler` (one request at a time through an `Engine`, whose `decode` mode may replay
+CUDA graphs) with `scheduler="serial"` or `max_batch=1`."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from kimi_agent.errors import ConfigError
 from kimi_agent.model_runtime.serving.app import ServeConfig, create_app
 from kimi_agent.model_runtime.serving.protocol import RequestLimits
-from kimi_agent.model_runtime.serving.scheduler import SerialScheduler
+from kimi_agent.model_runtime.serving.scheduler import Scheduler, SerialScheduler
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -22,7 +26,11 @@ DEFAULT_MAX_MODEL_LEN = 32768
 
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
-    """`kimi-agent serve` options. device "auto": CUDA when available; dtype: a torch dtype name."""
+    """`kimi-agent serve` options. device "auto": CUDA when available; dtype: a torch dtype name.
+    scheduler "auto": "serial" when max_batch is 1, else "batch"; max_batch: sequences decoding
+    together (each holds a max_model_len slot of the latent cache); decode: the serial Engine's mode
+    ("auto": CUDA graphs on CUDA), and the batch scheduler's when given explicitly ("auto" keeps its
+    batched step eager until `bench/gpu_check.py` section 6 has shown graph == static on a GPU)."""
 
     model: str | Path
     served_model_name: str | None = None
@@ -31,7 +39,14 @@ class ServeOptions:
     decode: Literal["auto", "eager", "static", "graph", "compile", "compile+graph"] = "auto"
     max_model_len: int | None = None
     max_queue: int = 16
+    scheduler: Literal["auto", "batch", "serial"] = "auto"
+    max_batch: int = 8
     limits: RequestLimits = field(default_factory=RequestLimits)
+
+    def scheduler_kind(self) -> Literal["batch", "serial"]:
+        if self.scheduler == "auto":
+            return "serial" if self.max_batch == 1 else "batch"
+        return self.scheduler
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,7 +66,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def build_app(options: ServeOptions) -> Starlette:
     """Load the model and processor (raises `ModelUnavailableError`, `ConfigError`, `WeightLoadError`)
-    and return the app serving them through a `SerialScheduler`."""
+    and return the app serving them through the scheduler the options choose."""
     import torch
 
     from kimi_agent.model_runtime.config import GenerationConfig
@@ -68,12 +83,24 @@ def build_app(options: ServeOptions) -> Starlette:
     max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, model.config.text.max_position_embeddings)
     if max_len < 2:
         raise ConfigError(f"--max-model-len must be >= 2 tokens, got {max_len}")
-    engine = Engine(model, processor, decode=options.decode, max_cache_tokens=max_len)
+    if options.max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {options.max_batch}")
+    scheduler: Scheduler
+    if options.scheduler_kind() == "serial":
+        scheduler = SerialScheduler(Engine(model, processor, decode=options.decode, max_cache_tokens=max_len),
+                                    max_queue=options.max_queue)
+    else:
+        from kimi_agent.model_runtime.scheduler import BatchScheduler
+        from kimi_agent.model_runtime.serving.batching import BatchingScheduler
+
+        batch = BatchScheduler(model, processor, slots=options.max_batch, max_len=max_len,
+                               decode="eager" if options.decode == "auto" else options.decode)
+        scheduler = BatchingScheduler(batch, max_queue=options.max_queue)
     gen = GenerationConfig.from_pretrained_dir(resolve_model_dir(options.model, allow_patterns=PROCESSOR_FILES))
     config = ServeConfig(model_name=options.served_model_name or str(options.model), max_model_len=max_len,
                          temperature=gen.temperature if gen.do_sample else 0.0, top_p=gen.top_p,
                          limits=options.limits)
-    return create_app(SerialScheduler(engine, max_queue=options.max_queue), processor, config)
+    return create_app(scheduler, processor, config)
 
 
 def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> None:

@@ -1,15 +1,23 @@
 """Continuous batching (`BatchScheduler`) on the tiny checkpoint: batched == one at a time, sessions
-reuse their slot's prefix, more requests than slots queue, a bad request fails alone."""
+reuse their slot's prefix, more requests than slots queue, a bad request fails alone, text streams in
+whole characters with stop strings, and a cancelled request frees its slot."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 
-from kimi_agent.model_runtime import Engine, KimiVL
-from kimi_agent.model_runtime.scheduler import BatchScheduler, GenerationRequest
+from kimi_agent.model_runtime import Engine, KimiVL, KimiVLProcessor
+from kimi_agent.model_runtime.scheduler import (
+    BatchScheduler,
+    GenerationCancelledError,
+    GenerationHandle,
+    GenerationRequest,
+    SchedulerClosedError,
+)
 from kimi_agent.model_runtime.static_decode import CacheFullError
 
 PAD = 163605
@@ -31,19 +39,23 @@ def alone(model: KimiVL, req: GenerationRequest) -> list[int]:
                                                        max_new_tokens=req.max_new_tokens).token_ids
 
 
-def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL) -> None:
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL, decode: str) -> None:
+    """"static": the batched step in fixed-shape row and slot buckets (what CUDA graphs capture)."""
     reqs = [GenerationRequest(text(1, 9)[None], max_new_tokens=7),
             GenerationRequest(*image_prompt(2, 4, 4), max_new_tokens=5),
             GenerationRequest(text(3, 30)[None], max_new_tokens=9),
             GenerationRequest(*image_prompt(4, 2, 6), max_new_tokens=4),
             GenerationRequest(text(5, 3)[None], max_new_tokens=6)]
-    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=())
+    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=(), decode=decode)  # type: ignore[arg-type]
     handles = [sched.submit(r) for r in reqs]
     sched.run_until_idle()
     for r, h in zip(reqs, handles, strict=True):
         res = h.result(timeout=0)
         assert res.token_ids == alone(tiny_model, r) and res.finish_reason == "length"
     assert sched.decoded_rows / sched.decode_steps > 1.5  # sequences really decoded together
+    if decode == "static":  # 3 rows run in the 4-row bucket capped at the 3 slots; 2 rows in the 2-row one
+        assert sched.decoder is not None and {r for r, _ in sched.decoder.buckets} <= {1, 2, 3}
 
 
 def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
@@ -89,3 +101,85 @@ def test_background_thread_serves_concurrent_callers(tiny_model: KimiVL) -> None
     finally:
         sched.stop()
     assert results == {i: alone(tiny_model, r) for i, r in enumerate(reqs)}
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_checkpoint: Path) -> KimiVLProcessor:
+    return KimiVLProcessor.from_pretrained(tiny_checkpoint)
+
+
+def _partial_character(processor: KimiVLProcessor, token: int) -> bool:
+    """Whether the token's bytes are not whole UTF-8 characters."""
+    try:
+        processor.tokenizer.decode_bytes([token]).decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def test_text_streams_whole_characters_and_stop_strings_end_it(tiny_model: KimiVL,
+                                                                processor: KimiVLProcessor) -> None:
+    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=256)
+    ids = processor(messages=[{"role": "user", "content": "写一首关于秋天的诗"}])["input_ids"]
+    pieces: list[str] = []
+    finished: list[GenerationHandle] = []
+    # seed 1 samples a token that holds only part of a multi-byte UTF-8 character (checked below): the
+    # decoder holds its bytes back, so the pieces are exactly the reply's text
+    whole = sched.submit(GenerationRequest(ids, max_new_tokens=48, temperature=1.0, seed=1, on_text=pieces.append,
+                                           on_finish=finished.append))
+    sched.run_until_idle()
+    res = whole.result(0)
+    assert any(_partial_character(processor, t) for t in res.token_ids), "the case no longer splits a character"
+    expected = processor.decode([t for t in res.token_ids if t not in sched.stop_token_ids], skip_special_tokens=True)
+    assert "".join(pieces) == res.text == expected
+    assert len(pieces) > 10 and finished == [whole]
+
+    stop = expected[len(expected) // 2:len(expected) // 2 + 3]
+    cut = sched.submit(GenerationRequest(ids, max_new_tokens=48, temperature=1.0, seed=1, stop=("never", stop)))
+    sched.run_until_idle()
+    got = cut.result(0)
+    assert (got.text, got.finish_reason) == (expected[: expected.find(stop)], "stop")
+    assert len(got.token_ids) < len(res.token_ids)
+    assert got.cached_prompt_tokens == ids.shape[1] - 1  # the same prompt landed in the slot holding it
+    with pytest.raises(ValueError, match="need a scheduler with a processor"):
+        BatchScheduler(tiny_model, slots=1, max_len=64).submit(GenerationRequest(ids, stop=("x",)))
+
+
+def test_cancel_frees_the_slot_and_keeps_the_prefix(tiny_model: KimiVL, processor: KimiVLProcessor) -> None:
+    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=512, stop_token_ids=())
+    long_a, long_b = text(30, 20)[None], text(31, 25)[None]
+    finished: list[GenerationHandle] = []
+    a = sched.submit(GenerationRequest(long_a, max_new_tokens=400, on_finish=finished.append))
+    b = sched.submit(GenerationRequest(long_b, max_new_tokens=400, on_finish=finished.append))
+    queued = sched.submit(GenerationRequest(text(32, 5)[None], max_new_tokens=4, on_finish=finished.append))
+    for _ in range(6):
+        sched.step()
+    assert sched.load() == (1, 0)  # both slots generating, one waiting
+    a.cancel()
+    queued.cancel()
+    sched.step()  # a's slot is freed at once; the waiting request never starts
+    assert sched.load() == (0, 1) and a.done.is_set() and queued.done.is_set()
+    assert finished == [queued, a] and sched.cancelled == 2
+    with pytest.raises(GenerationCancelledError):
+        a.result(0)
+    assert queued.tokens == [] and 0 < len(a.tokens) < 400
+    again = sched.submit(GenerationRequest(torch.cat((long_a[0], torch.tensor(a.tokens[:2])))[None], max_new_tokens=3))
+    while not again.done.is_set():
+        sched.step()
+    assert again.result(0).cached_prompt_tokens == long_a.shape[1] + 1  # the cancelled request's prefix
+    assert again.result(0).token_ids == alone(tiny_model, again.request)
+    b.cancel()
+    sched.run_until_idle()
+    assert b.finish_reason == "cancelled" and sched.cancelled == 3
+
+
+def test_stop_fails_what_is_left(tiny_model: KimiVL) -> None:
+    sched = BatchScheduler(tiny_model, slots=1, max_len=256, stop_token_ids=())
+    running = sched.submit(GenerationRequest(text(40, 8)[None], max_new_tokens=200))
+    waiting = sched.submit(GenerationRequest(text(41, 8)[None], max_new_tokens=2))
+    sched.step()
+    sched.stop()
+    for h in (running, waiting):
+        with pytest.raises(SchedulerClosedError):
+            h.result(0)
+    assert not sched.busy()

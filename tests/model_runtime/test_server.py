@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 
 from kimi_agent.model_runtime.serving.errors import QueueFullError  # noqa: E402
 from kimi_agent.model_runtime.serving.protocol import RequestLimits  # noqa: E402
-from kimi_agent.model_runtime.serving.stops import StopMatcher  # noqa: E402
+from kimi_agent.model_runtime.stops import StopMatcher  # noqa: E402
 
 MODEL = "kimi-tiny"
 MAX_MODEL_LEN = 4096
@@ -249,6 +249,13 @@ def test_request_errors_are_openai_shaped(client: Any, server: RunningServer) ->
 
 # ---- concurrency --------------------------------------------------------------------------------
 
+def test_the_default_server_batches(server: RunningServer) -> None:
+    from kimi_agent.model_runtime.serving.batching import BatchingScheduler
+
+    scheduler = server.app.state.scheduler
+    assert isinstance(scheduler, BatchingScheduler) and len(scheduler.batch.slots) == 8
+
+
 def test_concurrent_clients_get_the_same_text_as_one_at_a_time(server: RunningServer) -> None:
     prompts = [image_message(f"Task {i}: click the button.", png_data_url((40 * i, 90, 200 - 30 * i)))
                for i in range(5)]
@@ -257,16 +264,28 @@ def test_concurrent_clients_get_the_same_text_as_one_at_a_time(server: RunningSe
     def ask(p: list[dict[str, Any]]) -> str:
         return str(chat(server.client(), p, max_tokens=10).choices[0].message.content)
 
-    with ThreadPoolExecutor(max_workers=5) as pool:
-        together = list(pool.map(ask, prompts * 2))
+    batch = server.app.state.scheduler.batch
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "keep going"}], "max_tokens": 4000,
+            "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=120) as long:
+        # a long generation runs the whole time, so every decode step of the others is batched with it
+        assert any('"content":"' in line and '"content":""' not in line for line in long.iter_lines())
+        steps, rows = batch.decode_steps, batch.decoded_rows
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            together = list(pool.map(ask, prompts * 2))
+        steps, rows = batch.decode_steps - steps, batch.decoded_rows - rows
     assert together == one_at_a_time * 2
+    assert rows >= 2 * steps  # two or more sequences in every decode step
 
 
-def test_a_full_queue_answers_429(tiny_checkpoint: Path) -> None:
-    """max_queue=1: one request running (a long generation), one waiting, the next is refused."""
+@pytest.mark.parametrize("scheduler", ["batch", "serial"])
+def test_a_full_queue_answers_429_and_a_closed_stream_frees_its_slot(tiny_checkpoint: Path, scheduler: str) -> None:
+    """One slot, max_queue=1: one request running (a long generation), one waiting, the next is refused;
+    closing both streams cancels them, so the next request runs in the freed slot."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 3000,
             "temperature": 0, "stream": True}
-    with RunningServer(build(tiny_checkpoint, max_queue=1)) as srv, httpx.Client(timeout=120) as http:
+    app = build(tiny_checkpoint, max_queue=1, max_batch=1, scheduler=scheduler)
+    with RunningServer(app) as srv, httpx.Client(timeout=120) as http:
         url = f"{srv.base_url}/chat/completions"
         with http.stream("POST", url, json=body) as running:
             lines = running.iter_lines()
@@ -293,7 +312,16 @@ def test_a_client_that_gives_up_cancels_its_generation(server: RunningServer) ->
         httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
     r = chat(server.client(), [{"role": "user", "content": "next"}], max_tokens=2)
     assert r.usage.completion_tokens == 2
+    for _ in range(300):  # the server notices the disconnect within its poll; other slots keep serving meanwhile
+        if scheduler.cancelled == before + 1:
+            break
+        threading.Event().wait(0.1)
     assert scheduler.cancelled == before + 1
+    for _ in range(300):  # the cancelled request leaves its slot at the batch loop's next step
+        if scheduler.batch.load() == (0, len(scheduler.batch.slots)):
+            break
+        threading.Event().wait(0.1)
+    assert scheduler.batch.load() == (0, len(scheduler.batch.slots))
 
 
 def test_serial_scheduler_queue_bound(tiny_checkpoint: Path) -> None:
