@@ -4,8 +4,8 @@
 `traj.jsonl` and the recording (`recording.mp4`, or `recording.webp` without ffmpeg); the CLI, the
 task runner and the library all call it after an episode, so a run folder looks the same whoever
 made it. With `task_dir` (the runner's `<out>/<task id>/`, which holds the run folder), OSWorld's
-files `traj.jsonl` and `recording.mp4` are also placed directly in the task folder, hard-linked
-(copied across file systems). A file that cannot be written is logged and skipped: the trajectory
+files `traj.jsonl` (its screenshot paths relative to the task folder) and `recording.mp4`
+(hard-linked, or copied across file systems) are also placed directly in the task folder. A file that cannot be written is logged and skipped: the trajectory
 itself (`steps.jsonl`, frames) is already on disk and is never touched here.
 """
 
@@ -44,13 +44,24 @@ def write_episode_artifacts(run_dir: str | Path, task_dir: str | Path | None = N
         if made is not None:
             written[Path(made).name] = Path(made)
     if task_dir is not None:
-        for name in TASK_FILES:
-            if name in written:
-                try:
-                    place(written[name], Path(task_dir) / name)
-                except OSError as e:
-                    log.warning("could not place %s in %s: %s", name, task_dir, e)
+        _place_task_files(run_dir, Path(task_dir), written)
     return written
+
+
+def _place_task_files(run_dir: Path, task_dir: Path, written: dict[str, Path]) -> None:
+    """OSWorld's traj.jsonl (its screenshot paths relative to the task folder) and the recording."""
+    from kimi_agent.export import export_osworld
+
+    for name in TASK_FILES:
+        if name not in written:
+            continue
+        try:
+            if name == "traj.jsonl":
+                export_osworld(run_dir, out=task_dir / name)
+            else:
+                place(written[name], task_dir / name)
+        except OSError as e:
+            log.warning("could not place %s in %s: %s", name, task_dir, e)
 
 
 def place(src: Path, dest: Path) -> None:
