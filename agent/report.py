@@ -57,7 +57,7 @@ def model_label(run: dict[str, Any]) -> str:
     return f"{backend} backend (model not recorded)" if backend else "not recorded"
 
 
-def _img_data(path: Path) -> tuple[str, int, int] | None:
+def frame_data_url(path: Path) -> tuple[str, int, int] | None:
     """(JPEG data URL, width, height) of a frame scaled to at most MAX_WIDTH px, or None if unreadable."""
     try:
         with Image.open(path) as f:
@@ -107,7 +107,7 @@ def _arrowhead(a: tuple[float, float], b: tuple[float, float], size: float, colo
 
 
 def _shot(run_dir: Path, frame: str | None, marks: list[Mark], alt: str) -> str:
-    data = _img_data(run_dir / frame) if frame else None
+    data = frame_data_url(run_dir / frame) if frame else None
     if data is None:
         return f'<p class="err">frame {_e(frame or "(none)")} missing</p>'
     url, w, h = data
