@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,30 @@ def test_index_table_sorts_and_filters_in_chromium(tmp_path: Path, headless_brow
         assert page.evaluate(ids) == ["open-pricing"]
     finally:
         page.close()
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None or shutil.which("ffprobe") is None,
+                    reason="needs Xvfb, Chromium and ffmpeg")
+def test_a_real_run_leaves_osworlds_files_and_the_pages_in_the_task_folder(tmp_path: Path) -> None:
+    from kimi_agent.tasks import RunSettings, run_tasks
+    from kimi_agent.tasks.suites import CHROME_SUITE
+    from kimi_agent.tasks.suites.solutions import solution_backend
+
+    summary = run_tasks([CHROME_SUITE / "suite-web-navigation.json"], solution_backend,
+                        RunSettings(workers=1, max_steps=6, out_dir=tmp_path), progress=False)
+    (r,) = summary.results
+    assert (r.status, r.score) == ("success", 1.0)
+    task_dir = tmp_path / r.task_id
+    assert (task_dir / "result.txt").read_text() == "1\n"
+    traj = [json.loads(x) for x in (task_dir / "traj.jsonl").read_text().splitlines()]
+    assert len(traj) == r.steps and traj[-1]["action"] == "DONE"
+    assert all((task_dir / x["screenshot_file"]).is_file() for x in traj)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name,width,nb_read_frames", "-of", "json", str(task_dir / "recording.mp4")],
+                           capture_output=True, text=True, check=True, timeout=60)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264" and stream["width"] == 1280 and int(stream["nb_read_frames"]) >= r.steps
+    page = (task_dir / "report.html").read_text()
+    assert "<td>is_expected_active_tab</td><td>1.0</td>" in page and "<video src='recording.mp4'" in page
+    index = (tmp_path / "index.html").read_text()
+    assert "scripted replies (test double)" in index and "<td>step budget</td><td>6 steps per task</td>" in index
