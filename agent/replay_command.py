@@ -8,7 +8,7 @@ The environment defaults to the run's own (run.json: env kind, start URL, screen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -38,7 +38,7 @@ def replay_command(
         if not (run_dir / "steps.jsonl").is_file():
             raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
         run = read_run(run_dir)
-        recorded = run.get("env") if isinstance(run.get("env"), dict) else {}
+        recorded: dict[str, Any] = run["env"] if isinstance(run.get("env"), dict) else {}
         geometry = recorded.get("geometry") or {}
         kind = env or recorded.get("kind") or run.get("env_kind") or "desktop"
         start = url or run.get("start_url")

@@ -175,7 +175,7 @@ def final_frame(steps: list[dict[str, Any]]) -> str | None:
 
 def _header(run_dir: Path, run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     status = str(run.get("status", "unknown"))
-    env = run.get("env") if isinstance(run.get("env"), dict) else {}
+    env: dict[str, Any] = run["env"] if isinstance(run.get("env"), dict) else {}
     geometry = env.get("geometry") or {}
     size = f" ({geometry.get('shot_width')}x{geometry.get('shot_height')})" if geometry.get("shot_width") else ""
     first = (steps[0].get("obs_before") or {}) if steps else {}
