@@ -36,7 +36,7 @@ nav.steps a{display:inline-block;margin:2px;padding:2px 8px;border-radius:10px;b
 nav.steps a.has-error{background:#fbd5da} nav.steps a.final{background:#d5ecda}
 .step{background:#fff;border:1px solid #ddd;border-radius:8px;padding:12px;margin:14px 0}
 .step h2{font-size:16px;margin:0 0 8px} .step h2 .t{color:#555;font-weight:normal;font-size:13px;margin-left:8px}
-.shot{position:relative;display:inline-block;max-width:100%} .shot img{display:block;max-width:100%;height:auto}
+.shot{position:relative;display:inline-block;max-width:100%} .shot img{display:block;max-width:100%;height:auto;outline:1px solid #ccc}
 .shot svg{position:absolute;inset:0;width:100%;height:100%}
 .k{color:#666;font-weight:600;margin-right:6px} pre{background:#f3f3f6;padding:8px;border-radius:6px;white-space:pre-wrap;margin:6px 0}
 .err{color:#b00020} .errbox{border-left:4px solid #b00020;background:#fff3f4;padding:6px 10px;margin:6px 0}
