@@ -206,7 +206,7 @@ def _finish_run(run_dir: Path) -> None:
 @app.command(context_settings={"help_option_names": ["--help", "-h"]})
 def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> folder")],
            open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False) -> None:
-    """Write RUN_DIR/report.html (self-contained) and RUN_DIR/traj.jsonl (OSWorld format)."""
+    """Write RUN_DIR/report.html (self-contained), traj.jsonl (OSWorld format) and recording.mp4."""
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
         console.print(f"[bold red]error:[/] {escape(str(run_dir))} is not a run folder (no run.json or steps.jsonl)")
         raise typer.Exit(EXIT_CANNOT_START)

@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kimi_agent.tasks.loader import id_problem
 from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
 from kimi_agent.tasks.runner import RunSummary, TaskResult, write_json_atomic
 
@@ -87,9 +88,10 @@ def write_outputs(summary: RunSummary) -> None:
         writer.writerow(r.model_dump(mode="json"))
     _write_text(out / "results.csv", buf.getvalue())
     for r in summary.results:
-        task_dir = out / r.task_id
-        if r.status != "invalid" and (task_dir / "result.json").is_file():  # an invalid id names no folder
-            _write_text(task_dir / TASK_PAGE, task_page_html(out, r))
+        if r.status == "invalid" or id_problem(r.task_id) is not None:  # names no folder of its own
+            continue
+        if (out / r.task_id / "result.json").is_file():
+            _write_text(out / r.task_id / TASK_PAGE, task_page_html(out, r))
     _write_text(out / "index.html", index_html(summary))
 
 
