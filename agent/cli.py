@@ -24,8 +24,9 @@ from rich.markup import escape
 from kimi_agent import __version__
 from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
+from kimi_agent.replay_command import replay_command
 
-SUBCOMMANDS = ("run", "report", "ground", "doctor", "serve")
+SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve")
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
 #: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
 PIPE_WIDTH = 200
@@ -142,10 +143,10 @@ def episode(
 
     \b
       kimi-agent [OPTIONS] INSTRUCTION   one episode (options below)
-      kimi-agent COMMAND [ARGS]...       run, report, ground, doctor, serve (listed below)
+      kimi-agent COMMAND [ARGS]...       run, report, replay, ground, doctor, serve (listed below)
 
     An episode writes runs/<time>_<slug>/ (run.json, steps.jsonl, frames/, report.html,
-    traj.jsonl). Exit code 0 on success, 1 on failure, 2 when it could not start, 130 after Ctrl-C.
+    traj.jsonl, recording.mp4). Exit code 0 on success, 1 on failure, 2 when it could not start, 130 after Ctrl-C.
     """
     from kimi_agent.loop import Agent, AgentSettings
     from kimi_agent.model_runtime.backends.base import Sampling
@@ -205,7 +206,7 @@ def _finish_run(run_dir: Path) -> None:
 @app.command(context_settings={"help_option_names": ["--help", "-h"]})
 def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> folder")],
            open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False) -> None:
-    """Write RUN_DIR/report.html (self-contained) and RUN_DIR/traj.jsonl (OSWorld format)."""
+    """Write RUN_DIR/report.html (self-contained), traj.jsonl (OSWorld format) and recording.mp4."""
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
         console.print(f"[bold red]error:[/] {escape(str(run_dir))} is not a run folder (no run.json or steps.jsonl)")
         raise typer.Exit(EXIT_CANNOT_START)
@@ -216,6 +217,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> fo
         import webbrowser
 
         webbrowser.open(path.resolve().as_uri())
+
+
+app.command("replay", context_settings={"help_option_names": ["--help", "-h"]})(replay_command)
 
 
 @app.command()

@@ -76,3 +76,7 @@ class SetupStepError(TaskError):
 
 class EvaluationError(TaskError):
     """A getter or metric failed while scoring an episode."""
+
+
+class ArtifactError(AgentError):
+    """A run folder's derived file (recording, report, replay) could not be made; names file and why."""

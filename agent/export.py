@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ def osworld_action(step: dict[str, Any]) -> str:
 
 
 def export_osworld(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
-    """Write `traj.jsonl` (OSWorld's lib_run_single format) into the run folder; returns its path."""
+    """Write `traj.jsonl` (OSWorld's lib_run_single format) into the run folder, or at `out`;
+    `screenshot_file` paths are relative to the folder the file is in. Returns its path."""
     run_dir = Path(run_dir)
     path = Path(out) if out is not None else run_dir / "traj.jsonl"
     lines = []
@@ -38,7 +40,7 @@ def export_osworld(run_dir: str | Path, *, out: str | Path | None = None) -> Pat
             "reward": 0,
             "done": action in ("DONE", "FAIL"),
             "info": {"error": step.get("error"), "executed": [e for a in step.get("actions", []) for e in a.get("executed", [])]},
-            "screenshot_file": frame,
+            "screenshot_file": None if frame is None else os.path.relpath(run_dir / frame, path.parent),
         }, ensure_ascii=False))
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path

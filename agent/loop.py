@@ -359,7 +359,9 @@ class Agent:
         s = self.settings
         return {"run_id": traj.path.name, "instruction": instruction,
                 "started_at": datetime.now().isoformat(timespec="seconds"),
-                "model": getattr(self.backend, "model", None), "backend": getattr(self.backend, "name", None),
+                "model": m if isinstance(m := getattr(self.backend, "model", None), str) else None,
+                "backend": getattr(self.backend, "name", None), "env_kind": getattr(self.env, "kind", None),
+                "start_url": getattr(self.env, "start_url", None),
                 "endpoint": getattr(self.backend, "endpoint", None), "sampling": s.sampling.model_dump(),
                 "prompt_version": self.prompt.version, "prompt_sha256": self.prompt.sha256,
                 "system_prompt": self.prompt.system, "coordinate_mode": s.coordinate_mode,

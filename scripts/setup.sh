@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent setup for kimi-agent on Debian (run as root, or with sudo available):
-#   1. system packages: Chromium, Xvfb, xdotool, xclip, openbox, socat, bubblewrap, fonts, tkinter
+#   1. system packages: Chromium, Xvfb, xdotool, xclip, openbox, socat, bubblewrap, fonts, ffmpeg (recordings), tkinter
 #   2. a virtual environment at .venv (or $KIMI_AGENT_VENV) with kimi-agent installed editable + [dev]
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
@@ -12,7 +12,7 @@ PY="${PYTHON:-python3}"
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 APT_PKGS=(chromium xvfb xauth xdotool x11-utils xclip wmctrl openbox socat sqlite3 jq bubblewrap
-          fonts-dejavu-core fonts-liberation)
+          fonts-dejavu-core fonts-liberation ffmpeg)
 "$PY" -c 'import tkinter' 2>/dev/null || APT_PKGS+=(python3-tk)   # pyautogui exits without tkinter
 
 missing=()

@@ -1,10 +1,10 @@
-"""Run outputs: live progress (rich), the final results table, results.json/.csv and index.html
-(both with the success rate per domain, OSWorld's examples/<domain>/ folder)."""
+"""Run outputs: live progress (rich), the final results table, results.json/.csv, index.html
+(both with the success rate per domain, OSWorld's examples/<domain>/ folder) and each task's
+report.html (the pages themselves are tasks/run_pages.py)."""
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kimi_agent.tasks.loader import id_problem
+from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
 from kimi_agent.tasks.runner import RunSummary, TaskResult, write_json_atomic
 
 _STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow"}
@@ -73,42 +75,6 @@ def results_table(summary: RunSummary) -> Table:
     return table
 
 
-def _report_link(out: Path, r: TaskResult) -> str | None:
-    if r.trajectory is None:
-        return None
-    for name in ("report.html", "run.json"):
-        if (out / r.trajectory / name).exists():
-            return f"{r.trajectory}/{name}"
-    return r.trajectory
-
-
-def index_html(summary: RunSummary) -> str:
-    rows = []
-    for r in summary.results:
-        link = _report_link(summary.out_dir, r)
-        cell = f'<a href="{html.escape(link)}">trajectory</a>' if link else ""
-        rows.append(
-            f"<tr class='{r.status}'><td>{html.escape(r.task_id)}</td><td>{html.escape(r.instruction)}</td>"
-            f"<td>{r.status}</td><td>{'' if r.score is None else f'{r.score:g}'}</td><td>{r.steps}</td>"
-            f"<td>{r.seconds:.1f}</td><td>{html.escape(r.reason)}</td><td>{cell}</td></tr>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>kimi-agent task run</title><style>"
-            "body{font:14px sans-serif;margin:24px} td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
-            "text-align:left;vertical-align:top} .success td:nth-child(3){color:green} .fail td:nth-child(3)"
-            "{color:#b00} .error td:nth-child(3){color:purple}</style></head><body>"
-            f"<h1>Task run: {summary.success_rate:.0%} success over {len(summary.scored)} scored tasks</h1>"
-            + _domain_table(summary) +
-            "<table><tr><th>task</th><th>instruction</th><th>status</th><th>score</th><th>steps</th>"
-            "<th>seconds</th><th>reason</th><th>report</th></tr>" + "".join(rows) + "</table></body></html>")
-
-
-def _domain_table(summary: RunSummary) -> str:
-    rows = "".join(f"<tr><td>{html.escape(d or '-')}</td><td>{v['rate']:.1%}</td><td>{v['scored']:g}</td>"
-                   f"<td>{v['errored']:g}</td><td>{v['total']:g}</td></tr>"
-                   for d, v in summary.domain_rates().items())
-    return ("<h2>Per domain</h2><table class='domains'><tr><th>domain</th><th>success rate</th><th>scored</th>"
-            f"<th>errored</th><th>tasks</th></tr>{rows}</table><h2>Tasks</h2>")
-
-
 def write_outputs(summary: RunSummary) -> None:
     out = summary.out_dir
     data = {"success_rate": summary.success_rate, "scored": len(summary.scored),
@@ -121,6 +87,11 @@ def write_outputs(summary: RunSummary) -> None:
     for r in summary.results:
         writer.writerow(r.model_dump(mode="json"))
     _write_text(out / "results.csv", buf.getvalue())
+    for r in summary.results:
+        if r.status == "invalid" or id_problem(r.task_id) is not None:  # names no folder of its own
+            continue
+        if (out / r.task_id / "result.json").is_file():
+            _write_text(out / r.task_id / TASK_PAGE, task_page_html(out, r))
     _write_text(out / "index.html", index_html(summary))
 
 

@@ -251,10 +251,11 @@ def refusals(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _write_report(run_dir: Path) -> None:
-    """The trajectory's report.html (linked from the run's index.html) and OSWorld's traj.jsonl."""
+    """The trajectory's report.html (linked from the run's index.html), OSWorld's traj.jsonl and
+    recording.mp4, those two also in the task folder (the run folder's parent), as OSWorld has them."""
     from kimi_agent.artifacts import write_episode_artifacts
 
-    write_episode_artifacts(run_dir)
+    write_episode_artifacts(run_dir, task_dir=run_dir.parent)
 
 
 def _healthy(env: DesktopEnv) -> bool:

@@ -1,0 +1,117 @@
+"""`kimi-agent replay`: a real browser episode (the scripted backend, a test double, acts on a page
+this test serves) is replayed in a fresh browser by the CLI; it matches (exit 0), and a tampered
+copy whose first click misses the button differs from the recorded screens (exit 1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from support.page_server import page_server
+
+from kimi_agent import Agent, AgentSettings
+from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
+from kimi_agent.replay import DEFAULT_THRESHOLD, frame_difference, recorded_actions
+from kimi_agent.trajectory import read_steps
+
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium")
+
+PAGE = b"""<!doctype html><html><head><title>Press</title></head><body style="margin:0;font:24px sans-serif">
+<button id="b" style="position:absolute;left:100px;top:100px;width:240px;height:80px;font-size:24px"
+ onclick="document.body.style.background='#3a7';this.textContent='pressed'">press me</button>
+<div style="height:3000px"></div></body></html>"""
+
+
+def kimi(thought: str, action: str, code: str) -> str:
+    return f"## Thought\n{thought}\n\n## Action\n{action}\n\n## Code\n```python\n{code}\n```\n"
+
+
+@pytest.fixture(scope="module")
+def page_url() -> Iterator[str]:
+    with page_server(lambda path: (PAGE, "text/html")) as base:
+        yield f"{base}/press.html"
+
+
+@pytest.fixture(scope="module")
+def recorded(page_url: str, pw: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kimi_agent.env.browser import BrowserEnv
+
+    replies = [kimi("A button.", "Press it.", "pyautogui.click(x=0.1719, y=0.175)"),  # (220, 140) of 1280x800
+               kimi("It is green now.", "Scroll down.", "pyautogui.scroll(-3, x=0.5, y=0.5)"),
+               kimi("Scrolled.", "Type a key.", "pyautogui.press('a')")]
+    with BrowserEnv(headless=True, viewport=(1280, 800), start_url=page_url) as env:
+        result = Agent(ScriptedBackend(replies), env,
+                       AgentSettings(out_dir=tmp_path_factory.mktemp("runs"), max_steps=3)).run_episode("press it")
+    assert result.status == "max_steps", result.reason
+    return result.run_dir
+
+
+def _replay(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("kimi-agent")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "COLUMNS")}
+    return subprocess.run([str(script), "replay", str(run_dir), *args], env=env, capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL)
+
+
+def test_replay_of_an_unchanged_run_matches(recorded: Path, tmp_path: Path) -> None:
+    r = _replay(recorded, "--out", str(tmp_path / "replay"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((tmp_path / "replay" / "replay.json").read_text())
+    assert data["matched"] is True and data["threshold"] == DEFAULT_THRESHOLD
+    assert [s["step"] for s in data["steps"]] == [1, 2, 3, 4]  # three steps, then the final screen
+    assert all(s["difference"] <= DEFAULT_THRESHOLD for s in data["steps"])
+    assert data["steps"][0]["executed"] and data["steps"][1]["executed"]
+    report = (tmp_path / "replay" / "report.html").read_text()
+    assert "every step matches" in report and report.count("<section") == 4
+    assert (tmp_path / "replay" / "report.html").as_posix() in r.stdout
+
+
+def test_replay_of_a_tampered_run_differs(recorded: Path, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(recorded, tampered)
+    steps = read_steps(tampered)
+    click = steps[0]["actions"][0]
+    click["action"]["point"] = {"x": 0.9, "y": 0.9}  # the click now misses the button
+    click["norm_xy"] = [[0.9, 0.9]]
+    (tampered / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    r = _replay(tampered, "--out", str(tmp_path / "replay"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    data = json.loads((tmp_path / "replay" / "replay.json").read_text())
+    first, second = data["steps"][:2]
+    assert first["matched"] is True  # the page before any action is the same
+    assert second["matched"] is False and second["difference"] > 0.5  # not green: most of the screen differs
+    assert "step 2: DIFFERS" in r.stderr
+    assert "the screen differs" in (tmp_path / "replay" / "report.html").read_text()
+
+
+def test_replay_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    r = _replay(tmp_path)
+    assert r.returncode == 2 and "is not a run folder" in r.stderr
+
+
+def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
+    step = {"step": 1, "actions": [
+        {"action": {"type": "click", "point": {"x": 0.5, "y": 0.5}}, "executed": ["mouse.click"], "ok": True},
+        {"action": {"type": "hotkey", "keys": ["ctrl", "w"]}, "executed": [], "ok": False, "error": "refused"},
+        {"action": {"type": "type_text", "text": "<secret>pw</secret>"}, "executed": ["typed"], "ok": True}]}
+    actions, skipped = recorded_actions(step)
+    assert [a.type for a in actions] == ["click"]
+    assert skipped == ["hotkey: not executed in the run (refused)",
+                       "type_text: typed a secret, which the trajectory does not hold"]
+
+
+def test_frame_difference_fraction() -> None:
+    white = Image.new("RGB", (200, 100), "white")
+    half = white.copy()
+    half.paste((0, 0, 0), (0, 0, 100, 100))
+    assert frame_difference(white, white.copy()) == 0.0
+    assert frame_difference(white, half) == pytest.approx(0.5, abs=0.02)
+    assert frame_difference(white, Image.new("RGB", (100, 100), "white")) == 1.0  # another aspect ratio
