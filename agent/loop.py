@@ -337,23 +337,12 @@ class Agent:
         state.last_frame = (id(obs.image), rel)
         return rel
 
-    def _focused_password(self, action: Any) -> bool | None:
-        """Whether text would go into a password field: the env's `focused_is_password()` hook, or
-        the focused element of a Playwright page; None when the environment cannot tell."""
-        if getattr(action, "type", None) != "type_text":
+    def _focused_password(self, action: Action) -> bool | None:
+        """Whether text would go into a password field (the environment's answer; None when the
+        environment cannot tell or the action types nothing)."""
+        if not isinstance(action, TypeText):
             return None
-        probe = getattr(self.env, "focused_is_password", None)
-        if probe is not None:
-            return bool(probe())
-        page = getattr(self.env, "page", None)
-        if page is None:
-            return None
-        from playwright.sync_api import Error as PlaywrightError
-
-        try:
-            return bool(page.evaluate("() => document.activeElement?.type === 'password'"))
-        except PlaywrightError:
-            return None
+        return self.env.focused_is_password()
 
     def _run_header(self, instruction: str, traj: Trajectory) -> dict[str, Any]:
         s = self.settings

@@ -89,6 +89,11 @@ class Environment(Protocol):
         observation's). With `settle`, wait until the screen stops changing (time in `settle_ms`)."""
         ...
 
+    def focused_is_password(self) -> bool | None:
+        """Whether keyboard focus is in a password field (the safety policy asks before typing
+        there); None when this environment cannot tell."""
+        ...
+
     def close(self) -> None:
         """Release every resource (processes, displays, browsers). Idempotent."""
         ...

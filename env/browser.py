@@ -221,6 +221,17 @@ class BrowserEnv:
                                         f"allowlist permits only {self.allowlist}")
         return outcome
 
+    def focused_is_password(self) -> bool | None:
+        """Whether the current tab's focused element is an `<input type=password>`; None when the
+        page cannot be asked (navigating, closed)."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        self._check_open()
+        try:
+            return bool(self.page.evaluate("() => document.activeElement?.type === 'password'"))
+        except PlaywrightError:
+            return None
+
     def settle(self, config: SettleConfig | None = None) -> SettleResult:
         """Wait until the current tab stops changing (tiny JPEG frames compared for equality)."""
         page = self.page

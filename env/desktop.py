@@ -136,6 +136,10 @@ class DesktopEnv:
             outcome.settle_ms = self.settle().settle_ms
         return outcome
 
+    def focused_is_password(self) -> bool | None:
+        """None: an X display does not say what kind of widget has the keyboard focus."""
+        return None
+
     def settle(self, config: SettleConfig | None = None) -> Any:
         """Wait until the screen stops changing; returns the `SettleResult`."""
         return settle(self._settle_frame, config or self.settle_config)

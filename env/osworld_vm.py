@@ -107,6 +107,10 @@ class OSWorldVMEnv:
             outcome.settle_ms = self.settle().settle_ms
         return outcome
 
+    def focused_is_password(self) -> bool | None:
+        """None: the VM's server has no endpoint that says what has the keyboard focus."""
+        return None
+
     def settle(self, config: SettleConfig | None = None) -> SettleResult:
         return settle(lambda: self._request("GET", "/screenshot").content, config or self.settle_config)
 
