@@ -15,13 +15,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
-from kimi_agent.actions.types import Action, AskUser, Done, TypeText
+from kimi_agent.actions.types import Action, AskUser, Done, TypeText, Wait
 from kimi_agent.env.base import Environment, Observation, Outcome
 from kimi_agent.errors import ActionError, AgentError, ReplyError
 from kimi_agent.history import HistoryPolicy, PastStep, build_messages
@@ -36,6 +37,9 @@ from kimi_agent.watchdog import StepWatchdog
 log = logging.getLogger("kimi_agent")
 
 Status = Literal["success", "failure", "max_steps", "user_stopped", "error"]
+#: What a step is doing now: observing (screenshot), thinking (the model generates), acting (an
+#: action runs), waiting (a `computer.wait()`), settling (waiting for the screen to stop changing).
+Phase = Literal["observing", "thinking", "acting", "waiting", "settling"]
 AskFn = Callable[[str], str]
 
 
@@ -102,11 +106,37 @@ class EpisodeResult(BaseModel):
 
 
 class Listener:
-    """Progress callbacks (no-ops here); the CLI prints them."""
+    """Progress callbacks of an episode: every method is a no-op here; subclass and override the
+    ones you need (the CLI's live view is `kimi_agent.progress.ConsoleListener`).
 
-    def on_text(self, piece: str) -> None: ...
-    def on_retry(self, step: int, error: str) -> None: ...
-    def on_step(self, record: StepRecord) -> None: ...
+    They are called on the thread that runs the episode, in this order for each step:
+    `on_step_start(step)`, `on_phase(step, "thinking")`, `on_text(piece)` for each piece of the
+    reply as it streams, then `on_reply(step, thought, action)` once it parsed (or `on_retry` when
+    it was rejected, and the step generates again), `on_phase(step, "acting" | "waiting" |
+    "settling", detail)` around its actions, `on_phase(step, "observing")` for the screenshot
+    after them, and `on_step(record)` when the step is recorded. The first screenshot of an
+    episode is announced as `on_phase(1, "observing")` before step 1 starts. Text passed here is
+    not redacted: a listener that shows it redacts secrets itself.
+    """
+
+    def on_step_start(self, step: int) -> None:
+        """Step `step` (1-based) begins."""
+
+    def on_phase(self, step: int, phase: Phase, detail: str = "") -> None:
+        """Step `step` enters `phase`; `detail` names the action (`click`) or the wait (`2 s`)."""
+
+    def on_text(self, piece: str) -> None:
+        """A piece of the model's reply as it arrives (streaming backends call it many times)."""
+
+    def on_reply(self, step: int, thought: str, action: str) -> None:
+        """The step's reply parsed: its thought and action text, before the actions run (and
+        before any confirmation is asked)."""
+
+    def on_retry(self, step: int, error: str) -> None:
+        """The reply or an action of `step` was rejected with `error`; the step tries again."""
+
+    def on_step(self, record: StepRecord) -> None:
+        """Step `record.step` ended and was written to the trajectory."""
 
 
 class Agent:
@@ -135,6 +165,7 @@ class Agent:
         watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds)
         try:
             with watchdog:
+                self.listener.on_phase(1, "observing")
                 obs = self._observe(state)
                 traj.write_run(env={"kind": getattr(self.env, "kind", None), "geometry": obs.geometry.model_dump()})
                 while state.status is None:
@@ -172,6 +203,7 @@ class Agent:
 
     def _step(self, state: AgentState, obs: Observation, traj: Trajectory) -> Observation:
         state.step += 1
+        self.listener.on_step_start(state.step)
         rec = StepRecord(step=state.step, started_at=time.time(),
                          obs_before=observation_record(obs, self._frame(state, traj, obs, "before")))
         rec.durations_ms["observe"] = state.pending_observe_ms
@@ -191,6 +223,7 @@ class Agent:
                     break
                 self._reject(state, rec, error, "action")
                 if _ran(rec):  # something ran before the failure: look again
+                    self.listener.on_phase(state.step, "observing")
                     obs = self._observe(state)
                     _add(rec.durations_ms, observe=state.pending_observe_ms)
                     state.pending_observe_ms = 0.0
@@ -220,6 +253,7 @@ class Agent:
         if attempt > 0:
             temp = max(s.retry_temperature, sampling.temperature) + s.retry_temperature_step * (attempt - 1)
             sampling = sampling.model_copy(update={"temperature": min(temp, 2.0)})
+        self.listener.on_phase(state.step, "thinking")
         with self._watchdog.running("generate"):
             reply = self.backend.generate(messages, images, sampling, on_text=self.listener.on_text)
         t2 = time.perf_counter()
@@ -234,6 +268,7 @@ class Agent:
             self._reject(state, rec, parsed.message, parsed.kind)
             return None
         rec.parsed = parsed_record(parsed)
+        self.listener.on_reply(state.step, parsed.thought, parsed.action_text)
         return parsed
 
     def _execute(self, state: AgentState, obs: Observation, step: Step, rec: StepRecord) -> str | None:
@@ -267,9 +302,16 @@ class Agent:
                 arec.ok, arec.error = False, f"unknown secret {e.args[0]!r}"
                 return f"there is no secret named {e.args[0]!r}."
             t0 = time.perf_counter()
+            step_no = state.step
+            settling = partial(self.listener.on_phase, step_no, "settling")
+            if isinstance(action, Wait):
+                self.listener.on_phase(step_no, "waiting", f"{action.seconds:g} s")
+            else:
+                self.listener.on_phase(step_no, "acting", action.type)
             try:
                 with self._watchdog.running(f"execute ({action.type}, then settle)"):
-                    outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last)
+                    outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last,
+                                               on_settle=settling)
             except ActionError as e:
                 arec.ok, arec.error = False, self._scrub(str(e), action, real)
                 return arec.error
@@ -314,6 +356,7 @@ class Agent:
     def _after(self, state: AgentState, obs: Observation, rec: StepRecord, traj: Trajectory) -> Observation:
         if rec.terminal == "done" or not _ran(rec):
             return obs
+        self.listener.on_phase(state.step, "observing")
         after = self._observe(state)
         _add(rec.durations_ms, observe=state.pending_observe_ms)
         state.pending_observe_ms = 0.0
