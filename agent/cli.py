@@ -150,7 +150,7 @@ def episode(
     from kimi_agent.loop import Agent, AgentSettings
     from kimi_agent.model_runtime.backends.base import Sampling
     from kimi_agent.options import EnvOptions, make_backend, open_env
-    from kimi_agent.progress import ConsoleListener, ask_on_terminal, confirm_on_terminal
+    from kimi_agent.progress import ConsoleListener
     from kimi_agent.safety import SafetySettings
 
     try:
@@ -179,11 +179,13 @@ def episode(
     try:
         with open_env(eopts) as environment:
             agent = Agent(model_backend, environment, settings, listener=listener,
-                          confirm=confirm_on_terminal if interactive else None,
-                          ask=ask_on_terminal if interactive else None)
+                          confirm=listener.confirm if interactive else None,
+                          ask=listener.ask if interactive else None)
             result = agent.run_episode(instruction)
     except AgentError as e:
         raise _fail_start(e) from None
+    finally:
+        listener.stop()
     _finish_run(result.run_dir)
     listener.summary(result)
     raise typer.Exit(EXIT_SUCCESS if result.success else EXIT_STOPPED if result.status == "user_stopped" else EXIT_FAILED)

@@ -115,8 +115,9 @@ class Listener:
     it was rejected, and the step generates again), `on_phase(step, "acting" | "waiting" |
     "settling", detail)` around its actions, `on_phase(step, "observing")` for the screenshot
     after them, and `on_step(record)` when the step is recorded. The first screenshot of an
-    episode is announced as `on_phase(1, "observing")` before step 1 starts. Text passed here is
-    not redacted: a listener that shows it redacts secrets itself.
+    episode is announced as `on_phase(1, "observing")` before step 1 starts. `on_reply` and
+    `on_step` get text with the settings' secrets redacted; `on_text` pieces are raw (a secret may
+    span two pieces), so a listener that shows them redacts the text it has gathered itself.
     """
 
     def on_step_start(self, step: int) -> None:
@@ -268,7 +269,8 @@ class Agent:
             self._reject(state, rec, parsed.message, parsed.kind)
             return None
         rec.parsed = parsed_record(parsed)
-        self.listener.on_reply(state.step, parsed.thought, parsed.action_text)
+        redact = self.safety.redactor
+        self.listener.on_reply(state.step, redact(parsed.thought), redact(parsed.action_text))
         return parsed
 
     def _execute(self, state: AgentState, obs: Observation, step: Step, rec: StepRecord) -> str | None:

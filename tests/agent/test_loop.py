@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kimi_agent import Agent, AgentSettings
-from kimi_agent.errors import ModelUnavailableError
+from kimi_agent.errors import ConfigError, ModelUnavailableError
 from kimi_agent.loop import Listener
 from kimi_agent.model_runtime.backends import make_backend
 from kimi_agent.model_runtime.backends.scripted import ScriptCall, ScriptedBackend
@@ -141,6 +141,14 @@ def test_scripted_backend_reads_jsonl(tmp_path: Path, kimi_reply: Any) -> None:
     path.write_text(json.dumps(kimi_reply("a", "b", DONE)) + "\n" + json.dumps({"text": "second"}) + "\n")
     backend = make_backend("scripted", path)
     assert backend.name == "scripted" and len(backend._replies) == 2  # type: ignore[attr-defined]
+    paced = tmp_path / "paced.jsonl"
+    paced.write_text(json.dumps({"text": "slow reply", "stream_s": 0.2}) + "\n")
+    pieces: list[str] = []
+    reply = ScriptedBackend(paced).generate([], [], AgentSettings().sampling, on_text=pieces.append)
+    assert reply.text == "slow reply" and "".join(pieces) == "slow reply" and len(pieces) == 2  # 8-char pieces
+    paced.write_text(json.dumps({"text": "x", "stream_s": "soon"}) + "\n")
+    with pytest.raises(ConfigError, match=r"paced.jsonl:1: stream_s must be a number"):
+        ScriptedBackend(paced)
 
 
 def test_transformers_backend_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
