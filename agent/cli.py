@@ -181,12 +181,11 @@ def episode(
             agent = Agent(model_backend, environment, settings, listener=listener,
                           confirm=listener.confirm if interactive else None,
                           ask=listener.ask if interactive else None)
-            result = agent.run_episode(instruction)
+            result = agent.run(instruction)  # the trajectory, report.html and traj.jsonl
     except AgentError as e:
         raise _fail_start(e) from None
     finally:
         listener.stop()
-    _finish_run(result.run_dir)
     listener.summary(result)
     raise typer.Exit(EXIT_SUCCESS if result.success else EXIT_STOPPED if result.status == "user_stopped" else EXIT_FAILED)
 

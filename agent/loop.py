@@ -9,15 +9,17 @@ its trajectory is written even when it is stopped with Ctrl-C.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,20 +28,19 @@ from kimi_agent.actions.types import Action, AskUser, Done, TypeText, Wait
 from kimi_agent.env.base import Environment, Observation, Outcome
 from kimi_agent.errors import ActionError, AgentError, ReplyError
 from kimi_agent.history import HistoryPolicy, PastStep, build_messages
+from kimi_agent.listener import Listener, Phase
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
 from kimi_agent.reply import Step, parse_reply
+from kimi_agent.result import EpisodeResult, EpisodeStep, Status
 from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings, secret_placeholders
 from kimi_agent.trajectory import Attempt, FrameFormat, StepRecord, Trajectory
 from kimi_agent.watchdog import StepWatchdog
 
 log = logging.getLogger("kimi_agent")
+__all__ = ["Agent", "AgentSettings", "AgentState", "EpisodeResult", "EpisodeStep", "Listener", "Phase"]
 
-Status = Literal["success", "failure", "max_steps", "user_stopped", "error"]
-#: What a step is doing now: observing (screenshot), thinking (the model generates), acting (an
-#: action runs), waiting (a `computer.wait()`), settling (waiting for the screen to stop changing).
-Phase = Literal["observing", "thinking", "acting", "waiting", "settling"]
 AskFn = Callable[[str], str]
 
 
@@ -68,7 +69,7 @@ class AgentSettings(BaseModel):
 
 
 class AgentState(BaseModel):
-    """What changes during one episode."""
+    """What changes during one episode (the loop's own bookkeeping; not part of the result)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -85,68 +86,49 @@ class AgentState(BaseModel):
     last_frame: tuple[int, str] | None = None  # (id of image, frame file) already queued
     pending_observe_ms: float = 0.0  # observation time not yet charged to a step
     durations: list[dict[str, float]] = Field(default_factory=list)
+    history: list[EpisodeStep] = Field(default_factory=list)
 
     def finish(self, status: Status, reason: str, answer: str | None = None) -> None:
+        """End the episode with `status` (the first call wins; later ones are ignored)."""
         if self.status is None:
             self.status, self.reason, self.answer = status, reason, answer
 
 
-class EpisodeResult(BaseModel):
-    status: Status
-    reason: str
-    answer: str | None = None
-    steps: int
-    failures: int
-    duration_s: float
-    run_dir: Path
+class Agent:
+    """Runs episodes of one model on one environment; the backend is reused across episodes.
 
-    @property
-    def success(self) -> bool:
-        return self.status == "success"
+    Args:
+        backend: the model (`kimi_agent.options.make_backend(...)`, or `ScriptedBackend([...])`).
+        env: the environment to act on, or a function that makes it (called on first use, on
+            the thread that runs the episode: pass a function for a Playwright `BrowserEnv` you
+            use with `arun`, since Playwright's sync API works only on the thread that started
+            it; `close()` then closes it).
+        settings: budgets, sampling, history and where trajectories go (`AgentSettings`).
+        confirm: `confirm(question) -> bool`, asked before a risky action (closing a window or
+            tab, ctrl+alt+del, typing into a password field...). Without it, risky actions are
+            refused and the refusal goes back to the model (`settings.safety.confirm_risky=False`
+            lets them all run instead).
+        ask: `ask(question) -> str`, the user's answer when the model calls
+            `computer.ask_user(...)`. Without it, the model is not offered that call, and an
+            episode where it asks anyway ends as a failure.
+        listener: a `Listener` told about each step as it happens: step start, phases
+            (observing, thinking, acting, waiting, settling), the model's text as it streams,
+            the parsed thought and action, retries, and each recorded step. The CLI's live view
+            is one (`kimi_agent.progress.ConsoleListener`).
 
-
-class Listener:
-    """Progress callbacks of an episode: every method is a no-op here; subclass and override the
-    ones you need (the CLI's live view is `kimi_agent.progress.ConsoleListener`).
-
-    They are called on the thread that runs the episode, in this order for each step:
-    `on_step_start(step)`, `on_phase(step, "thinking")`, `on_text(piece)` for each piece of the
-    reply as it streams, then `on_reply(step, thought, action)` once it parsed (or `on_retry` when
-    it was rejected, and the step generates again), `on_phase(step, "acting" | "waiting" |
-    "settling", detail)` around its actions, `on_phase(step, "observing")` for the screenshot
-    after them, and `on_step(record)` when the step is recorded. The first screenshot of an
-    episode is announced as `on_phase(1, "observing")` before step 1 starts. `on_reply` and
-    `on_step` get text with the settings' secrets redacted; `on_text` pieces are raw (a secret may
-    span two pieces), so a listener that shows them redacts the text it has gathered itself.
+    `run(instruction)` runs one episode and writes its report (`report.html`, `traj.jsonl`);
+    `await arun(instruction)` does the same from asyncio code, on the agent's own worker thread;
+    `run_episode(instruction)` writes only the trajectory (the task runner's entry point). Each
+    returns an `EpisodeResult` with the steps. Callbacks run on the episode's thread.
     """
 
-    def on_step_start(self, step: int) -> None:
-        """Step `step` (1-based) begins."""
-
-    def on_phase(self, step: int, phase: Phase, detail: str = "") -> None:
-        """Step `step` enters `phase`; `detail` names the action (`click`) or the wait (`2 s`)."""
-
-    def on_text(self, piece: str) -> None:
-        """A piece of the model's reply as it arrives (streaming backends call it many times)."""
-
-    def on_reply(self, step: int, thought: str, action: str) -> None:
-        """The step's reply parsed: its thought and action text, before the actions run (and
-        before any confirmation is asked)."""
-
-    def on_retry(self, step: int, error: str) -> None:
-        """The reply or an action of `step` was rejected with `error`; the step tries again."""
-
-    def on_step(self, record: StepRecord) -> None:
-        """Step `record.step` ended and was written to the trajectory."""
-
-
-class Agent:
-    """Runs episodes of one model on one environment. The backend is reused across episodes."""
-
-    def __init__(self, backend: Backend, env: Environment, settings: AgentSettings | None = None, *,
-                 confirm: Confirm | None = None, ask: AskFn | None = None, listener: Listener | None = None) -> None:
+    def __init__(self, backend: Backend, env: Environment | Callable[[], Environment],
+                 settings: AgentSettings | None = None, *, confirm: Confirm | None = None,
+                 ask: AskFn | None = None, listener: Listener | None = None) -> None:
         self.backend = backend
-        self.env = env
+        made_later = callable(env) and (isinstance(env, type) or not hasattr(env, "execute"))
+        self._env: Environment | None = None if made_later else env  # type: ignore[assignment]
+        self._make_env: Callable[[], Environment] | None = env if made_later else None  # type: ignore[assignment]
         self.settings = settings or AgentSettings()
         self.safety = SafetyPolicy(self.settings.safety, confirm=confirm)
         self.ask = ask
@@ -155,9 +137,57 @@ class Agent:
                                            ask_user=ask is not None)
         self.limits = ParseLimits()
         self._watchdog = StepWatchdog(None)  # replaced by each episode's
+        self._thread: ThreadPoolExecutor | None = None
+
+    @property
+    def env(self) -> Environment:
+        """The environment (made now by the `env` function given, on first use)."""
+        if self._env is None:
+            assert self._make_env is not None
+            self._env = self._make_env()
+        return self._env
+
+    def run(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
+        """Run one episode for `instruction`; with `artifacts`, also write its `report.html` and
+        OSWorld `traj.jsonl` (`result.report` is then the report's path)."""
+        result = self.run_episode(instruction)
+        if artifacts:
+            from kimi_agent.artifacts import write_episode_artifacts
+
+            result.report = write_episode_artifacts(result.run_dir).get("report.html")
+        return result
+
+    async def arun(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
+        """`run` for asyncio code: the episode (environment, model calls, callbacks) runs on the
+        agent's one worker thread, so the event loop stays free and Playwright's sync API is
+        never used inside it. Cancelling the await does not stop the episode; its budgets do."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), partial(self.run, instruction, artifacts=artifacts))
+
+    def close(self) -> None:
+        """Close an environment this agent made (from the `env` function) and its worker thread."""
+        if self._make_env is not None and self._env is not None:
+            env, self._env = self._env, None
+            if self._thread is not None:
+                self._thread.submit(env.close).result()
+            else:
+                env.close()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+    async def aclose(self) -> None:
+        """`close` for asyncio code (waits on a thread, not on the event loop)."""
+        await asyncio.to_thread(self.close)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-agent-episode")
+        return self._thread
 
     def run_episode(self, instruction: str) -> EpisodeResult:
-        """Run one episode for `instruction` and write its trajectory under `settings.out_dir`."""
+        """Run one episode for `instruction` and write its trajectory under `settings.out_dir`
+        (`run.json`, `steps.jsonl`, `frames/`); `run` also writes the report."""
         s = self.settings
         state = AgentState(instruction=instruction)
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,
@@ -198,7 +228,6 @@ class Agent:
                            timings_ms=phase_medians(state.durations))
         return result
 
-    run = run_episode
 
     # ---- one step ---------------------------------------------------------------------------
 
@@ -239,6 +268,7 @@ class Agent:
                 traj.append_step(rec)
                 rec.durations_ms["record"] = rec.durations_ms.get("record", 0.0) + (time.perf_counter() - t) * 1000
                 state.durations.append(rec.durations_ms)
+                state.history.append(EpisodeStep.from_record(rec, traj.path))
                 self.listener.on_step(rec)
         return obs
 
@@ -405,7 +435,7 @@ class Agent:
         assert state.status is not None
         return EpisodeResult(status=state.status, reason=state.reason, answer=state.answer, steps=state.step,
                              failures=state.failures, duration_s=round(time.perf_counter() - state.started, 3),
-                             run_dir=traj.path)
+                             run_dir=traj.path, history=state.history)
 
 
 def _secret_text(action: Action) -> str:

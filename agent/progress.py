@@ -26,7 +26,7 @@ from rich.prompt import Confirm, Prompt
 from rich.spinner import Spinner
 from rich.text import Text
 
-from kimi_agent.loop import Listener, Phase
+from kimi_agent.listener import Listener, Phase
 from kimi_agent.safety import Redactor
 from kimi_agent.trajectory import StepRecord
 

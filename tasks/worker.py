@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from kimi_agent.loop import Listener, Phase
+from kimi_agent.listener import Listener, Phase
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ChannelBackend
 from kimi_agent.tasks.runner import (

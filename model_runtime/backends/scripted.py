@@ -88,6 +88,8 @@ class ScriptedBackend:
 
     def generate(self, messages: list[Message], images: list[Image.Image], sampling: Sampling, *,
                  on_text: Callable[[str], None] | None = None) -> Reply:
+        """The next reply (or the reply function's answer), streamed to `on_text` in pieces;
+        `BackendError` when the replies have run out."""
         call = ScriptCall(len(self.calls), messages, images, sampling)
         self.calls.append(call)
         if self._fn is not None:
