@@ -1,4 +1,4 @@
-"""The `kimi-agent` command.
+"""The `kimi-agent` command (`kimi_agent.cli.app`; the console script is `kimi_agent.cli:main`).
 
 `kimi-agent "enable Do Not Track"` runs one episode; `kimi-agent report RUN_DIR`, `ground IMAGE
 TEXT`, `doctor`, `serve --model DIR` (and `run TASKS`, from the tasks package) are subcommands. typer cannot mix a free
@@ -317,7 +317,7 @@ def guide() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: dispatch subcommands vs. the episode command."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # ---- tasks runner: the tasks package adds the `run` subcommand here --------------------------
+    # ---- subcommands that other packages add, each with its own register(app) -------------------
     from kimi_agent.tasks.cli import register
 
     register(app)
@@ -336,7 +336,3 @@ def main(argv: list[str] | None = None) -> None:
             raise _fail_start(e) from None
         except typer.Exit as stop:
             sys.exit(stop.exit_code)
-
-
-if __name__ == "__main__":
-    main()
