@@ -71,3 +71,19 @@ def _run(tmp_path: Path, replies: Path, screens: list[str]) -> None:
     assert "step 3: rejected, retrying: The user declined: press ctrl+w." in final
     assert "hotkey FAILED: The user declined" in final
     assert "thinking" not in final.split("success after")[1]  # the live line is cleared at the end
+
+
+def test_ctrl_c_in_a_terminal_exits_130_with_the_trajectory_written(tmp_path: Path) -> None:
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text(json.dumps({"text": kimi("Give it time.", "Wait.", "computer.wait(seconds=60)")}) + "\n")
+    with _pane(tmp_path, "--backend", "scripted", "--replies", str(replies), "--env", "browser",
+               "--url", "about:blank", "--out", "out", "wait a minute") as pane:
+        pane.wait_for("waiting (60 s)", timeout_s=90)
+        pane.send("C-c")
+        rc = pane.exit_code(timeout_s=60)
+        final = pane.screen()
+    assert rc == 130, final
+    assert "user_stopped after 1 steps" in final and "Traceback" not in final
+    (run_dir,) = (tmp_path / "out").iterdir()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "user_stopped" and (run_dir / "report.html").is_file()

@@ -26,7 +26,10 @@ class TmuxPane:
         self.socket = str(cwd / "tmux.sock")
         self.rc_file = cwd / "tmux.rc"
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        script = f"cd {shlex.quote(str(cwd))} && env -i {exports} {cmd}; echo $? > {shlex.quote(str(self.rc_file))}; sleep 600"
+        # the shell traps SIGINT (a trap, not an ignore, so the command gets Ctrl-C as usual) and lives on
+        # to write the command's exit code; the pane stays for capture-pane afterwards
+        script = (f"trap true INT; cd {shlex.quote(str(cwd))} && env -i {exports} {cmd}; "
+                  f"echo $? > {shlex.quote(str(self.rc_file))}; sleep 600")
         self._tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), "sh", "-c", script)
 
     def _tmux(self, *args: str) -> str:
