@@ -3,7 +3,11 @@
 Public names are imported lazily so that `import kimi_agent.actions` (or the parser) never pulls in
 torch, Playwright or an X display:
 
-- `Agent`, `AgentSettings`, `EpisodeResult`: run episodes against an environment.
+- `Agent`, `AgentSettings`: run episodes against an environment (`Agent(backend, env).run(...)`,
+  or `await agent.arun(...)` from asyncio code).
+- `EpisodeResult`, `EpisodeStep`: how an episode ended, and each step (thought, action, points,
+  timings, frame paths).
+- `Listener`: the callbacks an episode makes as it runs (subclass it for your own progress view).
 - `ScriptedBackend`: a test double that replays given replies instead of running a model.
 - `parse_reply`, `Step`: turn a Kimi-format reply into typed actions.
 - `AgentError`, `ReplyError`: the base of every error raised on purpose, and a rejected reply.
@@ -19,7 +23,9 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Agent": "kimi_agent.loop",
     "AgentSettings": "kimi_agent.loop",
-    "EpisodeResult": "kimi_agent.loop",
+    "EpisodeResult": "kimi_agent.result",
+    "EpisodeStep": "kimi_agent.result",
+    "Listener": "kimi_agent.listener",
     "ScriptedBackend": "kimi_agent.model_runtime.backends.scripted",
     "parse_reply": "kimi_agent.reply",
     "Step": "kimi_agent.reply",

@@ -9,33 +9,38 @@ its trajectory is written even when it is stopped with Ctrl-C.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
-from kimi_agent.actions.types import Action, AskUser, Done, TypeText
+from kimi_agent.actions.types import Action, AskUser, Done, TypeText, Wait
 from kimi_agent.env.base import Environment, Observation, Outcome
 from kimi_agent.errors import ActionError, AgentError, ReplyError
 from kimi_agent.history import HistoryPolicy, PastStep, build_messages
+from kimi_agent.listener import Listener, Phase
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
 from kimi_agent.reply import Step, parse_reply
+from kimi_agent.result import EpisodeResult, EpisodeStep, Status
 from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings, secret_placeholders
 from kimi_agent.trajectory import Attempt, FrameFormat, StepRecord, Trajectory
 from kimi_agent.watchdog import StepWatchdog
 
 log = logging.getLogger("kimi_agent")
+__all__ = ["Agent", "AgentSettings", "AgentState", "EpisodeResult", "EpisodeStep", "Listener", "Phase"]
 
-Status = Literal["success", "failure", "max_steps", "user_stopped", "error"]
 AskFn = Callable[[str], str]
 
 
@@ -64,7 +69,7 @@ class AgentSettings(BaseModel):
 
 
 class AgentState(BaseModel):
-    """What changes during one episode."""
+    """What changes during one episode (the loop's own bookkeeping; not part of the result)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -81,41 +86,49 @@ class AgentState(BaseModel):
     last_frame: tuple[int, str] | None = None  # (id of image, frame file) already queued
     pending_observe_ms: float = 0.0  # observation time not yet charged to a step
     durations: list[dict[str, float]] = Field(default_factory=list)
+    history: list[EpisodeStep] = Field(default_factory=list)
 
     def finish(self, status: Status, reason: str, answer: str | None = None) -> None:
+        """End the episode with `status` (the first call wins; later ones are ignored)."""
         if self.status is None:
             self.status, self.reason, self.answer = status, reason, answer
 
 
-class EpisodeResult(BaseModel):
-    status: Status
-    reason: str
-    answer: str | None = None
-    steps: int
-    failures: int
-    duration_s: float
-    run_dir: Path
-
-    @property
-    def success(self) -> bool:
-        return self.status == "success"
-
-
-class Listener:
-    """Progress callbacks (no-ops here); the CLI prints them."""
-
-    def on_text(self, piece: str) -> None: ...
-    def on_retry(self, step: int, error: str) -> None: ...
-    def on_step(self, record: StepRecord) -> None: ...
-
-
 class Agent:
-    """Runs episodes of one model on one environment. The backend is reused across episodes."""
+    """Runs episodes of one model on one environment; the backend is reused across episodes.
 
-    def __init__(self, backend: Backend, env: Environment, settings: AgentSettings | None = None, *,
-                 confirm: Confirm | None = None, ask: AskFn | None = None, listener: Listener | None = None) -> None:
+    Args:
+        backend: the model (`kimi_agent.options.make_backend(...)`, or `ScriptedBackend([...])`).
+        env: the environment to act on, or a function that makes it (called on first use, on
+            the thread that runs the episode: pass a function for a Playwright `BrowserEnv` you
+            use with `arun`, since Playwright's sync API works only on the thread that started
+            it; `close()` then closes it).
+        settings: budgets, sampling, history and where trajectories go (`AgentSettings`).
+        confirm: `confirm(question) -> bool`, asked before a risky action (closing a window or
+            tab, ctrl+alt+del, typing into a password field...). Without it, risky actions are
+            refused and the refusal goes back to the model (`settings.safety.confirm_risky=False`
+            lets them all run instead).
+        ask: `ask(question) -> str`, the user's answer when the model calls
+            `computer.ask_user(...)`. Without it, the model is not offered that call, and an
+            episode where it asks anyway ends as a failure.
+        listener: a `Listener` told about each step as it happens: step start, phases
+            (observing, thinking, acting, waiting, settling), the model's text as it streams,
+            the parsed thought and action, retries, and each recorded step. The CLI's live view
+            is one (`kimi_agent.progress.ConsoleListener`).
+
+    `run(instruction)` runs one episode and writes its report (`report.html`, `traj.jsonl`);
+    `await arun(instruction)` does the same from asyncio code, on the agent's own worker thread;
+    `run_episode(instruction)` writes only the trajectory (the task runner's entry point). Each
+    returns an `EpisodeResult` with the steps. Callbacks run on the episode's thread.
+    """
+
+    def __init__(self, backend: Backend, env: Environment | Callable[[], Environment],
+                 settings: AgentSettings | None = None, *, confirm: Confirm | None = None,
+                 ask: AskFn | None = None, listener: Listener | None = None) -> None:
         self.backend = backend
-        self.env = env
+        made_later = callable(env) and (isinstance(env, type) or not hasattr(env, "execute"))
+        self._env: Environment | None = None if made_later else env  # type: ignore[assignment]
+        self._make_env: Callable[[], Environment] | None = env if made_later else None  # type: ignore[assignment]
         self.settings = settings or AgentSettings()
         self.safety = SafetyPolicy(self.settings.safety, confirm=confirm)
         self.ask = ask
@@ -124,9 +137,57 @@ class Agent:
                                            ask_user=ask is not None)
         self.limits = ParseLimits()
         self._watchdog = StepWatchdog(None)  # replaced by each episode's
+        self._thread: ThreadPoolExecutor | None = None
+
+    @property
+    def env(self) -> Environment:
+        """The environment (made now by the `env` function given, on first use)."""
+        if self._env is None:
+            assert self._make_env is not None
+            self._env = self._make_env()
+        return self._env
+
+    def run(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
+        """Run one episode for `instruction`; with `artifacts`, also write its `report.html` and
+        OSWorld `traj.jsonl` (`result.report` is then the report's path)."""
+        result = self.run_episode(instruction)
+        if artifacts:
+            from kimi_agent.artifacts import write_episode_artifacts
+
+            result.report = write_episode_artifacts(result.run_dir).get("report.html")
+        return result
+
+    async def arun(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
+        """`run` for asyncio code: the episode (environment, model calls, callbacks) runs on the
+        agent's one worker thread, so the event loop stays free and Playwright's sync API is
+        never used inside it. Cancelling the await does not stop the episode; its budgets do."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker(), partial(self.run, instruction, artifacts=artifacts))
+
+    def close(self) -> None:
+        """Close an environment this agent made (from the `env` function) and its worker thread."""
+        if self._make_env is not None and self._env is not None:
+            env, self._env = self._env, None
+            if self._thread is not None:
+                self._thread.submit(env.close).result()
+            else:
+                env.close()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
+    async def aclose(self) -> None:
+        """`close` for asyncio code (waits on a thread, not on the event loop)."""
+        await asyncio.to_thread(self.close)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimi-agent-episode")
+        return self._thread
 
     def run_episode(self, instruction: str) -> EpisodeResult:
-        """Run one episode for `instruction` and write its trajectory under `settings.out_dir`."""
+        """Run one episode for `instruction` and write its trajectory under `settings.out_dir`
+        (`run.json`, `steps.jsonl`, `frames/`); `run` also writes the report."""
         s = self.settings
         state = AgentState(instruction=instruction)
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,
@@ -135,6 +196,7 @@ class Agent:
         watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds)
         try:
             with watchdog:
+                self.listener.on_phase(1, "observing")
                 obs = self._observe(state)
                 traj.write_run(env={"kind": getattr(self.env, "kind", None), "geometry": obs.geometry.model_dump()})
                 while state.status is None:
@@ -166,12 +228,12 @@ class Agent:
                            timings_ms=phase_medians(state.durations))
         return result
 
-    run = run_episode
 
     # ---- one step ---------------------------------------------------------------------------
 
     def _step(self, state: AgentState, obs: Observation, traj: Trajectory) -> Observation:
         state.step += 1
+        self.listener.on_step_start(state.step)
         rec = StepRecord(step=state.step, started_at=time.time(),
                          obs_before=observation_record(obs, self._frame(state, traj, obs, "before")))
         rec.durations_ms["observe"] = state.pending_observe_ms
@@ -191,6 +253,7 @@ class Agent:
                     break
                 self._reject(state, rec, error, "action")
                 if _ran(rec):  # something ran before the failure: look again
+                    self.listener.on_phase(state.step, "observing")
                     obs = self._observe(state)
                     _add(rec.durations_ms, observe=state.pending_observe_ms)
                     state.pending_observe_ms = 0.0
@@ -205,6 +268,7 @@ class Agent:
                 traj.append_step(rec)
                 rec.durations_ms["record"] = rec.durations_ms.get("record", 0.0) + (time.perf_counter() - t) * 1000
                 state.durations.append(rec.durations_ms)
+                state.history.append(EpisodeStep.from_record(rec, traj.path))
                 self.listener.on_step(rec)
         return obs
 
@@ -220,6 +284,7 @@ class Agent:
         if attempt > 0:
             temp = max(s.retry_temperature, sampling.temperature) + s.retry_temperature_step * (attempt - 1)
             sampling = sampling.model_copy(update={"temperature": min(temp, 2.0)})
+        self.listener.on_phase(state.step, "thinking")
         with self._watchdog.running("generate"):
             reply = self.backend.generate(messages, images, sampling, on_text=self.listener.on_text)
         t2 = time.perf_counter()
@@ -234,6 +299,8 @@ class Agent:
             self._reject(state, rec, parsed.message, parsed.kind)
             return None
         rec.parsed = parsed_record(parsed)
+        redact = self.safety.redactor
+        self.listener.on_reply(state.step, redact(parsed.thought), redact(parsed.action_text))
         return parsed
 
     def _execute(self, state: AgentState, obs: Observation, step: Step, rec: StepRecord) -> str | None:
@@ -267,9 +334,16 @@ class Agent:
                 arec.ok, arec.error = False, f"unknown secret {e.args[0]!r}"
                 return f"there is no secret named {e.args[0]!r}."
             t0 = time.perf_counter()
+            step_no = state.step
+            settling = partial(self.listener.on_phase, step_no, "settling")
+            if isinstance(action, Wait):
+                self.listener.on_phase(step_no, "waiting", f"{action.seconds:g} s")
+            else:
+                self.listener.on_phase(step_no, "acting", action.type)
             try:
                 with self._watchdog.running(f"execute ({action.type}, then settle)"):
-                    outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last)
+                    outcome = self.env.execute(real, geometry=obs.geometry, settle=self.settings.settle and i == last,
+                                               on_settle=settling)
             except ActionError as e:
                 arec.ok, arec.error = False, self._scrub(str(e), action, real)
                 return arec.error
@@ -314,6 +388,7 @@ class Agent:
     def _after(self, state: AgentState, obs: Observation, rec: StepRecord, traj: Trajectory) -> Observation:
         if rec.terminal == "done" or not _ran(rec):
             return obs
+        self.listener.on_phase(state.step, "observing")
         after = self._observe(state)
         _add(rec.durations_ms, observe=state.pending_observe_ms)
         state.pending_observe_ms = 0.0
@@ -337,23 +412,12 @@ class Agent:
         state.last_frame = (id(obs.image), rel)
         return rel
 
-    def _focused_password(self, action: Any) -> bool | None:
-        """Whether text would go into a password field: the env's `focused_is_password()` hook, or
-        the focused element of a Playwright page; None when the environment cannot tell."""
-        if getattr(action, "type", None) != "type_text":
+    def _focused_password(self, action: Action) -> bool | None:
+        """Whether text would go into a password field (the environment's answer; None when the
+        environment cannot tell or the action types nothing)."""
+        if not isinstance(action, TypeText):
             return None
-        probe = getattr(self.env, "focused_is_password", None)
-        if probe is not None:
-            return bool(probe())
-        page = getattr(self.env, "page", None)
-        if page is None:
-            return None
-        from playwright.sync_api import Error as PlaywrightError
-
-        try:
-            return bool(page.evaluate("() => document.activeElement?.type === 'password'"))
-        except PlaywrightError:
-            return None
+        return self.env.focused_is_password()
 
     def _run_header(self, instruction: str, traj: Trajectory) -> dict[str, Any]:
         s = self.settings
@@ -373,7 +437,7 @@ class Agent:
         assert state.status is not None
         return EpisodeResult(status=state.status, reason=state.reason, answer=state.answer, steps=state.step,
                              failures=state.failures, duration_s=round(time.perf_counter() - state.started, 3),
-                             run_dir=traj.path)
+                             run_dir=traj.path, history=state.history)
 
 
 def _secret_text(action: Action) -> str:

@@ -8,6 +8,7 @@ an `Outcome` that records the exact calls made, or the typed `ActionError` that 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -84,9 +85,16 @@ class Environment(Protocol):
         """Capture the current screen."""
         ...
 
-    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
+    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True,
+                on_settle: Callable[[], None] | None = None) -> Outcome:
         """Execute `action`, whose points are in the frame of `geometry` (default: the last
-        observation's). With `settle`, wait until the screen stops changing (time in `settle_ms`)."""
+        observation's). With `settle`, wait until the screen stops changing (time in `settle_ms`),
+        calling `on_settle()` just before that wait begins (the agent loop's "settling" phase)."""
+        ...
+
+    def focused_is_password(self) -> bool | None:
+        """Whether keyboard focus is in a password field (the safety policy asks before typing
+        there); None when this environment cannot tell."""
         ...
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -196,7 +196,8 @@ class BrowserEnv:
         return Observation(image=image, geometry=self._last_geometry, pointer=pointer, url=page.url,
                            title=title, grab_ms=grab_ms)
 
-    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
+    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True,
+                on_settle: Callable[[], None] | None = None) -> Outcome:
         """Run `action`; points are fractions of the screenshot described by `geometry` (default: the
         last observation's). Errors come back in `Outcome.error`, not raised."""
         from playwright.sync_api import Error as PlaywrightError
@@ -213,6 +214,8 @@ class BrowserEnv:
             outcome.ok, outcome.error = False, ActionError(f"{action.type} failed: {exc.message}")
         outcome.exec_ms = (time.perf_counter() - start) * 1000.0
         if settle and outcome.ok and not isinstance(action, Wait | Done | AskUser):
+            if on_settle is not None:
+                on_settle()
             outcome.settle_ms = self.settle().settle_ms
         blocked = self.blocked[blocked_before:]
         if blocked:  # the allowlist's reason, not Playwright's net::ERR_BLOCKED_BY_CLIENT
@@ -220,6 +223,17 @@ class BrowserEnv:
             outcome.error = ActionError(f"{'; '.join(str(b) for b in blocked[:3])} was blocked: the URL "
                                         f"allowlist permits only {self.allowlist}")
         return outcome
+
+    def focused_is_password(self) -> bool | None:
+        """Whether the current tab's focused element is an `<input type=password>`; None when the
+        page cannot be asked (navigating, closed)."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        self._check_open()
+        try:
+            return bool(self.page.evaluate("() => document.activeElement?.type === 'password'"))
+        except PlaywrightError:
+            return None
 
     def settle(self, config: SettleConfig | None = None) -> SettleResult:
         """Wait until the current tab stops changing (tiny JPEG frames compared for equality)."""

@@ -118,7 +118,8 @@ class DesktopEnv:
         return Observation(image=image, geometry=self._last_geometry, pointer=self._gui.position(),
                            grab_ms=grab_ms)
 
-    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
+    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True,
+                on_settle: Callable[[], None] | None = None) -> Outcome:
         """Run `action`; its points are fractions of the screenshot described by `geometry`
         (default: the last observation's). Errors come back in `Outcome.error`, not raised."""
         self._check_open()
@@ -133,8 +134,14 @@ class DesktopEnv:
             outcome.ok, outcome.error = False, ActionError(f"{action.type} failed: {exc}")
         outcome.exec_ms = (time.perf_counter() - start) * 1000.0
         if settle and outcome.ok and not isinstance(action, Wait | Done | AskUser):
+            if on_settle is not None:
+                on_settle()
             outcome.settle_ms = self.settle().settle_ms
         return outcome
+
+    def focused_is_password(self) -> bool | None:
+        """None: an X display does not say what kind of widget has the keyboard focus."""
+        return None
 
     def settle(self, config: SettleConfig | None = None) -> Any:
         """Wait until the screen stops changing; returns the `SettleResult`."""

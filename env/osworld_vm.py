@@ -87,7 +87,8 @@ class OSWorldVMEnv:
         return Observation(image=image, geometry=self._last_geometry, pointer=self.cursor_position(),
                            grab_ms=grab_ms)
 
-    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
+    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True,
+                on_settle: Callable[[], None] | None = None) -> Outcome:
         """Generate the pyautogui code for `action`, run it in the VM; errors in `Outcome.error`."""
         outcome = Outcome(action=action)
         start = time.perf_counter()
@@ -104,8 +105,14 @@ class OSWorldVMEnv:
             outcome.ok, outcome.error = False, ActionError(f"{action.type}: the VM server failed: {exc!r}")
         outcome.exec_ms = (time.perf_counter() - start) * 1000.0
         if settle and outcome.ok and not isinstance(action, Wait | Done | AskUser):
+            if on_settle is not None:
+                on_settle()
             outcome.settle_ms = self.settle().settle_ms
         return outcome
+
+    def focused_is_password(self) -> bool | None:
+        """None: the VM's server has no endpoint that says what has the keyboard focus."""
+        return None
 
     def settle(self, config: SettleConfig | None = None) -> SettleResult:
         return settle(lambda: self._request("GET", "/screenshot").content, config or self.settle_config)

@@ -4,7 +4,7 @@ Tasks come from files and folders, or from an OSWorld meta file (`--test-meta te
 --domain chrome`: ids under `examples/<domain>/<id>.json` next to it). The exit code is 0 only
 when every runnable task was scored; 1 when any task errored (rerun those with `--resume`).
 
-`register(app)` adds the command to the main typer app (agent/cli.py); `python -m
+`register(app)` adds the command to the main typer app (cli/app.py); `python -m
 kimi_agent.tasks.cli run ...` works on its own. Model options are the shared ones (`--backend`,
 `--model`, `--endpoint`, `--api-key`, `--replies`, as `kimi_agent.options.BackendOptions`) plus two test doubles for demos and tests:
 `solutions` (scripted solutions of the built-in suite and the real Do Not Track task) and

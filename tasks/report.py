@@ -1,68 +1,25 @@
-"""Run outputs: live progress (rich), the final results table, results.json/.csv, index.html
-(both with the success rate per domain, OSWorld's examples/<domain>/ folder) and each task's
-report.html (the pages themselves are tasks/run_pages.py)."""
+"""Run outputs: the final results table, results.json/.csv, index.html (both with the success rate
+per domain, OSWorld's examples/<domain>/ folder) and each task's report.html (the pages themselves
+are tasks/run_pages.py). The live progress view is `tasks/run_progress.py` (`ProgressView`,
+re-exported here for the runner)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from kimi_agent.tasks.loader import id_problem
 from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
-from kimi_agent.tasks.runner import RunSummary, TaskResult, write_json_atomic
+from kimi_agent.tasks.run_progress import ProgressView
+from kimi_agent.tasks.runner import RunSummary, write_json_atomic
 
 _STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow"}
+__all__ = ["COLUMNS", "ProgressView", "index_html", "results_table", "write_outputs"]
 COLUMNS = ("task_id", "domain", "instruction", "status", "score", "steps", "seconds", "reason", "trajectory")
-
-
-class ProgressView:
-    """Done/total, success rate so far, and each worker's current task and step."""
-
-    def __init__(self, *, total: int, enabled: bool = True) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.done: list[TaskResult] = []
-        self.workers: dict[int, Any] = {}
-        self._live: Live | None = None
-
-    def finished(self, r: TaskResult) -> None:
-        self.done.append(r)
-
-    def render(self) -> Group:
-        scored = [r for r in self.done if r.status in ("success", "fail", "error")]
-        rate = sum(r.score or 0.0 for r in scored) / len(scored) if scored else 0.0
-        head = Text(f"tasks {len(self.done)}/{self.total}   success rate {rate:.0%} of {len(scored)} scored")
-        table = Table(show_header=True, box=None)
-        for col in ("worker", "display", "task", "current step"):
-            table.add_column(col)
-        for i, w in sorted(self.workers.items()):
-            table.add_row(str(i), w.display, w.task_id or "-", w.step)
-        return Group(head, table)
-
-    @contextmanager
-    def live(self) -> Iterator[None]:
-        with Live(self.render(), refresh_per_second=4, transient=True) as live:
-            self._live = live
-            try:
-                yield
-            finally:
-                self._live = None
-
-    def refresh(self) -> None:
-        if self._live is not None:
-            self._live.update(self.render())
-
-    def print_table(self, summary: RunSummary, console: Console | None = None) -> None:
-        (console or Console()).print(results_table(summary))
 
 
 def results_table(summary: RunSummary) -> Table:

@@ -7,7 +7,7 @@ backend is a test double that must read this worker's browser (the scripted solu
 runner then sends pickled in `init`. The built-in suite's pages are served inside the sandbox, on
 its own loopback. A broken display or browser is rebuilt between tasks.
 
-Messages in: init, task, stop. Out: ready, start, step, generate (see model_link), done.
+Messages in: init, task, stop. Out: ready, start, phase, step, generate (see model_link), done.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from kimi_agent.listener import Listener, Phase
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ChannelBackend
 from kimi_agent.tasks.runner import (
@@ -38,14 +39,15 @@ from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 IDLE_TIMEOUT_S = 24 * 3600.0  # the runner always says stop; this only bounds a lost runner
 
 
-class _StepEvents:
-    """Agent listener that tells the runner about each finished step."""
+class _StepEvents(Listener):
+    """Agent listener that tells the runner about each step's phases and each finished step."""
 
     def __init__(self, channel: Channel, task_id: str) -> None:
         self.channel, self.task_id = channel, task_id
 
-    def on_text(self, piece: str) -> None: ...
-    def on_retry(self, step: int, error: str) -> None: ...
+    def on_phase(self, step: int, phase: Phase, detail: str = "") -> None:
+        self.channel.send({"type": "phase", "task_id": self.task_id, "step": step, "phase": phase,
+                           "detail": detail[:40]})
 
     def on_step(self, record: Any) -> None:
         parsed = getattr(record, "parsed", None)

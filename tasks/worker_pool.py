@@ -59,7 +59,9 @@ class Worker:
     task_id: str | None = None
     started: float = 0.0  # wall clock (time.time()) when the current task was handed over
     started_mono: float = 0.0
-    step: str = ""
+    step: str = ""  # "step N: <its action>" of the last finished step, or "setup"/"starting"
+    step_no: int = 0  # the step running now (0: none yet)
+    phase: str = ""  # what it is doing: observing, thinking, acting (click), waiting (2 s), settling
     display: str = ""
     port: int = 0
     profile: str = ""
@@ -219,6 +221,10 @@ class WorkerPool:
         elif kind == "start":
             w.step = "setup"
             self.on_event("start", w, msg)
+        elif kind == "phase" and msg.get("task_id") == w.task_id:
+            w.step_no = int(msg.get("step") or 0)
+            detail = str(msg.get("detail") or "")[:40]
+            w.phase = str(msg.get("phase") or "")[:20] + (f" ({detail})" if detail else "")
         elif kind == "step" and msg.get("task_id") == w.task_id:
             w.step = f"step {msg.get('step')}: {msg.get('action')}"
             self.on_event("step", w, msg)
@@ -238,6 +244,7 @@ class WorkerPool:
             return
         spec, domain = queue_.popleft()
         w.task_id, w.started, w.started_mono, w.step = spec.id, time.time(), time.monotonic(), "starting"
+        w.step_no, w.phase = 0, ""
         w.backend = None if self.in_worker else self.factory(spec, None, "")
         _send(w, {"type": "task", "spec": spec.model_dump_json(), "domain": domain,
                   "backend_name": getattr(w.backend, "name", "")})  # if gone, the exit records the task
@@ -254,7 +261,7 @@ class WorkerPool:
         r = r.model_copy(update={"path": str(final), "host": host})
         write_result(out, r)
         results[r.task_id] = r
-        w.task_id, w.step, w.backend = None, "", None
+        w.task_id, w.step, w.backend, w.step_no, w.phase = None, "", None, 0, ""
         self.on_event("done", w, r)
 
     def _error(self, spec: TaskSpec, domain: str, reason: str) -> TaskResult:

@@ -1,7 +1,9 @@
 """Import hygiene: the light packages never pull in torch, Playwright or an X display."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +16,33 @@ def test_light_imports(module: str) -> None:
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"{module} imported {out.stdout.strip()}"
+
+
+# Layers, bottom to top: actions <- env <- agent (kimi_agent) <- tasks <- cli. A package may import
+# only the ones below it, at the top of a file or inside a function alike.
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {"actions": ("kimi_agent.env", "kimi_agent.tasks", "kimi_agent.cli", "kimi_agent.loop"),
+             "env": ("kimi_agent.tasks", "kimi_agent.cli", "kimi_agent.loop"),
+             "agent": ("kimi_agent.tasks", "kimi_agent.cli"),
+             "tasks": ("kimi_agent.cli",),
+             "model_runtime": ("kimi_agent.tasks", "kimi_agent.cli", "kimi_agent.loop", "kimi_agent.env",
+                               "kimi_agent.reply")}
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_layers_import_only_downwards(folder: str) -> None:
+    files = sorted((ROOT / folder).rglob("*.py"))
+    assert files, folder
+    bad = [f"{path.relative_to(ROOT)} imports {name}" for path in files for name in _imports(path)
+           if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[folder])]
+    assert bad == []

@@ -1,7 +1,7 @@
 """`ScriptedBackend`: a test double that replays given replies instead of running a model.
 
-It answers from a list of strings, a JSONL file (one JSON string, or an object with a `text` field,
-per line), or a callable that receives a `ScriptCall` (the messages, the images, whose last one is
+It answers from a list of strings, a JSONL file (one JSON string, or an object with a `text` field
+and optionally `stream_s`, the seconds its text takes to stream, to show a model's pace in demos), or a callable that receives a `ScriptCall` (the messages, the images, whose last one is
 the current screenshot, the sampling and the call index) and returns the reply text. Tests and
 demos use it to drive real environments through the real parser and executor without weights.
 """
@@ -9,6 +9,7 @@ demos use it to drive real environments through the real parser and executor wit
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +42,18 @@ ReplyFn = Callable[[ScriptCall], str]
 
 def load_replies(path: str | Path) -> list[str]:
     """Replies from a JSONL file: each line a JSON string or an object with a `text` field."""
+    return [text for text, _ in load_script(path)]
+
+
+def load_script(path: str | Path) -> list[tuple[str, float]]:
+    """(reply, stream seconds) pairs from a JSONL file: each line a JSON string or an object
+    `{"text": ..., "stream_s": ...}` (`stream_s`: 0 to 60 s over which the text streams, default 0)."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise ConfigError(f"cannot read replies file {p}: {e.strerror}") from None
-    out: list[str] = []
+    out: list[tuple[str, float]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -57,7 +64,10 @@ def load_replies(path: str | Path) -> list[str]:
         text = item.get("text") if isinstance(item, dict) else item
         if not isinstance(text, str):
             raise ConfigError(f"{p}:{n}: expected a JSON string or an object with a 'text' string")
-        out.append(text)
+        stream_s = item.get("stream_s", 0.0) if isinstance(item, dict) else 0.0
+        if isinstance(stream_s, bool) or not isinstance(stream_s, int | float) or not 0 <= stream_s <= 60:
+            raise ConfigError(f"{p}:{n}: stream_s must be a number of seconds from 0 to 60")
+        out.append((text, float(stream_s)))
     return out
 
 
@@ -67,8 +77,10 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, replies: Sequence[str] | ReplyFn | str | Path, *, chunk_chars: int = 64) -> None:
+        self._stream_s: list[float] = []
         if isinstance(replies, str | Path):
-            replies = load_replies(replies)
+            script = load_script(replies)
+            replies, self._stream_s = [t for t, _ in script], [s for _, s in script]
         self._fn: ReplyFn | None = replies if callable(replies) else None
         self._replies: list[str] = [] if callable(replies) else list(replies)
         self._chunk = max(1, chunk_chars)
@@ -76,6 +88,8 @@ class ScriptedBackend:
 
     def generate(self, messages: list[Message], images: list[Image.Image], sampling: Sampling, *,
                  on_text: Callable[[str], None] | None = None) -> Reply:
+        """The next reply (or the reply function's answer), streamed to `on_text` in pieces;
+        `BackendError` when the replies have run out."""
         call = ScriptCall(len(self.calls), messages, images, sampling)
         self.calls.append(call)
         if self._fn is not None:
@@ -84,7 +98,12 @@ class ScriptedBackend:
             text = self._replies[call.index]
         else:
             raise BackendError(f"the scripted backend ran out of replies after {len(self._replies)}")
-        if on_text is not None:
-            for i in range(0, len(text), self._chunk):
-                on_text(text[i: i + self._chunk])
+        stream_s = self._stream_s[call.index] if call.index < len(self._stream_s) else 0.0
+        chunk = max(1, min(self._chunk, 8)) if stream_s else self._chunk
+        pieces = [text[i: i + chunk] for i in range(0, len(text), chunk)]
+        for piece in pieces:
+            if stream_s:
+                time.sleep(stream_s / len(pieces))
+            if on_text is not None:
+                on_text(piece)
         return Reply(text=text, finish_reason="stop", latency_ms=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -37,12 +38,15 @@ class FakeEnv:
         img = Image.new("RGB", (self.geometry.shot_width, self.geometry.shot_height), (shade, 80, 120))
         return Observation(image=img, geometry=self.geometry, grab_ms=(time.perf_counter() - t) * 1000)
 
-    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True) -> Outcome:
+    def execute(self, action: Action, *, geometry: Geometry | None = None, settle: bool = True,
+                on_settle: Callable[[], None] | None = None) -> Outcome:
         if action.type in self.fail_types:
             raise ActionError(f"{action.type} is not supported here")
         g = geometry or self.geometry
         pts = [norm_to_exec_pixel(p, g) for p in action_points(action)]
         self.executed.append(action)
+        if settle and on_settle is not None and action.type not in ("wait", "done", "ask_user"):
+            on_settle()
         return Outcome(action=action, executed=[f"fake.{action.type}{tuple(pts)}"],
                        exec_points=[(float(x), float(y)) for x, y in pts], exec_ms=0.1, settle_ms=0.0)
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from kimi_agent import Agent, AgentSettings
-from kimi_agent.errors import ModelUnavailableError
+from kimi_agent.errors import ConfigError, ModelUnavailableError
+from kimi_agent.loop import Listener
 from kimi_agent.model_runtime.backends import make_backend
 from kimi_agent.model_runtime.backends.scripted import ScriptCall, ScriptedBackend
 from kimi_agent.safety import SafetySettings
@@ -140,6 +141,14 @@ def test_scripted_backend_reads_jsonl(tmp_path: Path, kimi_reply: Any) -> None:
     path.write_text(json.dumps(kimi_reply("a", "b", DONE)) + "\n" + json.dumps({"text": "second"}) + "\n")
     backend = make_backend("scripted", path)
     assert backend.name == "scripted" and len(backend._replies) == 2  # type: ignore[attr-defined]
+    paced = tmp_path / "paced.jsonl"
+    paced.write_text(json.dumps({"text": "slow reply", "stream_s": 0.2}) + "\n")
+    pieces: list[str] = []
+    reply = ScriptedBackend(paced).generate([], [], AgentSettings().sampling, on_text=pieces.append)
+    assert reply.text == "slow reply" and "".join(pieces) == "slow reply" and len(pieces) == 2  # 8-char pieces
+    paced.write_text(json.dumps({"text": "x", "stream_s": "soon"}) + "\n")
+    with pytest.raises(ConfigError, match=r"paced.jsonl:1: stream_s must be a number"):
+        ScriptedBackend(paced)
 
 
 def test_transformers_backend_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -151,3 +160,52 @@ def test_transformers_backend_fails_clearly(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setitem(sys.modules, "transformers", fake)
     with pytest.raises(ModelUnavailableError, match=r"transformers 5\.23\.0 is installed"):
         make_backend("transformers", tmp_path)
+
+
+class _Events(Listener):
+    """Records every listener call, in order, as short strings."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.text = ""
+
+    def on_step_start(self, step: int) -> None:
+        self.events.append(f"start {step}")
+
+    def on_phase(self, step: int, phase: str, detail: str = "") -> None:
+        self.events.append(f"{step} {phase}" + (f" {detail}" if detail else ""))
+
+    def on_text(self, piece: str) -> None:
+        self.text += piece
+        if self.events[-1] != "text":
+            self.events.append("text")
+
+    def on_reply(self, step: int, thought: str, action: str) -> None:
+        self.events.append(f"reply {step}: {thought} / {action}")
+
+    def on_retry(self, step: int, error: str) -> None:
+        self.events.append(f"retry {step}")
+
+    def on_step(self, record: Any) -> None:
+        self.events.append(f"end {record.step}")
+
+
+def test_listener_sees_every_phase_and_the_reply_before_the_confirmation(tmp_path: Path, fake_env: Any,
+                                                                          kimi_reply: Any) -> None:
+    replies = [kimi_reply("A window.", "Click OK", "pyautogui.click(x=0.5, y=0.5)"),
+               kimi_reply("Wait for it.", "Wait", "computer.wait(seconds=0.01)"),
+               kimi_reply("Close it.", "Close the window", "pyautogui.hotkey('alt', 'f4')"),
+               kimi_reply("Done.", "Finish", DONE)]
+    listener = _Events()
+    agent = Agent(ScriptedBackend(replies), fake_env, _settings(tmp_path), listener=listener,
+                  confirm=lambda q: listener.events.append("confirm") is None)
+    assert agent.run_episode("click ok").status == "success"
+    assert listener.events == [
+        "1 observing",
+        "start 1", "1 thinking", "text", "reply 1: A window. / Click OK", "1 acting click", "1 settling",
+        "1 observing", "end 1",
+        "start 2", "2 thinking", "text", "reply 2: Wait for it. / Wait", "2 waiting 0.01 s", "2 observing", "end 2",
+        "start 3", "3 thinking", "text", "reply 3: Close it. / Close the window", "confirm", "3 acting hotkey",
+        "3 settling", "3 observing", "end 3",
+        "start 4", "4 thinking", "text", "reply 4: Done. / Finish", "end 4"]
+    assert listener.text == "".join(replies)

@@ -218,3 +218,12 @@ def test_headed_in_a_private_xvfb_and_attach_to_desktop_chromium(pw: Any, http_s
             (click,) = events(attached, "click")
             assert_at(click, x, y)
         assert chromium.running  # attach/close only disconnected
+
+
+def test_focused_is_password_asks_the_page(env: tuple[BrowserEnv, Geometry]) -> None:
+    benv, geometry = env
+    _, _, p = point(benv, "#text")
+    assert benv.execute(Click(point=p), geometry=geometry).ok
+    assert benv.focused_is_password() is False
+    benv.page.evaluate("document.getElementById('text').type = 'password'")
+    assert benv.focused_is_password() is True

@@ -218,6 +218,7 @@ def test_wait_done_and_ask_user(desktop: Any) -> None:
     for action in (Done(status="success"), AskUser(question="which file?")):
         out = desktop.execute(action)
         assert out.ok and out.executed == [] and out.settle_ms == 0.0
+    assert desktop.focused_is_password() is None  # X11 cannot tell; the safety policy then assumes no
 
 
 def test_chrome_settings_reachable(desktop: Any, page: Any) -> None:

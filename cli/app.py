@@ -1,4 +1,4 @@
-"""The `kimi-agent` command.
+"""The `kimi-agent` command (`kimi_agent.cli.app`; the console script is `kimi_agent.cli:main`).
 
 `kimi-agent "enable Do Not Track"` runs one episode; `kimi-agent report RUN_DIR`, `ground IMAGE
 TEXT`, `doctor`, `serve --model DIR` (and `run TASKS`, from the tasks package) are subcommands. typer cannot mix a free
@@ -151,7 +151,7 @@ def episode(
     from kimi_agent.loop import Agent, AgentSettings
     from kimi_agent.model_runtime.backends.base import Sampling
     from kimi_agent.options import EnvOptions, make_backend, open_env
-    from kimi_agent.progress import ConsoleListener, ask_on_terminal, confirm_on_terminal
+    from kimi_agent.progress import ConsoleListener
     from kimi_agent.safety import SafetySettings
 
     try:
@@ -180,12 +180,13 @@ def episode(
     try:
         with open_env(eopts) as environment:
             agent = Agent(model_backend, environment, settings, listener=listener,
-                          confirm=confirm_on_terminal if interactive else None,
-                          ask=ask_on_terminal if interactive else None)
-            result = agent.run_episode(instruction)
+                          confirm=listener.confirm if interactive else None,
+                          ask=listener.ask if interactive else None)
+            result = agent.run(instruction)  # the trajectory, report.html and traj.jsonl
     except AgentError as e:
         raise _fail_start(e) from None
-    _finish_run(result.run_dir)
+    finally:
+        listener.stop()
     listener.summary(result)
     raise typer.Exit(EXIT_SUCCESS if result.success else EXIT_STOPPED if result.status == "user_stopped" else EXIT_FAILED)
 
@@ -327,7 +328,7 @@ def guide() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: dispatch subcommands vs. the episode command."""
     args = list(sys.argv[1:] if argv is None else argv)
-    # ---- tasks runner: the tasks package adds the `run` subcommand here --------------------------
+    # ---- subcommands that other packages add, each with its own register(app) -------------------
     from kimi_agent.tasks.cli import register
 
     register(app)
@@ -346,7 +347,3 @@ def main(argv: list[str] | None = None) -> None:
             raise _fail_start(e) from None
         except typer.Exit as stop:
             sys.exit(stop.exit_code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,128 @@
+"""The library API: `Agent(...).run()` returns the steps and writes the report; `await arun()`
+runs a real browser episode inside asyncio; every public name is documented."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.page_server import page_server
+
+import kimi_agent
+from kimi_agent import Agent, AgentSettings, EpisodeResult, Listener, ScriptedBackend
+
+DONE = "computer.terminate(status='success', answer='ok')"
+
+
+def test_run_returns_the_steps_and_writes_report_and_traj(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    replies = [kimi_reply("I see the page", "Click the Save button", "pyautogui.click(x=0.5, y=0.25)"),
+               kimi_reply("Saved", "Finish", DONE)]
+    result = Agent(ScriptedBackend(replies), fake_env, AgentSettings(out_dir=tmp_path)).run("save the file")
+    assert isinstance(result, EpisodeResult) and result.success and result.steps == 2
+    first, last = result.history
+    assert (first.step, first.thought, first.action) == (1, "I see the page", "Click the Save button")
+    assert first.code == "pyautogui.click(x=0.5, y=0.25)" and first.attempts == 1
+    (click,) = first.actions
+    assert click.type == "click" and click.norm_xy == [(0.5, 0.25)] and click.exec_xy == [(960.0, 270.0)]
+    assert first.points == [(960.0, 270.0)]
+    assert {"observe", "model", "execute", "settle", "record"} <= set(first.timings_ms)
+    assert first.frame_before is not None and first.frame_before.is_file()
+    assert first.frame_after is not None and first.frame_after.is_file()
+    assert last.terminal == "done" and last.frame_before == first.frame_after
+    assert result.frames == [first.frame_before, first.frame_after]
+    assert result.report == result.run_dir / "report.html" and result.report.is_file()
+    traj = [json.loads(line) for line in (result.run_dir / "traj.jsonl").read_text().splitlines()]
+    assert [t["action"] for t in traj] == ["pyautogui.click(x=0.5, y=0.25)", "DONE"]
+    quiet = Agent(ScriptedBackend(replies), fake_env, AgentSettings(out_dir=tmp_path / "q")).run(
+        "save", artifacts=False)
+    assert quiet.report is None and not (quiet.run_dir / "report.html").exists()
+    bare = Agent(ScriptedBackend(replies), fake_env, AgentSettings(out_dir=tmp_path / "b")).run_episode("save")
+    assert len(bare.history) == 2 and not (bare.run_dir / "report.html").exists()  # the runner's entry point
+
+
+PAGE = """<!doctype html><title>counter</title><button id="b" style="position:absolute;left:0;top:0;
+width:100%;height:100%" onclick="this.textContent = 'clicked ' + (++window.n)">press</button>
+<script>window.n = 0</script>"""
+
+
+def test_arun_drives_a_real_browser_inside_asyncio(tmp_path: Path) -> None:
+    from kimi_agent.env.browser import BrowserEnv
+
+    replies = ["## Thought\nA big button.\n## Action\nPress it.\n## Code\n```python\npyautogui.click(x=0.5, y=0.5)\n```",
+               "## Thought\nIt says clicked.\n## Action\nFinish.\n## Code\n```python\n" + DONE + "\n```"]
+    seen: list[str] = []
+
+    class Phases(Listener):
+        def on_phase(self, step: int, phase: str, detail: str = "") -> None:
+            seen.append(phase)
+
+    async def main(url: str) -> tuple[EpisodeResult, int, str]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:  # the event loop keeps running while the episode does
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        background = asyncio.create_task(ticker())
+        agent = Agent(ScriptedBackend(replies), lambda: BrowserEnv(viewport=(800, 600), start_url=url),
+                      AgentSettings(out_dir=tmp_path, max_steps=4), listener=Phases())
+        try:
+            result = await agent.arun("press the button")
+            text = await asyncio.get_running_loop().run_in_executor(
+                agent._worker(), lambda: agent.env.page.inner_text("#b"))  # the page, on the env's thread
+        finally:
+            await agent.aclose()
+            stop.set()
+            await background
+        return result, ticks, text
+
+    with page_server(lambda path: (PAGE.encode(), "text/html; charset=utf-8")) as base:
+        result, ticks, text = asyncio.run(main(base + "/"))
+    assert result.status == "success", result.reason
+    assert text == "clicked 1"
+    assert ticks > 0
+    assert result.report is not None and result.report.is_file()
+    assert result.history[0].actions[0].exec_xy == [(400.0, 300.0)]
+    assert "thinking" in seen and "acting" in seen and "settling" in seen
+
+
+def test_help_explains_the_hooks_and_every_public_name_has_a_docstring() -> None:
+    doc = inspect.getdoc(Agent) or ""
+    for hook in ("confirm:", "ask:", "listener:", "arun", "run_episode"):
+        assert hook in doc, hook
+    missing = []
+    for name in kimi_agent.__all__:
+        obj = getattr(kimi_agent, name)
+        if not inspect.isclass(obj) and not inspect.isfunction(obj):
+            continue
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                public = not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property))
+                if public and not (member.__doc__ or "").strip():
+                    missing.append(f"{name}.{attr}")
+    assert missing == []
+
+
+@pytest.mark.parametrize("env_arg", ["instance", "factory"])
+def test_env_may_be_given_or_made_on_first_use(env_arg: str, tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    made: list[Any] = []
+
+    def make() -> Any:
+        made.append(fake_env)
+        return fake_env
+
+    agent = Agent(ScriptedBackend([kimi_reply("x", "Finish", DONE)]), fake_env if env_arg == "instance" else make,
+                  AgentSettings(out_dir=tmp_path))
+    assert made == []
+    assert agent.run("finish").success and agent.env is fake_env
+    assert len(made) == (1 if env_arg == "factory" else 0)
+    agent.close()
