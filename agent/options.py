@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kimi_agent.env.base import Environment
 from kimi_agent.errors import ConfigError, ModelUnavailableError
@@ -50,6 +50,8 @@ class BackendOptions(BaseModel):
     dtype: str = "bfloat16"
     image_format: Literal["png", "jpeg"] = "png"
     timeout_s: float = 120.0
+    slots: int = Field(default=1, ge=1, le=64, description="native: conversations decoded together (the runner "
+                       "sets it to --workers)")
 
     def resolved(self) -> BackendName:
         """The backend that will answer: `backend` if given, else openai with an endpoint, scripted
@@ -82,6 +84,8 @@ def make_backend(opts: BackendOptions) -> Backend:
         return _make("openai", opts.endpoint, model=opts.model, api_key=api_key, timeout_s=opts.timeout_s,
                      image_format=opts.image_format)
     model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
+    if name == "native" and opts.slots > 1:
+        return _make(name, model_dir, device=opts.device, dtype=opts.dtype, slots=opts.slots)
     return _make(name, model_dir, device=opts.device, dtype=opts.dtype)
 
 

@@ -112,6 +112,7 @@ def run_command(
                                "replies": None if replies is None else str(replies)}
     if model is not None:
         options["model"] = model
+    options["slots"] = workers  # a native model decodes the workers' requests together (one copy for all)
     if backend not in ("solutions", "do-nothing"):
         from kimi_agent.options import BackendOptions
 
