@@ -24,7 +24,7 @@ from support.osworld_server import StandInServer
 from kimi_agent.actions.types import Click, Navigate, NormPoint, Scroll, TypeText
 from kimi_agent.env.chromium import CHROME_ARGS, find_chromium, free_port
 from kimi_agent.env.osworld_vm import VM_SETTLE, OSWorldVMEnv, settle_frame
-from kimi_agent.env.settle import SettleConfig, frames_differ
+from kimi_agent.env.settle import frames_differ
 from kimi_agent.errors import ActionError, EnvironmentStartError, VMServerError, VMUnreachableError
 
 
@@ -140,7 +140,7 @@ def test_a_dead_server_is_unreachable_not_raw_httpx(vm_server: StandInServer, xv
     server = StandInServer(xvfb.display, tmp_path).start()
     env = OSWorldVMEnv(server.url, retries=1, timeout_s=2.0)
     server.stop()
-    with pytest.raises(VMUnreachableError, match="cannot connect|no complete answer"):
+    with pytest.raises(VMUnreachableError, match=r"cannot connect|no complete answer"):
         env.observe()
     out = env.execute(TypeText(text="x"))
     assert not out.ok and isinstance(out.error.__cause__, VMUnreachableError)
