@@ -244,9 +244,10 @@ class Bridge:
 
     def _check_reachable(self) -> None:
         """OSWorld's controller would retry an unreachable server for minutes: ask once, bounded."""
-        import requests
+        import urllib.request
 
-        requests.get(f"{self.args.vm.rstrip('/')}/platform", timeout=10).raise_for_status()
+        with urllib.request.urlopen(f"{self.args.vm.rstrip('/')}/platform", timeout=10) as response:
+            response.read()
 
     def evaluate(self, last_action: str | None) -> dict[str, Any]:
         if self.env is None or getattr(self.env, "evaluator", None) is None:
@@ -269,10 +270,16 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": kind, "message": message[-4000:]}
 
 
-def _unreachable(exc: BaseException) -> bool:
-    import requests
+UNREACHABLE = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "TimeoutError")
 
-    return isinstance(exc, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError)
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """A transport failure (requests' or the standard library's), here or as a cause."""
+    while exc is not None:
+        if any(c.__name__ in UNREACHABLE for c in type(exc).__mro__):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def serve(bridge: Bridge, inp: Any, out: Any, hello: dict[str, Any]) -> None:
