@@ -60,19 +60,22 @@ class _Job:
     attempt: int = 1
 
 
+_GENERATE_LOCK = threading.Lock()
+
+
 class SerialBackend:
-    """One backend shared by the worker threads, one generation at a time."""
+    """A task's backend (the factory's; a model one is cached and shared by every worker thread):
+    one generation at a time across the workers."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend, self.name = backend, backend.name
-        self._lock = threading.Lock()
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
+        with _GENERATE_LOCK:
             return self.backend.generate(*args, **kwargs)
 
 
-def run_vm_task(job: _Job, bridge: Bridge, backend: Backend, settings: RunSettings, *,
+def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: RunSettings, *,
                 worker: int = 0) -> TaskResult:
     """Bridge reset -> episode through OSWorldVMEnv -> bridge evaluate. Task failures come back as
     results; a dead VM or bridge raises (VMUnreachableError, BridgeDeadError) for the worker."""
@@ -100,6 +103,7 @@ def run_vm_task(job: _Job, bridge: Bridge, backend: Backend, settings: RunSettin
         raise
     except AgentError as e:
         return done(reason=f"setup failed: {e}")
+    backend = SerialBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
     env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
     try:
         agent_settings = AgentSettings(max_steps=settings.max_steps,
@@ -131,11 +135,11 @@ def run_vm_task(job: _Job, bridge: Bridge, backend: Backend, settings: RunSettin
 
 
 class _Worker(threading.Thread):
-    def __init__(self, index: int, target: BridgeTarget, jobs: queue.Queue[_Job | None], backend: Backend,
+    def __init__(self, index: int, target: BridgeTarget, jobs: queue.Queue[_Job | None], factory: BackendFactory,
                  settings: RunSettings, on_result: Callable[[_Job, TaskResult, bool], None],
                  start_bridge: Callable[[BridgeTarget, Path], Bridge]) -> None:
         super().__init__(name=f"vm-worker-{index}", daemon=True)
-        self.index, self.target, self.jobs, self.backend, self.settings = index, target, jobs, backend, settings
+        self.index, self.target, self.jobs, self.factory, self.settings = index, target, jobs, factory, settings
         self.on_result, self.start_bridge = on_result, start_bridge
         self.bridge: Bridge | None = None
 
@@ -146,7 +150,7 @@ class _Worker(threading.Thread):
             try:
                 if self.bridge is None:
                     self.bridge = self.start_bridge(self.target, cache)
-                result = run_vm_task(job, self.bridge, self.backend, self.settings, worker=self.index)
+                result = run_vm_task(job, self.bridge, self.factory, self.settings, worker=self.index)
             except (VMUnreachableError, BridgeDeadError) as e:
                 self._drop_bridge()
                 vm_dead = True
@@ -237,7 +241,6 @@ def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets
               starter: Callable[[BridgeTarget, Path], Bridge], results: dict[str, TaskResult]) -> None:
     if not jobs:
         return
-    backend = SerialBackend(factory(jobs[0].loaded.spec, None, ""))  # type: ignore[arg-type]
     pending: queue.Queue[_Job | None] = queue.Queue()
     for job in jobs:
         pending.put(job)
@@ -258,8 +261,7 @@ def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets
                 for _ in targets:
                     pending.put(None)
 
-    workers = [_Worker(i, target, pending, backend, s, on_result, starter)  # type: ignore[arg-type]
-               for i, target in enumerate(targets)]
+    workers = [_Worker(i, target, pending, factory, s, on_result, starter) for i, target in enumerate(targets)]
     for w in workers:
         w.start()
     for w in workers:

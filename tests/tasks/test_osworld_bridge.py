@@ -185,3 +185,37 @@ def test_a_bridge_that_cannot_start_is_typed(stand_in_venv: Path, tmp_path: Path
     with pytest.raises(BridgeDeadError, match="exited"):
         Bridge.start(BridgeTarget(vm="http://127.0.0.1:9"), cache_dir=tmp_path, venv=stand_in_venv,
                      script=tmp_path / "missing_script.py")
+
+
+def test_runner_retries_a_task_once_when_the_vm_stops_answering(stand_in_venv: Path, tmp_path: Path,
+                                                                vm_url: str) -> None:
+    from kimi_agent.tasks.loader import load_tasks
+    from kimi_agent.tasks.runner import RunSettings, read_result
+    from kimi_agent.tasks.suites.solutions import do_nothing_backend
+    from kimi_agent.tasks.vm_runner import run_vm_tasks
+
+    folder = tmp_path / "tasks" / "chrome"
+    folder.mkdir(parents=True)
+    dead = {**task(config=[{"type": "unreachable", "parameters": {}}]), "id": "dead-vm"}
+    unsupported = {**task("compare_image_text"), "id": "needs-ocr"}
+    for t in (dead, unsupported):
+        (folder / f"{t['id']}.json").write_text(json.dumps(t))
+    (folder / "broken.json").write_text("{not json")
+    starts: list[str] = []
+
+    def start(target: BridgeTarget, cache: Path) -> Bridge:
+        starts.append(cache.name)
+        return Bridge.start(target, cache_dir=cache, venv=stand_in_venv)
+
+    out = tmp_path / "out"
+    summary = run_vm_tasks(load_tasks([folder]), do_nothing_backend, RunSettings(out_dir=out),
+                           [BridgeTarget(vm=vm_url)], start_bridge=start)
+    by_id = {r.task_id: r for r in summary.results}
+    assert by_id["dead-vm"].status == "error" and "stopped answering" in by_id["dead-vm"].reason
+    assert by_id["dead-vm"].host == {"attempt": 2}  # retried once, on a fresh bridge
+    assert starts == ["check", "0", "0"]
+    assert by_id["needs-ocr"].status == "unsupported" and "needs easyocr" in by_id["needs-ocr"].reason
+    assert by_id["broken"].status == "invalid"
+    assert read_result(out / "dead-vm").status == "error"  # type: ignore[union-attr]
+    assert (out / "dead-vm" / "result.txt").read_text() == "error\n"
+    assert json.loads((out / "results.json").read_text())["errored"] == 1
