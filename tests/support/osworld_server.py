@@ -9,7 +9,7 @@ successfully"), `POST /file` (form file_path; 404 {"error": "File not found"}), 
 (multipart file_path + file_data), `POST /setup/activate_window` and `/setup/close_window`
 (wmctrl). It runs commands on the test's own display with HOME set to the test's folder (its "VM
 user"), and, like the real server on ARM machines, swaps `google-chrome` for this machine's
-Chromium; the fixed ports of OSWorld task files (Chrome's 1337, the 9222 relay) are mapped to free
+Chromium (and `python` for the tests' interpreter, which has pyautogui as the VM's does); the fixed ports of OSWorld task files (Chrome's 1337, the 9222 relay) are mapped to free
 ports so parallel tests never collide. `faults` makes an endpoint fail on purpose:
 {path: (status, body)} answers that, {path: "drip"} sends its answer one byte per second.
 """
@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ class StandInServer(ThreadingHTTPServer):
     def rewrite(self, command: list[str]) -> list[str]:
         """`~/` to the VM home, google-chrome to Chromium (own profile in the VM home), fixed ports."""
         out = [str(self.home) + arg[1:] if arg.startswith("~/") else arg for arg in command]
+        if out and out[0] in ("python", "python3"):  # the VM's Python has pyautogui; so does the tests'
+            out[0] = sys.executable
         if out and out[0] in ("google-chrome", "google-chrome-stable"):
             out = [find_chromium(), *CHROME_ARGS, f"--user-data-dir={self.home}/.config/google-chrome",
                    "--window-position=0,0", "--window-size=1920,1080", *out[1:]]
