@@ -110,6 +110,7 @@ def run_command(
              "(docker, vmware, virtualbox, aws, ...)")] = None,
     provider_args: Annotated[str, typer.Option(
         help="options for the provider's DesktopEnv, e.g. '--path-to-vm VM.vmx --headless --region R'")] = "",
+    vm_chromium_port: Annotated[int, typer.Option(help="the --vm VMs' Chrome debugging relay port")] = 9222,
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
     from kimi_agent.tasks.loader import load_tasks
@@ -164,7 +165,7 @@ def run_command(
 
         if vm and provider:
             raise typer.BadParameter("give --vm URL(s) or --provider NAME, not both", param_hint="--vm")
-        targets = ([BridgeTarget(vm=url) for url in vm] if vm else
+        targets = ([BridgeTarget(vm=url, chromium_port=vm_chromium_port) for url in vm] if vm else
                    [BridgeTarget(provider=provider, provider_args=tuple(shlex.split(provider_args)))] * workers)
         summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets)
     else:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import AgentError, VMUnreachableError
-from kimi_agent.tasks.loader import LoadedTask, TaskSet
+from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
 from kimi_agent.tasks.runner import (
     BackendFactory,
@@ -44,6 +44,7 @@ from kimi_agent.tasks.runner import (
     refusals,
     write_result,
 )
+from kimi_agent.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.backends.base import Backend
@@ -57,6 +58,7 @@ CACHE_DIR = ".osworld_cache"  # under --out: the bridge's per-task downloads (OS
 class _Job:
     loaded: LoadedTask
     task: dict[str, Any]  # the task file as OSWorld reads it
+    spec: TaskSpec
     attempt: int = 1
 
 
@@ -84,8 +86,7 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
     from kimi_agent.model_runtime.backends.base import Sampling
     from kimi_agent.safety import SafetySettings
 
-    spec = job.loaded.spec
-    assert spec is not None
+    spec = job.spec
     out = settings.out_dir
     task_dir = _task_dir(out, spec.id)
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +173,7 @@ class _Worker(threading.Thread):
 
 
 def _error(job: _Job, settings: RunSettings, reason: str, *, worker: int) -> TaskResult:
-    spec = job.loaded.spec
-    assert spec is not None
+    spec = job.spec
     return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=reason, worker=worker,
                       path=str(_task_dir(settings.out_dir, spec.id)), domain=domain_of(job.loaded.path),
                       host={"attempt": job.attempt})
@@ -182,9 +182,24 @@ def _error(job: _Job, settings: RunSettings, reason: str, *, worker: int) -> Tas
 def _read_task(t: LoadedTask) -> dict[str, Any] | None:
     try:
         data = json.loads(t.path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> TaskSpec | None:
+    """The task's spec for a VM run. OSWorld's code reads the raw file, so a file our stricter
+    schema rejects (an extra note field, a non-string `source`) still runs when its id is one safe,
+    unused folder name and it has an instruction; None otherwise (the task is `invalid`)."""
+    if task is None:
+        return None
+    task_id, instruction = task.get("id"), task.get("instruction")
+    if not isinstance(task_id, str) or not isinstance(instruction, str) or id_problem(task_id) or task_id in seen:
+        return None
+    seen.add(task_id)
+    if t.spec is not None and t.status != "invalid":
+        return t.spec
+    return TaskSpec.model_construct(id=task_id, instruction=instruction)
 
 
 def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunSettings,
@@ -207,28 +222,30 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
     jobs: list[_Job] = []
     checker = starter(targets[0], s.out_dir / CACHE_DIR / "check")  # `check` never touches the VM
     try:
+        seen: set[str] = set()
         for i, t in enumerate(tasks):
-            task = _read_task(t) if t.spec is not None and t.status != "invalid" else None
-            if t.spec is None or task is None:
+            task = _read_task(t)
+            spec = _vm_spec(t, task, seen)
+            if spec is None or task is None:
                 order.append(f"#{i}")
                 results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=t.error or "unreadable",
                                               path=str(t.path), domain=domain_of(t.path))
                 continue
-            order.append(t.spec.id)
-            task_dir = _task_dir(s.out_dir, t.spec.id)
+            order.append(spec.id)
+            task_dir = _task_dir(s.out_dir, spec.id)
             kept = read_result(task_dir) if s.resume else None
             if kept is not None and kept.status != "error":
-                results[t.spec.id] = kept
+                results[spec.id] = kept
                 continue
             if task_dir.exists():
                 shutil.rmtree(task_dir)
             missing = checker.check(task)
             if missing:
-                results[t.spec.id] = TaskResult(task_id=t.spec.id, instruction=t.spec.instruction,
-                                                status="unsupported", reason="not in the OSWorld bridge: "
-                                                + "; ".join(missing), path=str(task_dir), domain=domain_of(t.path))
+                results[spec.id] = TaskResult(task_id=spec.id, instruction=spec.instruction,
+                                              status="unsupported", reason="not in the OSWorld bridge: "
+                                              + "; ".join(missing), path=str(task_dir), domain=domain_of(t.path))
                 continue
-            jobs.append(_Job(t, task))
+            jobs.append(_Job(t, task, spec))
     finally:
         checker.close()
     _run_jobs(jobs, backend_factory, s, targets, starter, results)
@@ -254,7 +271,7 @@ def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets
             results[result.task_id] = result
             if vm_dead and job.attempt == 1:
                 log.warning("%s: %s; retrying once on a fresh bridge", result.task_id, result.reason)
-                pending.put(_Job(job.loaded, job.task, attempt=2))
+                pending.put(_Job(job.loaded, job.task, job.spec, attempt=2))
                 return
             remaining -= 1
             if remaining == 0:

@@ -198,7 +198,8 @@ def test_runner_retries_a_task_once_when_the_vm_stops_answering(stand_in_venv: P
     folder.mkdir(parents=True)
     dead = {**task(config=[{"type": "unreachable", "parameters": {}}]), "id": "dead-vm"}
     unsupported = {**task("compare_image_text"), "id": "needs-ocr"}
-    for t in (dead, unsupported):
+    noted = {**task(), "id": "noted", "_config_note": "our schema rejects this field; OSWorld ignores it"}
+    for t in (dead, unsupported, noted):
         (folder / f"{t['id']}.json").write_text(json.dumps(t))
     (folder / "broken.json").write_text("{not json")
     starts: list[str] = []
@@ -213,9 +214,11 @@ def test_runner_retries_a_task_once_when_the_vm_stops_answering(stand_in_venv: P
     by_id = {r.task_id: r for r in summary.results}
     assert by_id["dead-vm"].status == "error" and "stopped answering" in by_id["dead-vm"].reason
     assert by_id["dead-vm"].host == {"attempt": 2}  # retried once, on a fresh bridge
-    assert starts == ["check", "0", "0"]
+    assert starts == ["check", "0", "0", "0"]  # dead-vm twice, then noted (its VM failed to start, a fresh bridge)
     assert by_id["needs-ocr"].status == "unsupported" and "needs easyocr" in by_id["needs-ocr"].reason
     assert by_id["broken"].status == "invalid"
+    assert by_id["noted"].status == "error" and "OSWorld server" in by_id["noted"].reason  # ran: reset, then
+    # OSWorldVMEnv found this test's VM URL answering only /platform
     assert read_result(out / "dead-vm").status == "error"  # type: ignore[union-attr]
     assert (out / "dead-vm" / "result.txt").read_text() == "error\n"
     assert json.loads((out / "results.json").read_text())["errored"] == 1
