@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kimi_agent.errors import ConfigError
+from kimi_agent.tasks.osworld_bridge import BRIDGE_SCRIPT
 
 DESKTOP_ENV = "desktop-env==1.0.2"
 REQUIREMENTS = Path(__file__).with_name("osworld_bridge_requirements.txt")
@@ -78,7 +79,9 @@ def setup_bridge_env(venv: Path, *, python: str | None = None, force: bool = Fal
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     _run([*pip, "--no-deps", DESKTOP_ENV], log)
     _run([*pip, "-r", str(REQUIREMENTS)], log)
-    _run([str(venv / "bin" / "python"), "-c", "import desktop_env.controllers.setup"], log)
+    empty = venv / "kimi-agent-empty"  # the bridge imports every getter and metric module, then lists nothing
+    empty.mkdir(exist_ok=True)
+    _run([str(venv / "bin" / "python"), str(BRIDGE_SCRIPT), "--inventory", str(empty)], log)
     report = BridgeEnvReport(venv=str(venv), desktop_env=DESKTOP_ENV.split("==")[1],
                              seconds=round(time.monotonic() - start, 1), size_mb=round(_size_mb(venv), 1),
                              reused=False)
