@@ -42,6 +42,20 @@ class EnvironmentStartError(AgentError):
     """An environment (Xvfb, Chromium, Playwright, a VM server) could not be started or reached."""
 
 
+class VMServerError(AgentError):
+    """The OSWorld in-VM server failed a request: `endpoint` and `status` (None when no answer came)
+    are attributes; the message carries the server's own reason (its 500 body)."""
+
+    def __init__(self, message: str, *, endpoint: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class VMUnreachableError(VMServerError):
+    """The OSWorld in-VM server could not be reached or did not answer in time (the VM may be dead)."""
+
+
 class ConfigError(AgentError):
     """A configuration file or value is missing or invalid (the message names key and file)."""
 

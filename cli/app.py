@@ -26,7 +26,7 @@ from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
 from kimi_agent.replay_command import replay_command
 
-SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve")
+SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve", "osworld")
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
 #: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
 PIPE_WIDTH = 200
@@ -332,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     from kimi_agent.tasks.cli import register
 
     register(app)
+    from kimi_agent.tasks.osworld_cli import register as register_osworld  # `kimi-agent osworld setup`
+
+    register_osworld(app)
     # ----------------------------------------------------------------------------------------------
     episode_app.registered_commands[0].epilog = guide()
     try:

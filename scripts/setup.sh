@@ -2,12 +2,21 @@
 # One idempotent setup for kimi-agent on Debian (run as root, or with sudo available):
 #   1. system packages: Chromium, Xvfb, xdotool, xclip, openbox, socat, bubblewrap, fonts, ffmpeg (recordings), tkinter
 #   2. a virtual environment at .venv (or $KIMI_AGENT_VENV) with kimi-agent installed editable + [dev]
+#   3. with --osworld: the OSWorld bridge environment .venv-osworld (desktop-env and what its
+#      evaluators import; `kimi-agent osworld setup`)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${KIMI_AGENT_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
+WITH_OSWORLD=0
+for arg in "$@"; do
+  case "$arg" in
+    --osworld) WITH_OSWORLD=1 ;;
+    *) echo "usage: $0 [--osworld]" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
@@ -38,4 +47,8 @@ say "installing kimi-agent (editable, with dev extras) into $VENV"
 # pyautogui pulls the 2015 python3-xlib, which overwrites Xlib/ and fails with XauthError;
 # python-xlib 0.33 must be the one installed last.
 "$VENV/bin/pip" install -q --no-deps --force-reinstall "python-xlib==0.33"
+if [ "$WITH_OSWORLD" = 1 ]; then
+  say "creating the OSWorld bridge environment $ROOT/.venv-osworld"
+  (cd "$ROOT" && "$VENV/bin/kimi-agent" osworld setup --venv "$ROOT/.venv-osworld")
+fi
 say "done. Chromium: $(command -v chromium || echo missing). Do not run 'playwright install': we use /usr/bin/chromium."

@@ -102,6 +102,15 @@ def run_command(
                              "files' commands then act on it (only for task files you trust)")] = False,
     worker_memory: Annotated[int, typer.Option("--worker-memory", min=256, metavar="MB",
                                                help="kill a worker (and error its task) above this memory")] = 16384,
+    vm: Annotated[list[str] | None, typer.Option(
+        "--vm", metavar="URL", help="OSWorld on its own machinery: a running OSWorld VM's server "
+        "(http://HOST:5000), one worker per --vm (repeatable); setup and scoring by desktop-env")] = None,
+    provider: Annotated[str | None, typer.Option(
+        help="OSWorld on its own machinery: desktop-env starts --workers VMs with this provider "
+             "(docker, vmware, virtualbox, aws, ...)")] = None,
+    provider_args: Annotated[str, typer.Option(
+        help="options for the provider's DesktopEnv, e.g. '--path-to-vm VM.vmx --headless --region R'")] = "",
+    vm_chromium_port: Annotated[int, typer.Option(help="the --vm VMs' Chrome debugging relay port")] = 9222,
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
     from kimi_agent.tasks.loader import load_tasks
@@ -141,14 +150,28 @@ def run_command(
     if len(tasks) == 0:
         typer.echo(f"no task files found in {', '.join(map(str, sources))}", err=True)
         raise typer.Exit(2)
-    for t in [*tasks.unsupported, *tasks.invalid]:
+    for t in [*([] if vm or provider else tasks.unsupported), *tasks.invalid]:  # a VM runs what this machine cannot
         typer.echo(f"skipping {t.describe()}", err=True)
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
                            task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
                            max_seconds=max_seconds, temperature=temperature, thinking=thinking,
                            history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
                            worker_memory_mb=worker_memory)
-    summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
+    # ---- OSWorld VMs (--vm/--provider): tasks/vm_runner.py; the local runner otherwise ----------
+    if vm or provider:
+        import shlex
+
+        from kimi_agent.tasks.osworld_bridge import BridgeTarget
+        from kimi_agent.tasks.vm_runner import run_vm_tasks
+
+        if vm and provider:
+            raise typer.BadParameter("give --vm URL(s) or --provider NAME, not both", param_hint="--vm")
+        targets = ([BridgeTarget(vm=url, chromium_port=vm_chromium_port) for url in vm] if vm else
+                   [BridgeTarget(provider=provider, provider_args=tuple(shlex.split(provider_args)))] * workers)
+        summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets)
+    else:
+        summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
+    # ----------------------------------------------------------------------------------------------
     from rich.console import Console
 
     from kimi_agent.tasks.report import results_table

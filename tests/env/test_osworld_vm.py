@@ -1,4 +1,5 @@
-"""OSWorldVMEnv against a stand-in of OSWorld's in-VM server, running on the session Xvfb.
+"""OSWorldVMEnv against a stand-in of OSWorld's in-VM server (tests/support/osworld_server.py) on the
+session Xvfb.
 
 The stand-in executes the commands it receives (that is what the real VM server does, and it is
 this test's own server); the client under test only ever sends code it generated from typed
@@ -8,99 +9,35 @@ actions, which the injection test below checks end to end.
 from __future__ import annotations
 
 import io
-import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
-import mss
+import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from playwright.sync_api import Error as PlaywrightError
+from support.osworld_server import StandInServer
 
 from kimi_agent.actions.types import Click, Navigate, NormPoint, Scroll, TypeText
 from kimi_agent.env.chromium import CHROME_ARGS, find_chromium, free_port
-from kimi_agent.env.osworld_vm import OSWorldVMEnv
-from kimi_agent.errors import ActionError, EnvironmentStartError
-
-
-class StandIn(BaseHTTPRequestHandler):
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def _reply(self, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def do_GET(self) -> None:
-        if self.path == "/screenshot":
-            with mss.MSS(display=self.server.display) as sct:
-                shot = sct.grab(sct.monitors[1])
-            out = io.BytesIO()
-            Image.frombuffer("RGB", shot.size, shot.raw, "raw", "BGRX", 0, 1).save(out, "PNG", compress_level=1)
-            self._reply(out.getvalue(), "image/png")
-        elif self.path == "/cursor_position":
-            out = subprocess.run(["xdotool", "getmouselocation", "--shell"], capture_output=True, text=True,
-                                 env=self.server.env, check=True).stdout
-            pos = dict(line.split("=") for line in out.split())
-            self._reply(json.dumps([int(pos["X"]), int(pos["Y"])]).encode())
-        else:
-            self.send_error(404)
-
-    def do_POST(self) -> None:
-        body = self._body()
-        if self.path == "/screen_size":
-            self._reply(json.dumps({"width": 1920, "height": 1080}).encode())
-        elif self.path in ("/execute", "/setup/execute"):
-            data = json.loads(body)
-            self.server.commands.append(data["command"])
-            r = subprocess.run(data["command"], shell=data.get("shell", False), capture_output=True, text=True,
-                               env=self.server.env, timeout=60)
-            self._reply(json.dumps({"status": "success", "output": r.stdout, "error": r.stderr,
-                                    "returncode": r.returncode}).encode())
-        elif self.path == "/setup/launch":
-            data = json.loads(body)
-            self.server.launched.append(subprocess.Popen(data["command"], env=self.server.env,
-                                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            self._reply(b'{"status": "success"}')
-        elif self.path == "/file":
-            path = parse_qs(body.decode())["file_path"][0]
-            with open(path, "rb") as f:
-                self._reply(f.read(), "application/octet-stream")
-        else:
-            self.send_error(404)
+from kimi_agent.env.osworld_vm import VM_SETTLE, OSWorldVMEnv, settle_frame
+from kimi_agent.env.settle import frames_differ
+from kimi_agent.errors import ActionError, EnvironmentStartError, VMServerError, VMUnreachableError
 
 
 @pytest.fixture(scope="module")
-def vm_server(xvfb: Any) -> Iterator[Any]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
-    server.display, server.commands, server.launched = xvfb.display, [], []
-    server.env = {**os.environ, "DISPLAY": xvfb.display}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def vm_server(xvfb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandInServer]:
+    server = StandInServer(xvfb.display, tmp_path_factory.mktemp("vm-home")).start()
     yield server
-    server.shutdown()
-    for proc in server.launched:
-        proc.terminate()
-        proc.wait(10)
+    server.stop()
 
 
 @pytest.fixture(scope="module")
 def vm(vm_server: Any, pw: Any, http_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    env = OSWorldVMEnv(f"http://127.0.0.1:{vm_server.server_address[1]}", python=sys.executable)
+    env = OSWorldVMEnv(vm_server.url, python=sys.executable)
     port = free_port()
     env.launch([find_chromium(), *CHROME_ARGS, f"--user-data-dir={tmp_path_factory.mktemp('vm-profile')}",
                 f"--remote-debugging-port={port}", "--window-position=0,0", "--window-size=1920,1080",
@@ -164,7 +101,70 @@ def test_refusals_and_errors(vm: Any, tmp_path: Any) -> None:
 
 
 def test_unreachable_server_is_a_clear_start_error() -> None:
-    start = time.perf_counter()
-    with pytest.raises(EnvironmentStartError, match="unreachable"):
+    with pytest.raises(EnvironmentStartError, match="unreachable") as info:
         OSWorldVMEnv(f"http://127.0.0.1:{free_port()}", retries=2, retry_delay_s=0.05, timeout_s=1.0)
-    assert time.perf_counter() - start < 5
+    assert isinstance(info.value.__cause__, VMUnreachableError)
+
+
+def test_server_reasons_reach_typed_errors(vm: Any, vm_server: StandInServer, tmp_path: Any) -> None:
+    env, _ = vm
+    with pytest.raises(VMServerError, match=r"500: .*No such file or directory") as info:
+        env.run(["/no/such/program"])
+    assert info.value.status == 500 and info.value.endpoint == "/execute"
+    with pytest.raises(VMServerError, match="404: File not found"):
+        env.get_file(str(tmp_path / "missing.txt"))
+    vm_server.faults["/screenshot"] = (500, {"status": "error", "message": "Xlib: display lost"})
+    try:
+        with pytest.raises(VMServerError, match="display lost"):
+            env.observe()
+        _, _, p = norm(vm[1], "#target")
+        out = env.execute(Click(point=p))  # /execute succeeds, the settle screenshot fails
+        assert not out.ok and isinstance(out.error, ActionError) and "display lost" in str(out.error)
+        assert isinstance(out.error.__cause__, VMServerError) and out.executed
+    finally:
+        vm_server.faults.clear()
+
+
+def test_a_dripping_server_is_bounded(vm_server: StandInServer) -> None:
+    env = OSWorldVMEnv(vm_server.url, retries=1, timeout_s=5.0, max_response_s=2.0)
+    vm_server.faults["/cursor_position"] = "drip"
+    try:
+        with pytest.raises(VMUnreachableError, match="longer than 2 s"):
+            env.cursor_position()
+    finally:
+        vm_server.faults.clear()
+        env.close()
+
+
+def test_a_dead_server_is_unreachable_not_raw_httpx(vm_server: StandInServer, xvfb: Any, tmp_path: Any) -> None:
+    server = StandInServer(xvfb.display, tmp_path).start()
+    env = OSWorldVMEnv(server.url, retries=1, timeout_s=2.0)
+    server.stop()
+    with pytest.raises(VMUnreachableError, match=r"cannot connect|no complete answer"):
+        env.observe()
+    out = env.execute(TypeText(text="x"))
+    assert not out.ok and isinstance(out.error.__cause__, VMUnreachableError)
+    env.close()
+
+
+def _screen(caret: bool, dialog: bool = False) -> bytes:
+    image = Image.new("RGB", (1920, 1080), (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    draw.text((100, 100), "Search settings", fill=(20, 20, 20))
+    if caret:
+        draw.rectangle((400, 500, 401, 519), fill=(0, 0, 0))  # a 2x20 text caret
+    if dialog:
+        draw.rectangle((700, 300, 1200, 700), fill=(60, 60, 200))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_settle_ignores_a_caret_and_sees_a_dialog() -> None:
+    base, blink, dialog = settle_frame(_screen(False)), settle_frame(_screen(True)), settle_frame(
+        _screen(False, dialog=True))
+    assert base.shape == (135, 240) and base.dtype == np.uint8
+    assert not frames_differ(base, blink, VM_SETTLE.tolerance)
+    assert frames_differ(base, dialog, VM_SETTLE.tolerance)
+    assert _screen(False) != _screen(True)  # byte equality would call the caret a change
+

@@ -1,0 +1,285 @@
+"""`run_vm_tasks`: OSWorld tasks on OSWorld's own machinery, one worker thread per VM.
+
+Per task: the worker's bridge (tasks/osworld_bridge.py, OSWorld's `desktop-env` in its own
+environment) resets the VM and runs the task's setup steps with OSWorld's `SetupController`; our
+agent and model run the episode through `OSWorldVMEnv` (HTTP to the in-VM server); the bridge
+scores it with OSWorld's own `DesktopEnv.evaluate` (getters, metrics, postconfig; an infeasible
+task scores 1 when the agent reported failure). Threads are enough: a worker's work is HTTP and
+the bridge's, and the model answers every worker from this process (one generation at a time).
+
+Results are the local runner's: `<out>/<task id>/result.json` and OSWorld's `result.txt` (the
+score), `traj.jsonl` and `report.html` in the trajectory folder, `results.json/csv` and
+`index.html` with per-domain rates. Resumable like the local runner (scored tasks are kept). A VM
+that stops answering (or a bridge that dies) marks the task `error`, the worker's bridge is
+recreated (a provider starts a fresh VM) and the task is retried once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kimi_agent.errors import AgentError, VMUnreachableError
+from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
+from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
+from kimi_agent.tasks.runner import (
+    BackendFactory,
+    ResultStatus,
+    RunSettings,
+    RunSummary,
+    TaskResult,
+    _task_dir,
+    _write_report,
+    domain_of,
+    read_result,
+    refusals,
+    write_result,
+)
+from kimi_agent.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from kimi_agent.model_runtime.backends.base import Backend
+
+log = logging.getLogger("kimi_agent.tasks.vm")
+LAST_ACTION = {"success": "DONE", "failure": "FAIL"}  # OSWorld's action_history ending
+CACHE_DIR = ".osworld_cache"  # under --out: the bridge's per-task downloads (OSWorld's cache_dir)
+
+
+@dataclass
+class _Job:
+    loaded: LoadedTask
+    task: dict[str, Any]  # the task file as OSWorld reads it
+    spec: TaskSpec
+    attempt: int = 1
+
+
+_GENERATE_LOCK = threading.Lock()
+
+
+class SerialBackend:
+    """A task's backend (the factory's; a model one is cached and shared by every worker thread):
+    one generation at a time across the workers."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend, self.name = backend, backend.name
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        with _GENERATE_LOCK:
+            return self.backend.generate(*args, **kwargs)
+
+
+def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: RunSettings, *,
+                worker: int = 0) -> TaskResult:
+    """Bridge reset -> episode through OSWorldVMEnv -> bridge evaluate. Task failures come back as
+    results; a dead VM or bridge raises (VMUnreachableError, BridgeDeadError) for the worker."""
+    from kimi_agent.env.osworld_vm import OSWorldVMEnv
+    from kimi_agent.loop import Agent, AgentSettings
+    from kimi_agent.model_runtime.backends.base import Sampling
+    from kimi_agent.safety import SafetySettings
+
+    spec = job.spec
+    out = settings.out_dir
+    task_dir = _task_dir(out, spec.id)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    base = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", worker=worker,
+                      path=str(task_dir), domain=domain_of(job.loaded.path),
+                      host={"vm": bridge.target.label, "attempt": job.attempt})
+
+    def done(**update: Any) -> TaskResult:
+        return base.model_copy(update={**update, "seconds": time.monotonic() - started})
+
+    try:
+        reset = bridge.reset(job.task, timeout_s=settings.task_timeout_s)
+    except (VMUnreachableError, BridgeDeadError):
+        raise
+    except AgentError as e:
+        return done(reason=f"setup failed: {e}")
+    backend = SerialBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
+    env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
+    try:
+        agent_settings = AgentSettings(max_steps=settings.max_steps,
+                                       max_seconds=settings.max_seconds or settings.task_timeout_s,
+                                       thinking=settings.thinking, history_images=settings.history_images,
+                                       history_policy=settings.history_policy,
+                                       sampling=Sampling(temperature=settings.temperature, top_p=0.95,
+                                                         max_new_tokens=1024),
+                                       out_dir=task_dir, frame_format=settings.frame_format,
+                                       safety=SafetySettings(confirm_risky=settings.confirm))
+        episode = Agent(backend, env, agent_settings).run_episode(spec.instruction)
+    finally:
+        env.close()
+    update: dict[str, Any] = {"steps": episode.steps, "episode_status": episode.status,
+                              "trajectory": os.path.relpath(episode.run_dir, out),
+                              "refusals": refusals(episode.run_dir)}
+    _write_report(episode.run_dir)
+    if episode.status == "error":
+        return done(**update, reason=f"episode error: {episode.reason}")
+    try:
+        ev = bridge.evaluate(LAST_ACTION.get(episode.status), timeout_s=settings.task_timeout_s)
+    except (VMUnreachableError, BridgeDeadError):
+        raise
+    except AgentError as e:
+        return done(**update, reason=f"evaluation failed: {e}")
+    status: ResultStatus = "success" if ev.score >= 1.0 else "fail"
+    return done(**update, status=status, score=ev.score, reason=episode.reason,
+                evaluation={"by": f"desktop-env {bridge.hello.desktop_env}", **ev.details, "score": ev.score})
+
+
+class _Worker(threading.Thread):
+    def __init__(self, index: int, target: BridgeTarget, jobs: queue.Queue[_Job | None], factory: BackendFactory,
+                 settings: RunSettings, on_result: Callable[[_Job, TaskResult, bool], None],
+                 start_bridge: Callable[[BridgeTarget, Path], Bridge]) -> None:
+        super().__init__(name=f"vm-worker-{index}", daemon=True)
+        self.index, self.target, self.jobs, self.factory, self.settings = index, target, jobs, factory, settings
+        self.on_result, self.start_bridge = on_result, start_bridge
+        self.bridge: Bridge | None = None
+
+    def run(self) -> None:
+        cache = self.settings.out_dir / CACHE_DIR / str(self.index)
+        while (job := self.jobs.get()) is not None:
+            vm_dead = False
+            try:
+                if self.bridge is None:
+                    self.bridge = self.start_bridge(self.target, cache)
+                result = run_vm_task(job, self.bridge, self.factory, self.settings, worker=self.index)
+            except (VMUnreachableError, BridgeDeadError) as e:
+                self._drop_bridge()
+                vm_dead = True
+                result = _error(job, self.settings, f"the VM stopped answering ({e})", worker=self.index)
+            except AgentError as e:  # e.g. the bridge could not start
+                self._drop_bridge()
+                result = _error(job, self.settings, str(e), worker=self.index)
+            except Exception as e:  # a bug: the task still ends with a reason and the run goes on
+                log.exception("worker %d: %s", self.index, job.task.get("id"))
+                self._drop_bridge()
+                result = _error(job, self.settings, f"internal error: {type(e).__name__}: {e}", worker=self.index)
+            self.on_result(job, result, vm_dead)
+        self._drop_bridge()
+
+    def _drop_bridge(self) -> None:
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge = None
+
+
+def _error(job: _Job, settings: RunSettings, reason: str, *, worker: int) -> TaskResult:
+    spec = job.spec
+    return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=reason, worker=worker,
+                      path=str(_task_dir(settings.out_dir, spec.id)), domain=domain_of(job.loaded.path),
+                      host={"attempt": job.attempt})
+
+
+def _read_task(t: LoadedTask) -> dict[str, Any] | None:
+    try:
+        data = json.loads(t.path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> TaskSpec | None:
+    """The task's spec for a VM run. OSWorld's code reads the raw file, so a file our stricter
+    schema rejects (an extra note field, a non-string `source`) still runs when its id is one safe,
+    unused folder name and it has an instruction; None otherwise (the task is `invalid`)."""
+    if task is None:
+        return None
+    task_id, instruction = task.get("id"), task.get("instruction")
+    if not isinstance(task_id, str) or not isinstance(instruction, str) or id_problem(task_id) or task_id in seen:
+        return None
+    seen.add(task_id)
+    if t.spec is not None and t.status != "invalid":
+        return t.spec
+    return TaskSpec.model_construct(id=task_id, instruction=instruction)
+
+
+def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunSettings,
+                 targets: list[BridgeTarget], *, venv: Path | None = None,
+                 start_bridge: Callable[[BridgeTarget, Path], Bridge] | None = None) -> RunSummary:
+    """Every task that parses, on the given VMs (one worker per target); prints nothing.
+
+    Tasks whose steps, getters or metrics the bridge lacks are `unsupported` with their names;
+    tasks the loader found invalid are listed unrun. `start_bridge` defaults to `Bridge.start`.
+    """
+    from kimi_agent.tasks.report import write_outputs
+
+    if not targets:
+        raise ValueError("run_vm_tasks needs at least one VM target")
+    s = settings
+    s.out_dir.mkdir(parents=True, exist_ok=True)
+    starter = start_bridge or (lambda target, cache: Bridge.start(target, cache_dir=cache, venv=venv))
+    results: dict[str, TaskResult] = {}
+    order: list[str] = []
+    jobs: list[_Job] = []
+    checker = starter(targets[0], s.out_dir / CACHE_DIR / "check")  # `check` never touches the VM
+    try:
+        seen: set[str] = set()
+        for i, t in enumerate(tasks):
+            task = _read_task(t)
+            spec = _vm_spec(t, task, seen)
+            if spec is None or task is None:
+                order.append(f"#{i}")
+                results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=t.error or "unreadable",
+                                              path=str(t.path), domain=domain_of(t.path))
+                continue
+            order.append(spec.id)
+            task_dir = _task_dir(s.out_dir, spec.id)
+            kept = read_result(task_dir) if s.resume else None
+            if kept is not None and kept.status != "error":
+                results[spec.id] = kept
+                continue
+            if task_dir.exists():
+                shutil.rmtree(task_dir)
+            missing = checker.check(task)
+            if missing:
+                results[spec.id] = TaskResult(task_id=spec.id, instruction=spec.instruction,
+                                              status="unsupported", reason="not in the OSWorld bridge: "
+                                              + "; ".join(missing), path=str(task_dir), domain=domain_of(t.path))
+                continue
+            jobs.append(_Job(t, task, spec))
+    finally:
+        checker.close()
+    _run_jobs(jobs, backend_factory, s, targets, starter, results)
+    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results])
+    write_outputs(summary)
+    return summary
+
+
+def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets: list[BridgeTarget],
+              starter: Callable[[BridgeTarget, Path], Bridge], results: dict[str, TaskResult]) -> None:
+    if not jobs:
+        return
+    pending: queue.Queue[_Job | None] = queue.Queue()
+    for job in jobs:
+        pending.put(job)
+    remaining = len(jobs)
+    lock = threading.Lock()
+
+    def on_result(job: _Job, result: TaskResult, vm_dead: bool) -> None:
+        nonlocal remaining
+        write_result(s.out_dir, result)
+        with lock:
+            results[result.task_id] = result
+            if vm_dead and job.attempt == 1:
+                log.warning("%s: %s; retrying once on a fresh bridge", result.task_id, result.reason)
+                pending.put(_Job(job.loaded, job.task, job.spec, attempt=2))
+                return
+            remaining -= 1
+            if remaining == 0:
+                for _ in targets:
+                    pending.put(None)
+
+    workers = [_Worker(i, target, pending, factory, s, on_result, starter) for i, target in enumerate(targets)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
