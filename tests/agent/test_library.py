@@ -3,9 +3,11 @@ runs a real browser episode inside asyncio; every public name is documented."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from support.page_server import page_server
 
 import kimi_agent
-from kimi_agent import Agent, AgentSettings, EpisodeResult, Listener, ScriptedBackend
+from kimi_agent import Agent, AgentSettings, EpisodeResult, ScriptedBackend
 
 DONE = "computer.terminate(status='success', answer='ok')"
 
@@ -44,53 +46,70 @@ def test_run_returns_the_steps_and_writes_report_and_traj(tmp_path: Path, fake_e
     assert len(bare.history) == 2 and not (bare.run_dir / "report.html").exists()  # the runner's entry point
 
 
+SCRIPT = r"""
+import asyncio, json, sys
+
+from kimi_agent import Agent, AgentSettings, Listener, ScriptedBackend
+from kimi_agent.env.browser import BrowserEnv
+
+DONE = "computer.terminate(status='success', answer='ok')"
+replies = ["## Thought\nA big button.\n## Action\nPress it.\n## Code\n```python\npyautogui.click(x=0.5, y=0.5)\n```",
+           "## Thought\nIt says clicked.\n## Action\nFinish.\n## Code\n```python\n" + DONE + "\n```"]
+seen = []
+
+
+class Phases(Listener):
+    def on_phase(self, step, phase, detail=""):
+        seen.append(phase)
+
+
+async def main(url, out):
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker():  # the event loop keeps running while the episode does
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    background = asyncio.create_task(ticker())
+    agent = Agent(ScriptedBackend(replies), lambda: BrowserEnv(viewport=(800, 600), start_url=url),
+                  AgentSettings(out_dir=out, max_steps=4), listener=Phases())
+    try:
+        result = await agent.arun("press the button")
+        text = await asyncio.get_running_loop().run_in_executor(
+            agent._worker(), lambda: agent.env.page.inner_text("#b"))  # the page, on the env's thread
+    finally:
+        await agent.aclose()
+        stop.set()
+        await background
+    print(json.dumps({"status": result.status, "reason": result.reason, "text": text, "ticks": ticks,
+                      "report": str(result.report), "xy": result.history[0].actions[0].exec_xy, "seen": seen}))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
 PAGE = """<!doctype html><title>counter</title><button id="b" style="position:absolute;left:0;top:0;
 width:100%;height:100%" onclick="this.textContent = 'clicked ' + (++window.n)">press</button>
 <script>window.n = 0</script>"""
 
 
 def test_arun_drives_a_real_browser_inside_asyncio(tmp_path: Path) -> None:
-    from kimi_agent.env.browser import BrowserEnv
-
-    replies = ["## Thought\nA big button.\n## Action\nPress it.\n## Code\n```python\npyautogui.click(x=0.5, y=0.5)\n```",
-               "## Thought\nIt says clicked.\n## Action\nFinish.\n## Code\n```python\n" + DONE + "\n```"]
-    seen: list[str] = []
-
-    class Phases(Listener):
-        def on_phase(self, step: int, phase: str, detail: str = "") -> None:
-            seen.append(phase)
-
-    async def main(url: str) -> tuple[EpisodeResult, int, str]:
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker() -> None:  # the event loop keeps running while the episode does
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        background = asyncio.create_task(ticker())
-        agent = Agent(ScriptedBackend(replies), lambda: BrowserEnv(viewport=(800, 600), start_url=url),
-                      AgentSettings(out_dir=tmp_path, max_steps=4), listener=Phases())
-        try:
-            result = await agent.arun("press the button")
-            text = await asyncio.get_running_loop().run_in_executor(
-                agent._worker(), lambda: agent.env.page.inner_text("#b"))  # the page, on the env's thread
-        finally:
-            await agent.aclose()
-            stop.set()
-            await background
-        return result, ticks, text
-
+    """A user's asyncio script (its own process: no other Playwright or event loop around)."""
+    script = tmp_path / "agent_in_asyncio.py"
+    script.write_text(SCRIPT)
     with page_server(lambda path: (PAGE.encode(), "text/html; charset=utf-8")) as base:
-        result, ticks, text = asyncio.run(main(base + "/"))
-    assert result.status == "success", result.reason
-    assert text == "clicked 1"
-    assert ticks > 0
-    assert result.report is not None and result.report.is_file()
-    assert result.history[0].actions[0].exec_xy == [(400.0, 300.0)]
-    assert "thinking" in seen and "acting" in seen and "settling" in seen
+        env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+        r = subprocess.run([sys.executable, str(script), base + "/", str(tmp_path / "runs")], capture_output=True,
+                           text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["status"] == "success", out["reason"]
+    assert out["text"] == "clicked 1" and out["ticks"] > 0
+    assert Path(out["report"]).is_file() and out["xy"] == [[400.0, 300.0]]
+    assert {"thinking", "acting", "settling"} <= set(out["seen"])
 
 
 def test_help_explains_the_hooks_and_every_public_name_has_a_docstring() -> None:

@@ -1,0 +1,57 @@
+"""`kimi-agent run` in a real terminal (tmux): the live view shows each running task with its step
+and phase under the done / running / queued counts, and the results table at the end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from support.tmux import HAS_TMUX, TmuxPane
+
+ROOT = Path(__file__).resolve().parents[2]
+SUITE = ROOT / "tasks" / "suites" / "chrome"
+
+pytestmark = pytest.mark.skipif(not HAS_TMUX or shutil.which("Xvfb") is None, reason="needs tmux, Xvfb, Chromium")
+
+
+def test_run_shows_each_task_step_and_phase_live(tmp_path: Path) -> None:
+    tasks = [str(SUITE / "suite-web-navigation.json"), str(SUITE / "suite-do-not-track.json")]
+    cmd = (f"{sys.executable} -m kimi_agent.cli run {' '.join(tasks)} --backend solutions --workers 1 "
+           f"--max-steps 6 --out {tmp_path / 'out'} --no-sandbox")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with TmuxPane(cmd, cwd=tmp_path, env=env, width=160, height=40) as pane:
+        live = pane.wait_for("1 running · 1 queued", timeout_s=180)
+        assert "tasks 0/2 done" in live and "success 0/0 scored" in live
+        header = next(line for line in live.splitlines() if "worker" in line and "phase" in line)
+        assert header.split() == ["worker", "task", "step", "phase", "last", "step", "time"]
+        row = _task_row_with_a_phase(pane)
+        assert "suite-" in row
+        screen = pane.wait_for("tasks 1/2 done · 1 running · 0 queued", timeout_s=240)
+        assert "success 1/1 scored (100%)" in screen and "suite-web-navigation" in screen
+        rows = [line for line in screen.splitlines() if "suite-do-not-track" in line]
+        assert rows, screen
+        rc = pane.exit_code(timeout_s=300)
+        final = pane.screen()
+    assert rc == 0, final
+    assert "success over 2 scored tasks" in final and "1 running" not in final
+
+
+PHASES = ("observing", "thinking", "acting", "waiting", "settling")
+
+
+def _task_row_with_a_phase(pane: TmuxPane, timeout_s: float = 240.0) -> str:
+    """The first screen line showing a running task in one of the loop's phases."""
+    deadline = time.monotonic() + timeout_s
+    screen = ""
+    while time.monotonic() < deadline:
+        screen = pane.screen()
+        for line in screen.splitlines():
+            if "suite-" in line and any(f" {p}" in line for p in PHASES):
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no task row with a phase; the screen was:\n{screen}")
