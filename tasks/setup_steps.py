@@ -328,14 +328,30 @@ def _window_name(p: WindowParams) -> str:
     return p.window_name if p.by_class else _WINDOW_NAMES.get(p.window_name, p.window_name)
 
 
+WINDOW_WAIT_S = 10.0  # a program started by the step before may not have mapped its window yet
+
+
+def _on_window(act: Any, p: WindowParams) -> None:
+    """`act(name, strict=, by_class=)` once the window exists, polling for at most WINDOW_WAIT_S."""
+    deadline = time.monotonic() + WINDOW_WAIT_S
+    while True:
+        try:
+            act(_window_name(p), strict=p.strict, by_class=p.by_class)
+            return
+        except SetupStepError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
+
+
 @setup_step("activate_window", params=WindowParams)
 def activate_window(host: TaskHost, p: WindowParams) -> None:
-    host.activate_window(_window_name(p), strict=p.strict, by_class=p.by_class)
+    _on_window(host.activate_window, p)
 
 
 @setup_step("close_window", params=WindowParams)
 def close_window(host: TaskHost, p: WindowParams) -> None:
-    host.close_window(_window_name(p), strict=p.strict, by_class=p.by_class)
+    _on_window(host.close_window, p)
 
 
 # ---------------------------------------------------------------- browser tabs (CDP HTTP endpoints)

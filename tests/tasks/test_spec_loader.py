@@ -123,13 +123,14 @@ def test_unsupported_names_are_reported_exactly(tmp_path: Path) -> None:
     _write(tmp_path, "u.json", {
         "id": "u", "instruction": "x",
         "config": [{"type": "googledrive", "parameters": {}}, {"type": "launch", "parameters": {"command": "ls"}}],
-        "evaluator": {"func": ["compare_pdfs", "exact_match"], "result": [{"type": "pdf_from_url"}, {"type": "rule"}],
-                      "expected": [{"type": "vm_file"}, {"type": "page_info"}],
+        "evaluator": {"func": ["compare_pptx_files", "exact_match"], "result": [{"type": "vlc_playing_info"},
+                                                                                {"type": "rule"}],
+                      "expected": [{"type": "vm_file"}, {"type": "audio_in_slide"}],
                       "postconfig": [{"type": "tidy_desktop", "parameters": {}}]}})
     [t] = load_tasks(tmp_path)
     assert t.status == "unsupported"
-    assert t.reasons == ("setup step 'googledrive'", "setup step 'tidy_desktop'", "metric 'compare_pdfs'",
-                         "getter 'pdf_from_url'", "getter 'page_info'")
+    assert t.reasons == ("setup step 'googledrive'", "setup step 'tidy_desktop'", "metric 'compare_pptx_files'",
+                         "getter 'vlc_playing_info'", "getter 'audio_in_slide'")
 
 
 def test_registries_fail_on_unknown_names() -> None:
