@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from kimi_agent import __version__
+from kimi_agent.cli.replay import replay_command
 from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
-from kimi_agent.replay_command import replay_command
 
 SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve", "osworld")
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
@@ -143,7 +143,7 @@ def episode(
 
     \b
       kimi-agent [OPTIONS] INSTRUCTION   one episode (options below)
-      kimi-agent COMMAND [ARGS]...       run, report, replay, ground, doctor, serve (listed below)
+      kimi-agent COMMAND [ARGS]...       run, report, replay, ground, doctor, serve, osworld (listed below)
 
     An episode writes runs/<time>_<slug>/ (run.json, steps.jsonl, frames/, report.html,
     traj.jsonl, recording.mp4). Exit code 0 on success, 1 on failure, 2 when it could not start, 130 after Ctrl-C.
@@ -315,10 +315,14 @@ def guide() -> str:
     """
     lines = ["\b", "Commands (kimi-agent COMMAND --help for their options):"]
     order = {name: i for i, name in enumerate(SUBCOMMANDS)}
-    infos = sorted(app.registered_commands, key=lambda c: order.get(_name(c), len(order)))
-    for info in infos:
-        doc = (info.help or (info.callback.__doc__ if info.callback else "") or "").strip()
-        lines.append(f"  {_name(info):<8} {doc.splitlines()[0] if doc else ''}")
+    entries = [(_name(c), (c.help or (c.callback.__doc__ if c.callback else "") or "").strip())
+               for c in app.registered_commands]
+    for group in app.registered_groups:  # command groups (`osworld setup|inventory`)
+        instance = group.typer_instance
+        doc = group.help or (instance.info.help if instance is not None else None) or ""
+        entries.append((str(group.name), str(doc).strip()))
+    for name, doc in sorted(entries, key=lambda e: order.get(e[0], len(order))):
+        lines.append(f"  {name:<8} {doc.splitlines()[0] if doc else ''}")
     lines += ["", "\b", "Examples:"]
     for command, what in EXAMPLES:
         lines += [f"  # {what}", f"  {command}"]

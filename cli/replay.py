@@ -29,7 +29,7 @@ def replay_command(
     = None,
 ) -> None:
     """Re-execute RUN_DIR's recorded actions in a fresh environment; report where the screen differs."""
-    from kimi_agent.cli import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, console
+    from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, console
     from kimi_agent.options import EnvOptions, open_env
     from kimi_agent.replay import replay_run
     from kimi_agent.trajectory import read_run
