@@ -105,7 +105,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")  # one request per connection: a stopped server is gone
         self.end_headers()
+        self.close_connection = True
         if self.server.faults.get(self.path) == "drip":
             try:
                 for i in range(len(body)):
