@@ -64,6 +64,7 @@ SCROLL_PX_PER_CLICK = 100  # one wheel click, in CSS pixels (Chromium scrolls ab
 OBSERVE_TIMEOUT_S = 10.0  # an observation's screenshot; past it, the last good frame is shown again
 SETTLE_GRAB_TIMEOUT_S = 1.0  # one settle frame; past it the frame counts as changing
 ACTION_TIMEOUT_S = 15.0  # every other Playwright call (input, goto, reload, tabs)
+GOTO_ATTEMPTS = 4  # loads of a start page that a navigation left pending by the last page may interrupt
 _ASCII_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
 
 
@@ -406,16 +407,19 @@ class BrowserEnv:
             raise EnvironmentStartError(f"cannot start or reach Chromium: {exc.message}") from exc
 
     def _goto(self, page: Page, url: str) -> None:
-        """Load `url`; once more if a navigation still pending (an error page of a blocked request,
-        a redirect) interrupted it."""
+        """Load `url`, trying again (at most `GOTO_ATTEMPTS` times, a short pause between) while a
+        navigation still pending from the last page (the error page of a blocked request, a
+        redirect, a refresh) interrupts it; any other error, or the last interruption, is raised."""
         from playwright.sync_api import Error as PlaywrightError
 
-        try:
-            page.goto(url, wait_until="load")
-        except PlaywrightError as exc:
-            if "interrupted by another navigation" not in exc.message:
-                raise
-            page.goto(url, wait_until="load")
+        for attempt in range(1, GOTO_ATTEMPTS + 1):
+            try:
+                page.goto(url, wait_until="load")
+                return
+            except PlaywrightError as exc:
+                if "interrupted by another navigation" not in exc.message or attempt == GOTO_ATTEMPTS:
+                    raise
+                page.wait_for_timeout(100.0 * attempt)
 
     def _on_new_page(self, page: Page) -> None:
         self._page = page  # popups and new tabs become the current tab
