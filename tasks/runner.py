@@ -39,7 +39,9 @@ from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from kimi_agent.result import EpisodeResult
     from kimi_agent.env.desktop import DesktopEnv
+    from kimi_agent.loop import AgentSettings
     from kimi_agent.model_runtime.backends.base import Backend
     from kimi_agent.tasks.host import LocalHost
 
@@ -188,9 +190,7 @@ def _browser_crash(host: LocalHost, browser: Any) -> str | None:
 def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, settings: RunSettings,
             *, worker: int = 0, listener: Any = None) -> TaskResult:
     """Setup -> episode -> postconfig -> score for one task; never raises for task failures."""
-    from kimi_agent.loop import Agent, AgentSettings
-    from kimi_agent.model_runtime.backends.base import Sampling
-    from kimi_agent.safety import SafetySettings
+    from kimi_agent.loop import Agent
     from kimi_agent.tasks.evaluate import evaluate, run_steps
     from kimi_agent.tasks.first_frame import screen_grabber, wait_until_drawn
 
@@ -207,21 +207,8 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
         return base.model_copy(update={"reason": f"setup failed: {e}", "seconds": time.monotonic() - started})
     first = wait_until_drawn(screen_grabber(env), cap_s=FIRST_FRAME_CAP_S)
     browser = host.browser
-    agent_settings = AgentSettings(max_steps=settings.max_steps,
-                                   max_seconds=settings.max_seconds or settings.task_timeout_s,
-                                   thinking=settings.thinking, history_images=settings.history_images,
-                                   history_policy=settings.history_policy,
-                                   sampling=Sampling(temperature=settings.temperature, top_p=0.95,
-                                                     max_new_tokens=1024),
-                                   out_dir=task_dir, frame_format=settings.frame_format,
-                                   safety=SafetySettings(confirm_risky=settings.confirm))
-    episode = Agent(backend, env, agent_settings, listener=listener).run_episode(spec.instruction)
-    update: dict[str, Any] = {"steps": episode.steps, "episode_status": episode.status,
-                              "trajectory": os.path.relpath(episode.run_dir, out),
-                              "refusals": refusals(episode.run_dir), "first_frame": first.record()}
-    if update["refusals"]:
-        update["reason"] = f"{len(update['refusals'])} action(s) refused; " + episode.reason
-    _write_report(episode.run_dir)
+    episode = Agent(backend, env, episode_settings(settings, task_dir), listener=listener).run_episode(spec.instruction)
+    update = {**episode_update(episode, out), "first_frame": first.record()}
     crash = _browser_crash(host, browser)
     if crash is not None or episode.status == "error":
         reason = crash or f"episode error: {episode.reason}"
@@ -234,6 +221,32 @@ def run_one(spec: TaskSpec, env: DesktopEnv, host: LocalHost, backend: Backend, 
     status: ResultStatus = "success" if ev.score >= 1.0 else "fail"
     return base.model_copy(update={"reason": episode.reason, **update, "status": status, "score": ev.score,
                                    "evaluation": ev.record(), "seconds": time.monotonic() - started})
+
+
+def episode_settings(settings: RunSettings, task_dir: Path) -> AgentSettings:
+    """The agent's settings for one task's episode of a run (local or on a VM), written under `task_dir`."""
+    from kimi_agent.loop import AgentSettings
+    from kimi_agent.model_runtime.backends.base import Sampling
+    from kimi_agent.safety import SafetySettings
+
+    return AgentSettings(max_steps=settings.max_steps, max_seconds=settings.max_seconds or settings.task_timeout_s,
+                         thinking=settings.thinking, history_images=settings.history_images,
+                         history_policy=settings.history_policy,
+                         sampling=Sampling(temperature=settings.temperature, top_p=0.95, max_new_tokens=1024),
+                         out_dir=task_dir, frame_format=settings.frame_format,
+                         safety=SafetySettings(confirm_risky=settings.confirm))
+
+
+def episode_update(episode: EpisodeResult, out: Path) -> dict[str, Any]:
+    """What a finished episode adds to its task's result (steps, status, trajectory, refusals,
+    and a reason naming the refusals); writes the episode's report."""
+    update: dict[str, Any] = {"steps": episode.steps, "episode_status": episode.status,
+                              "trajectory": os.path.relpath(episode.run_dir, out),
+                              "refusals": refusals(episode.run_dir)}
+    if update["refusals"]:
+        update["reason"] = f"{len(update['refusals'])} action(s) refused; " + episode.reason
+    _write_report(episode.run_dir)
+    return update
 
 
 def refusals(run_dir: Path) -> list[dict[str, Any]]:

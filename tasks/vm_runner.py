@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kimi_agent.errors import AgentError, VMUnreachableError
+from kimi_agent.errors import AgentError, VMServerError, VMUnreachableError
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
 from kimi_agent.tasks.runner import (
@@ -38,15 +37,16 @@ from kimi_agent.tasks.runner import (
     RunSummary,
     TaskResult,
     _task_dir,
-    _write_report,
     domain_of,
+    episode_settings,
+    episode_update,
     read_result,
-    refusals,
     write_result,
 )
 from kimi_agent.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
+    from kimi_agent.env.osworld_vm import OSWorldVMEnv
     from kimi_agent.model_runtime.backends.base import Backend
 
 log = logging.getLogger("kimi_agent.tasks.vm")
@@ -82,9 +82,7 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
     """Bridge reset -> episode through OSWorldVMEnv -> bridge evaluate. Task failures come back as
     results; a dead VM or bridge raises (VMUnreachableError, BridgeDeadError) for the worker."""
     from kimi_agent.env.osworld_vm import OSWorldVMEnv
-    from kimi_agent.loop import Agent, AgentSettings
-    from kimi_agent.model_runtime.backends.base import Sampling
-    from kimi_agent.safety import SafetySettings
+    from kimi_agent.loop import Agent
 
     spec = job.spec
     out = settings.out_dir
@@ -107,32 +105,35 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
     backend = SerialBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
     env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
     try:
-        agent_settings = AgentSettings(max_steps=settings.max_steps,
-                                       max_seconds=settings.max_seconds or settings.task_timeout_s,
-                                       thinking=settings.thinking, history_images=settings.history_images,
-                                       history_policy=settings.history_policy,
-                                       sampling=Sampling(temperature=settings.temperature, top_p=0.95,
-                                                         max_new_tokens=1024),
-                                       out_dir=task_dir, frame_format=settings.frame_format,
-                                       safety=SafetySettings(confirm_risky=settings.confirm))
-        episode = Agent(backend, env, agent_settings).run_episode(spec.instruction)
+        episode = Agent(backend, env, episode_settings(settings, task_dir)).run_episode(spec.instruction)
+        if episode.status == "error":
+            _raise_if_gone(env, episode.reason)
     finally:
         env.close()
-    update: dict[str, Any] = {"steps": episode.steps, "episode_status": episode.status,
-                              "trajectory": os.path.relpath(episode.run_dir, out),
-                              "refusals": refusals(episode.run_dir)}
-    _write_report(episode.run_dir)
+    update = episode_update(episode, out)
     if episode.status == "error":
-        return done(**update, reason=f"episode error: {episode.reason}")
+        return done(**{**update, "reason": f"episode error: {episode.reason}"})
     try:
         ev = bridge.evaluate(LAST_ACTION.get(episode.status), timeout_s=settings.task_timeout_s)
     except (VMUnreachableError, BridgeDeadError):
         raise
     except AgentError as e:
-        return done(**update, reason=f"evaluation failed: {e}")
+        return done(**{**update, "reason": f"evaluation failed: {e}"})
     status: ResultStatus = "success" if ev.score >= 1.0 else "fail"
-    return done(**update, status=status, score=ev.score, reason=episode.reason,
+    return done(**{"reason": episode.reason, **update}, status=status, score=ev.score,
                 evaluation={"by": f"desktop-env {bridge.hello.desktop_env}", **ev.details, "score": ev.score})
+
+
+def _raise_if_gone(env: OSWorldVMEnv, reason: str) -> None:
+    """After an episode error: one bounded request to the VM's server. No answer raises
+    VMUnreachableError (the VM died during the episode: the worker recreates it and retries the
+    task once); an answer, even an error status, means the episode's error was the task's own."""
+    try:
+        env.cursor_position()
+    except VMUnreachableError as e:
+        raise VMUnreachableError(f"{e} (the episode had ended with: {reason})", endpoint=e.endpoint) from e
+    except VMServerError:
+        return
 
 
 class _Worker(threading.Thread):

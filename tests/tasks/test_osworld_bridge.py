@@ -222,3 +222,43 @@ def test_runner_retries_a_task_once_when_the_vm_stops_answering(stand_in_venv: P
     assert read_result(out / "dead-vm").status == "error"  # type: ignore[union-attr]
     assert (out / "dead-vm" / "result.txt").read_text() == "error\n"
     assert json.loads((out / "results.json").read_text())["errored"] == 2
+
+
+def test_a_vm_that_dies_during_the_episode_is_retried_once(stand_in_venv: Path, tmp_path: Path, xvfb: object) -> None:
+    """The VM's server answers the bridge's reset and the first screenshot, then dies while the
+    model thinks: the episode's error is traced to the VM (one probe gets no answer), so the task
+    is retried once on a fresh bridge, where the reset finds the VM gone."""
+    from support.osworld_server import StandInServer
+
+    from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
+    from kimi_agent.tasks.loader import load_tasks
+    from kimi_agent.tasks.runner import RunSettings
+    from kimi_agent.tasks.suites.solutions import reply
+    from kimi_agent.tasks.vm_runner import run_vm_tasks
+
+    (tmp_path / "home").mkdir()
+    server = StandInServer(xvfb.display, tmp_path / "home").start()  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def dies_while_thinking(call: object) -> str:
+        calls.append(1)
+        server.stop()  # the VM dies; the reply's click then finds no server
+        return reply("Click the middle.", "Click the middle of the screen.", "pyautogui.click(x=0.5, y=0.5)")
+
+    folder = tmp_path / "tasks" / "chrome"
+    folder.mkdir(parents=True)
+    (folder / "dies.json").write_text(json.dumps({**task(config=[]), "id": "dies"}))
+    starts: list[str] = []
+
+    def start(target: BridgeTarget, cache: Path) -> Bridge:
+        starts.append(cache.name)
+        return Bridge.start(target, cache_dir=cache, venv=stand_in_venv)
+
+    out = tmp_path / "out"
+    summary = run_vm_tasks(load_tasks([folder]), lambda spec, host, url: ScriptedBackend(dies_while_thinking),
+                           RunSettings(out_dir=out, max_steps=3), [BridgeTarget(vm=server.url)], start_bridge=start)
+    [result] = summary.results
+    assert calls == [1]  # one episode ran; the retry's reset found no VM
+    assert result.status == "error" and "stopped answering" in result.reason, result.reason
+    assert result.host == {"attempt": 2}
+    assert starts[-2:] == ["0", "0"]  # a fresh bridge for the retry
