@@ -27,7 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from runtime import make_config, random_model  # bench/runtime.py (this folder is on sys.path)
+from runtime import (  # bench/runtime.py (this folder is on sys.path)
+    make_config,
+    random_model,
+    resolve_device_args,
+)
 
 from kimi_agent.history import PastStep, build_messages
 from kimi_agent.model_runtime.engine import Engine
@@ -99,7 +103,11 @@ def report(results: dict[str, list[dict[str, float]]], first: int = 4) -> None:
         for r in rows:
             print(f"{name:14} {r['step']:4d} {r['prompt']:7d} {r['prefilled']:9d} {r['images']:6d} "
                   f"{r['encodes']:7d} {r['process_ms']:10.1f} {r['model_ms']:9.1f}")
-    print(f"\nsteps {first}-{len(next(iter(results.values())))} (the window slides), per step:")
+    steps = len(next(iter(results.values())))
+    if steps < first:
+        print(f"\n(the summary covers steps {first} on, where the window slides: run --steps {first} or more)")
+        return
+    print(f"\nsteps {first}-{steps} (the window slides), per step:")
     print(f"{'variant':14} {'prefilled':>9} {'of prompt':>9} {'encodes':>7} {'model ms':>9} {'vs exact':>8}")
     base = None
     for name, rows in results.items():
@@ -121,11 +129,7 @@ def main() -> None:
     ap.add_argument("--history", type=int, default=3, help="K screenshots")
     ap.add_argument("--reply-tokens", type=int, default=None, help="default: 16 on cpu, 200 on cuda")
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: this torch build sees no CUDA device")
-    args.config = args.config or ("full" if args.device == "cuda" else "tiny")
-    args.reply_tokens = args.reply_tokens or (200 if args.device == "cuda" else 16)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = resolve_device_args(args)
     model = random_model(make_config(args.config), args.device, dtype)
     print(f"config={args.config} device={args.device} dtype={str(dtype)[6:]} K={args.history} "
           f"reply={args.reply_tokens} tokens decode={args.decode}\n")

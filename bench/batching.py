@@ -18,7 +18,7 @@ import time
 
 import torch
 from agent_episode import ACTION, FIXTURE, THOUGHT, screenshot
-from runtime import make_config, random_model
+from runtime import make_config, random_model, resolve_device_args
 
 from kimi_agent.history import PastStep, build_messages
 from kimi_agent.model_runtime.engine import Engine
@@ -78,11 +78,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--reply-tokens", type=int, default=None, help="default: 16 on cpu, 200 on cuda")
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: this torch build sees no CUDA device")
-    config = args.config or ("full" if args.device == "cuda" else "tiny")
-    reply = args.reply_tokens or (200 if args.device == "cuda" else 16)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = resolve_device_args(args)
+    config, reply = args.config, args.reply_tokens
     model = random_model(make_config(config), args.device, dtype)
     processor = KimiVLProcessor.from_pretrained(FIXTURE)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)

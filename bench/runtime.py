@@ -47,6 +47,21 @@ def make_config(name: str) -> KimiVLConfig:
 
 
 @torch.no_grad()
+def resolve_device_args(args: argparse.Namespace) -> torch.dtype:
+    """Check `args.device` (cuda on a build that sees no GPU: a one-line error, exit 2), fill in the
+    device's defaults in place (`config`: tiny on cpu, full on cuda; `reply_tokens`, where the script
+    has it: 16 on cpu, 200 on cuda) and return the dtype (`args.dtype` if given; fp32 cpu, bf16 cuda)."""
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print(f"{Path(sys.argv[0]).name}: --device cuda needs a CUDA GPU and a CUDA build of torch, and this "
+              f"torch ({torch.__version__}) sees none (see the README's GPU install).", file=sys.stderr)
+        raise SystemExit(2)
+    args.config = args.config or ("full" if cuda else "tiny")
+    if hasattr(args, "reply_tokens"):
+        args.reply_tokens = args.reply_tokens or (200 if cuda else 16)
+    return getattr(torch, getattr(args, "dtype", None) or ("bfloat16" if cuda else "float32"))  # type: ignore[no-any-return]
+
+
 def random_model(cfg: KimiVLConfig, device: str, dtype: torch.dtype, seed: int = 0) -> KimiVL:
     """Random weights allocated directly on `device` in `dtype` (no fp32 copy of the full model)."""
     torch.manual_seed(seed)
@@ -165,12 +180,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32, help="decode steps timed per batch size")
     ap.add_argument("--context", type=int, default=512, help="text tokens before batched decode")
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print(f"bench/runtime.py: --device cuda needs a CUDA GPU and a CUDA build of torch, and this torch "
-              f"({torch.__version__}) sees none (see the README's GPU install).", file=sys.stderr)
-        raise SystemExit(2)
-    args.config = args.config or ("full" if args.device == "cuda" else "tiny")
-    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    dtype = resolve_device_args(args)
     model = random_model(make_config(args.config), args.device, dtype)
     rows = {"optimized": measure(model, False, args), "naive": measure(model, True, args)}
     header = (f"{'config':6} {'device':6} {'dtype':9} {'path':9} {'prefill tok/s':>13} {'TTFT ms':>9} "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,9 +28,8 @@ from typing import Any
 
 import httpx
 import torch
-import uvicorn
 from agent_episode import ACTION, FIXTURE, THOUGHT, screenshot  # bench/ is on sys.path
-from runtime import make_config, random_model
+from runtime import make_config, random_model, resolve_device_args
 
 from kimi_agent.history import PastStep, build_messages
 from kimi_agent.model_runtime.backends.openai import OpenAIBackend
@@ -41,7 +39,7 @@ from kimi_agent.model_runtime.scheduler import BatchScheduler
 from kimi_agent.model_runtime.serving.app import ServeConfig, create_app
 from kimi_agent.model_runtime.serving.batching import BatchingScheduler
 from kimi_agent.model_runtime.serving.scheduler import Scheduler, SerialScheduler
-from kimi_agent.model_runtime.serving.server import bind
+from kimi_agent.model_runtime.serving.server import BackgroundServer
 from kimi_agent.prompts import build_prompt
 
 MODEL = "kimi-bench"
@@ -96,28 +94,9 @@ def run_step(http: httpx.Client, url: str, body: dict[str, Any]) -> StepResult:
                       usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"])
 
 
-class Server:
+def server(scheduler: Scheduler, processor: KimiVLProcessor, max_model_len: int) -> BackgroundServer:
     """The app under uvicorn on a loopback port, in a thread of this process."""
-
-    def __init__(self, scheduler: Scheduler, processor: KimiVLProcessor, max_model_len: int) -> None:
-        self.app = create_app(scheduler, processor, ServeConfig(model_name=MODEL, max_model_len=max_model_len))
-        self.sock = bind("127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/chat/completions"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        for _ in range(600):
-            if self.server.started:
-                return self
-            self.thread.join(0.1)
-        raise RuntimeError("uvicorn did not start within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-        self.sock.close()
+    return BackgroundServer(create_app(scheduler, processor, ServeConfig(model_name=MODEL, max_model_len=max_model_len)))
 
 
 def load(url: str, episodes: list[list[dict[str, Any]]], timeout_s: float) -> tuple[float, list[StepResult]]:
@@ -148,11 +127,8 @@ def main() -> None:
     ap.add_argument("--schedulers", default="serial,batch", help="which schedulers, in this order")
     ap.add_argument("--repeat", type=int, default=1, help="rounds per scheduler (the fastest is shown)")
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: this torch build sees no CUDA device")
-    config = args.config or ("full" if args.device == "cuda" else "tiny")
-    reply = args.reply_tokens or (200 if args.device == "cuda" else 16)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = resolve_device_args(args)
+    config, reply = args.config, args.reply_tokens
     counts = [int(x) for x in args.episodes.split(",")]
     model = random_model(make_config(config), args.device, dtype)
     processor = KimiVLProcessor.from_pretrained(FIXTURE)
@@ -205,12 +181,12 @@ def measure(kind: str, model: Any, processor: KimiVLProcessor, n: int, max_len: 
         scheduler = BatchingScheduler(batch, max_queue=max_queue)
     else:
         raise SystemExit(f"unknown scheduler {kind!r}: use serial or batch")
-    with Server(scheduler, processor, max_len) as server:
+    with server(scheduler, processor, max_len) as running:
         with httpx.Client(timeout=600) as http:  # first-call costs (allocation, graph capture)
-            run_step(http, server.url, warmup)
+            run_step(http, running.base_url + "/chat/completions", warmup)
         if batch is not None:
             batch.decode_steps = batch.decoded_rows = 0
-        wall, steps = load(server.url, episodes, timeout_s=3600)
+        wall, steps = load(running.base_url + "/chat/completions", episodes, timeout_s=3600)
     rows = batch.decoded_rows / max(1, batch.decode_steps) if batch is not None else 1.0
     return Row(wall, steps, rows)
 

@@ -39,10 +39,10 @@ from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from kimi_agent.result import EpisodeResult
     from kimi_agent.env.desktop import DesktopEnv
     from kimi_agent.loop import AgentSettings
     from kimi_agent.model_runtime.backends.base import Backend
+    from kimi_agent.result import EpisodeResult
     from kimi_agent.tasks.host import LocalHost
 
 ResultStatus = Literal["success", "fail", "error", "unsupported", "invalid"]

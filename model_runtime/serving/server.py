@@ -1,5 +1,6 @@
 """Load a checkpoint and serve it: `build_app(...)` (model + processor + scheduler + app) and
-`serve(app, sock)` (uvicorn on an already-bound socket, so a taken port fails before loading).
+`serve(app, sock)` (uvicorn on an already-bound socket, so a taken port fails before loading);
+`BackgroundServer(app)`, the same app on a free loopback port in a thread of this process.
 
 The scheduler: continuous batching (`BatchingScheduler`, `max_batch` sequences decoding together) by
 default; `SerialScheduler` (one request at a time through an `Engine`, whose `decode` mode may replay
@@ -8,6 +9,7 @@ CUDA graphs) with `scheduler="serial"` or `max_batch=1`."""
 from __future__ import annotations
 
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -109,3 +111,37 @@ def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> No
 
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
     server.run(sockets=[sock])
+
+
+class BackgroundServer:
+    """`app` under uvicorn on a free loopback port, in a daemon thread of this process (a library's
+    or a benchmark's own server): `with BackgroundServer(app) as s: post(s.base_url + "/chat/completions")`.
+    Entering waits up to `start_timeout_s` for startup; leaving stops it within `stop_timeout_s`."""
+
+    def __init__(self, app: Starlette, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 60.0,
+                 log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.app, self.start_timeout_s, self.stop_timeout_s = app, start_timeout_s, stop_timeout_s
+        self.sock = bind("127.0.0.1", 0)
+        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="kimi-agent-serve")
+
+    def __enter__(self) -> BackgroundServer:
+        self.thread.start()
+        for _ in range(max(1, int(self.start_timeout_s * 10))):
+            if self.server.started:
+                return self
+            if not self.thread.is_alive():
+                break
+            self.thread.join(0.1)
+        self.__exit__()
+        raise ConfigError(f"the model server did not start within {self.start_timeout_s:g} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(self.stop_timeout_s)
+        self.sock.close()

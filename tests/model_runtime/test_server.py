@@ -25,6 +25,7 @@ pytest.importorskip("uvicorn")
 
 from kimi_agent.model_runtime.serving.errors import QueueFullError  # noqa: E402
 from kimi_agent.model_runtime.serving.protocol import RequestLimits  # noqa: E402
+from kimi_agent.model_runtime.serving.server import BackgroundServer  # noqa: E402
 from kimi_agent.model_runtime.stops import StopMatcher  # noqa: E402
 
 MODEL = "kimi-tiny"
@@ -46,32 +47,8 @@ def image_message(text: str, url: str) -> list[dict[str, Any]]:
                                          {"type": "text", "text": text}]}]
 
 
-class RunningServer:
-    """uvicorn serving the app on a bound loopback socket, in a thread of this process."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        from kimi_agent.model_runtime.serving.server import bind
-
-        self.app = app
-        self.sock = bind("127.0.0.1", 0)
-        self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> RunningServer:
-        self.thread.start()
-        for _ in range(600):  # up to 60 s for startup (the worker thread and the lifespan)
-            if self.server.started:
-                return self
-            self.thread.join(0.1)
-        raise RuntimeError("uvicorn did not start within 60 s")
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
+class RunningServer(BackgroundServer):
+    """The app on a loopback port in this process, with an `openai` client for it."""
 
     def client(self, **kwargs: Any) -> Any:
         return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, timeout=120, **kwargs)

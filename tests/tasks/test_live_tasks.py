@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.desk import local_desk
 
 from kimi_agent.tasks import load_tasks
 from kimi_agent.tasks.context import EpisodeEnd
@@ -36,15 +37,8 @@ def pages() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from kimi_agent.env.desktop import DesktopEnv
-    from kimi_agent.tasks.host import LocalHost
-
-    with DesktopEnv() as env:
-        host = LocalHost(env, tmp_path_factory.mktemp("worker") / "home")
-        try:
-            yield env, host
-        finally:
-            host.close()
+    with local_desk(tmp_path_factory.mktemp("worker") / "home") as desk:
+        yield desk
 
 
 def _prepared(desk: Any, spec: TaskSpec) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.desk import local_desk
 from support.page_server import page_server
 
 from kimi_agent.tasks import load_tasks
@@ -75,15 +76,8 @@ def site() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from kimi_agent.env.desktop import DesktopEnv
-    from kimi_agent.tasks.host import LocalHost
-
-    with DesktopEnv() as env:
-        host = LocalHost(env, tmp_path_factory.mktemp("worker") / "home")
-        try:
-            yield host
-        finally:
-            host.close()
+    with local_desk(tmp_path_factory.mktemp("worker") / "home") as (_env, host):
+        yield host
 
 
 def _task(prefix: str, **swap: dict[str, Any]) -> TaskSpec:
