@@ -46,3 +46,10 @@ class Listener:
 
     def on_step(self, record: StepRecord) -> None:
         """Step `record.step` ended and was written to the trajectory."""
+
+
+def action_text(record: StepRecord) -> str:
+    """The step's action as the model wrote it (its `## Action` text), "" when its reply had none."""
+    parsed = getattr(record, "parsed", None)
+    action = parsed.get("action_text") if isinstance(parsed, dict) else getattr(parsed, "action_text", None)
+    return str(action or "")

@@ -168,7 +168,8 @@ def run_command(
             raise typer.BadParameter("give --vm URL(s) or --provider NAME, not both", param_hint="--vm")
         targets = ([BridgeTarget(vm=url, chromium_port=vm_chromium_port) for url in vm] if vm else
                    [BridgeTarget(provider=provider, provider_args=tuple(shlex.split(provider_args)))] * workers)
-        summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets)
+        summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets,
+                               progress=not no_progress)
     else:
         summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
     # ----------------------------------------------------------------------------------------------

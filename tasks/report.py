@@ -35,7 +35,7 @@ def results_table(summary: RunSummary) -> Table:
 def write_outputs(summary: RunSummary) -> None:
     out = summary.out_dir
     data = {"success_rate": summary.success_rate, "scored": len(summary.scored),
-            "errored": len(summary.errored), "domains": summary.domain_rates(),
+            "errored": len(summary.errored), "interrupted": summary.interrupted, "domains": summary.domain_rates(),
             "results": [r.model_dump(mode="json") for r in summary.results]}
     write_json_atomic(out / "results.json", data)
     buf = io.StringIO()

@@ -10,8 +10,10 @@ the bridge's, and the model answers every worker from this process (one generati
 Results are the local runner's: `<out>/<task id>/result.json` and OSWorld's `result.txt` (the
 score), `traj.jsonl` and `report.html` in the trajectory folder, `results.json/csv` and
 `index.html` with per-domain rates. Resumable like the local runner (scored tasks are kept). A VM
-that stops answering (or a bridge that dies) marks the task `error`, the worker's bridge is
-recreated (a provider starts a fresh VM) and the task is retried once.
+that stops answering (at reset, during the episode: one probe after an episode error tells, or at
+scoring) or a bridge that dies marks the task `error`, the worker's bridge is recreated (a provider
+starts a fresh VM) and the task is retried once. The live view and Ctrl-C behave as the local
+runner's (tasks/run_progress.py; partial results written, late results dropped).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import AgentError, VMServerError, VMUnreachableError
+from kimi_agent.listener import Listener, Phase, action_text
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
 from kimi_agent.tasks.runner import (
@@ -48,6 +52,7 @@ from kimi_agent.tasks.spec import TaskSpec
 if TYPE_CHECKING:
     from kimi_agent.env.osworld_vm import OSWorldVMEnv
     from kimi_agent.model_runtime.backends.base import Backend
+    from kimi_agent.tasks.run_progress import ProgressView
 
 log = logging.getLogger("kimi_agent.tasks.vm")
 LAST_ACTION = {"success": "DONE", "failure": "FAIL"}  # OSWorld's action_history ending
@@ -78,7 +83,7 @@ class SerialBackend:
 
 
 def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: RunSettings, *,
-                worker: int = 0) -> TaskResult:
+                worker: int = 0, listener: Any = None) -> TaskResult:
     """Bridge reset -> episode through OSWorldVMEnv -> bridge evaluate. Task failures come back as
     results; a dead VM or bridge raises (VMUnreachableError, BridgeDeadError) for the worker."""
     from kimi_agent.env.osworld_vm import OSWorldVMEnv
@@ -105,7 +110,7 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
     backend = SerialBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
     env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
     try:
-        episode = Agent(backend, env, episode_settings(settings, task_dir)).run_episode(spec.instruction)
+        episode = Agent(backend, env, episode_settings(settings, task_dir), listener=listener).run_episode(spec.instruction)
         if episode.status == "error":
             _raise_if_gone(env, episode.reason)
     finally:
@@ -144,15 +149,22 @@ class _Worker(threading.Thread):
         self.index, self.target, self.jobs, self.factory, self.settings = index, target, jobs, factory, settings
         self.on_result, self.start_bridge = on_result, start_bridge
         self.bridge: Bridge | None = None
+        # what the live view shows (tasks/run_progress.py): the task, since when, its step and phase
+        self.task_id: str | None = None
+        self.started, self.step, self.step_no, self.phase, self.display = 0.0, "", 0, "", target.label
 
     def run(self) -> None:
         cache = self.settings.out_dir / CACHE_DIR / str(self.index)
         while (job := self.jobs.get()) is not None:
             vm_dead = False
+            self.task_id, self.started, self.step, self.step_no, self.phase = job.spec.id, time.time(), "reset", 0, ""
             try:
                 if self.bridge is None:
+                    self.step = "starting the bridge"
                     self.bridge = self.start_bridge(self.target, cache)
-                result = run_vm_task(job, self.bridge, self.factory, self.settings, worker=self.index)
+                    self.step = "reset"
+                result = run_vm_task(job, self.bridge, self.factory, self.settings, worker=self.index,
+                                     listener=_StepState(self))
             except (VMUnreachableError, BridgeDeadError) as e:
                 self._drop_bridge()
                 vm_dead = True
@@ -164,6 +176,7 @@ class _Worker(threading.Thread):
                 log.exception("worker %d: %s", self.index, job.task.get("id"))
                 self._drop_bridge()
                 result = _error(job, self.settings, f"internal error: {type(e).__name__}: {e}", worker=self.index)
+            self.task_id, self.step, self.step_no, self.phase = None, "", 0, ""
             self.on_result(job, result, vm_dead)
         self._drop_bridge()
 
@@ -171,6 +184,20 @@ class _Worker(threading.Thread):
         if self.bridge is not None:
             self.bridge.close()
             self.bridge = None
+
+
+class _StepState(Listener):
+    """Agent listener that keeps a VM worker's step and phase current for the live view."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+
+    def on_phase(self, step: int, phase: Phase, detail: str = "") -> None:
+        self.worker.step_no = step
+        self.worker.phase = str(phase)[:20] + (f" ({detail[:40]})" if detail else "")
+
+    def on_step(self, record: Any) -> None:
+        self.worker.step = f"step {getattr(record, 'step', 0)}: {action_text(record)[:80]}"
 
 
 def _error(job: _Job, settings: RunSettings, reason: str, *, worker: int) -> TaskResult:
@@ -205,13 +232,17 @@ def _vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> Task
 
 def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunSettings,
                  targets: list[BridgeTarget], *, venv: Path | None = None,
-                 start_bridge: Callable[[BridgeTarget, Path], Bridge] | None = None) -> RunSummary:
-    """Every task that parses, on the given VMs (one worker per target); prints nothing.
+                 start_bridge: Callable[[BridgeTarget, Path], Bridge] | None = None,
+                 progress: bool = False) -> RunSummary:
+    """Every task that parses, on the given VMs (one worker per target).
 
     Tasks whose steps, getters or metrics the bridge lacks are `unsupported` with their names;
     tasks the loader found invalid are listed unrun. `start_bridge` defaults to `Bridge.start`.
+    Prints nothing unless `progress` (the CLI's live view: each VM's task, step and phase). Ctrl-C
+    ends the run with the tasks not finished as `error` ("interrupted") and the outputs written
+    (the summary's `interrupted` is set; `--resume` finishes the run).
     """
-    from kimi_agent.tasks.report import write_outputs
+    from kimi_agent.tasks.report import ProgressView, write_outputs
 
     if not targets:
         raise ValueError("run_vm_tasks needs at least one VM target")
@@ -249,14 +280,26 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
             jobs.append(_Job(t, task, spec))
     finally:
         checker.close()
-    _run_jobs(jobs, backend_factory, s, targets, starter, results)
-    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results])
+    view = ProgressView(total=len(order), enabled=progress)
+    for r in results.values():
+        view.finished(r)
+    interrupted = False
+    try:
+        with view.live() if progress else nullcontext():
+            _run_jobs(jobs, backend_factory, s, targets, starter, results, view)
+    except KeyboardInterrupt:
+        interrupted = True
+        for job in jobs:
+            if job.spec.id not in results:
+                results[job.spec.id] = _error(job, s, "interrupted (Ctrl-C) before it finished", worker=-1)
+    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
     write_outputs(summary)
     return summary
 
 
 def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets: list[BridgeTarget],
-              starter: Callable[[BridgeTarget, Path], Bridge], results: dict[str, TaskResult]) -> None:
+              starter: Callable[[BridgeTarget, Path], Bridge], results: dict[str, TaskResult],
+              view: ProgressView) -> None:
     if not jobs:
         return
     pending: queue.Queue[_Job | None] = queue.Queue()
@@ -264,9 +307,12 @@ def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets
         pending.put(job)
     remaining = len(jobs)
     lock = threading.Lock()
+    stopped = threading.Event()
 
     def on_result(job: _Job, result: TaskResult, vm_dead: bool) -> None:
         nonlocal remaining
+        if stopped.is_set():  # after Ctrl-C the run's outputs are written; a late result is dropped
+            return
         write_result(s.out_dir, result)
         with lock:
             results[result.task_id] = result
@@ -274,13 +320,28 @@ def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets
                 log.warning("%s: %s; retrying once on a fresh bridge", result.task_id, result.reason)
                 pending.put(_Job(job.loaded, job.task, job.spec, attempt=2))
                 return
+            view.finished(result)
             remaining -= 1
             if remaining == 0:
                 for _ in targets:
                     pending.put(None)
 
     workers = [_Worker(i, target, pending, factory, s, on_result, starter) for i, target in enumerate(targets)]
+    view.workers = {w.index: w for w in workers}
     for w in workers:
         w.start()
-    for w in workers:
-        w.join()
+    try:
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(0.25)
+                view.refresh()
+    except KeyboardInterrupt:
+        stopped.set()  # the workers take no further task; their bridges close as they return
+        while True:
+            try:
+                pending.get_nowait()
+            except queue.Empty:
+                break
+        for _ in workers:
+            pending.put(None)
+        raise

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from kimi_agent.listener import Listener, Phase
+from kimi_agent.listener import Listener, Phase, action_text
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ChannelBackend
 from kimi_agent.tasks.runner import (
@@ -50,10 +50,8 @@ class _StepEvents(Listener):
                            "detail": detail[:40]})
 
     def on_step(self, record: Any) -> None:
-        parsed = getattr(record, "parsed", None)
-        action = parsed.get("action_text") if isinstance(parsed, dict) else getattr(parsed, "action_text", None)
         self.channel.send({"type": "step", "task_id": self.task_id, "step": getattr(record, "step", 0),
-                           "action": str(action or "")[:80]})
+                           "action": action_text(record)[:80]})
 
 
 def serve(channel: Channel) -> None:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,53 @@ def test_a_vm_that_dies_during_the_episode_is_retried_once(stand_in_venv: Path, 
     assert result.status == "error" and "stopped answering" in result.reason, result.reason
     assert result.host == {"attempt": 2}
     assert starts[-2:] == ["0", "0"]  # a fresh bridge for the retry
+
+
+def test_a_vm_run_shows_progress_and_ctrl_c_keeps_what_finished(stand_in_venv: Path, tmp_path: Path, xvfb: Any,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """With `progress` (stderr is not a terminal here: one line per finished task, then the
+    headline) and a Ctrl-C (the test double's model interrupts the main thread during the second
+    task's first step, then takes 2 s to answer): the first task's score stays, the others are
+    `error` "interrupted", the outputs say so, and the interrupted task's late result is dropped."""
+    import _thread
+    import time
+
+    from support.osworld_server import StandInServer
+
+    from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
+    from kimi_agent.tasks.loader import load_tasks
+    from kimi_agent.tasks.runner import RunSettings, read_result
+    from kimi_agent.tasks.suites.solutions import terminate
+    from kimi_agent.tasks.vm_runner import run_vm_tasks
+
+    folder = tmp_path / "tasks" / "chrome"
+    folder.mkdir(parents=True)
+    for name in ("a-first", "b-interrupted", "c-queued"):
+        (folder / f"{name}.json").write_text(json.dumps({**task(config=[]), "id": name}))
+
+    def factory(spec: Any, host: Any, url: str) -> ScriptedBackend:
+        def step(call: object) -> str:
+            if spec.id == "b-interrupted":
+                _thread.interrupt_main()
+                time.sleep(2)
+            return terminate("success")
+        return ScriptedBackend(step)
+
+    (tmp_path / "home").mkdir()
+    server = StandInServer(xvfb.display, tmp_path / "home").start()
+    out = tmp_path / "out"
+    try:
+        summary = run_vm_tasks(load_tasks([folder]), factory, RunSettings(out_dir=out, max_steps=2),
+                               [BridgeTarget(vm=server.url)], start_bridge=lambda target, cache: Bridge.start(
+                                   target, cache_dir=cache, venv=stand_in_venv), progress=True)
+        time.sleep(3)  # the interrupted episode ends meanwhile: its result must not land
+    finally:
+        server.stop()
+    by_id = {r.task_id: r for r in summary.results}
+    assert summary.interrupted
+    assert by_id["a-first"].status == "success", by_id["a-first"].reason
+    assert by_id["b-interrupted"].reason == by_id["c-queued"].reason == "interrupted (Ctrl-C) before it finished"
+    assert json.loads((out / "results.json").read_text())["interrupted"] is True
+    assert read_result(out / "b-interrupted") is None  # no late result.json
+    err = capsys.readouterr().err
+    assert "a-first" in err and "tasks 1/3 done" in err, err  # the headline when Ctrl-C came
