@@ -238,6 +238,7 @@ class Agent:
                          obs_before=observation_record(obs, self._frame(state, traj, obs, "before")))
         rec.durations_ms["observe"] = state.pending_observe_ms
         state.pending_observe_ms = 0.0
+        started, before = time.perf_counter(), sum(rec.durations_ms.values())
         try:
             for attempt in range(self.settings.max_attempts):
                 step = self._generate(state, obs, rec, attempt)
@@ -261,6 +262,12 @@ class Agent:
                     break
             if state.status is None or state.status == "success":
                 obs = self._after(state, obs, rec, traj)
+        except KeyboardInterrupt:  # cut short (the watchdog, Ctrl-C): the phase it was in counts too
+            lost_ms = (time.perf_counter() - started) * 1000 - (sum(rec.durations_ms.values()) - before)
+            phase = self._watchdog.interrupted_in or "the step"
+            rec.durations_ms["interrupted"] = max(0.0, lost_ms)
+            rec.error = rec.error or f"interrupted in {phase} after {max(0.0, lost_ms) / 1000:.1f} s"
+            raise
         finally:
             with self._watchdog.running("record"):
                 t = time.perf_counter()

@@ -120,8 +120,11 @@ def step_seconds(step: dict[str, Any]) -> float:
 
 
 def _step_errors(step: dict[str, Any]) -> list[str]:
-    return [a["error"] for a in step.get("attempts") or [] if a.get("error")] + \
+    errors = [a["error"] for a in step.get("attempts") or [] if a.get("error")] + \
         [a["error"] for a in step.get("actions") or [] if a.get("error")]
+    if step.get("error") and step["error"] not in errors:  # e.g. "interrupted in generate after 1.0 s"
+        errors.append(str(step["error"]))
+    return errors
 
 
 def _step_html(run_dir: Path, step: dict[str, Any], marks: list[Mark]) -> str:

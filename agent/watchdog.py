@@ -31,6 +31,7 @@ class StepWatchdog:
         self.deadline = deadline
         self.phase = "start"
         self.fired: str | None = None  # the phase that was running when the deadline passed
+        self.interrupted_in: str | None = None  # the phase a KeyboardInterrupt came out of
         self._stop = threading.Event()
         self._main = threading.main_thread().ident
         self.armed = (deadline is not None and threading.current_thread() is threading.main_thread()
@@ -49,10 +50,14 @@ class StepWatchdog:
 
     @contextmanager
     def running(self, phase: str) -> Iterator[None]:
-        """Mark `phase` as the one running (restored afterwards)."""
+        """Mark `phase` as the one running (restored afterwards). A `KeyboardInterrupt` (the
+        watchdog's or the user's) passing out of it leaves the innermost phase in `interrupted_in`."""
         previous, self.phase = self.phase, phase
         try:
             yield
+        except KeyboardInterrupt:
+            self.interrupted_in = self.interrupted_in or phase
+            raise
         finally:
             self.phase = previous
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from kimi_agent import Agent, AgentSettings
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
+from kimi_agent.report import write_report
 from kimi_agent.trajectory import read_run, read_steps
 
 
@@ -27,7 +28,10 @@ def test_a_generation_that_never_returns_ends_the_episode(tmp_path: Path, fake_e
     assert result.status == "error"
     assert "step 1 hung in generate" in result.reason and "1 s" in result.reason
     assert read_run(result.run_dir)["status"] == "error"
-    assert len(read_steps(result.run_dir)) == 1  # the hung step is still recorded
+    [step] = read_steps(result.run_dir)  # the hung step is still recorded, with the time it hung
+    assert step["durations_ms"]["interrupted"] >= 500, step["durations_ms"]
+    assert step["error"].startswith("interrupted in generate after "), step["error"]
+    assert "interrupted in generate after" in write_report(result.run_dir).read_text()
 
 
 def test_an_action_that_never_returns_ends_the_episode(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
@@ -48,3 +52,4 @@ def test_ctrl_c_is_still_the_user_stopping(tmp_path: Path, fake_env: Any) -> Non
 
     result = Agent(ScriptedBackend(interrupt), fake_env, AgentSettings(out_dir=tmp_path)).run_episode("stop")
     assert result.status == "user_stopped"
+    assert read_steps(result.run_dir)[0]["error"].startswith("interrupted in generate after ")
