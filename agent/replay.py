@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,12 +30,14 @@ from kimi_agent.env.base import Environment
 from kimi_agent.errors import ActionError, ArtifactError
 from kimi_agent.markers import run_marks
 from kimi_agent.report import frame_data_url, overlay
+from kimi_agent.safety import Redactor
 from kimi_agent.trajectory import read_run, read_steps
 
 DEFAULT_THRESHOLD = 0.02  # at most 2 % of the pixels may differ
 PIXEL_TOLERANCE = 32  # grey levels (of 255) a pixel may move before it counts as different
 COMPARE_WIDTH = 640
 _ACTION = TypeAdapter(Action)
+_SECRET_REF = re.compile(r"<secret>([^<]*)</secret>|<secret:([^>]*)>")  # the forms a trajectory records
 
 
 def frame_difference(a: Image.Image, b: Image.Image) -> float:
@@ -79,8 +83,11 @@ class ReplayResult:
         return max((s.difference for s in self.steps), default=0.0)
 
 
-def recorded_actions(step: dict[str, Any]) -> tuple[list[Action], list[str]]:
-    """(actions to execute, why others are skipped) of one steps.jsonl record."""
+def recorded_actions(step: dict[str, Any], secrets: Mapping[str, str] | None = None) -> tuple[list[Action], list[str]]:
+    """(actions to execute, why others are skipped) of one steps.jsonl record. Text that typed a
+    secret (recorded as `<secret>NAME</secret>` or `<secret:NAME>`, never its value) is typed again
+    with the value from `secrets`; without it that action is skipped."""
+    known = secrets or {}
     actions: list[Action] = []
     skipped: list[str] = []
     for rec in step.get("actions") or []:
@@ -88,20 +95,28 @@ def recorded_actions(step: dict[str, Any]) -> tuple[list[Action], list[str]]:
         if not rec.get("ok", True) or not rec.get("executed"):
             skipped.append(f"{kind}: not executed in the run ({rec.get('error') or 'refused'})")
             continue
-        text = (rec.get("action") or {}).get("text")
+        action = rec.get("action")
+        text = (action or {}).get("text")
         if isinstance(text, str) and ("<secret" in text):
-            skipped.append(f"{kind}: typed a secret, which the trajectory does not hold")
-            continue
+            names = [a or b for a, b in _SECRET_REF.findall(text)]
+            missing = sorted({n for n in names if n not in known}) or ([] if names else ["?"])
+            if missing:
+                skipped.append(f"{kind}: typed the secret {', '.join(missing)}, which the trajectory does not hold "
+                               "(pass --secret NAME=VALUE)")
+                continue
+            action = {**action, "text": _SECRET_REF.sub(lambda m: known[m.group(1) or m.group(2)], text)}
         try:
-            actions.append(_ACTION.validate_python(rec["action"]))
+            actions.append(_ACTION.validate_python(action))
         except (KeyError, ValidationError) as e:
             raise ArtifactError(f"steps.jsonl step {step.get('step')}: a recorded action is not valid: {e}") from None
     return actions, skipped
 
 
 def replay_run(run_dir: str | Path, env: Environment, *, out_dir: str | Path | None = None,
-               threshold: float = DEFAULT_THRESHOLD) -> ReplayResult:
-    """Re-execute `run_dir`'s recorded actions in `env` and write the replay folder (see module)."""
+               threshold: float = DEFAULT_THRESHOLD, secrets: Mapping[str, str] | None = None) -> ReplayResult:
+    """Re-execute `run_dir`'s recorded actions in `env` and write the replay folder (see module).
+    `secrets` (name -> value) types the secrets the run typed; the replay's records never hold them."""
+    redact = Redactor(secrets or {})
     run_dir = Path(run_dir)
     steps = read_steps(run_dir)
     if not steps:
@@ -111,18 +126,18 @@ def replay_run(run_dir: str | Path, env: Environment, *, out_dir: str | Path | N
     result = ReplayResult(run_dir, out, threshold, [])
     for step in steps:
         obs = env.observe()
-        actions, skipped = recorded_actions(step)
+        actions, skipped = recorded_actions(step, secrets)
         entry = _compare(run_dir, out, step["step"], (step.get("obs_before") or {}).get("file"), obs.image, threshold)
         entry.skipped = skipped
         try:
             for i, action in enumerate(actions):
                 outcome = env.execute(action, geometry=obs.geometry, settle=i == len(actions) - 1)
-                entry.executed += outcome.executed
+                entry.executed += [redact(call) for call in outcome.executed]
                 if not outcome.ok:
-                    entry.error = str(outcome.error or "the action failed")
+                    entry.error = redact(str(outcome.error or "the action failed"))
                     break
         except ActionError as e:
-            entry.error = str(e)
+            entry.error = redact(str(e))
         result.steps.append(entry)
     final = (steps[-1].get("obs_after") or {}).get("file")
     if final:

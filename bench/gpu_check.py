@@ -284,13 +284,21 @@ def main() -> None:
             for _ in range(3):
                 tok = sample(dec(tok))
             sync()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
                 for _ in range(5):
                     tok = sample(dec(tok))
                 sync()
         print("GPU kernels of 5 static-eager decode tokens:", flush=True)
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60),
               flush=True)
+        if dev != "cuda":
+            return
+        kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in kernels)
+        launches = sum(e.count for e in kernels)
+        log(f"per decode token: {launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms of GPU kernel time "
+            f"(graph replay takes about this long when the GPU, not the launches, is the limit)")
+        SUMMARY["decode kernels per token"] = f"{launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms GPU time"
 
     def batched_decode() -> None:
         """The serving scheduler's batched step: 4 prompts of different lengths decoding together at their

@@ -27,14 +27,18 @@ def replay_command(
                                              help="replay folder (default RUN_DIR/replay-<time>)")] = None,
     display: Annotated[str | None, typer.Option("--display", metavar=":N", help="X display (default: a private Xvfb)")]
     = None,
+    secret: Annotated[list[str] | None, typer.Option("--secret", metavar="NAME=VALUE",
+                                                     help="a secret the run typed (repeatable); without it, "
+                                                          "that step's typing is skipped")] = None,
 ) -> None:
     """Re-execute RUN_DIR's recorded actions in a fresh environment; report where the screen differs."""
-    from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, console
+    from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, _pair, console
     from kimi_agent.options import EnvOptions, open_env
     from kimi_agent.replay import replay_run
     from kimi_agent.trajectory import read_run
 
     try:
+        secrets = dict(_pair(p) for p in secret or [])
         if not (run_dir / "steps.jsonl").is_file():
             raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
         run = read_run(run_dir)
@@ -50,7 +54,7 @@ def replay_command(
         raise _fail_start(e) from None
     try:
         with open_env(opts) as environment:
-            result = replay_run(run_dir, environment, out_dir=out, threshold=threshold)
+            result = replay_run(run_dir, environment, out_dir=out, threshold=threshold, secrets=secrets)
     except AgentError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_START) from None

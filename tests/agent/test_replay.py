@@ -34,9 +34,15 @@ def kimi(thought: str, action: str, code: str) -> str:
     return f"## Thought\n{thought}\n\n## Action\n{action}\n\n## Code\n```python\n{code}\n```\n"
 
 
+FORM = b"""<!doctype html><html><head><title>Code</title></head><body style="margin:0;font:24px sans-serif">
+<input id="code" style="position:absolute;left:100px;top:100px;width:400px;height:80px;font-size:32px"
+ oninput="document.body.style.background = this.value === 'zebra-4417' ? '#3a7' : '#fff'">
+</body></html>"""
+
+
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
-    with page_server(lambda path: (PAGE, "text/html")) as base:
+    with page_server(lambda path: (FORM if path.endswith("form.html") else PAGE, "text/html")) as base:
         yield f"{base}/press.html"
 
 
@@ -105,7 +111,37 @@ def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
     actions, skipped = recorded_actions(step)
     assert [a.type for a in actions] == ["click"]
     assert skipped == ["hotkey: not executed in the run (refused)",
-                       "type_text: typed a secret, which the trajectory does not hold"]
+                       "type_text: typed the secret pw, which the trajectory does not hold (pass --secret NAME=VALUE)"]
+    actions, skipped = recorded_actions(step, {"pw": "hunter2"})
+    assert [a.type for a in actions] == ["click", "type_text"] and actions[1].text == "hunter2"  # type: ignore[union-attr]
+    assert len(skipped) == 1
+
+
+def test_replay_types_a_secret_given_on_the_command_line_and_never_writes_it(page_url: str, pw: Any,
+                                                                             tmp_path: Path) -> None:
+    """A run that typed a secret into a text field (the page turns green when it is right):
+    replayed without the secret that typing is skipped and the screen differs; with `--secret` it
+    is typed (green again, the screens match), and neither replay.json nor the report holds it."""
+    from kimi_agent.env.browser import BrowserEnv
+    from kimi_agent.safety import SafetySettings
+
+    form = page_url.replace("press.html", "form.html")
+    replies = [kimi("A field.", "Click the field.", "pyautogui.click(x=0.1719, y=0.175)"),
+               kimi("Focused.", "Type the code.", "pyautogui.write('<secret>code</secret>')"),
+               kimi("Typed.", "Done.", "computer.terminate(status='success')")]
+    with BrowserEnv(headless=True, viewport=(1280, 800), start_url=form) as env:
+        settings = AgentSettings(out_dir=tmp_path / "runs", max_steps=3,
+                                 safety=SafetySettings(secrets={"code": "zebra-4417"}))
+        run = Agent(ScriptedBackend(replies), env, settings).run_episode("type the code").run_dir
+    assert "zebra-4417" not in (run / "steps.jsonl").read_text()
+    without = _replay(run, "--out", str(tmp_path / "without"))
+    data = json.loads((tmp_path / "without" / "replay.json").read_text())
+    assert without.returncode == 1 and "typed the secret code" in json.dumps(data)
+    given = _replay(run, "--out", str(tmp_path / "with"), "--secret", "code=zebra-4417")
+    assert given.returncode == 0, given.stdout + given.stderr
+    for f in (tmp_path / "with").rglob("*"):
+        if f.suffix in (".json", ".html"):
+            assert "zebra-4417" not in f.read_text(), f
 
 
 def test_frame_difference_fraction() -> None:
