@@ -19,6 +19,20 @@ def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+def paired_cos_sin(cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [..., d/2] -> the per-element tables [..., d] of `rotate_paired`: (c0, c0, c1, c1, ...)
+    and (-s0, s0, -s1, s1, ...). Made once per forward and shared by every layer."""
+    return cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
+
+def rotate_paired(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """`rotate_pairs` with the tables of `paired_cos_sin`: x * cos2 + swap_pairs(x) * sin2, bit for
+    bit the same result in every dtype (the same products, each rounded once, then one add) in 4
+    operations instead of 7, which is 4 kernels instead of 7 per call on a GPU."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0, x3, x2, ...)
+    return x * cos2 + swapped * sin2
+
+
 def text_rope_cos_sin(positions: torch.Tensor, dim: int, theta: float,
                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [T, dim/2] for 1-D positions [T]; fp32 angles, cast to `dtype` like the reference."""

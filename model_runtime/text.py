@@ -18,7 +18,7 @@ from torch import nn
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MLP, DeepseekV3MoE
-from kimi_agent.model_runtime.rope import rotate_pairs, text_rope_cos_sin
+from kimi_agent.model_runtime.rope import paired_cos_sin, rotate_paired, text_rope_cos_sin
 
 Cache = MLACache | FullKVCache
 
@@ -32,9 +32,9 @@ class DeepseekV3RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # F.rms_norm is x * rsqrt(mean(x^2) + eps), one fused kernel on CUDA (four pointwise and
+        # reduction kernels otherwise); the dtype order around it stays the reference's
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 def attention_mask(positions: torch.Tensor, kv_len: int, static: bool) -> tuple[torch.Tensor | None, bool]:
@@ -117,15 +117,16 @@ class DeepseekV3Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None) -> torch.Tensor:
-        """x [B, T, D], cos/sin [T, dr/2] (or [B, T, dr/2]), positions [T] (or per row [B, T]) -> [B, T, D]."""
+        """x [B, T, D], cos/sin [T, dr] (or [B, T, dr]) from `paired_cos_sin`, positions [T] (or per
+        row [B, T]) -> [B, T, D]."""
         cfg, (b, t, _) = self.cfg, x.shape
         if cos.dim() == 2:
-            cos, sin = cos[None], sin[None]  # [1, T, dr/2]
+            cos, sin = cos[None], sin[None]  # [1, T, dr]
         q = self.q_proj(x).view(b, t, self.num_heads, cfg.qk_head_dim)
         q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
-        q_pe = rotate_pairs(q_pe, cos[:, :, None], sin[:, :, None])
+        q_pe = rotate_paired(q_pe, cos[:, :, None], sin[:, :, None])
         c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
-        latent = torch.cat((self.kv_a_layernorm(c_kv), rotate_pairs(k_pe, cos, sin)), -1)  # [B,T,576]
+        latent = torch.cat((self.kv_a_layernorm(c_kv), rotate_paired(k_pe, cos, sin)), -1)  # [B,T,576]
         if isinstance(kv_cache, FullKVCache):
             out = self._attend_full_cache(q_nope, q_pe, latent, positions, kv_cache)
         else:
@@ -179,6 +180,7 @@ class DeepseekV3Model(nn.Module):
         """inputs_embeds [B, T, D], positions [T] or per row [B, T] -> final hidden states [B, T, D]."""
         cos, sin = text_rope_cos_sin(positions.flatten(), self.cfg.qk_rope_head_dim, self.cfg.rope_theta,
                                      inputs_embeds.dtype)
+        cos, sin = paired_cos_sin(cos, sin)  # [T, dr] each, shared by every layer
         if positions.dim() == 2:
             cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
         x = inputs_embeds

@@ -189,3 +189,31 @@ def test_generate_greedy_matches_argmax_and_stops(tiny_model: KimiVL) -> None:
     assert stopped.tolist() == [[first]]
     batch = tiny_model.generate(torch.cat((ids, ids.flip(1))), max_new_tokens=3)
     assert batch.shape == (2, 3) and batch[0].tolist() == out[0, :3].tolist()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_rotate_paired_is_bit_identical_to_rotate_pairs(dtype: torch.dtype) -> None:
+    """The language model's 4-operation rotation gives exactly the reference's 7-operation result."""
+    from kimi_agent.model_runtime.rope import paired_cos_sin, rotate_paired
+
+    torch.manual_seed(0)
+    pos = torch.arange(0, 4000, 37)
+    cos, sin = text_rope_cos_sin(pos, 64, 800000.0, dtype)  # [T, 32]
+    x = (torch.randn(2, pos.shape[0], 16, 64) * 3).to(dtype)  # [B, T, H, dr]
+    cos2, sin2 = paired_cos_sin(cos, sin)
+    assert torch.equal(rotate_paired(x, cos2[:, None], sin2[:, None]), rotate_pairs(x, cos[:, None], sin[:, None]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_keeps_the_reference_formula_and_dtype_order(dtype: torch.dtype) -> None:
+    """weight * to_input_dtype(x_fp32 * rsqrt(mean(x_fp32^2) + eps)), as the reference computes it."""
+    from kimi_agent.model_runtime.text import DeepseekV3RMSNorm
+
+    torch.manual_seed(0)
+    norm = DeepseekV3RMSNorm(512, eps=1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(512))
+    x = (torch.randn(3, 7, 512) * 5).to(dtype)
+    h = x.float()
+    reference = norm.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dtype)
+    torch.testing.assert_close(norm(x), reference, rtol=0, atol=1e-6 if dtype == torch.float32 else 0)
