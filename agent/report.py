@@ -182,12 +182,14 @@ def _header(run_dir: Path, run: dict[str, Any], steps: list[dict[str, Any]]) -> 
     geometry = env.get("geometry") or {}
     size = f" ({geometry.get('shot_width')}x{geometry.get('shot_height')})" if geometry.get("shot_width") else ""
     first = (steps[0].get("obs_before") or {}) if steps else {}
-    start_url = run.get("start_url") or first.get("url") or "not recorded"
+    kind = env.get("kind") or run.get("env_kind")
+    start_url = run.get("start_url") or first.get("url") or ("none: a desktop episode starts on the screen as it is"
+                                                             if kind == "desktop" else "not recorded")
     accounted = sum(step_seconds(s) for s in steps)
     rows = [
         ("model", model_label(run)),
         ("backend", str(run.get("backend") or "not recorded") + (f" at {run['endpoint']}" if run.get("endpoint") else "")),
-        ("environment", f"{env.get('kind') or run.get('env_kind') or 'not recorded'}{size}"),
+        ("environment", f"{kind or 'not recorded'}{size}"),
         ("start URL", str(start_url)),
         ("date", _date(run)),
         ("prompt", f"version {run.get('prompt_version', '?')} (sha256 {str(run.get('prompt_sha256', ''))[:12]})"),
