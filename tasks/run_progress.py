@@ -4,7 +4,7 @@ success so far.
 
 The runner builds it as `ProgressView(total=..., enabled=...)`, sets `.workers` to its worker
 table (objects with `index`, `task_id`, `started` (wall clock, s), `step` (text), and optionally
-`step_no`, `phase` and `display`), calls `.finished(result)` for every result, `.refresh()` on each
+`step_no`, `phase` and `label`, the VM a worker drives), calls `.finished(result)` for every result, `.refresh()` on each
 tick, and runs inside `with view.live():`. On a terminal that is a rich Live display on stderr; when
 stderr is not a terminal, `live()` prints one plain line per finished task instead (no redraws).
 """
@@ -118,7 +118,8 @@ class ProgressView:
             step_no = int(getattr(w, "step_no", 0) or 0)
             phase = str(getattr(w, "phase", "") or "") or str(getattr(w, "step", "") or "")
             last = str(getattr(w, "step", "") or "")
-            table.add_row(Spinner("dots", style="cyan"), str(i), escape(task), str(step_no or "-"),
+            label = str(getattr(w, "label", "") or "")  # a VM worker's VM
+            table.add_row(Spinner("dots", style="cyan"), escape(f"{i} {label}".strip()), escape(task), str(step_no or "-"),
                           escape(phase), escape(last if last.startswith("step ") else ""), elapsed)
         recent = [self._result_line(r) for r in self.done[-3:]]
         return Group(self.headline(), table, *recent)

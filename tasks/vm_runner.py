@@ -151,7 +151,7 @@ class _Worker(threading.Thread):
         self.bridge: Bridge | None = None
         # what the live view shows (tasks/run_progress.py): the task, since when, its step and phase
         self.task_id: str | None = None
-        self.started, self.step, self.step_no, self.phase, self.display = 0.0, "", 0, "", target.label
+        self.started, self.step, self.step_no, self.phase, self.label = 0.0, "", 0, "", target.label
 
     def run(self) -> None:
         cache = self.settings.out_dir / CACHE_DIR / str(self.index)

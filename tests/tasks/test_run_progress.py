@@ -23,6 +23,7 @@ class _Worker:
     step_no: int = 0
     phase: str = ""
     display: str = ":9"
+    label: str = ""  # a VM worker's VM
 
 
 def _view(total: int, *, terminal: bool) -> tuple[ProgressView, io.StringIO]:
@@ -46,6 +47,14 @@ def test_counts_and_rows_of_running_tasks() -> None:
     (row,) = [line for line in text.splitlines() if "chrome-dnt" in line]
     assert "acting (click)" in row and "step 2: Click the toggle" in row and " 3 " in row and "12 s" in row
     assert "bad-task" in text and "worker died" in text
+
+
+def test_a_vm_workers_row_names_its_vm() -> None:
+    view, buf = _view(1, terminal=True)
+    view.workers = {2: _Worker(2, "030eeff7", time.time(), "reset", label="http://10.0.0.5:5000")}
+    view.console.print(view.render())
+    (row,) = [line for line in buf.getvalue().splitlines() if "030eeff7" in line]
+    assert "2 http://10.0.0.5:5000" in row
 
 
 def test_not_a_terminal_prints_one_line_per_finished_task() -> None:
