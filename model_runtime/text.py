@@ -92,8 +92,8 @@ def mla_absorbed(q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor,
     scores = torch.matmul(q_full, latent.transpose(1, 2)).float() * scale  # [B, H*T, S], heads share keys
     if is_causal:
         mask = torch.ones(t, t, dtype=torch.bool, device=latent.device).tril()
-    if mask is not None:
-        scores = scores.view(b, h, t, -1).masked_fill(~mask, float("-inf")).flatten(1, 2)
+    if mask is not None:  # one kernel: keep where the mask allows, -inf elsewhere
+        scores = torch.where(mask, scores.view(b, h, t, -1), float("-inf")).flatten(1, 2)
     probs = scores.softmax(-1).to(latent.dtype)
     o_lat = torch.matmul(probs, latent[..., :rank]).view(b, h, t, rank)  # [B, H, T, R]
     return torch.einsum("bhtr,hdr->bthd", o_lat, w[:, dn:])  # [B, T, H, dv]
@@ -116,9 +116,10 @@ class DeepseekV3Attention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * cfg.v_head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                kv_cache: Cache | None) -> torch.Tensor:
+                kv_cache: Cache | None, mask: tuple[torch.Tensor | None, bool] | None = None) -> torch.Tensor:
         """x [B, T, D], cos/sin [T, dr] (or [B, T, dr]) from `paired_cos_sin`, positions [T] (or per
-        row [B, T]) -> [B, T, D]."""
+        row [B, T]) -> [B, T, D]. `mask`: `attention_mask`'s answer for this call when the caller
+        made it once for every layer (a static cache), else it is made here."""
         cfg, (b, t, _) = self.cfg, x.shape
         if cos.dim() == 2:
             cos, sin = cos[None], sin[None]  # [1, T, dr]
@@ -133,7 +134,7 @@ class DeepseekV3Attention(nn.Module):
             static = kv_cache is not None and kv_cache.static
             if kv_cache is not None:
                 latent = kv_cache.store(self.layer_idx, positions, latent)  # [B, S, 576]
-            mask, causal = attention_mask(positions, latent.shape[1], static)
+            mask, causal = mask if mask is not None else attention_mask(positions, latent.shape[1], static)
             attend = mla_absorbed if t <= self.absorb_max_tokens else mla_naive
             out = attend(q_nope, q_pe, latent, self.kv_b_proj.weight, cfg.v_head_dim, cfg.softmax_scale,
                          mask, causal)
@@ -162,8 +163,8 @@ class DeepseekV3DecoderLayer(nn.Module):
                                else DeepseekV3MLP(cfg.hidden_size, cfg.intermediate_size))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                kv_cache: Cache | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, kv_cache)
+                kv_cache: Cache | None, mask: tuple[torch.Tensor | None, bool] | None = None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, kv_cache, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -183,9 +184,12 @@ class DeepseekV3Model(nn.Module):
         cos, sin = paired_cos_sin(cos, sin)  # [T, dr] each, shared by every layer
         if positions.dim() == 2:
             cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
+        mask = None
+        if isinstance(kv_cache, MLACache) and kv_cache.static:  # every layer reads the same max_len slots
+            mask = attention_mask(positions, kv_cache.max_len, True)
         x = inputs_embeds
         for layer in self.layers:
-            x = layer(x, cos, sin, positions, kv_cache)
+            x = layer(x, cos, sin, positions, kv_cache, mask)
         return self.norm(x)
 
 
