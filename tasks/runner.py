@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -305,8 +306,6 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     Prints nothing unless `progress` (the CLI's live view on the terminal); the results are in the
     returned summary and in `results.json`/`results.csv`/`index.html` under `settings.out_dir`.
     """
-    from kimi_agent.tasks.report import ProgressView, write_outputs
-
     s = settings or RunSettings()
     if not isinstance(tasks, TaskSet):
         tasks = load_tasks(tasks, allow_network=s.allow_network)  # type: ignore[arg-type]
@@ -330,21 +329,38 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
             shutil.rmtree(task_dir)  # half-done (or a previous run's, without --resume): start over
         pending.append(t.spec)
         domains[t.spec.id] = domain_of(t.path)
-    view = ProgressView(total=len(tasks), enabled=progress)
+    def unfinished(spec: TaskSpec) -> TaskResult:
+        return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=INTERRUPTED,
+                          path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
+
+    return run_live(s.out_dir, order, results, progress,
+                    lambda view: _run_pending(pending, domains, backend_factory, s, results, view),
+                    {spec.id: partial(unfinished, spec) for spec in pending})
+
+
+INTERRUPTED = "interrupted (Ctrl-C) before it finished"
+
+
+def run_live(out_dir: Path, order: list[str], results: dict[str, TaskResult], progress: bool,
+             body: Callable[[Any], None], unfinished: dict[str, Callable[[], TaskResult]]) -> RunSummary:
+    """A run's common end: `body(view)` under the live progress view (`progress`: on the terminal);
+    on Ctrl-C every id of `unfinished` that has no result gets the result its function makes (an
+    `error`, `INTERRUPTED`); then the outputs are written. `order`: the ids as the results list them."""
+    from kimi_agent.tasks.report import ProgressView, write_outputs
+
+    view = ProgressView(total=len(order), enabled=progress)
     for r in results.values():
         view.finished(r)
     interrupted = False
     try:
         with view.live() if progress else nullcontext():
-            _run_pending(pending, domains, backend_factory, s, results, view)
+            body(view)
     except KeyboardInterrupt:
         interrupted = True
-        for spec in pending:
-            if spec.id not in results:
-                results[spec.id] = TaskResult(task_id=spec.id, instruction=spec.instruction, status="error",
-                                              reason="interrupted (Ctrl-C) before it finished",
-                                              path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
-    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
+        for task_id, make in unfinished.items():
+            if task_id not in results:
+                results[task_id] = make()
+    summary = RunSummary(out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
     write_outputs(summary)
     return summary
 

@@ -25,8 +25,8 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from kimi_agent.listener import Listener, Phase, action_text
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
 from kimi_agent.tasks.runner import (
+    INTERRUPTED,
     BackendFactory,
     ResultStatus,
     RunSettings,
@@ -45,6 +46,7 @@ from kimi_agent.tasks.runner import (
     episode_settings,
     episode_update,
     read_result,
+    run_live,
     write_result,
 )
 from kimi_agent.tasks.spec import TaskSpec
@@ -242,8 +244,6 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
     ends the run with the tasks not finished as `error` ("interrupted") and the outputs written
     (the summary's `interrupted` is set; `--resume` finishes the run).
     """
-    from kimi_agent.tasks.report import ProgressView, write_outputs
-
     if not targets:
         raise ValueError("run_vm_tasks needs at least one VM target")
     s = settings
@@ -280,21 +280,9 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
             jobs.append(_Job(t, task, spec))
     finally:
         checker.close()
-    view = ProgressView(total=len(order), enabled=progress)
-    for r in results.values():
-        view.finished(r)
-    interrupted = False
-    try:
-        with view.live() if progress else nullcontext():
-            _run_jobs(jobs, backend_factory, s, targets, starter, results, view)
-    except KeyboardInterrupt:
-        interrupted = True
-        for job in jobs:
-            if job.spec.id not in results:
-                results[job.spec.id] = _error(job, s, "interrupted (Ctrl-C) before it finished", worker=-1)
-    summary = RunSummary(s.out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
-    write_outputs(summary)
-    return summary
+    return run_live(s.out_dir, order, results, progress,
+                    lambda view: _run_jobs(jobs, backend_factory, s, targets, starter, results, view),
+                    {job.spec.id: partial(_error, job, s, INTERRUPTED, worker=-1) for job in jobs})
 
 
 def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets: list[BridgeTarget],

@@ -55,3 +55,33 @@ def _task_row_with_a_phase(pane: TmuxPane, timeout_s: float = 240.0) -> str:
                 return line
         time.sleep(0.05)
     raise AssertionError(f"no task row with a phase; the screen was:\n{screen}")
+
+
+def test_ctrl_c_ends_a_run_with_its_partial_results(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal once the first of two tasks is scored: exit 130, one line saying the
+    results are partial, the scored task kept, the other an `error` "interrupted", and results.json,
+    results.csv and index.html written, with no traceback from the sandboxed workers."""
+    import json
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap (the runner's default sandbox)")
+    tasks = [str(SUITE / "suite-web-navigation.json"), str(SUITE / "suite-do-not-track.json")]
+    out = tmp_path / "out"
+    cmd = (f"{sys.executable} -m kimi_agent.cli run {' '.join(tasks)} --backend solutions --workers 1 "
+           f"--max-steps 6 --out {out}")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TERM": "xterm-256color", "LANG": "C.UTF-8",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with TmuxPane(cmd, cwd=tmp_path, env=env, width=160, height=40) as pane:
+        pane.wait_for("tasks 1/2 done", timeout_s=240)
+        pane.send("C-c")
+        rc = pane.exit_code(timeout_s=120)
+        final = pane.screen()
+    assert rc == 130, final
+    assert "interrupted: the results above are partial" in final and "Traceback" not in final
+    data = json.loads((out / "results.json").read_text())
+    assert data["interrupted"] is True
+    by_id = {r["task_id"]: r for r in data["results"]}
+    assert by_id["suite-web-navigation"]["status"] == "success"
+    assert by_id["suite-do-not-track"]["status"] == "error"
+    assert by_id["suite-do-not-track"]["reason"] == "interrupted (Ctrl-C) before it finished"
+    assert (out / "results.csv").is_file() and (out / "index.html").is_file()
