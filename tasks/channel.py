@@ -49,8 +49,12 @@ class Channel:
                 raise ChannelClosed(f"channel closed while sending: {e}") from e
 
     def recv(self, timeout_s: float | None = None) -> tuple[dict[str, Any], list[bytes]]:
-        """The next message; raises TimeoutError after `timeout_s` without one, ChannelClosed at EOF."""
-        self.sock.settimeout(timeout_s)
+        """The next message; raises TimeoutError after `timeout_s` without one, ChannelClosed at EOF
+        or when this end was closed (by another thread: the runner shutting down)."""
+        try:
+            self.sock.settimeout(timeout_s)
+        except OSError as e:
+            raise ChannelClosed(f"channel closed: {e}") from e
         try:
             (size,) = _LEN.unpack(self._read(_LEN.size, first=True))
             self.sock.settimeout(PART_TIMEOUT_S)  # once a message has begun, the rest must follow
@@ -66,7 +70,13 @@ class Channel:
                 raise ChannelClosed("malformed message header (not an object, or bad blob lengths)")
             return header, [self._read(n) for n in lengths]
         finally:
+            self._clear_timeout()
+
+    def _clear_timeout(self) -> None:
+        try:
             self.sock.settimeout(None)
+        except OSError:  # closed by another thread meanwhile: the channel is over, nothing to reset
+            return
 
     def _read(self, n: int, *, first: bool = False) -> bytes:
         chunks: list[bytes] = []

@@ -50,6 +50,33 @@ def test_messages_and_blobs_cross_intact_and_bad_frames_are_refused() -> None:
         b.recv(timeout_s=5)
 
 
+def test_a_channel_closed_on_this_end_is_channel_closed_not_a_raw_oserror() -> None:
+    """The runner closes a worker's channel while its reader thread is about to read (Ctrl-C): the
+    reader must see ChannelClosed (its normal end), not EBADF, which printed a traceback."""
+    a, b = _pair()
+    b.close()
+    with pytest.raises(ChannelClosed, match="closed"):
+        b.recv()
+    a.close()
+
+
+def test_a_channel_closed_during_a_read_ends_with_channel_closed() -> None:
+    """The peer's end (EOF) and this end's close racing: whatever order, ChannelClosed comes out."""
+    import threading
+
+    def close_both(a: Channel, b: Channel) -> None:
+        a.close()
+        b.close()
+
+    for _ in range(50):
+        a, b = _pair()
+        closer = threading.Thread(target=close_both, args=(a, b))
+        closer.start()
+        with pytest.raises(ChannelClosed):
+            b.recv(timeout_s=5)
+        closer.join()
+
+
 class _Echo:
     """A test double for a model: answers with the sizes of the images it was given, streaming."""
 
