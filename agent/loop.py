@@ -228,7 +228,6 @@ class Agent:
                            timings_ms=phase_medians(state.durations))
         return result
 
-
     # ---- one step ---------------------------------------------------------------------------
 
     def _step(self, state: AgentState, obs: Observation, traj: Trajectory) -> Observation:
@@ -263,10 +262,10 @@ class Agent:
             if state.status is None or state.status == "success":
                 obs = self._after(state, obs, rec, traj)
         except KeyboardInterrupt:  # cut short (the watchdog, Ctrl-C): the phase it was in counts too
-            lost_ms = (time.perf_counter() - started) * 1000 - (sum(rec.durations_ms.values()) - before)
-            phase = self._watchdog.interrupted_in or "the step"
-            rec.durations_ms["interrupted"] = max(0.0, lost_ms)
-            rec.error = rec.error or f"interrupted in {phase} after {max(0.0, lost_ms) / 1000:.1f} s"
+            lost_ms = max(0.0, (time.perf_counter() - started) * 1000 - (sum(rec.durations_ms.values()) - before))
+            rec.durations_ms["interrupted"] = lost_ms
+            rec.error = rec.error or (f"interrupted in {self._watchdog.interrupted_in or 'the step'} "
+                                      f"after {lost_ms / 1000:.1f} s")
             raise
         finally:
             with self._watchdog.running("record"):

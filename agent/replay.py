@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -30,14 +29,13 @@ from kimi_agent.env.base import Environment
 from kimi_agent.errors import ActionError, ArtifactError
 from kimi_agent.markers import run_marks
 from kimi_agent.report import frame_data_url, overlay
-from kimi_agent.safety import Redactor
+from kimi_agent.safety import Redactor, fill_recorded_secrets
 from kimi_agent.trajectory import read_run, read_steps
 
 DEFAULT_THRESHOLD = 0.02  # at most 2 % of the pixels may differ
 PIXEL_TOLERANCE = 32  # grey levels (of 255) a pixel may move before it counts as different
 COMPARE_WIDTH = 640
 _ACTION = TypeAdapter(Action)
-_SECRET_REF = re.compile(r"<secret>([^<]*)</secret>|<secret:([^>]*)>")  # the forms a trajectory records
 
 
 def frame_difference(a: Image.Image, b: Image.Image) -> float:
@@ -98,13 +96,12 @@ def recorded_actions(step: dict[str, Any], secrets: Mapping[str, str] | None = N
         action = rec.get("action")
         text = (action or {}).get("text")
         if isinstance(text, str) and ("<secret" in text):
-            names = [a or b for a, b in _SECRET_REF.findall(text)]
-            missing = sorted({n for n in names if n not in known}) or ([] if names else ["?"])
-            if missing:
-                skipped.append(f"{kind}: typed the secret {', '.join(missing)}, which the trajectory does not hold "
+            try:
+                action = {**action, "text": fill_recorded_secrets(text, known)}
+            except KeyError as e:
+                skipped.append(f"{kind}: typed the secret {e.args[0]}, which the trajectory does not hold "
                                "(pass --secret NAME=VALUE)")
                 continue
-            action = {**action, "text": _SECRET_REF.sub(lambda m: known[m.group(1) or m.group(2)], text)}
         try:
             actions.append(_ACTION.validate_python(action))
         except (KeyError, ValidationError) as e:

@@ -153,6 +153,22 @@ class Redactor:
         return obj
 
 
+#: a secret in a record: the model's reference `<secret>NAME</secret>` or the redacted `<secret:NAME>`
+_RECORDED_SECRET = re.compile(_SECRET_REF.pattern + r"|<secret:([\w.-]+)>")
+
+
+def fill_recorded_secrets(text: str, secrets: Mapping[str, str]) -> str:
+    """`text` from a record with each secret it names (either form) replaced by its value from
+    `secrets`; KeyError(name) for the first one `secrets` lacks (a replay types them again)."""
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in secrets:
+            raise KeyError(name)
+        return secrets[name]
+
+    return _RECORDED_SECRET.sub(sub, text)
+
+
 def secret_placeholders(text: str) -> str:
     """`text` with each `<secret>NAME</secret>` reference written as `<secret:NAME>`."""
     return _SECRET_REF.sub(lambda m: f"<secret:{m.group(1)}>", text)

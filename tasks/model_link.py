@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import AgentError, BackendError
@@ -73,18 +74,27 @@ class ChannelBackend:
                 return Reply.model_validate(header["reply"])
 
 
-class ModelHost:
-    """The runner's side: answers `generate` requests from workers with their task's backend."""
+class BackendLocks:
+    """One generation at a time per backend, unless the backend says it takes concurrent calls
+    (`concurrent = True`: a batching native model, whose callers' generations decode together)."""
 
     def __init__(self) -> None:
         self._locks: dict[int, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def _lock(self, backend: Backend) -> threading.Lock | None:
+    def lock(self, backend: Backend) -> AbstractContextManager[Any]:
+        """What to hold around `backend.generate(...)`."""
         if getattr(backend, "concurrent", False):
-            return None
+            return nullcontext()
         with self._guard:
             return self._locks.setdefault(id(backend), threading.Lock())
+
+
+class ModelHost:
+    """The runner's side: answers `generate` requests from workers with their task's backend."""
+
+    def __init__(self) -> None:
+        self.locks = BackendLocks()
 
     def answer(self, backend: Backend, header: dict[str, Any], blobs: list[bytes], channel: Channel) -> None:
         """Run one request and send the `reply` (an `error` field on failure); never raises for
@@ -101,8 +111,7 @@ class ModelHost:
             def piece(text: str) -> None:
                 channel.send({"type": "text", "id": request_id, "piece": text})
 
-            lock = self._lock(backend)
-            with lock if lock is not None else _nolock:
+            with self.locks.lock(backend):
                 reply = backend.generate(messages, images, sampling, on_text=piece if header.get("stream") else None)
             channel.send({"type": "reply", "id": request_id, "reply": reply.model_dump(mode="json")})
         except (AgentError, ValueError) as e:
@@ -112,10 +121,3 @@ class ModelHost:
             log.exception("backend %s raised on worker request %s", getattr(backend, "name", "?"), request_id)
             channel.send({"type": "reply", "id": request_id, "error": f"internal error: {type(e).__name__}: {e}"})
 
-
-class _NoLock:
-    def __enter__(self) -> None: ...
-    def __exit__(self, *exc: object) -> None: ...
-
-
-_nolock = _NoLock()

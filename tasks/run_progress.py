@@ -29,6 +29,12 @@ _STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": 
 SCORED = ("success", "fail", "error")
 
 
+def phase_label(phase: str, detail: str = "") -> str:
+    """A worker's phase as its row shows it: `acting (click)`, `waiting (2 s)`; bounded in length."""
+    detail = detail[:40]
+    return phase[:20] + (f" ({detail})" if detail else "")
+
+
 class ProgressView:
     """Done/running/queued, success so far, and each running task's step and phase."""
 

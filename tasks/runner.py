@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -329,23 +328,24 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
             shutil.rmtree(task_dir)  # half-done (or a previous run's, without --resume): start over
         pending.append(t.spec)
         domains[t.spec.id] = domain_of(t.path)
-    def unfinished(spec: TaskSpec) -> TaskResult:
-        return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=INTERRUPTED,
-                          path=str(_task_dir(s.out_dir, spec.id)), domain=domains[spec.id])
+    specs = {spec.id: spec for spec in pending}
+
+    def interrupted(task_id: str) -> TaskResult:
+        return TaskResult(task_id=task_id, instruction=specs[task_id].instruction, status="error",
+                          reason=INTERRUPTED, path=str(_task_dir(s.out_dir, task_id)), domain=domains[task_id])
 
     return run_live(s.out_dir, order, results, progress,
-                    lambda view: _run_pending(pending, domains, backend_factory, s, results, view),
-                    {spec.id: partial(unfinished, spec) for spec in pending})
+                    lambda view: _run_pending(pending, domains, backend_factory, s, results, view), interrupted)
 
 
 INTERRUPTED = "interrupted (Ctrl-C) before it finished"
 
 
 def run_live(out_dir: Path, order: list[str], results: dict[str, TaskResult], progress: bool,
-             body: Callable[[Any], None], unfinished: dict[str, Callable[[], TaskResult]]) -> RunSummary:
+             body: Callable[[Any], None], interrupted_result: Callable[[str], TaskResult]) -> RunSummary:
     """A run's common end: `body(view)` under the live progress view (`progress`: on the terminal);
-    on Ctrl-C every id of `unfinished` that has no result gets the result its function makes (an
-    `error`, `INTERRUPTED`); then the outputs are written. `order`: the ids as the results list them."""
+    on Ctrl-C every id of `order` still without a result gets `interrupted_result(id)` (an `error`,
+    `INTERRUPTED`); then the outputs are written. `order`: every id, as the results list them."""
     from kimi_agent.tasks.report import ProgressView, write_outputs
 
     view = ProgressView(total=len(order), enabled=progress)
@@ -357,9 +357,9 @@ def run_live(out_dir: Path, order: list[str], results: dict[str, TaskResult], pr
             body(view)
     except KeyboardInterrupt:
         interrupted = True
-        for task_id, make in unfinished.items():
+        for task_id in order:
             if task_id not in results:
-                results[task_id] = make()
+                results[task_id] = interrupted_result(task_id)
     summary = RunSummary(out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
     write_outputs(summary)
     return summary

@@ -5,7 +5,8 @@ environment) resets the VM and runs the task's setup steps with OSWorld's `Setup
 agent and model run the episode through `OSWorldVMEnv` (HTTP to the in-VM server); the bridge
 scores it with OSWorld's own `DesktopEnv.evaluate` (getters, metrics, postconfig; an infeasible
 task scores 1 when the agent reported failure). Threads are enough: a worker's work is HTTP and
-the bridge's, and the model answers every worker from this process (one generation at a time).
+the bridge's, and the model answers every worker from this process (one generation at a time, or
+batched together when the backend batches concurrent calls).
 
 Results are the local runner's: `<out>/<task id>/result.json` and OSWorld's `result.txt` (the
 score), `traj.jsonl` and `report.html` in the trajectory folder, `results.json/csv` and
@@ -26,14 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import AgentError, VMServerError, VMUnreachableError
 from kimi_agent.listener import Listener, Phase, action_text
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
+from kimi_agent.tasks.model_link import BackendLocks
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
+from kimi_agent.tasks.run_progress import ProgressView, phase_label
 from kimi_agent.tasks.runner import (
     INTERRUPTED,
     BackendFactory,
@@ -54,7 +56,6 @@ from kimi_agent.tasks.spec import TaskSpec
 if TYPE_CHECKING:
     from kimi_agent.env.osworld_vm import OSWorldVMEnv
     from kimi_agent.model_runtime.backends.base import Backend
-    from kimi_agent.tasks.run_progress import ProgressView
 
 log = logging.getLogger("kimi_agent.tasks.vm")
 LAST_ACTION = {"success": "DONE", "failure": "FAIL"}  # OSWorld's action_history ending
@@ -69,18 +70,18 @@ class _Job:
     attempt: int = 1
 
 
-_GENERATE_LOCK = threading.Lock()
+_LOCKS = BackendLocks()
 
 
-class SerialBackend:
-    """A task's backend (the factory's; a model one is cached and shared by every worker thread):
-    one generation at a time across the workers."""
+class SharedBackend:
+    """A task's backend (the factory's; a model one is cached and shared by every worker thread),
+    called one generation at a time unless it batches concurrent calls (`BackendLocks`)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend, self.name = backend, backend.name
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        with _GENERATE_LOCK:
+        with _LOCKS.lock(self.backend):
             return self.backend.generate(*args, **kwargs)
 
 
@@ -109,7 +110,7 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
         raise
     except AgentError as e:
         return done(reason=f"setup failed: {e}")
-    backend = SerialBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
+    backend = SharedBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
     env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
     try:
         episode = Agent(backend, env, episode_settings(settings, task_dir), listener=listener).run_episode(spec.instruction)
@@ -196,7 +197,7 @@ class _StepState(Listener):
 
     def on_phase(self, step: int, phase: Phase, detail: str = "") -> None:
         self.worker.step_no = step
-        self.worker.phase = str(phase)[:20] + (f" ({detail[:40]})" if detail else "")
+        self.worker.phase = phase_label(phase, detail)
 
     def on_step(self, record: Any) -> None:
         self.worker.step = f"step {getattr(record, 'step', 0)}: {action_text(record)[:80]}"
@@ -280,9 +281,10 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
             jobs.append(_Job(t, task, spec))
     finally:
         checker.close()
+    by_id = {job.spec.id: job for job in jobs}
     return run_live(s.out_dir, order, results, progress,
                     lambda view: _run_jobs(jobs, backend_factory, s, targets, starter, results, view),
-                    {job.spec.id: partial(_error, job, s, INTERRUPTED, worker=-1) for job in jobs})
+                    lambda task_id: _error(by_id[task_id], s, INTERRUPTED, worker=-1))
 
 
 def _run_jobs(jobs: list[_Job], factory: BackendFactory, s: RunSettings, targets: list[BridgeTarget],

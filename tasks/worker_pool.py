@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ModelHost
+from kimi_agent.tasks.run_progress import phase_label
 from kimi_agent.tasks.runner import KILL_GRACE_S, RunSettings, TaskResult, _task_dir, write_result
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, python_paths, scrubbed_env
 
@@ -223,8 +224,7 @@ class WorkerPool:
             self.on_event("start", w, msg)
         elif kind == "phase" and msg.get("task_id") == w.task_id:
             w.step_no = int(msg.get("step") or 0)
-            detail = str(msg.get("detail") or "")[:40]
-            w.phase = str(msg.get("phase") or "")[:20] + (f" ({detail})" if detail else "")
+            w.phase = phase_label(str(msg.get("phase") or ""), str(msg.get("detail") or ""))
         elif kind == "step" and msg.get("task_id") == w.task_id:
             w.step = f"step {msg.get('step')}: {msg.get('action')}"
             self.on_event("step", w, msg)
