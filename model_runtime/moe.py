@@ -6,7 +6,8 @@ Routing (`route_tokens_to_experts`, fp32): sigmoid scores; `e_score_correction_b
 active expert runs once on its contiguous slice (or one `grouped_mm` over stacked weights on CUDA),
 and results are combined in fp32 with one `index_add_`. There is no Python loop over tokens.
 `experts_loop` (HF-style loop over all experts) and `experts_per_token_reference` exist for the
-benchmark baseline and tests.
+benchmark baseline and tests. impl "fused" runs the whole layer as one operation (`fused_moe.py`:
+three Triton kernels on CUDA), for decode steps of a few rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 
-MoEImpl = Literal["auto", "grouped", "grouped_mm", "gathered", "loop"]
+MoEImpl = Literal["auto", "grouped", "grouped_mm", "gathered", "fused", "loop"]
 
 
 def _grouped_mm_fn():  # type: ignore[no-untyped-def]
@@ -73,13 +74,20 @@ class DeepseekV3MoE(nn.Module):
         self.experts = nn.ModuleList(DeepseekV3MLP(cfg.hidden_size, self.inter) for _ in range(self.num_experts))
         self.shared_experts = DeepseekV3MLP(cfg.hidden_size, self.inter * cfg.n_shared_experts)
         self.impl: MoEImpl = "auto"
-        self.w13: torch.Tensor | None = None  # [E, 2I, D] once `stack_experts` ran
-        self.w2: torch.Tensor | None = None  # [E, D, I]
+        self.shared_inter = self.inter * cfg.n_shared_experts  # Is, 0 without shared experts
+        self.w13_flat: torch.Tensor | None = None  # E x [2I, D] then the shared [2Is, D], once `stack_experts` ran
+        self.w2_flat: torch.Tensor | None = None  # E x [D, I] then the shared [D, Is]
+        self.w13: torch.Tensor | None = None  # [E, 2I, D], a view of w13_flat
+        self.w2: torch.Tensor | None = None  # [E, D, I], a view of w2_flat
         self.gate_fp32: torch.Tensor | None = None  # [E, D] router weight in fp32, once `stack_experts` ran
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]."""
         flat = x.flatten(0, 1)  # [N, D]
+        if self.impl == "fused":
+            from kimi_agent.model_runtime.fused_moe import fused_moe_forward
+
+            return fused_moe_forward(self, flat).view_as(x)
         idx, weights = self.route_tokens_to_experts(flat)
         impl = self.impl
         if impl == "auto":
@@ -164,12 +172,32 @@ class DeepseekV3MoE(nn.Module):
 
     @torch.no_grad()
     def stack_experts(self) -> None:
-        """Move expert weights into stacked `w13` [E, 2I, D] / `w2` [E, D, I]; the per-expert
-        parameters become views of them (same names, no extra memory)."""
-        self.w13 = torch.stack([torch.cat((m.gate_proj.weight, m.up_proj.weight)) for m in self.experts])
-        self.w2 = torch.stack([m.down_proj.weight for m in self.experts])
+        """Move expert weights into two flat buffers per layer: `w13_flat` = every expert's [gate; up]
+        [2I, D] then the shared experts' [2Is, D], `w2_flat` = every expert's down [D, I] then the
+        shared [D, Is]. `w13` [E, 2I, D] and `w2` [E, D, I] view the routed part; every expert and
+        shared-expert parameter becomes a view of them (same names, no extra memory)."""
+        e, i, s = self.num_experts, self.inter, self.shared_inter
+        ref = self.gate.weight
+        d = ref.shape[1]
+        self.w13_flat = torch.empty(e * 2 * i * d + 2 * s * d, dtype=self.experts[0].gate_proj.weight.dtype,
+                                    device=ref.device)
+        self.w2_flat = torch.empty(e * d * i + d * s, dtype=self.w13_flat.dtype, device=ref.device)
+        self.w13 = self.w13_flat[: e * 2 * i * d].view(e, 2 * i, d)
+        self.w2 = self.w2_flat[: e * d * i].view(e, d, i)
+        for k, m in enumerate(self.experts):
+            self.w13[k, :i].copy_(m.gate_proj.weight)
+            self.w13[k, i:].copy_(m.up_proj.weight)
+            self.w2[k].copy_(m.down_proj.weight)
+            m.gate_proj.weight = nn.Parameter(self.w13[k, :i], requires_grad=False)
+            m.up_proj.weight = nn.Parameter(self.w13[k, i:], requires_grad=False)
+            m.down_proj.weight = nn.Parameter(self.w2[k], requires_grad=False)
+        shared_gate_up = self.w13_flat[e * 2 * i * d :].view(2 * s, d)
+        shared_down = self.w2_flat[e * d * i :].view(d, s)
+        sh = self.shared_experts
+        shared_gate_up[:s].copy_(sh.gate_proj.weight)
+        shared_gate_up[s:].copy_(sh.up_proj.weight)
+        shared_down.copy_(sh.down_proj.weight)
+        sh.gate_proj.weight = nn.Parameter(shared_gate_up[:s], requires_grad=False)
+        sh.up_proj.weight = nn.Parameter(shared_gate_up[s:], requires_grad=False)
+        sh.down_proj.weight = nn.Parameter(shared_down, requires_grad=False)
         self.gate_fp32 = self.gate.weight.float()
-        for e, m in enumerate(self.experts):
-            m.gate_proj.weight = nn.Parameter(self.w13[e, : self.inter], requires_grad=False)
-            m.up_proj.weight = nn.Parameter(self.w13[e, self.inter :], requires_grad=False)
-            m.down_proj.weight = nn.Parameter(self.w2[e], requires_grad=False)

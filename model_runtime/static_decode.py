@@ -10,8 +10,11 @@ A captured graph has fixed shapes and fixed addresses, so:
   graph (or compiled variant) per (rows, slots) bucket, made when first needed;
 - the capacity is checked before anything is written (`CacheFullError`), and a call with more rows
   than the cache has is refused, never broadcast;
-- the MoE runs a path with no host synchronisation (`sync_free_moe_impl`): grouped_mm for bf16 on
-  CUDA, per-slot weight gathers otherwise, so routing never changes shapes (no recompiles).
+- the MoE runs a path with no host synchronisation (`decode_moe_impl`, per row bucket): the fused
+  decode MoE (three Triton kernels) for up to `FUSED_MOE_MAX_ROWS` rows in bf16/fp16 on CUDA,
+  grouped_mm for more rows in bf16 on CUDA, per-slot weight gathers otherwise, so routing never
+  changes shapes (no recompiles). `moe=` or `$KIMI_AGENT_DECODE_MOE` (fused, grouped_mm, gathered)
+  picks one path for every bucket instead.
 
 Call like `decode_step`: `logits = decoder(tokens)` with tokens [n] int64 -> logits [n, V] fp32; the
 cache is advanced by 1. All rows decode at position `cache.pos`.
@@ -20,6 +23,7 @@ cache is advanced by 1. All rows decode at position `cache.pos`.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from kimi_agent.errors import AgentError
+from kimi_agent.model_runtime.fused_moe import FUSED_MOE_MAX_ROWS, fused_moe_available
 from kimi_agent.model_runtime.kv_cache import MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MoE, MoEImpl, sync_free_moe_impl
 
@@ -37,6 +42,8 @@ DecodeMode = Literal["eager", "static", "compile", "graph", "compile+graph"]
 DECODE_MODES: tuple[str, ...] = ("eager", "static", "compile", "graph", "compile+graph")
 ROW_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 MIN_SLOTS = 1024
+DECODE_MOE_ENV = "KIMI_AGENT_DECODE_MOE"
+DECODE_MOE_IMPLS: tuple[str, ...] = ("auto", "fused", "grouped_mm", "gathered")
 
 
 class CacheFullError(AgentError):
@@ -54,6 +61,19 @@ def slot_bucket(needed: int, max_len: int) -> int:
     while slots < needed:
         slots *= 2
     return min(slots, max_len)
+
+
+def decode_moe_impl(device: torch.device, dtype: torch.dtype, rows: int, requested: str = "auto") -> MoEImpl:
+    """The sync-free MoE path of a decode bucket of `rows` rows (module docstring); `requested` other
+    than "auto" is used as is."""
+    if requested not in DECODE_MOE_IMPLS:
+        raise ValueError(f"decode MoE {requested!r}; use one of {', '.join(DECODE_MOE_IMPLS)} "
+                         f"(from moe= or ${DECODE_MOE_ENV})")
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    if rows <= FUSED_MOE_MAX_ROWS and fused_moe_available(device, dtype):
+        return "fused"
+    return sync_free_moe_impl(device, dtype)
 
 
 @contextlib.contextmanager
@@ -85,6 +105,7 @@ class _Bucket:
     tokens: torch.Tensor  # [R, 1] int64
     positions: torch.Tensor  # [1] (all rows at one position) or [R, 1] (each row at its own) int64
     window: MLACache
+    moe: MoEImpl  # the MoE path of this bucket's rows (`decode_moe_impl`)
     logits: torch.Tensor | None = None  # [R, V] fp32 (graph output)
     graph: torch.cuda.CUDAGraph | None = None
 
@@ -93,7 +114,7 @@ class _BucketedDecoder:
     """What `StaticDecoder` and `RowDecoder` share: the mode, the sync-free MoE, one bucket per
     (rows, slots) shape, and running or replaying a bucket's step."""
 
-    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode, warmup: int) -> None:
+    def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode, warmup: int, moe: str) -> None:
         if mode not in ("static", "compile", "graph", "compile+graph"):
             raise ValueError(f"{type(self).__name__} mode {mode!r}; use static, compile, graph or compile+graph")
         if "graph" in mode and model.device.type != "cuda":
@@ -101,7 +122,8 @@ class _BucketedDecoder:
         if cache.static:
             raise ValueError("pass the owning (dynamic) cache; the decoder makes its own static windows")
         self.model, self.cache, self.mode, self.warmup = model, cache, mode, warmup
-        self.moe: MoEImpl = sync_free_moe_impl(model.device, model.dtype)
+        self.moe_request = os.environ.get(DECODE_MOE_ENV, "auto") if moe == "auto" else moe
+        decode_moe_impl(model.device, model.dtype, 1, self.moe_request)  # a bad name fails here, not mid-run
         self.moe_layers = model.moe_layers()
         self.buckets: dict[tuple[int, int], _Bucket] = {}
         self._fn: Callable[..., torch.Tensor] = _step
@@ -126,7 +148,8 @@ class _BucketedDecoder:
         if key not in self.buckets:
             dev = self.model.device
             bucket = _Bucket(torch.zeros(rows, 1, dtype=torch.long, device=dev), where.to(dev),
-                             self.cache.window(rows, slots))
+                             self.cache.window(rows, slots),
+                             decode_moe_impl(dev, self.model.dtype, rows, self.moe_request))
             if "graph" in self.mode:
                 self._capture(bucket)
             self.buckets[key] = bucket
@@ -139,14 +162,14 @@ class _BucketedDecoder:
                 bucket.graph.replay()
                 assert bucket.logits is not None
                 return bucket.logits[:n].clone()
-            with moe_impl(self.model, self.moe, self.moe_layers):
+            with moe_impl(self.model, bucket.moe, self.moe_layers):
                 return self._fn(self.model, bucket.tokens, bucket.positions, bucket.window)[:n]
 
     def _capture(self, bucket: _Bucket) -> None:
         """Warm up on a side stream (kernel selection, compilation), then capture one step. Warm-up
         and capture write only at the bucket's `positions` (scratch slots the caller picked: the first
         free one of each row), which real steps overwrite."""
-        with torch.inference_mode(), moe_impl(self.model, self.moe, self.moe_layers):
+        with torch.inference_mode(), moe_impl(self.model, bucket.moe, self.moe_layers):
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
@@ -164,12 +187,13 @@ class StaticDecoder(_BucketedDecoder):
 
     mode: "static" runs the fixed-shape step eagerly (the reference the others must equal);
     "compile" runs it through `torch.compile` (any device); "graph" captures it as a CUDA graph;
-    "compile+graph" captures the compiled step.
+    "compile+graph" captures the compiled step. moe: "auto" (per row bucket, or `$KIMI_AGENT_DECODE_MOE`),
+    "fused", "grouped_mm" or "gathered".
     """
 
     def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
-                 warmup: int = 2) -> None:
-        super().__init__(model, cache, mode=mode, warmup=warmup)
+                 warmup: int = 2, moe: str = "auto") -> None:
+        super().__init__(model, cache, mode=mode, warmup=warmup, moe=moe)
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         n, pos = tokens.shape[0], self.cache.pos
@@ -191,8 +215,8 @@ class RowDecoder(_BucketedDecoder):
     the caller keeps every row's position. Same modes and checks as `StaticDecoder`."""
 
     def __init__(self, model: KimiVL, cache: MLACache, *, mode: DecodeMode = "graph",
-                 warmup: int = 2) -> None:
-        super().__init__(model, cache, mode=mode, warmup=warmup)
+                 warmup: int = 2, moe: str = "auto") -> None:
+        super().__init__(model, cache, mode=mode, warmup=warmup, moe=moe)
 
     def __call__(self, tokens: torch.Tensor, positions: list[int]) -> torch.Tensor:
         n = tokens.shape[0]

@@ -10,8 +10,10 @@ from kimi_agent.model_runtime import Engine, KimiVL
 from kimi_agent.model_runtime.generate import decode_step, prefill, sample
 from kimi_agent.model_runtime.kv_cache import MLACache
 from kimi_agent.model_runtime.static_decode import (
+    DECODE_MOE_ENV,
     CacheFullError,
     StaticDecoder,
+    decode_moe_impl,
     moe_impl,
     row_bucket,
     slot_bucket,
@@ -25,14 +27,14 @@ def prompt(batch: int, length: int, seed: int = 0) -> torch.Tensor:
 
 
 def greedy(model: KimiVL, ids: torch.Tensor, steps: int, cache_len: int, mode: str | None,
-           cache_rows: int | None = None) -> tuple[list[list[int]], list[torch.Tensor]]:
+           cache_rows: int | None = None, moe: str = "auto") -> tuple[list[list[int]], list[torch.Tensor]]:
     """Greedy tokens [B][steps] and per-step logits, decoding eagerly (mode None) or statically.
     `cache_rows` > B: the cache holds extra sequences (prefilled with other text) that are not decoded."""
     b = ids.shape[0]
     rows = cache_rows or b
     cache = model.new_cache(rows, cache_len)
     assert isinstance(cache, MLACache)
-    step = StaticDecoder(model, cache, mode=mode) if mode else (lambda t: decode_step(model, t, cache))
+    step = StaticDecoder(model, cache, mode=mode, moe=moe) if mode else (lambda t: decode_step(model, t, cache))
     full = torch.cat((ids, prompt(rows - b, ids.shape[1], seed=99))) if rows > b else ids
     out, all_logits = [], []
     with torch.inference_mode():
@@ -68,18 +70,19 @@ def test_static_decode_batch_with_scratch_rows(tiny_model: KimiVL) -> None:
     assert static == eager
 
 
-def test_compiled_decode_equals_eager_without_recompiling(tiny_model: KimiVL) -> None:
+@pytest.mark.parametrize("moe", ["auto", "fused"])  # fused: the custom op is one opaque node in the graph
+def test_compiled_decode_equals_eager_without_recompiling(tiny_model: KimiVL, moe: str) -> None:
     import torch._dynamo
 
     torch._dynamo.reset()
     ids = prompt(1, 30, seed=2)
     eager, _ = greedy(tiny_model, ids, 8, 128, None)
-    compiled, _ = greedy(tiny_model, ids, 8, 128, "compile")
+    compiled, _ = greedy(tiny_model, ids, 8, 128, "compile", moe=moe)
     assert compiled == eager
     # another prompt routes tokens to other experts: same bucket, so no recompilation is allowed
     other = prompt(1, 30, seed=3)
     with torch._dynamo.config.patch(error_on_recompile=True):
-        again, _ = greedy(tiny_model, other, 8, 128, "compile")
+        again, _ = greedy(tiny_model, other, 8, 128, "compile", moe=moe)
     assert again == greedy(tiny_model, other, 8, 128, None)[0]
 
 
@@ -118,6 +121,38 @@ def test_gathered_moe_equals_grouped(tiny_model: KimiVL) -> None:
             got = moe(x)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert {m.impl for m in tiny_model.moe_layers()} == {"auto"}  # restored
+
+
+def test_static_decode_with_the_fused_moe_equals_eager(tiny_model: KimiVL) -> None:
+    ids = prompt(2, 30, seed=8)
+    eager, eager_logits = greedy(tiny_model, ids, 6, 64, None)
+    fused, fused_logits = greedy(tiny_model, ids, 6, 64, "static", moe="fused")
+    assert fused == eager
+    for a, b in zip(eager_logits, fused_logits, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_decode_moe_is_picked_per_row_bucket(tiny_model: KimiVL, monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda, cpu, bf16 = torch.device("cuda"), torch.device("cpu"), torch.bfloat16
+    monkeypatch.setattr("kimi_agent.model_runtime.fused_moe.triton_available", lambda: True)
+    assert [decode_moe_impl(cuda, bf16, rows) for rows in (1, 4, 8)] == ["fused", "fused", "grouped_mm"]
+    assert decode_moe_impl(cuda, torch.float16, 2) == "fused"
+    assert decode_moe_impl(cuda, torch.float32, 1) == "gathered"
+    assert decode_moe_impl(cpu, bf16, 1) == "gathered"
+    assert decode_moe_impl(cuda, bf16, 1, "grouped_mm") == "grouped_mm"
+    monkeypatch.setattr("kimi_agent.model_runtime.fused_moe.triton_available", lambda: False)
+    assert decode_moe_impl(cuda, bf16, 1) == "grouped_mm"
+    cache = tiny_model.new_cache(1, 16)
+    assert isinstance(cache, MLACache)
+    monkeypatch.setenv(DECODE_MOE_ENV, "fastest")
+    with pytest.raises(ValueError, match=r"decode MoE 'fastest'; use one of auto, fused.*KIMI_AGENT_DECODE_MOE"):
+        StaticDecoder(tiny_model, cache, mode="static")
+    monkeypatch.setenv(DECODE_MOE_ENV, "fused")
+    decoder = StaticDecoder(tiny_model, cache, mode="static")
+    with torch.inference_mode():
+        prefill(tiny_model, prompt(1, 5), cache)
+        decoder(torch.tensor([7]))
+    assert [b.moe for b in decoder.buckets.values()] == ["fused"]
 
 
 def test_engine_static_decode_keeps_one_cache_and_refuses_overflow(tiny_model: KimiVL) -> None:

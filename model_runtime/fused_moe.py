@@ -1,0 +1,98 @@
+"""The fused decode MoE: a whole DeepSeek-V3 MoE layer (router, routed and shared experts, combine) as
+one operation, `torch.ops.kimi_agent.moe_decode`, for the few rows of a decode step.
+
+Why: on a GPU a decode step of this model is bound by its number of small kernels (about thirty per
+MoE layer on the grouped_mm path: casts, sort, scatter, cumsum, two grouped matmuls, the shared
+experts' three matmuls and the elementwise glue) and by grouped_mm's cost at a handful of rows.
+On CUDA the operation is three Triton kernels (`kernels/moe_decode_triton.py`) that read only the
+selected experts' weights; elsewhere it runs `moe_decode_reference`, the eager formula with the same
+rounding points. As a registered custom operation it is one opaque node for `torch.compile` and is
+captured into CUDA graphs like any kernel launch.
+
+Reading each selected expert once per (row, slot) is the right trade for a few rows; with many rows
+the grouped matmul, which reads each active expert once for all its rows, wins, so the fused path is
+meant for at most `FUSED_MOE_MAX_ROWS` rows (`static_decode` picks per row bucket).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from kimi_agent.model_runtime.moe import DeepseekV3MoE
+
+FUSED_MOE_MAX_ROWS = 4
+FUSED_DTYPES = (torch.bfloat16, torch.float16)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether Triton is installed (it ships with PyTorch's CUDA wheels on Linux)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def fused_moe_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused decode MoE runs as Triton kernels here: CUDA, bf16/fp16, Triton installed."""
+    return device.type == "cuda" and dtype in FUSED_DTYPES and triton_available()
+
+
+def moe_decode_reference(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor,
+                         w2: torch.Tensor, experts: int, top_k: int, inter: int, shared_inter: int, scale: float,
+                         renorm: bool) -> torch.Tensor:
+    """The operation in eager PyTorch, rounding where the kernels (and the grouped path) round:
+    x [N, D] -> [N, D]. Arguments as `torch.ops.kimi_agent.moe_decode`."""
+    n, d = x.shape
+    scores = torch.sigmoid(F.linear(x.float(), gate_weight.float()))  # [N, E]
+    idx = (scores + bias.float()).topk(top_k, dim=-1).indices  # [N, k]
+    weights = scores.gather(1, idx)
+    if renorm and top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    weights = weights * scale
+    routed_w13 = w13[: experts * 2 * inter * d].view(experts, 2 * inter, d)
+    routed_w2 = w2[: experts * d * inter].view(experts, d, inter)
+    h = torch.bmm(routed_w13[idx.flatten()], x.repeat_interleave(top_k, 0)[:, :, None])[..., 0]  # [N*k, 2I]
+    gate, up = h.split(inter, dim=-1)
+    ys = torch.bmm(routed_w2[idx.flatten()], (F.silu(gate) * up)[:, :, None])[..., 0]  # [N*k, D]
+    out = (ys.float().view(n, top_k, d) * weights[..., None]).sum(1).to(x.dtype)
+    if shared_inter:
+        gate_up = w13[experts * 2 * inter * d :].view(2 * shared_inter, d)
+        down = w2[experts * d * inter :].view(d, shared_inter)
+        sg, su = F.linear(x, gate_up).split(shared_inter, dim=-1)
+        out = out + F.linear(F.silu(sg) * su, down)
+    return out
+
+
+@torch.library.custom_op("kimi_agent::moe_decode", mutates_args=())
+def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor,
+               w2: torch.Tensor, experts: int, top_k: int, inter: int, shared_inter: int, scale: float,
+               renorm: bool) -> torch.Tensor:
+    """One MoE layer for the rows x [N, D] -> [N, D] (x's dtype). gate_weight [E, D] and bias [E] are
+    the router's; w13 is the flat stack of E experts' [2I, D] (gate rows, then up rows) followed by
+    the shared experts' [2Is, D]; w2 of E experts' [D, I] followed by the shared [D, Is]
+    (`DeepseekV3MoE.stack_experts`). `shared_inter` Is is 0 for a layer without shared experts."""
+    args = (x, gate_weight, bias, w13, w2)
+    kw = dict(experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter, scale=scale, renorm=renorm)
+    if fused_moe_available(x.device, x.dtype):
+        from kimi_agent.model_runtime.kernels.moe_decode_triton import moe_decode as triton_moe_decode
+
+        return triton_moe_decode(*args, **kw)
+    return moe_decode_reference(*args, **kw)
+
+
+@moe_decode.register_fake
+def _(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+      experts: int, top_k: int, inter: int, shared_inter: int, scale: float, renorm: bool) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def fused_moe_forward(moe: DeepseekV3MoE, x: torch.Tensor) -> torch.Tensor:
+    """`moe`'s output for x [N, D] through the fused operation (`stack_experts` must have run)."""
+    assert moe.w13_flat is not None and moe.w2_flat is not None, "call stack_experts() before the fused MoE"
+    return torch.ops.kimi_agent.moe_decode(
+        x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat, moe.num_experts,
+        moe.top_k, moe.inter, moe.shared_inter, moe.scale, moe.renorm)
