@@ -5,7 +5,9 @@ weights it reads (bench/results/h200-2026-11-27.md: about 2,500 kernels and 6.7 
 per token at batch 1, against a 1.2 ms bandwidth floor). Each aten operation below (views excluded)
 is one or more kernels on CUDA, so fewer operations per layer is fewer launches. Counted with a
 TorchDispatchMode on one static-shape decode step (the graph-decode path, run eagerly) of the tiny
-config; the per-layer figure carries over to the full model's 27 layers.
+config; the per-layer figure carries over to the full model's 27 layers. Counted twice, side by side:
+with the sync-free "gathered" MoE (what the CPU runs; grouped_mm on CUDA has a similar count) and
+with the fused decode MoE (`moe_decode`: one operation here, three Triton kernels on CUDA).
 
     .venv/bin/python bench/decode_ops.py [--top 20]
 """
@@ -42,26 +44,35 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--top", type=int, default=20, help="how many operation names to list")
-    args = ap.parse_args()
+def count_ops(moe: str) -> collections.Counter[str]:
+    """Operations of one decode token of the tiny model with MoE path `moe`."""
     cfg = make_config("tiny")
     model = random_model(cfg, "cpu", torch.float32)
-    layers = cfg.text.num_hidden_layers
     cache = model.new_cache(1, 2048)
-    decoder = StaticDecoder(model, cache, mode="static")
+    decoder = StaticDecoder(model, cache, mode="static", moe=moe)
     with torch.inference_mode():
         token = sample(prefill(model, torch.randint(0, 1000, (1, 30)), cache))
         token = sample(decoder(token))  # the first step builds the decoder's buffers
         counter = OpCounter()
         with counter:
             decoder(token)
-    total = sum(counter.counts.values())
-    print(f"one decode token, {layers} layers: {total} operations, {total / layers:.1f} per layer "
-          f"(x 27 layers of Kimi-VL-A3B: about {total / layers * 27:.0f})")
-    for name, n in counter.counts.most_common(args.top):
-        print(f"{n:6d}  {name}")
+    return counter.counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--top", type=int, default=20, help="how many operation names to list")
+    args = ap.parse_args()
+    layers = make_config("tiny").text.num_hidden_layers
+    counts = {moe: count_ops(moe) for moe in ("gathered", "fused")}
+    for moe, c in counts.items():
+        total = sum(c.values())
+        print(f"{moe:8} MoE: one decode token, {layers} layers: {total} operations, {total / layers:.1f} per layer "
+              f"(x 27 layers of Kimi-VL-A3B: about {total / layers * 27:.0f})")
+    names = sorted(set().union(*counts.values()), key=lambda n: -counts["gathered"][n])[: args.top]
+    print(f"{'gathered':>8} {'fused':>6}  operation")
+    for name in names:
+        print(f"{counts['gathered'][name]:8d} {counts['fused'][name]:6d}  {name}")
 
 
 if __name__ == "__main__":

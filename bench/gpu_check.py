@@ -10,7 +10,13 @@
    (real history policy, real processor, 200-token replies), exact-K vs chunked;
 5. (on request) where an agent step's time goes;
 6. batched decode of the serving scheduler (`BatchScheduler`, sequences at their own positions):
-   graph == static tokens, and generated tok/s with eager vs graph steps.
+   graph == static tokens, and generated tok/s with eager vs graph steps;
+7. the fused decode MoE (`model_runtime/fused_moe.py`, three Triton kernels per layer) on one
+   full-size layer: agreement with its eager reference and with the grouped_mm path, and the time of
+   one layer both ways (each replayed from a CUDA graph).
+
+Section 2 times graph decode twice, with the MoE that `StaticDecoder` picks ("auto": fused for up to
+4 rows) and with grouped_mm for every bucket (the path before the fused MoE), side by side.
 
     bash bench/gpu_check.sh            # sets up imports, then runs this; about 3-5 minutes on an H100/H200
     python bench/gpu_check.py --compile   # also time torch.compile + graph decode (adds minutes of compile)
@@ -100,7 +106,7 @@ def main() -> None:
     ap.add_argument("--episode-steps", type=int, default=10)
     ap.add_argument("--fp32", action="store_true",
                     help="build the model in float32 (graph vs eager tokens without bf16 rounding near-ties)")
-    ap.add_argument("--sections", default="1,2,3,4,6", help="which sections to run, e.g. 1,2")
+    ap.add_argument("--sections", default="7,1,2,3,4,6", help="which sections to run, e.g. 1,2")
     ap.add_argument("--batches", default="1,4,16", help="decode batch sizes timed in section 2")
     ap.add_argument("--variants", default="exact,chunked,exact-nocache", help="agent episode variants")
     ap.add_argument("--skip-eager", action="store_true", help="section 2 without the eager baseline")
@@ -136,9 +142,15 @@ def main() -> None:
         f"weights -> ceiling {ceiling:.0f} tok/s at {bw:.0f} GB/s")
     SUMMARY["bandwidth ceiling b1"] = f"{ceiling:.0f} tok/s"
 
+    def stepper(cache: Any, mode: str | None, moe: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+        """A decode step: eager `decode_step` (mode None or "eager") or a `StaticDecoder`."""
+        if mode in (None, "eager"):
+            return lambda tk: decode_step(model, tk, cache)
+        return StaticDecoder(model, cache, mode=mode, moe=moe)  # type: ignore[arg-type]
+
     def greedy(ids: torch.Tensor, steps: int, mode: str | None) -> list[int]:
         cache = model.new_cache(ids.shape[0], ids.shape[1] + steps + 8)
-        step = StaticDecoder(model, cache, mode=mode) if mode else (lambda tk: decode_step(model, tk, cache))
+        step = stepper(cache, mode)
         out = []
         with torch.inference_mode():
             tok = sample(prefill(model, ids, cache))
@@ -147,10 +159,10 @@ def main() -> None:
                 tok = sample(step(tok))
         return out
 
-    def forced(ids: torch.Tensor, tokens: list[int], mode: str | None) -> torch.Tensor:
+    def forced(ids: torch.Tensor, tokens: list[int], mode: str | None, moe: str = "auto") -> torch.Tensor:
         """Teacher-forced logits [n, V] (fp32, CPU) of feeding `tokens` after prompt `ids`."""
         cache = model.new_cache(1, ids.shape[1] + len(tokens) + 8)
-        step = StaticDecoder(model, cache, mode=mode) if mode else (lambda tk: decode_step(model, tk, cache))
+        step = stepper(cache, mode, moe)
         rows = []
         with torch.inference_mode():
             rows.append(prefill(model, ids, cache)[0].float().cpu())
@@ -171,27 +183,33 @@ def main() -> None:
         top2 = ref.topk(2, dim=-1).values
         log(f"logit scale: std {ref.std():.3f}, median top-1/top-2 gap {(top2[:, 0] - top2[:, 1]).median():.4f}")
         results = []
-        for mode in [None, *modes[1:]]:
-            other = forced(ids, got["static"], mode)
+        moe_paths = [(None, "auto"), *((m, "auto") for m in modes[1:])]
+        if not args.smoke:
+            moe_paths.append(("static", "grouped_mm"))  # the MoE path before the fused one
+        for mode, moe in moe_paths:
+            other = forced(ids, got["static"], mode, moe)
             diff = (other - ref).abs().max(dim=-1).values
             agree = int((other.argmax(-1) == ref.argmax(-1)).sum())
-            name = mode or "dynamic eager"
+            name = (mode or "dynamic eager") + (f" ({moe} MoE)" if moe != "auto" else "")
             log(f"teacher-forced {name} vs static-eager: top-1 agrees {agree}/64, max |dlogit| {diff.max():.4f} "
                 f"(median {diff.median():.4f})")
             results.append(f"{name} {agree}/64 |d|max {diff.max():.3f}")
         SUMMARY["graph == eager (greedy; forced)"] = f"{same}; " + "; ".join(results)
 
     def decode_rates() -> None:
-        modes = ([] if args.skip_eager else ["eager"]) + [graph] + (["compile+graph"] if args.compile else [])
+        modes = ([] if args.skip_eager else [("eager", "eager", "auto")]) + [(graph, graph, "auto")]
+        if not args.smoke:
+            modes.append((f"{graph} grouped_mm", graph, "grouped_mm"))  # the MoE path before the fused one
+        if args.compile:
+            modes.append(("compile+graph", "compile+graph", "auto"))
         batches = [int(b) for b in args.batches.split(",")]
-        print(f"{'mode':14} " + " ".join(f"{f'b{b} tok/s':>10}" for b in batches) + f" {'ms/tok':>8}", flush=True)
-        for mode in modes:
+        print(f"{'mode':18} " + " ".join(f"{f'b{b} tok/s':>10}" for b in batches) + f" {'ms/tok':>8}", flush=True)
+        for label, mode, moe in modes:
             rates = []
             for b in batches:
                 ids = torch.randint(0, 160000, (b, 512), device=dev)
                 cache = model.new_cache(b, 512 + args.steps + 16)
-                step = (StaticDecoder(model, cache, mode=mode) if mode != "eager"  # type: ignore[arg-type]
-                        else (lambda tk, c=cache: decode_step(model, tk, c)))
+                step = stepper(cache, mode, moe)
                 with torch.inference_mode():
                     tok = sample(prefill(model, ids, cache))
                     for _ in range(3):
@@ -202,9 +220,9 @@ def main() -> None:
                         tok = sample(step(tok))
                     sync()
                 rates.append(b * args.steps / (time.perf_counter() - t))
-            print(f"{mode:14} " + " ".join(f"{r:10.1f}" for r in rates) + f" {1000 * batches[0] / rates[0]:8.2f}",
+            print(f"{label:18} " + " ".join(f"{r:10.1f}" for r in rates) + f" {1000 * batches[0] / rates[0]:8.2f}",
                   flush=True)
-            SUMMARY[f"decode {mode} b{'/'.join(map(str, batches))}"] = (
+            SUMMARY[f"decode {label} b{'/'.join(map(str, batches))}"] = (
                 " / ".join(f"{r:.0f}" for r in rates) + f" tok/s ({rates[0] / ceiling:.0%} of ceiling at b{batches[0]})")
 
     def ttft() -> None:
@@ -277,8 +295,15 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
             engine.generate_ids(*call, max_new_tokens=21)
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=14, max_name_column_width=60), flush=True)
+        for moe in ("auto", "grouped_mm") if dev == "cuda" else ("auto",):
+            decode_kernels(moe)
+
+    def decode_kernels(moe: str) -> None:
+        """Kernels and GPU kernel time per static-eager decode token with MoE path `moe`."""
+        from torch.profiler import ProfilerActivity, profile
+
         cache = model.new_cache(1, 400)
-        dec = StaticDecoder(model, cache, mode="static")
+        dec = StaticDecoder(model, cache, mode="static", moe=moe)
         with torch.inference_mode():
             tok = sample(prefill(model, torch.randint(0, 160000, (1, 300), device=dev), cache))
             for _ in range(3):
@@ -288,7 +313,7 @@ def main() -> None:
                 for _ in range(5):
                     tok = sample(dec(tok))
                 sync()
-        print("GPU kernels of 5 static-eager decode tokens:", flush=True)
+        print(f"GPU kernels of 5 static-eager decode tokens ({moe} MoE):", flush=True)
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60),
               flush=True)
         if dev != "cuda":
@@ -296,9 +321,58 @@ def main() -> None:
         kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
         busy_us = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in kernels)
         launches = sum(e.count for e in kernels)
-        log(f"per decode token: {launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms of GPU kernel time "
-            f"(graph replay takes about this long when the GPU, not the launches, is the limit)")
-        SUMMARY["decode kernels per token"] = f"{launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms GPU time"
+        log(f"per decode token ({moe} MoE): {launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms of GPU kernel "
+            f"time (graph replay takes about this long when the GPU, not the launches, is the limit)")
+        SUMMARY[f"decode kernels/token ({moe} MoE)"] = f"{launches / 5:.0f} kernels, {busy_us / 5 / 1000:.2f} ms GPU time"
+
+    def fused_moe_layer() -> None:
+        """One full-size MoE layer at 1 and 4 rows: fused op vs its eager reference and vs grouped_mm
+        (the routed experts each picks, the output difference), and the time per layer each way."""
+        from kimi_agent.model_runtime.fused_moe import fused_moe_available, fused_moe_forward, moe_decode_reference
+
+        moe = model.moe_layers()[0]
+        log(f"fused MoE runs as Triton kernels here: {fused_moe_available(torch.device(dev), dtype)}")
+        for rows in (1, 4):
+            x = (torch.randn(rows, 1, moe.gate.weight.shape[1], device=dev) * 0.5).to(dtype)
+            with torch.inference_mode():
+                fused = fused_moe_forward(moe, x[:, 0])
+                ref = moe_decode_reference(x[:, 0], moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat,
+                                           moe.w2_flat, moe.num_experts, moe.top_k, moe.inter, moe.shared_inter,
+                                           moe.scale, moe.renorm)
+                moe.impl = "grouped_mm" if dev == "cuda" else "grouped"
+                grouped = moe(x)[:, 0]
+                moe.impl = "auto"
+            scale = ref.float().abs().max()
+            log(f"{rows} rows: |fused - reference| max {(fused.float() - ref.float()).abs().max() / scale:.2e}, "
+                f"|fused - grouped| max {(fused.float() - grouped.float()).abs().max() / scale:.2e} (of max |out|)")
+            times = {}
+            for impl in ("fused", "grouped_mm") if dev == "cuda" else ("fused",):
+                with torch.inference_mode():
+                    moe.impl = impl
+                    times[impl] = layer_us(lambda: moe(x))
+                    moe.impl = "auto"
+            log(f"{rows} rows: one MoE layer " + ", ".join(f"{k} {v:.1f} us" for k, v in times.items()))
+            SUMMARY[f"MoE layer b{rows} (us)"] = ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + (
+                f"; |fused-ref| {(fused.float() - ref.float()).abs().max() / scale:.1e}")
+
+    def layer_us(fn: Callable[[], Any], reps: int = 50) -> float:
+        """Microseconds per call of `fn`, replayed from a CUDA graph of `reps` calls (CPU: eager)."""
+        if dev != "cuda":
+            t = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t) * 1e6
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(reps):
+                fn()
+        g.replay()
+        ms, _ = cuda_ms(g.replay)
+        return ms * 1000 / reps
 
     def batched_decode() -> None:
         """The serving scheduler's batched step: 4 prompts of different lengths decoding together at their
@@ -336,7 +410,8 @@ def main() -> None:
 
     sections = {"1": ("1. graph decode == eager decode", check_tokens), "2": ("2. decode throughput", decode_rates),
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),
-                "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode)}
+                "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode),
+                "7": ("7. fused decode MoE, one layer", fused_moe_layer)}
     for key in args.sections.split(","):  # in the order given
         section(*sections[key])
     log("== summary")

@@ -16,29 +16,22 @@ meant for at most `FUSED_MOE_MAX_ROWS` rows (`static_decode` picks per row bucke
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from kimi_agent.model_runtime.kernels import triton_enabled
+
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.moe import DeepseekV3MoE
 
 FUSED_MOE_MAX_ROWS = 4
-FUSED_DTYPES = (torch.bfloat16, torch.float16)
-
-
-@functools.cache
-def triton_available() -> bool:
-    """Whether Triton is installed (it ships with PyTorch's CUDA wheels on Linux)."""
-    return importlib.util.find_spec("triton") is not None
 
 
 def fused_moe_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the fused decode MoE runs as Triton kernels here: CUDA, bf16/fp16, Triton installed."""
-    return device.type == "cuda" and dtype in FUSED_DTYPES and triton_available()
+    """Whether the fused decode MoE runs as Triton kernels here (`kernels.triton_enabled`)."""
+    return triton_enabled(device.type, dtype)
 
 
 def moe_decode_reference(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kimi_agent.model_runtime import fused_norm  # noqa: F401  (registers torch.ops.kimi_agent.*rms_norm)
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MLP, DeepseekV3MoE
@@ -24,7 +25,8 @@ Cache = MLACache | FullKVCache
 
 
 class DeepseekV3RMSNorm(nn.Module):
-    """weight * to_input_dtype(x_fp32 * rsqrt(mean(x_fp32^2) + eps)), the reference's dtype order."""
+    """weight * to_input_dtype(x_fp32 * rsqrt(mean(x_fp32^2) + eps)), the reference's dtype order;
+    one operation (`fused_norm.py`: one Triton kernel on CUDA in bf16/fp16)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -32,9 +34,11 @@ class DeepseekV3RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.rms_norm is x * rsqrt(mean(x^2) + eps), one fused kernel on CUDA (four pointwise and
-        # reduction kernels otherwise); the dtype order around it stays the reference's
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return torch.ops.kimi_agent.rms_norm(x, self.weight, self.eps)
+
+    def add_and_norm(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h = x + residual, self(h)) in one operation."""
+        return torch.ops.kimi_agent.add_rms_norm(x, residual, self.weight, self.eps)
 
 
 def attention_mask(positions: torch.Tensor, kv_len: int, static: bool) -> tuple[torch.Tensor | None, bool]:
@@ -164,8 +168,9 @@ class DeepseekV3DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None, mask: tuple[torch.Tensor | None, bool] | None = None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, positions, kv_cache, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, positions, kv_cache, mask)
+        h, normed = self.post_attention_layernorm.add_and_norm(x, attn)  # h = x + attn
+        return h + self.mlp(normed)
 
 
 class DeepseekV3Model(nn.Module):

@@ -5,21 +5,17 @@ module's parameters."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from support.interpreted_kernels import run_interpreted
 
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 from kimi_agent.model_runtime.fused_moe import fused_moe_available, fused_moe_forward, moe_decode_reference
 from kimi_agent.model_runtime.kimi_vl import KimiVL
 from kimi_agent.model_runtime.moe import DeepseekV3MoE
 from kimi_agent.model_runtime.static_decode import moe_impl
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make_moe(cfg: DeepseekV3TextConfig, dtype: torch.dtype, *, seed: int = 0, **changes: object) -> DeepseekV3MoE:
@@ -95,7 +91,7 @@ CASES: list[tuple[int, torch.dtype, dict[str, object]]] = [  # rows, dtype, conf
 
 
 def kernel_args(moe: DeepseekV3MoE, x: torch.Tensor) -> dict[str, Any]:
-    return {"args": (x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat),
+    return {"fn": "moe_decode_triton.moe_decode", "args": (x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat),
             "kw": {"experts": moe.num_experts, "top_k": moe.top_k, "inter": moe.inter,
                    "shared_inter": moe.shared_inter, "scale": moe.scale, "renorm": moe.renorm}}
 
@@ -112,11 +108,7 @@ def interpreted(tiny_model: KimiVL, tmp_path_factory: pytest.TempPathFactory) ->
         x = torch.randn(rows, moe.gate.weight.shape[1]).to(dtype)
         cases.append(kernel_args(moe, x))
         refs.append(reference(moe, x))
-    folder = tmp_path_factory.mktemp("interpreted")
-    torch.save(cases, folder / "cases.pt")
-    subprocess.run([sys.executable, str(REPO / "tests/support/interpreted_kernels.py"), str(folder / "cases.pt"),
-                    str(folder / "out.pt")], check=True, timeout=300)
-    return list(zip(torch.load(folder / "out.pt"), refs, strict=True))
+    return list(zip(run_interpreted(cases, tmp_path_factory.mktemp("interpreted")), refs, strict=True))
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{r}rows-{str(d)[6:]}-{c}" for r, d, c in CASES])

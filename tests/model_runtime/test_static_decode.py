@@ -134,13 +134,13 @@ def test_static_decode_with_the_fused_moe_equals_eager(tiny_model: KimiVL) -> No
 
 def test_decode_moe_is_picked_per_row_bucket(tiny_model: KimiVL, monkeypatch: pytest.MonkeyPatch) -> None:
     cuda, cpu, bf16 = torch.device("cuda"), torch.device("cpu"), torch.bfloat16
-    monkeypatch.setattr("kimi_agent.model_runtime.fused_moe.triton_available", lambda: True)
+    monkeypatch.setattr("kimi_agent.model_runtime.kernels.triton_installed", lambda: True)
     assert [decode_moe_impl(cuda, bf16, rows) for rows in (1, 4, 8)] == ["fused", "fused", "grouped_mm"]
     assert decode_moe_impl(cuda, torch.float16, 2) == "fused"
     assert decode_moe_impl(cuda, torch.float32, 1) == "gathered"
     assert decode_moe_impl(cpu, bf16, 1) == "gathered"
     assert decode_moe_impl(cuda, bf16, 1, "grouped_mm") == "grouped_mm"
-    monkeypatch.setattr("kimi_agent.model_runtime.fused_moe.triton_available", lambda: False)
+    monkeypatch.setattr("kimi_agent.model_runtime.kernels.triton_installed", lambda: False)
     assert decode_moe_impl(cuda, bf16, 1) == "grouped_mm"
     cache = tiny_model.new_cache(1, 16)
     assert isinstance(cache, MLACache)
