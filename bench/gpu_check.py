@@ -11,12 +11,14 @@
 5. (on request) where an agent step's time goes;
 6. batched decode of the serving scheduler (`BatchScheduler`, sequences at their own positions):
    graph == static tokens, and generated tok/s with eager vs graph steps;
-7. the fused decode MoE (`model_runtime/fused_moe.py`, three Triton kernels per layer) on one
-   full-size layer: agreement with its eager reference and with the grouped_mm path, and the time of
-   one layer both ways (each replayed from a CUDA graph).
+7. the fused decode kernels (Triton) on one full-size layer: the MoE (`fused_moe.py`), the MLA
+   attention (`fused_mla.py`) and the residual add + RMSNorm (`fused_norm.py`), each against its
+   eager reference (and the MoE against grouped_mm), with the time of each both ways, replayed from
+   CUDA graphs.
 
-Section 2 times graph decode twice, with the MoE that `StaticDecoder` picks ("auto": fused for up to
-4 rows) and with grouped_mm for every bucket (the path before the fused MoE), side by side.
+Section 2 times graph decode three ways side by side: as `StaticDecoder` runs it (Triton kernels for
+attention and norms; the fused MoE for up to 4 rows), with the grouped_mm MoE in every bucket, and
+with no Triton at all (KIMI_AGENT_TRITON=0: the eager formulas, the path before these kernels).
 
     bash bench/gpu_check.sh            # sets up imports, then runs this; about 3-5 minutes on an H100/H200
     python bench/gpu_check.py --compile   # also time torch.compile + graph decode (adds minutes of compile)
@@ -30,11 +32,14 @@ end says which targets were met (H100 targets: decode b1 >= 400 tok/s, TTFT <= 6
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -186,8 +191,10 @@ def main() -> None:
         moe_paths = [(None, "auto"), *((m, "auto") for m in modes[1:])]
         if not args.smoke:
             moe_paths.append(("static", "grouped_mm"))  # the MoE path before the fused one
+            moe_paths.append(("static", "no Triton"))  # every eager formula: what the fused kernels replace
         for mode, moe in moe_paths:
-            other = forced(ids, got["static"], mode, moe)
+            with triton_off(moe == "no Triton"):
+                other = forced(ids, got["static"], mode, "grouped_mm" if moe == "no Triton" else moe)
             diff = (other - ref).abs().max(dim=-1).values
             agree = int((other.argmax(-1) == ref.argmax(-1)).sum())
             name = (mode or "dynamic eager") + (f" ({moe} MoE)" if moe != "auto" else "")
@@ -196,10 +203,27 @@ def main() -> None:
             results.append(f"{name} {agree}/64 |d|max {diff.max():.3f}")
         SUMMARY["graph == eager (greedy; forced)"] = f"{same}; " + "; ".join(results)
 
+    @contextlib.contextmanager
+    def triton_off(off: bool) -> Iterator[None]:
+        """Every Triton path off (KIMI_AGENT_TRITON=0) while in the block, if `off`."""
+        from kimi_agent.model_runtime.kernels import TRITON_ENV
+
+        before = os.environ.get(TRITON_ENV)
+        if off:
+            os.environ[TRITON_ENV] = "0"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(TRITON_ENV, None)
+            else:
+                os.environ[TRITON_ENV] = before
+
     def decode_rates() -> None:
         modes = ([] if args.skip_eager else [("eager", "eager", "auto")]) + [(graph, graph, "auto")]
-        if not args.smoke:
-            modes.append((f"{graph} grouped_mm", graph, "grouped_mm"))  # the MoE path before the fused one
+        if not args.smoke:  # the paths before the fused kernels: grouped_mm MoE; no Triton at all
+            modes.append((f"{graph} grouped_mm", graph, "grouped_mm"))
+            modes.append((f"{graph} no Triton", graph, "no Triton"))
         if args.compile:
             modes.append(("compile+graph", "compile+graph", "auto"))
         batches = [int(b) for b in args.batches.split(",")]
@@ -209,10 +233,10 @@ def main() -> None:
             for b in batches:
                 ids = torch.randint(0, 160000, (b, 512), device=dev)
                 cache = model.new_cache(b, 512 + args.steps + 16)
-                step = stepper(cache, mode, moe)
-                with torch.inference_mode():
+                with triton_off(moe == "no Triton"), torch.inference_mode():
+                    step = stepper(cache, mode, "grouped_mm" if moe == "no Triton" else moe)
                     tok = sample(prefill(model, ids, cache))
-                    for _ in range(3):
+                    for _ in range(3):  # the first captures the graph: with no Triton, none is in it
                         tok = sample(step(tok))
                     sync()
                     t = time.perf_counter()
@@ -328,7 +352,11 @@ def main() -> None:
     def fused_moe_layer() -> None:
         """One full-size MoE layer at 1 and 4 rows: fused op vs its eager reference and vs grouped_mm
         (the routed experts each picks, the output difference), and the time per layer each way."""
-        from kimi_agent.model_runtime.fused_moe import fused_moe_available, fused_moe_forward, moe_decode_reference
+        from kimi_agent.model_runtime.fused_moe import (
+            fused_moe_available,
+            fused_moe_forward,
+            moe_decode_reference,
+        )
 
         moe = model.moe_layers()[0]
         log(f"fused MoE runs as Triton kernels here: {fused_moe_available(torch.device(dev), dtype)}")
@@ -349,11 +377,58 @@ def main() -> None:
             for impl in ("fused", "grouped_mm") if dev == "cuda" else ("fused",):
                 with torch.inference_mode():
                     moe.impl = impl
-                    times[impl] = layer_us(lambda: moe(x))
+                    times[impl] = layer_us(partial(moe, x))
                     moe.impl = "auto"
             log(f"{rows} rows: one MoE layer " + ", ".join(f"{k} {v:.1f} us" for k, v in times.items()))
             SUMMARY[f"MoE layer b{rows} (us)"] = ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + (
                 f"; |fused-ref| {(fused.float() - ref.float()).abs().max() / scale:.1e}")
+
+    def fused_layer() -> None:
+        fused_moe_layer()
+        fused_attention_layer()
+
+    def fused_attention_layer() -> None:
+        """One full-size attention layer's decode op and one add + norm, Triton vs eager reference."""
+        from kimi_agent.model_runtime.fused_mla import mla_decode_reference
+        from kimi_agent.model_runtime.rope import paired_cos_sin, text_rope_cos_sin
+
+        cfg = model.config.text
+        attn = model.language_model.model.layers[1].self_attn
+        norm = model.language_model.model.layers[1].post_attention_layernorm
+        for rows, pos in ((1, 1500), (4, 3000)):
+            g = torch.Generator(device=dev).manual_seed(rows)
+            cache = (torch.randn(rows, 4096, cfg.kv_lora_rank + cfg.qk_rope_head_dim, device=dev, generator=g)
+                     * 0.5).to(dtype)
+            x = (torch.randn(rows, 1, cfg.hidden_size, device=dev, generator=g) * 0.5).to(dtype)
+            positions = torch.full((rows,), pos, device=dev)
+            cos2, sin2 = paired_cos_sin(*text_rope_cos_sin(positions[:1], cfg.qk_rope_head_dim, cfg.rope_theta, dtype))
+            with torch.inference_mode():
+                q, kva = attn.q_proj(x).view(rows, -1), attn.kv_a_proj_with_mqa(x).view(rows, -1)
+                args = (q, kva, cos2, sin2, positions)
+                tail = (attn.kv_a_layernorm.weight, attn.kv_b_proj.weight, attn.kv_a_layernorm.eps, cfg.softmax_scale,
+                        attn.num_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim)
+                fused_cache, ref_cache = cache[:, : pos + 1000].clone(), cache[:, : pos + 1000].clone()
+                fused = torch.ops.kimi_agent.mla_decode(*args, fused_cache, *tail)
+                ref = mla_decode_reference(*args, ref_cache, *tail)
+                scale = ref.float().abs().max()
+                log(f"MLA decode, {rows} rows at position {pos}: |fused - reference| max "
+                    f"{(fused.float() - ref.float()).abs().max() / scale:.2e} (of max |out|), latent written "
+                    f"{'the same' if torch.allclose(fused_cache.float(), ref_cache.float(), atol=2e-2) else 'DIFFERENTLY'}")
+                times = {"fused": layer_us(partial(torch.ops.kimi_agent.mla_decode, *args, fused_cache, *tail))}
+                with triton_off(True):
+                    times["eager"] = layer_us(partial(torch.ops.kimi_agent.mla_decode, *args, ref_cache, *tail))
+                h = x.view(rows, -1)
+                a = (torch.randn(rows, cfg.hidden_size, device=dev, generator=g)).to(dtype)
+                n_fused = norm.add_and_norm(h, a)
+                with triton_off(True):
+                    n_ref = norm.add_and_norm(h, a)
+                    norm_eager = layer_us(partial(norm.add_and_norm, h, a))
+                norm_fused = layer_us(partial(norm.add_and_norm, h, a))
+            log(f"MLA decode, {rows} rows: fused {times['fused']:.1f} us, eager {times['eager']:.1f} us; add + RMSNorm "
+                f"fused {norm_fused:.1f} us, eager {norm_eager:.1f} us (|d| max "
+                f"{(n_fused[1].float() - n_ref[1].float()).abs().max():.2e})")
+            SUMMARY[f"MLA decode b{rows} (us)"] = (f"fused {times['fused']:.1f}, eager {times['eager']:.1f}; "
+                                                   f"|fused-ref| {(fused.float() - ref.float()).abs().max() / scale:.1e}")
 
     def layer_us(fn: Callable[[], Any], reps: int = 50) -> float:
         """Microseconds per call of `fn`, replayed from a CUDA graph of `reps` calls (CPU: eager)."""
@@ -411,7 +486,7 @@ def main() -> None:
     sections = {"1": ("1. graph decode == eager decode", check_tokens), "2": ("2. decode throughput", decode_rates),
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),
                 "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode),
-                "7": ("7. fused decode MoE, one layer", fused_moe_layer)}
+                "7": ("7. fused decode kernels, one layer", fused_layer)}
     for key in args.sections.split(","):  # in the order given
         section(*sections[key])
     log("== summary")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kimi_agent.model_runtime import fused_norm  # noqa: F401  (registers torch.ops.kimi_agent.*rms_norm)
+from kimi_agent.model_runtime import fused_mla, fused_norm  # noqa: F401  (register torch.ops.kimi_agent.*)
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MLP, DeepseekV3MoE
@@ -125,6 +125,8 @@ class DeepseekV3Attention(nn.Module):
         row [B, T]) -> [B, T, D]. `mask`: `attention_mask`'s answer for this call when the caller
         made it once for every layer (a static cache), else it is made here."""
         cfg, (b, t, _) = self.cfg, x.shape
+        if t == 1 and isinstance(kv_cache, MLACache):  # a decode step: one fused operation
+            return self.o_proj(self._decode_one(x, cos, sin, positions, kv_cache)[:, None])
         if cos.dim() == 2:
             cos, sin = cos[None], sin[None]  # [1, T, dr]
         q = self.q_proj(x).view(b, t, self.num_heads, cfg.qk_head_dim)
@@ -143,6 +145,19 @@ class DeepseekV3Attention(nn.Module):
             out = attend(q_nope, q_pe, latent, self.kv_b_proj.weight, cfg.v_head_dim, cfg.softmax_scale,
                          mask, causal)
         return self.o_proj(out.flatten(2))
+
+    def _decode_one(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                    cache: MLACache) -> torch.Tensor:
+        """One new token per row, x [B, 1, D] -> [B, H*dv] (before o_proj) through
+        `torch.ops.kimi_agent.mla_decode`, which also writes the row's latent into `cache`."""
+        cfg, b = self.cfg, x.shape[0]
+        pos = positions.reshape(-1)
+        pos = pos.expand(b) if pos.shape[0] != b else pos  # [B]
+        layer = cache.layer(self.layer_idx)[:, : cache.read_len(1)]  # [B, S, R+dr]
+        return torch.ops.kimi_agent.mla_decode(
+            self.q_proj(x).view(b, -1), self.kv_a_proj_with_mqa(x).view(b, -1), cos, sin, pos, layer,
+            self.kv_a_layernorm.weight, self.kv_b_proj.weight, self.kv_a_layernorm.eps, cfg.softmax_scale,
+            self.num_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim)
 
     def _attend_full_cache(self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor,
                            positions: torch.Tensor, cache: FullKVCache) -> torch.Tensor:

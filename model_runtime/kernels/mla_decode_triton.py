@@ -1,0 +1,171 @@
+"""Triton kernels of the fused MLA decode attention (`model_runtime/fused_mla.py`): one new token per
+row attends over the latent cache in three launches instead of about twenty-five kernels.
+
+1. `prep_kernel`, grid (B, H + 1). Programs h < H absorb kv_b_proj's key half into the query,
+   q_lat[h] = q_nope[h] @ W_uk[h] ([dn] x [dn, R]), and rotate q_pe[h]; they write q_full [B, H, R+dr].
+   Program H makes the row's latent, [RMSNorm(c_kv) | rotated k_pe], and writes it into the cache
+   at the row's position.
+2. `attend_kernel`, grid (B, splits): each program covers CHUNK cache positions of one row for all
+   heads at once (flash-decoding): scores = q_full @ latent^T over the positions <= the row's
+   position, an online softmax, and the unnormalised sum of probability x c_kv, kept with its
+   running max and sum (fp32 partials [B, splits, H, R]).
+3. `combine_kernel`, grid (B, H): merges a head's splits, rounds o_lat to the activation dtype, and
+   folds in kv_b_proj's value half, out[h] = W_uv[h] @ o_lat ([dv, R] x [R]) -> out [B, H*dv].
+
+Rounding follows the eager `mla_absorbed` where it can (q_lat, the rotation's products and sum, the
+latent, scores rounded before the scale, o_lat and out); the softmax differs in order only (online,
+fp32). Shapes (H, dn, dr, R, dv) are compile-time constants; the attention's dots need dims >= 16 on
+a GPU, as Kimi-VL's have (R 512, dr 64; heads are padded to 16).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 128  # cache positions per attend program
+BLOCK_S = 32  # positions per step inside one
+
+
+@triton.jit
+def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):
+    """rotate_paired: x * cos2 + swap_pairs(x) * sin2, each product and the sum rounded to dt."""
+    offs = tl.arange(0, DR)
+    x = tl.load(x_ptr + offs).to(tl.float32)
+    swapped = tl.load(x_ptr + (offs ^ 1)).to(tl.float32)
+    a = (x * tl.load(cos_ptr + offs).to(tl.float32)).to(dt).to(tl.float32)
+    b = (swapped * tl.load(sin_ptr + offs).to(tl.float32)).to(dt).to(tl.float32)
+    return (a + b).to(dt)
+
+
+@triton.jit
+def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr, kvb_ptr, qf_ptr, eps,
+                cos_stride, pos_stride, cache_row_stride,
+                H: tl.constexpr, DN: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, DV: tl.constexpr,
+                BLOCK_DN: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    dt = qf_ptr.dtype.element_ty
+    offs_r = tl.arange(0, R)
+    cos = cos_ptr + b * cos_stride
+    sin = sin_ptr + b * cos_stride
+    if h < H:
+        q_row = q_ptr + b * (H * (DN + DR)) + h * (DN + DR)
+        w_head = kvb_ptr + h.to(tl.int64) * ((DN + DV) * R)  # W_uk[h]: rows 0..DN-1 of this head's block
+        acc = tl.zeros((R,), dtype=tl.float32)
+        for d0 in range(0, DN, BLOCK_DN):
+            offs_d = d0 + tl.arange(0, BLOCK_DN)
+            qn = tl.load(q_row + offs_d).to(tl.float32)
+            w = tl.load(w_head + offs_d[:, None] * R + offs_r[None, :]).to(tl.float32)
+            acc += tl.sum(w * qn[:, None], axis=0)
+        out = qf_ptr + b * (H * (R + DR)) + h * (R + DR)
+        tl.store(out + offs_r, acc.to(dt))
+        tl.store(out + R + tl.arange(0, DR), _rotate(q_row + DN, cos, sin, DR, dt))
+    else:
+        kv = kva_ptr + b * (R + DR)
+        c = tl.load(kv + offs_r).to(tl.float32)
+        inv = 1.0 / tl.sqrt(tl.sum(c * c, axis=0) / R + eps)
+        normed = (c * inv).to(dt).to(tl.float32) * tl.load(norm_w_ptr + offs_r).to(tl.float32)
+        slot = cache_ptr + b * cache_row_stride + tl.load(pos_ptr + b * pos_stride) * (R + DR)
+        tl.store(slot + offs_r, normed.to(dt))
+        tl.store(slot + R + tl.arange(0, DR), _rotate(kv + R, cos, sin, DR, dt))
+
+
+@triton.jit
+def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale, pos_stride, cache_row_stride, splits,
+                  H: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, BLOCK_H: tl.constexpr,
+                  CHUNK_S: tl.constexpr, BLOCK_S: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
+    dt = qf_ptr.dtype.element_ty
+    offs_h = tl.arange(0, BLOCK_H)
+    hmask = offs_h < H
+    offs_r = tl.arange(0, R)
+    offs_p = tl.arange(0, DR)
+    q_rows = qf_ptr + b * (H * (R + DR)) + offs_h[:, None] * (R + DR)
+    q_lat = tl.load(q_rows + offs_r[None, :], mask=hmask[:, None], other=0.0)  # [BLOCK_H, R]
+    q_pe = tl.load(q_rows + R + offs_p[None, :], mask=hmask[:, None], other=0.0)  # [BLOCK_H, DR]
+    last = tl.load(pos_ptr + b * pos_stride)  # attend to positions 0..last
+    start = split * CHUNK_S
+    end = tl.minimum(start + CHUNK_S, last + 1)
+    m = tl.full((BLOCK_H,), float("-inf"), tl.float32)
+    denom = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_H, R), dtype=tl.float32)
+    rows = cache_ptr + b * cache_row_stride
+    for s0 in range(start, end, BLOCK_S):  # no iteration when the split lies past the row's position
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        smask = offs_s < end
+        keys = rows + offs_s[:, None] * (R + DR)
+        k_lat = tl.load(keys + offs_r[None, :], mask=smask[:, None], other=0.0)  # [BLOCK_S, R]
+        k_pe = tl.load(keys + R + offs_p[None, :], mask=smask[:, None], other=0.0)  # [BLOCK_S, DR]
+        scores = tl.dot(q_lat, tl.trans(k_lat)) + tl.dot(q_pe, tl.trans(k_pe))  # [BLOCK_H, BLOCK_S]
+        scores = scores.to(dt).to(tl.float32) * scale
+        scores = tl.where(smask[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m, tl.max(scores, axis=1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        denom = denom * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(dt), k_lat)
+        m = m_new
+    part = (b * splits + split) * H
+    tl.store(acc_ptr + (part + offs_h[:, None]) * R + offs_r[None, :], acc, mask=hmask[:, None])
+    tl.store(ml_ptr + (part + offs_h) * 2, m, mask=hmask)
+    tl.store(ml_ptr + (part + offs_h) * 2 + 1, denom, mask=hmask)
+
+
+@triton.jit
+def combine_kernel(acc_ptr, ml_ptr, kvb_ptr, out_ptr, splits,
+                   H: tl.constexpr, DN: tl.constexpr, R: tl.constexpr, DV: tl.constexpr, BLOCK_V: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    dt = out_ptr.dtype.element_ty
+    offs_r = tl.arange(0, R)
+    first = (b * splits) * H + h  # split 0 always holds position 0, so its max is finite
+    top = tl.load(ml_ptr + first * 2)
+    for s in range(1, splits):
+        top = tl.maximum(top, tl.load(ml_ptr + ((b * splits + s) * H + h) * 2))
+    w0 = tl.exp(tl.load(ml_ptr + first * 2) - top)
+    total = w0 * tl.load(ml_ptr + first * 2 + 1)
+    o = w0 * tl.load(acc_ptr + first * R + offs_r)
+    for s in range(1, splits):
+        part = (b * splits + s) * H + h
+        m = tl.load(ml_ptr + part * 2)
+        w = tl.where(m == float("-inf"), 0.0, tl.exp(m - top))  # a split past the position holds nothing
+        total += w * tl.load(ml_ptr + part * 2 + 1)
+        o += w * tl.load(acc_ptr + part * R + offs_r)
+    o_lat = (o / total).to(dt).to(tl.float32)
+    w_head = kvb_ptr + h.to(tl.int64) * ((DN + DV) * R) + DN * R  # W_uv[h]: rows DN.. of this head's block
+    for v0 in range(0, DV, BLOCK_V):
+        offs_v = v0 + tl.arange(0, BLOCK_V)
+        w = tl.load(w_head + offs_v[:, None] * R + offs_r[None, :]).to(tl.float32)
+        tl.store(out_ptr + b * (H * DV) + h * DV + offs_v, tl.sum(w * o_lat[None, :], axis=1).to(dt))
+
+
+def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor, positions: torch.Tensor,
+               cache: torch.Tensor, norm_weight: torch.Tensor, kv_b_weight: torch.Tensor, *, eps: float, scale: float,
+               heads: int, nope: int, rope: int, v_dim: int) -> torch.Tensor:
+    """One token per row: q [B, H*(dn+dr)], kva [B, R+dr], cos2/sin2 [B or 1, dr], positions [B] (stride
+    0 allowed), cache [B, S, R+dr] (written at each row's position) -> attention output [B, H*dv]
+    before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm)."""
+    b, s, width = cache.shape
+    rank = width - rope
+    assert cache.stride(2) == 1 and cache.stride(1) == width, "cache rows must be contiguous latents"
+    q, kva = q.contiguous(), kva.contiguous()
+    cos2, sin2 = cos2.reshape(-1, rope), sin2.reshape(-1, rope)
+    cos_stride = 0 if cos2.shape[0] == 1 else cos2.stride(0)
+    pos_stride = positions.stride(0) if positions.shape[0] > 1 else 0
+    qf = torch.empty(b, heads, width, dtype=q.dtype, device=q.device)
+    prep_kernel[(b, heads + 1)](q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, cos_stride,
+                                pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
+                                BLOCK_DN=min(16, nope))
+    splits = triton.cdiv(s, CHUNK)
+    acc = torch.empty(b, splits, heads, rank, dtype=torch.float32, device=q.device)
+    ml = torch.empty(b, splits, heads, 2, dtype=torch.float32, device=q.device)
+    attend_kernel[(b, splits)](qf, cache, positions, acc, ml, scale, pos_stride, cache.stride(0), splits, H=heads,
+                               DR=rope, R=rank, BLOCK_H=max(16, triton.next_power_of_2(heads)), CHUNK_S=CHUNK,
+                               BLOCK_S=BLOCK_S, num_warps=8)
+    out = torch.empty(b, heads * v_dim, dtype=q.dtype, device=q.device)
+    combine_kernel[(b, heads)](acc, ml, kv_b_weight, out, splits, H=heads, DN=nope, R=rank, DV=v_dim,
+                               BLOCK_V=min(16, v_dim))
+    return out
