@@ -489,6 +489,9 @@ def main() -> None:
                 "7": ("7. fused decode kernels, one layer", fused_layer)}
     for key in args.sections.split(","):  # in the order given
         section(*sections[key])
+    from kimi_agent.model_runtime.kernels import unbuildable
+
+    SUMMARY["Triton kernels not built here"] = "; ".join(f"{k}: {v}" for k, v in unbuildable().items()) or "none"
     log("== summary")
     for k, v in SUMMARY.items():
         print(f"  {k:34} {v}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from kimi_agent.model_runtime.fused_norm import rms_norm_reference
-from kimi_agent.model_runtime.kernels import triton_enabled
+from kimi_agent.model_runtime.kernels import run_kernels, triton_enabled
 from kimi_agent.model_runtime.rope import rotate_paired
 
 
@@ -64,7 +64,8 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
             and mla_kernel_shapes_ok(heads, nope, rope, cache.shape[-1] - rope, v_dim)):
         from kimi_agent.model_runtime.kernels.mla_decode_triton import mla_decode as triton_mla_decode
 
-        return triton_mla_decode(*args, **kw)
+        return run_kernels("MLA decode", lambda: triton_mla_decode(*args, **kw),
+                           lambda: mla_decode_reference(*args, **kw))
     return mla_decode_reference(*args, **kw)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from kimi_agent.model_runtime.kernels import triton_enabled
+from kimi_agent.model_runtime.kernels import run_kernels, triton_enabled
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.moe import DeepseekV3MoE
@@ -73,7 +73,7 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     if fused_moe_available(x.device, x.dtype):
         from kimi_agent.model_runtime.kernels.moe_decode_triton import moe_decode as triton_moe_decode
 
-        return triton_moe_decode(*args, **kw)
+        return run_kernels("MoE", lambda: triton_moe_decode(*args, **kw), lambda: moe_decode_reference(*args, **kw))
     return moe_decode_reference(*args, **kw)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kimi_agent.model_runtime.kernels import triton_enabled
+from kimi_agent.model_runtime.kernels import run_kernels, triton_enabled
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -26,7 +26,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if triton_enabled(x.device.type, x.dtype):
         from kimi_agent.model_runtime.kernels.norm_triton import rms_norm as triton_rms_norm
 
-        return triton_rms_norm(x, weight, eps)[1]
+        return run_kernels("RMSNorm", lambda: triton_rms_norm(x, weight, eps)[1],
+                           lambda: rms_norm_reference(x, weight, eps))
     return rms_norm_reference(x, weight, eps)
 
 
@@ -42,7 +43,13 @@ def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
     if triton_enabled(x.device.type, x.dtype):
         from kimi_agent.model_runtime.kernels.norm_triton import rms_norm as triton_rms_norm
 
-        return triton_rms_norm(x, weight, eps, residual)
+        return run_kernels("RMSNorm", lambda: triton_rms_norm(x, weight, eps, residual),
+                           lambda: _add_rms_norm_reference(x, residual, weight, eps))
+    return _add_rms_norm_reference(x, residual, weight, eps)
+
+
+def _add_rms_norm_reference(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                            eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     h = x + residual
     return h, rms_norm_reference(h, weight, eps)
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 TRITON_ENV = "KIMI_AGENT_TRITON"
+T = TypeVar("T")
 
 
 @functools.cache
@@ -27,3 +31,33 @@ def triton_enabled(device_type: str, dtype: object) -> bool:
 
     return (device_type == "cuda" and dtype in (torch.bfloat16, torch.float16) and triton_installed()
             and os.environ.get(TRITON_ENV, "1") != "0")
+
+
+log = logging.getLogger(__name__)
+_UNBUILDABLE: dict[str, str] = {}  # kernel family -> why its kernels could not be built on this machine
+
+
+def unbuildable() -> dict[str, str]:
+    """The kernel families that failed to build here (family -> the error), which run eagerly instead."""
+    return dict(_UNBUILDABLE)
+
+
+def run_kernels(family: str, kernels: Callable[[], T], eager: Callable[[], T]) -> T:
+    """`kernels()` (a family's Triton launches), or `eager()` once the family failed to build here.
+
+    A kernel that Triton cannot compile for this GPU (`CompilationError`) or that needs more shared
+    memory or registers than it has (`OutOfResources`) fails at its first launch, which a decoder
+    makes while warming up, before any CUDA graph is captured. The family is then marked, a warning
+    names it and the error, and its eager formulas run from then on: the step still gives the
+    right answer, only slower. Any other error propagates."""
+    if family not in _UNBUILDABLE:
+        from triton.compiler.errors import CompilationError
+        from triton.runtime.errors import OutOfResources
+
+        try:
+            return kernels()
+        except (CompilationError, OutOfResources) as e:
+            _UNBUILDABLE[family] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
+            log.warning("the Triton %s kernels cannot be built on this GPU (%s); using the eager formulas",
+                        family, _UNBUILDABLE[family])
+    return eager()

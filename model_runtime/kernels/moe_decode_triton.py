@@ -94,9 +94,9 @@ def gate_up_kernel(x_ptr, w13_ptr, idx_ptr, act_ptr,
 
 
 @triton.jit
-def _row_dots(a_ptr, w_ptr, rows, rmask, N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """fp32 dot products of the [len(rows), N] row-major rows of w_ptr with the N values at a_ptr."""
-    acc = tl.zeros(rows.shape, dtype=tl.float32)
+def _row_dots(a_ptr, w_ptr, rows, rmask, N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """fp32 dot products of the [BLOCK_R, N] row-major rows `rows` of w_ptr with the N values at a_ptr."""
+    acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for c0 in range(0, N, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         cmask = cols < N
@@ -120,11 +120,11 @@ def down_combine_kernel(act_ptr, w2_ptr, idx_ptr, wt_ptr, out_ptr,
     for j in tl.static_range(K):
         slot = n * SLOTS + j
         e = tl.load(idx_ptr + slot).to(tl.int64)
-        y = _row_dots(act_ptr + slot * INTER_S, w2_ptr + e * (D * INTER), rows, rmask, INTER, BLOCK_C)
+        y = _row_dots(act_ptr + slot * INTER_S, w2_ptr + e * (D * INTER), rows, rmask, INTER, BLOCK_D, BLOCK_C)
         routed += y.to(dt).to(tl.float32) * tl.load(wt_ptr + slot)
     out = routed.to(dt)
     if HAS_SHARED:  # the shared experts' [D, Is] block follows expert E-1's [D, I]
-        y = _row_dots(act_ptr + (n * SLOTS + K) * INTER_S, w2_ptr + E * D * INTER, rows, rmask, INTER_S, BLOCK_C)
+        y = _row_dots(act_ptr + (n * SLOTS + K) * INTER_S, w2_ptr + E * D * INTER, rows, rmask, INTER_S, BLOCK_D, BLOCK_C)
         out = (out.to(tl.float32) + y.to(dt).to(tl.float32)).to(dt)
     tl.store(out_ptr + n * D + rows, out, mask=rmask)
 
