@@ -86,7 +86,7 @@ def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale, pos_stride
     q_rows = qf_ptr + b * (H * (R + DR)) + offs_h[:, None] * (R + DR)
     q_lat = tl.load(q_rows + offs_r[None, :], mask=hmask[:, None], other=0.0)  # [BLOCK_H, R]
     q_pe = tl.load(q_rows + R + offs_p[None, :], mask=hmask[:, None], other=0.0)  # [BLOCK_H, DR]
-    last = tl.load(pos_ptr + b * pos_stride)  # attend to positions 0..last
+    last = tl.load(pos_ptr + b * pos_stride).to(tl.int32)  # attend to positions 0..last
     start = split * CHUNK_S
     end = tl.minimum(start + CHUNK_S, last + 1)
     m = tl.full((BLOCK_H,), float("-inf"), tl.float32)

@@ -156,7 +156,7 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     gate_up_kernel[(n * slots, triton.cdiv(widest, block_i))](
         x, w13, idx, act, D=d, INTER=inter, INTER_S=widest, E=experts, SLOTS=slots,
         BLOCK_I=block_i, BLOCK_D=block_d)
-    block_rows = _pow2(d, 16)
+    block_rows = _pow2(d, 8)  # 256 programs for D = 2048 at one row: every SM streams weights
     down_combine_kernel[(n, triton.cdiv(d, block_rows))](
         act, w2, idx, wt, out, D=d, INTER=inter, INTER_S=widest, E=experts, K=top_k, SLOTS=slots, HAS_SHARED=has_shared,
         BLOCK_D=block_rows, BLOCK_C=_pow2(widest, 256))
