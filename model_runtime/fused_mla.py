@@ -41,7 +41,7 @@ def mla_decode_reference(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor,
     c_kv, k_pe = kva.split([rank, rope], dim=-1)
     latent = torch.cat((rms_norm_reference(c_kv, norm_weight, eps), rotate_paired(k_pe, cos2, sin2)), -1)
     cache[torch.arange(b, device=cache.device), positions] = latent.to(cache.dtype)
-    q_nope, q_pe = q.view(b, 1, heads, nope + rope).split([nope, rope], dim=-1)
+    q_nope, q_pe = q.reshape(b, 1, heads, nope + rope).split([nope, rope], dim=-1)
     q_pe = rotate_paired(q_pe, cos2[:, None, None], sin2[:, None, None])
     keys = torch.arange(s, device=cache.device)
     mask = (keys[None, :] <= positions[:, None])[:, None, None]  # [B, 1, 1, S]

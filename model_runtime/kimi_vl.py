@@ -71,9 +71,12 @@ class KimiVL(nn.Module):
         return [m for m in self.modules() if isinstance(m, DeepseekV3MoE)]
 
     def stack_experts(self) -> None:
-        """Stack expert weights per layer (for grouped matmuls); parameter names are unchanged."""
+        """Stack weights per layer: the experts (grouped matmuls, the fused MoE) and the attention's
+        q_proj + kv_a_proj_with_mqa (one matmul); parameter names are unchanged."""
         for moe in self.moe_layers():
             moe.stack_experts()
+        for layer in self.language_model.model.layers:
+            layer.self_attn.stack_projections()
 
     def set_moe_impl(self, impl: MoEImpl) -> None:
         for moe in self.moe_layers():

@@ -118,21 +118,40 @@ class DeepseekV3Attention(nn.Module):
         self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, self.num_heads * (cfg.qk_nope_head_dim + cfg.v_head_dim),
                                    bias=False)
         self.o_proj = nn.Linear(self.num_heads * cfg.v_head_dim, cfg.hidden_size, bias=False)
+        self.qkv_a: torch.Tensor | None = None  # [H*qk + R + dr, D] once `stack_projections` ran
+
+    @torch.no_grad()
+    def stack_projections(self) -> None:
+        """Put q_proj's and kv_a_proj_with_mqa's weights into one [H*qk + R + dr, D] matrix, so both
+        are one matmul; the two parameters become views of it (same names, no extra memory)."""
+        n = self.q_proj.weight.shape[0]
+        self.qkv_a = torch.cat((self.q_proj.weight, self.kv_a_proj_with_mqa.weight))
+        self.q_proj.weight = nn.Parameter(self.qkv_a[:n], requires_grad=False)
+        self.kv_a_proj_with_mqa.weight = nn.Parameter(self.qkv_a[n:], requires_grad=False)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [..., D] -> q_proj(x) [..., H*qk] and kv_a_proj_with_mqa(x) [..., R+dr] (views of one
+        matmul's output once `stack_projections` ran)."""
+        if self.qkv_a is None:
+            return self.q_proj(x), self.kv_a_proj_with_mqa(x)
+        both = F.linear(x, self.qkv_a)
+        return both.split([self.q_proj.weight.shape[0], both.shape[-1] - self.q_proj.weight.shape[0]], dim=-1)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None, mask: tuple[torch.Tensor | None, bool] | None = None) -> torch.Tensor:
         """x [B, T, D], cos/sin [T, dr] (or [B, T, dr]) from `paired_cos_sin`, positions [T] (or per
         row [B, T]) -> [B, T, D]. `mask`: `attention_mask`'s answer for this call when the caller
         made it once for every layer (a static cache), else it is made here."""
-        cfg, (b, t, _) = self.cfg, x.shape
+        cfg, t = self.cfg, x.shape[1]
         if t == 1 and isinstance(kv_cache, MLACache):  # a decode step: one fused operation
             return self.o_proj(self._decode_one(x, cos, sin, positions, kv_cache)[:, None])
         if cos.dim() == 2:
             cos, sin = cos[None], sin[None]  # [1, T, dr]
-        q = self.q_proj(x).view(b, t, self.num_heads, cfg.qk_head_dim)
-        q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        q, kva = self.project(x)
+        q_nope, q_pe = q.unflatten(-1, (self.num_heads, cfg.qk_head_dim)).split(
+            [cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
         q_pe = rotate_paired(q_pe, cos[:, :, None], sin[:, :, None])
-        c_kv, k_pe = self.kv_a_proj_with_mqa(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        c_kv, k_pe = kva.split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
         latent = torch.cat((self.kv_a_layernorm(c_kv), rotate_paired(k_pe, cos, sin)), -1)  # [B,T,576]
         if isinstance(kv_cache, FullKVCache):
             out = self._attend_full_cache(q_nope, q_pe, latent, positions, kv_cache)
@@ -154,8 +173,9 @@ class DeepseekV3Attention(nn.Module):
         pos = positions.reshape(-1)
         pos = pos.expand(b) if pos.shape[0] != b else pos  # [B]
         layer = cache.layer(self.layer_idx)[:, : cache.read_len(1)]  # [B, S, R+dr]
+        q, kva = self.project(x[:, 0])  # [B, H*qk], [B, R+dr]
         return torch.ops.kimi_agent.mla_decode(
-            self.q_proj(x).view(b, -1), self.kv_a_proj_with_mqa(x).view(b, -1), cos, sin, pos, layer,
+            q, kva, cos, sin, pos, layer,
             self.kv_a_layernorm.weight, self.kv_b_proj.weight, self.kv_a_layernorm.eps, cfg.softmax_scale,
             self.num_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim)
 

@@ -41,7 +41,7 @@ def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):
 
 @triton.jit
 def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr, kvb_ptr, qf_ptr, eps,
-                cos_stride, pos_stride, cache_row_stride,
+                q_stride, kva_stride, cos_stride, pos_stride, cache_row_stride,
                 H: tl.constexpr, DN: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, DV: tl.constexpr,
                 BLOCK_DN: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -51,7 +51,7 @@ def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr
     cos = cos_ptr + b * cos_stride
     sin = sin_ptr + b * cos_stride
     if h < H:
-        q_row = q_ptr + b * (H * (DN + DR)) + h * (DN + DR)
+        q_row = q_ptr + b * q_stride + h * (DN + DR)
         w_head = kvb_ptr + h.to(tl.int64) * ((DN + DV) * R)  # W_uk[h]: rows 0..DN-1 of this head's block
         acc = tl.zeros((R,), dtype=tl.float32)
         for d0 in range(0, DN, BLOCK_DN):
@@ -63,7 +63,7 @@ def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr
         tl.store(out + offs_r, acc.to(dt))
         tl.store(out + R + tl.arange(0, DR), _rotate(q_row + DN, cos, sin, DR, dt))
     else:
-        kv = kva_ptr + b * (R + DR)
+        kv = kva_ptr + b * kva_stride
         c = tl.load(kv + offs_r).to(tl.float32)
         inv = 1.0 / tl.sqrt(tl.sum(c * c, axis=0) / R + eps)
         normed = (c * inv).to(dt).to(tl.float32) * tl.load(norm_w_ptr + offs_r).to(tl.float32)
@@ -145,19 +145,20 @@ def combine_kernel(acc_ptr, ml_ptr, kvb_ptr, out_ptr, splits,
 def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor, positions: torch.Tensor,
                cache: torch.Tensor, norm_weight: torch.Tensor, kv_b_weight: torch.Tensor, *, eps: float, scale: float,
                heads: int, nope: int, rope: int, v_dim: int) -> torch.Tensor:
-    """One token per row: q [B, H*(dn+dr)], kva [B, R+dr], cos2/sin2 [B or 1, dr], positions [B] (stride
+    """One token per row: q [B, H*(dn+dr)], kva [B, R+dr] (rows may be strided), cos2/sin2 [B or 1, dr], positions [B] (stride
     0 allowed), cache [B, S, R+dr] (written at each row's position) -> attention output [B, H*dv]
     before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm)."""
     b, s, width = cache.shape
     rank = width - rope
     assert cache.stride(2) == 1 and cache.stride(1) == width, "cache rows must be contiguous latents"
-    q, kva = q.contiguous(), kva.contiguous()
+    q = q if q.stride(-1) == 1 else q.contiguous()  # rows may be strided (views of one matmul's output)
+    kva = kva if kva.stride(-1) == 1 else kva.contiguous()
     cos2, sin2 = cos2.reshape(-1, rope), sin2.reshape(-1, rope)
     cos_stride = 0 if cos2.shape[0] == 1 else cos2.stride(0)
     pos_stride = positions.stride(0) if positions.shape[0] > 1 else 0
     qf = torch.empty(b, heads, width, dtype=q.dtype, device=q.device)
-    prep_kernel[(b, heads + 1)](q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, cos_stride,
-                                pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
+    prep_kernel[(b, heads + 1)](q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, q.stride(0),
+                                kva.stride(0), cos_stride, pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
                                 BLOCK_DN=min(16, nope))
     splits = triton.cdiv(s, CHUNK)
     acc = torch.empty(b, splits, heads, rank, dtype=torch.float32, device=q.device)

@@ -19,7 +19,8 @@ HEADS, NOPE, ROPE, RANK, V_DIM = 3, 16, 16, 32, 16  # 3 heads: padded to 16 insi
 
 def case(dtype: torch.dtype, positions: list[int], slots: int, per_row: bool, seed: int) -> dict[str, Any]:
     """Arguments of one mla_decode call: rows at `positions` over a cache of `slots` positions whose
-    earlier latents (and the garbage past each position) are random."""
+    earlier latents (and the garbage past each position) are random. q and kva are views of one
+    [B, H*qk + R+dr] output, as the stacked projection gives them."""
     g = torch.Generator().manual_seed(seed)
     b = len(positions)
 
@@ -29,8 +30,10 @@ def case(dtype: torch.dtype, positions: list[int], slots: int, per_row: bool, se
     pos = torch.tensor(positions)
     cos, sin = text_rope_cos_sin(pos if per_row else pos[:1], ROPE, 50000.0, dtype)
     cos2, sin2 = paired_cos_sin(cos, sin)  # [B or 1, dr]
+    both = rnd(b, HEADS * (NOPE + ROPE) + RANK + ROPE)
+    q, kva = both.split([HEADS * (NOPE + ROPE), RANK + ROPE], dim=-1)
     return {"fn": "mla_decode_triton.mla_decode",
-            "args": (rnd(b, HEADS * (NOPE + ROPE)), rnd(b, RANK + ROPE), cos2, sin2,
+            "args": (q, kva, cos2, sin2,
                      pos if per_row else pos[:1].expand(b), rnd(b, slots, RANK + ROPE), 1 + rnd(RANK, std=0.2),
                      rnd(HEADS * (NOPE + V_DIM), RANK, std=0.3)),
             "kw": {"eps": 1e-6, "scale": (NOPE + ROPE) ** -0.5, "heads": HEADS, "nope": NOPE, "rope": ROPE,
