@@ -272,6 +272,43 @@ def main() -> None:
             f"{GRID[0] * GRID[1] // 4} image tokens + {TEXT_TOKENS} text): vision {vision:.1f} ms, "
             f"LM prefill {lm:.1f} ms")
         SUMMARY["TTFT 1920x1080 + 300 tokens"] = f"{total:.1f} ms (vision {vision:.1f}, LM {lm:.1f})"
+        if dev == "cuda":
+            with torch.inference_mode():
+                vision_attention_backends(feats.shape[0] * 4)
+                for name, fn in (("vision tower", lambda: model.image_features(pv, hws)), ("LM prefill", lm_only)):
+                    top_kernels(name, fn)
+
+    def vision_attention_backends(patches: int) -> None:
+        """Which SDPA kernels take MoonViT's attention shape ([1, 16, patches, 72] bf16), and their time."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        vcfg = model.config.vision
+        q, k, v = (torch.randn(1, vcfg.num_attention_heads, patches, vcfg.head_dim, device=dev, dtype=dtype)
+                   for _ in range(3))
+        times = []
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
+                        SDPBackend.MATH):
+            try:
+                with sdpa_kernel(backend):
+                    ms, _ = cuda_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+                times.append(f"{backend.name.lower()} {ms:.2f} ms")
+            except RuntimeError as e:  # this backend does not take the shape
+                times.append(f"{backend.name.lower()} unavailable ({str(e).splitlines()[0][:60]})")
+        ms, _ = cuda_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        log(f"vision attention [1, {vcfg.num_attention_heads}, {patches}, {vcfg.head_dim}] per layer: default "
+            f"{ms:.2f} ms; " + "; ".join(times))
+
+    def top_kernels(name: str, fn: Callable[[], Any]) -> None:
+        """The GPU kernels that take the most time in one call of `fn`."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            sync()
+        kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(getattr(e, "self_device_time_total", 0.0) for e in kernels)
+        log(f"{name}: {sum(e.count for e in kernels)} kernels, {busy / 1000:.1f} ms of GPU time; the top ones:")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=70), flush=True)
 
     def agent_steps() -> None:
         ns = argparse.Namespace(decode=graph, history=3, steps=args.episode_steps,
