@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kimi_agent.model_runtime import fused_vision  # noqa: F401  (registers torch.ops.kimi_agent.vision_rope)
 from kimi_agent.model_runtime.config import MoonViTConfig
-from kimi_agent.model_runtime.rope import apply_vision_rope, vision_rope_cos_sin
+from kimi_agent.model_runtime.rope import vision_rope_cos_sin
 
 
 def grid_list(grid_hws: torch.Tensor) -> list[tuple[int, int]]:
@@ -82,8 +83,7 @@ class MoonVitEncoderLayer(nn.Module):
                   sin: torch.Tensor) -> torch.Tensor:
         """Non-causal attention, block-diagonal per image. x [L, D] -> [L, D]."""
         qkv = self.wqkv(x).view(x.shape[0], 3, self.num_heads, self.head_dim)  # [L, 3, H, d]
-        q = apply_vision_rope(qkv[:, 0], cos, sin).transpose(0, 1)  # [H, L, d]
-        k = apply_vision_rope(qkv[:, 1], cos, sin).transpose(0, 1)
+        q, k = torch.ops.kimi_agent.vision_rope(qkv, cos, sin)  # [H, L, d] each, rotated
         v = qkv[:, 2].transpose(0, 1)
         outs = [  # 4-D inputs [1, H, n_i, d] so SDPA can pick a fused kernel (3-D ones take the math path)
             F.scaled_dot_product_attention(q[None, :, a:b], k[None, :, a:b], v[None, :, a:b])[0]  # [H, n_i, d]
