@@ -11,6 +11,8 @@ into CUDA graphs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from kimi_agent.model_runtime.fused_norm import rms_norm_reference
@@ -59,7 +61,7 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
     attended), norm_weight [R] (kv_a_layernorm, `eps`), kv_b_weight [H*(dn+dv), R] -> [B, H*dv], the
     input of o_proj."""
     args = (q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight)
-    kw = dict(eps=eps, scale=scale, heads=heads, nope=nope, rope=rope, v_dim=v_dim)
+    kw: dict[str, Any] = dict(eps=eps, scale=scale, heads=heads, nope=nope, rope=rope, v_dim=v_dim)
     if (triton_enabled(q.device.type, q.dtype)
             and mla_kernel_shapes_ok(heads, nope, rope, cache.shape[-1] - rope, v_dim)):
         from kimi_agent.model_runtime.kernels.mla_decode_triton import mla_decode as triton_mla_decode

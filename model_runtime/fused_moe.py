@@ -16,7 +16,7 @@ meant for at most `FUSED_MOE_MAX_ROWS` rows (`static_decode` picks per row bucke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     the shared experts' [2Is, D]; w2 of E experts' [D, I] followed by the shared [D, Is]
     (`DeepseekV3MoE.stack_experts`). `shared_inter` Is is 0 for a layer without shared experts."""
     args = (x, gate_weight, bias, w13, w2)
-    kw = dict(experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter, scale=scale, renorm=renorm)
+    kw: dict[str, Any] = dict(experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter, scale=scale, renorm=renorm)
     if fused_moe_available(x.device, x.dtype):
         from kimi_agent.model_runtime.kernels.moe_decode_triton import moe_decode as triton_moe_decode
 

@@ -179,12 +179,13 @@ class DeepseekV3MoE(nn.Module):
         e, i, s = self.num_experts, self.inter, self.shared_inter
         ref = self.gate.weight
         d = ref.shape[1]
-        self.w13_flat = torch.empty(e * 2 * i * d + 2 * s * d, dtype=self.experts[0].gate_proj.weight.dtype,
+        self.w13_flat = torch.empty(e * 2 * i * d + 2 * s * d, dtype=self.shared_experts.down_proj.weight.dtype,
                                     device=ref.device)
         self.w2_flat = torch.empty(e * d * i + d * s, dtype=self.w13_flat.dtype, device=ref.device)
         self.w13 = self.w13_flat[: e * 2 * i * d].view(e, 2 * i, d)
         self.w2 = self.w2_flat[: e * d * i].view(e, d, i)
         for k, m in enumerate(self.experts):
+            assert isinstance(m, DeepseekV3MLP)
             self.w13[k, :i].copy_(m.gate_proj.weight)
             self.w13[k, i:].copy_(m.up_proj.weight)
             self.w2[k].copy_(m.down_proj.weight)

@@ -70,7 +70,7 @@ def decode_moe_impl(device: torch.device, dtype: torch.dtype, rows: int, request
         raise ValueError(f"decode MoE {requested!r}; use one of {', '.join(DECODE_MOE_IMPLS)} "
                          f"(from moe= or ${DECODE_MOE_ENV})")
     if requested != "auto":
-        return requested  # type: ignore[return-value]
+        return requested
     if rows <= FUSED_MOE_MAX_ROWS and fused_moe_available(device, dtype):
         return "fused"
     return sync_free_moe_impl(device, dtype)
