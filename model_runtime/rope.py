@@ -33,6 +33,31 @@ def rotate_paired(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> to
     return x * cos2 + swapped * sin2
 
 
+class PairedRopeTable:
+    """The `paired_cos_sin` tables of the language model for positions 0..n-1, made once and looked up
+    by position: two index kernels per forward instead of about twelve. Grown by doubling; a table it
+    outgrows stays alive, since a captured CUDA graph may still read it. The values are those of
+    `text_rope_cos_sin` + `paired_cos_sin` (the same elementwise formulas)."""
+
+    def __init__(self, dim: int, theta: float) -> None:
+        self.dim, self.theta = dim, theta
+        self.tables: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.outgrown: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def lookup(self, positions: torch.Tensor, bound: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos2, sin2 [T, dim] for positions [T], every one of which is below `bound` (the caller's
+        guarantee: a static cache's length)."""
+        key = (positions.device, dtype)
+        have = self.tables.get(key)
+        if have is None or have[0].shape[0] < bound:
+            if have is not None:
+                self.outgrown.append(have)
+            n = max(4096, 1 << (bound - 1).bit_length())
+            cos, sin = text_rope_cos_sin(torch.arange(n, device=positions.device), self.dim, self.theta, dtype)
+            self.tables[key] = have = paired_cos_sin(cos, sin)
+        return have[0][positions], have[1][positions]
+
+
 def text_rope_cos_sin(positions: torch.Tensor, dim: int, theta: float,
                       dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin [T, dim/2] for 1-D positions [T]; fp32 angles, cast to `dtype` like the reference."""

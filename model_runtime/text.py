@@ -19,7 +19,7 @@ from kimi_agent.model_runtime import fused_mla, fused_norm  # noqa: F401  (regis
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
 from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MLP, DeepseekV3MoE
-from kimi_agent.model_runtime.rope import paired_cos_sin, rotate_paired, text_rope_cos_sin
+from kimi_agent.model_runtime.rope import PairedRopeTable, paired_cos_sin, rotate_paired, text_rope_cos_sin
 
 Cache = MLACache | FullKVCache
 
@@ -215,17 +215,24 @@ class DeepseekV3Model(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DeepseekV3DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = DeepseekV3RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rope_table = PairedRopeTable(cfg.qk_rope_head_dim, cfg.rope_theta)
 
     def forward(self, inputs_embeds: torch.Tensor, positions: torch.Tensor,
                 kv_cache: Cache | None) -> torch.Tensor:
         """inputs_embeds [B, T, D], positions [T] or per row [B, T] -> final hidden states [B, T, D]."""
-        cos, sin = text_rope_cos_sin(positions.flatten(), self.cfg.qk_rope_head_dim, self.cfg.rope_theta,
-                                     inputs_embeds.dtype)
-        cos, sin = paired_cos_sin(cos, sin)  # [T, dr] each, shared by every layer
+        static = isinstance(kv_cache, MLACache) and kv_cache.static
+        if static:  # positions below the cache's length: look them up (decode graphs)
+            assert kv_cache is not None
+            cos, sin = self.rope_table.lookup(positions.flatten(), kv_cache.max_len, inputs_embeds.dtype)
+        else:
+            cos, sin = paired_cos_sin(*text_rope_cos_sin(positions.flatten(), self.cfg.qk_rope_head_dim,
+                                                         self.cfg.rope_theta, inputs_embeds.dtype))
+        # cos, sin [T, dr] each, shared by every layer
         if positions.dim() == 2:
             cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
         mask = None
-        if isinstance(kv_cache, MLACache) and kv_cache.static:  # every layer reads the same max_len slots
+        if static and inputs_embeds.shape[1] > 1:
+            # every layer reads the same max_len slots (one new token: `mla_decode` masks by itself)
             mask = attention_mask(positions, kv_cache.max_len, True)
         x = inputs_embeds
         for layer in self.layers:

@@ -205,6 +205,24 @@ def test_rotate_paired_is_bit_identical_to_rotate_pairs(dtype: torch.dtype) -> N
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_table_lookup_equals_the_per_forward_tables(dtype: torch.dtype) -> None:
+    from kimi_agent.model_runtime.rope import PairedRopeTable, paired_cos_sin
+
+    table = PairedRopeTable(64, 800000.0)
+    pos = torch.tensor([0, 1, 37, 4095, 1000, 4094])
+    expected = paired_cos_sin(*text_rope_cos_sin(pos, 64, 800000.0, dtype))
+    got = table.lookup(pos, 4096, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    first = table.tables[(pos.device, dtype)][0]
+    far = torch.tensor([9000, 5])
+    got = table.lookup(far, 9001, dtype)  # grows by doubling to 16384 positions
+    assert all(torch.equal(a, b) for a, b in zip(got, paired_cos_sin(*text_rope_cos_sin(far, 64, 800000.0, dtype)),
+                                                  strict=True))
+    assert table.tables[(pos.device, dtype)][0].shape[0] == 16384
+    assert table.outgrown[0][0] is first  # kept alive: a captured graph may still read it
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rmsnorm_keeps_the_reference_formula_and_dtype_order(dtype: torch.dtype) -> None:
     """weight * to_input_dtype(x_fp32 * rsqrt(mean(x_fp32^2) + eps)), as the reference computes it."""
     from kimi_agent.model_runtime.text import DeepseekV3RMSNorm
