@@ -201,11 +201,18 @@ class DeepseekV3DecoderLayer(nn.Module):
         self.mlp: nn.Module = (DeepseekV3MoE(cfg) if cfg.is_moe_layer(layer_idx)
                                else DeepseekV3MLP(cfg.hidden_size, cfg.intermediate_size))
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                kv_cache: Cache | None, mask: tuple[torch.Tensor | None, bool] | None = None) -> torch.Tensor:
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, positions, kv_cache, mask)
+    def forward(self, x: torch.Tensor, pending: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor,
+                positions: torch.Tensor, kv_cache: Cache | None,
+                mask: tuple[torch.Tensor | None, bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output is x + pending (added by the next norm: one kernel with it) ->
+        (h, mlp_out) whose sum is this layer's output. pending None: x is the layer's input."""
+        if pending is None:
+            normed = self.input_layernorm(x)
+        else:
+            x, normed = self.input_layernorm.add_and_norm(x, pending)  # x = the previous layer's output
+        attn = self.self_attn(normed, cos, sin, positions, kv_cache, mask)
         h, normed = self.post_attention_layernorm.add_and_norm(x, attn)  # h = x + attn
-        return h + self.mlp(normed)
+        return h, self.mlp(normed)
 
 
 class DeepseekV3Model(nn.Module):
@@ -234,10 +241,12 @@ class DeepseekV3Model(nn.Module):
         if static and inputs_embeds.shape[1] > 1:
             # every layer reads the same max_len slots (one new token: `mla_decode` masks by itself)
             mask = attention_mask(positions, kv_cache.max_len, True)
-        x = inputs_embeds
+        x, pending = inputs_embeds, None
         for layer in self.layers:
-            x = layer(x, cos, sin, positions, kv_cache, mask)
-        return self.norm(x)
+            x, pending = layer(x, pending, cos, sin, positions, kv_cache, mask)
+        if pending is None:  # no layers
+            return self.norm(x)
+        return self.norm.add_and_norm(x, pending)[1]
 
 
 class DeepseekV3ForCausalLM(nn.Module):
