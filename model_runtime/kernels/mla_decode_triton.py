@@ -1,16 +1,18 @@
 """Triton kernels of the fused MLA decode attention (`model_runtime/fused_mla.py`): one new token per
 row attends over the latent cache in three launches instead of about twenty-five kernels.
 
-1. `prep_kernel`, grid (B, H + 1). Programs h < H absorb kv_b_proj's key half into the query,
-   q_lat[h] = q_nope[h] @ W_uk[h] ([dn] x [dn, R]), and rotate q_pe[h]; they write q_full [B, H, R+dr].
-   Program H makes the row's latent, [RMSNorm(c_kv) | rotated k_pe], and writes it into the cache
-   at the row's position.
+1. `prep_kernel`, grid (B, H + 1, R / BLOCK_R). Programs h < H absorb kv_b_proj's key half into the
+   query, q_lat[h] = q_nope[h] @ W_uk[h] ([dn] x [dn, R], BLOCK_R columns each), and rotate q_pe[h];
+   they write q_full [B, H, R+dr]. Program H makes the row's latent, [RMSNorm(c_kv) | rotated k_pe],
+   and writes it into the cache at the row's position.
 2. `attend_kernel`, grid (B, splits): each program covers CHUNK cache positions of one row for all
    heads at once (flash-decoding): scores = q_full @ latent^T over the positions <= the row's
    position, an online softmax, and the unnormalised sum of probability x c_kv, kept with its
-   running max and sum (fp32 partials [B, splits, H, R]).
-3. `combine_kernel`, grid (B, H): merges a head's splits, rounds o_lat to the activation dtype, and
-   folds in kv_b_proj's value half, out[h] = W_uv[h] @ o_lat ([dv, R] x [R]) -> out [B, H*dv].
+   running max and sum (fp32 partials [B, splits, H, R]). A split past the row's position does
+   nothing (the grid follows the cache window's bucket, the work follows the position).
+3. `combine_kernel`, grid (B, H, dv / BLOCK_V): merges a head's splits up to the row's position
+   (BLOCK_SP at a time), rounds o_lat to the activation dtype, and folds in kv_b_proj's value half,
+   out[h] = W_uv[h] @ o_lat ([dv, R] x [R], BLOCK_V outputs each) -> out [B, H*dv].
 
 Rounding follows the eager `mla_absorbed` where it can (q_lat, the rotation's products and sum, the
 latent, scores rounded before the scale, o_lat and out); the softmax differs in order only (online,
@@ -24,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-CHUNK = 128  # cache positions per attend program
+CHUNK = 64  # cache positions per attend program
 BLOCK_S = 32  # positions per step inside one
 
 
@@ -43,17 +45,18 @@ def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):
 def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr, kvb_ptr, qf_ptr, eps,
                 q_stride, kva_stride, cos_stride, pos_stride, cache_row_stride,
                 H: tl.constexpr, DN: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, DV: tl.constexpr,
-                BLOCK_DN: tl.constexpr):
+                BLOCK_DN: tl.constexpr, BLOCK_R: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
+    part = tl.program_id(2)  # which BLOCK_R columns of q_lat this program makes
     dt = qf_ptr.dtype.element_ty
-    offs_r = tl.arange(0, R)
     cos = cos_ptr + b * cos_stride
     sin = sin_ptr + b * cos_stride
     if h < H:
         q_row = q_ptr + b * q_stride + h * (DN + DR)
         w_head = kvb_ptr + h.to(tl.int64) * ((DN + DV) * R)  # W_uk[h]: rows 0..DN-1 of this head's block
-        acc = tl.zeros((R,), dtype=tl.float32)
+        offs_r = part * BLOCK_R + tl.arange(0, BLOCK_R)
+        acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
         for d0 in range(0, DN, BLOCK_DN):
             offs_d = d0 + tl.arange(0, BLOCK_DN)
             qn = tl.load(q_row + offs_d).to(tl.float32)
@@ -61,8 +64,10 @@ def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr
             acc += tl.sum(w * qn[:, None], axis=0)
         out = qf_ptr + b * (H * (R + DR)) + h * (R + DR)
         tl.store(out + offs_r, acc.to(dt))
-        tl.store(out + R + tl.arange(0, DR), _rotate(q_row + DN, cos, sin, DR, dt))
-    else:
+        if part == 0:
+            tl.store(out + R + tl.arange(0, DR), _rotate(q_row + DN, cos, sin, DR, dt))
+    elif part == 0:  # program H: the row's latent
+        offs_r = tl.arange(0, R)
         kv = kva_ptr + b * kva_stride
         c = tl.load(kv + offs_r).to(tl.float32)
         inv = 1.0 / tl.sqrt(tl.sum(c * c, axis=0) / R + eps)
@@ -109,37 +114,44 @@ def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale, pos_stride
         acc = acc * alpha[:, None] + tl.dot(p.to(dt), k_lat)
         m = m_new
     part = (b * splits + split) * H
-    tl.store(acc_ptr + (part + offs_h[:, None]) * R + offs_r[None, :], acc, mask=hmask[:, None])
-    tl.store(ml_ptr + (part + offs_h) * 2, m, mask=hmask)
-    tl.store(ml_ptr + (part + offs_h) * 2 + 1, denom, mask=hmask)
+    keep = hmask & (offs_h * 0 + start <= last)  # a split past the row's position writes nothing: combine stops first
+    tl.store(acc_ptr + (part + offs_h[:, None]) * R + offs_r[None, :], acc, mask=keep[:, None])
+    tl.store(ml_ptr + (part + offs_h) * 2, m, mask=keep)
+    tl.store(ml_ptr + (part + offs_h) * 2 + 1, denom, mask=keep)
 
 
 @triton.jit
-def combine_kernel(acc_ptr, ml_ptr, kvb_ptr, out_ptr, splits,
-                   H: tl.constexpr, DN: tl.constexpr, R: tl.constexpr, DV: tl.constexpr, BLOCK_V: tl.constexpr):
+def combine_kernel(acc_ptr, ml_ptr, pos_ptr, kvb_ptr, out_ptr, pos_stride, splits,
+                   H: tl.constexpr, DN: tl.constexpr, R: tl.constexpr, DV: tl.constexpr, CHUNK_S: tl.constexpr,
+                   BLOCK_SP: tl.constexpr, BLOCK_V: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
+    part = tl.program_id(2)  # which BLOCK_V outputs of the head this program makes
     dt = out_ptr.dtype.element_ty
     offs_r = tl.arange(0, R)
-    first = (b * splits) * H + h  # split 0 always holds position 0, so its max is finite
-    top = tl.load(ml_ptr + first * 2)
-    for s in range(1, splits):
-        top = tl.maximum(top, tl.load(ml_ptr + ((b * splits + s) * H + h) * 2))
-    w0 = tl.exp(tl.load(ml_ptr + first * 2) - top)
-    total = w0 * tl.load(ml_ptr + first * 2 + 1)
-    o = w0 * tl.load(acc_ptr + first * R + offs_r)
-    for s in range(1, splits):
-        part = (b * splits + s) * H + h
-        m = tl.load(ml_ptr + part * 2)
-        w = tl.where(m == float("-inf"), 0.0, tl.exp(m - top))  # a split past the position holds nothing
-        total += w * tl.load(ml_ptr + part * 2 + 1)
-        o += w * tl.load(acc_ptr + part * R + offs_r)
-    o_lat = (o / total).to(dt).to(tl.float32)
+    used = tl.minimum(tl.load(pos_ptr + b * pos_stride).to(tl.int32) // CHUNK_S + 1, splits)  # splits with keys
+    heads = (b * splits) * H + h  # split s of this row and head: heads + s * H
+    top = tl.full((BLOCK_SP,), float("-inf"), tl.float32)
+    for s0 in range(0, used, BLOCK_SP):
+        offs_s = s0 + tl.arange(0, BLOCK_SP)
+        m = tl.load(ml_ptr + (heads + offs_s * H) * 2, mask=offs_s < used, other=float("-inf"))
+        top = tl.maximum(top, m)
+    peak = tl.max(top, axis=0)  # split 0 always holds position 0, so this is finite
+    total = tl.zeros((BLOCK_SP,), dtype=tl.float32)
+    o = tl.zeros((R,), dtype=tl.float32)
+    for s0 in range(0, used, BLOCK_SP):
+        offs_s = s0 + tl.arange(0, BLOCK_SP)
+        smask = offs_s < used
+        m = tl.load(ml_ptr + (heads + offs_s * H) * 2, mask=smask, other=float("-inf"))
+        w = tl.where(smask, tl.exp(m - peak), 0.0)
+        total += w * tl.load(ml_ptr + (heads + offs_s * H) * 2 + 1, mask=smask, other=0.0)
+        tile = tl.load(acc_ptr + (heads + offs_s[:, None] * H) * R + offs_r[None, :], mask=smask[:, None], other=0.0)
+        o += tl.sum(w[:, None] * tile, axis=0)
+    o_lat = (o / tl.sum(total, axis=0)).to(dt).to(tl.float32)
+    offs_v = part * BLOCK_V + tl.arange(0, BLOCK_V)
     w_head = kvb_ptr + h.to(tl.int64) * ((DN + DV) * R) + DN * R  # W_uv[h]: rows DN.. of this head's block
-    for v0 in range(0, DV, BLOCK_V):
-        offs_v = v0 + tl.arange(0, BLOCK_V)
-        w = tl.load(w_head + offs_v[:, None] * R + offs_r[None, :]).to(tl.float32)
-        tl.store(out_ptr + b * (H * DV) + h * DV + offs_v, tl.sum(w * o_lat[None, :], axis=1).to(dt))
+    w = tl.load(w_head + offs_v[:, None] * R + offs_r[None, :]).to(tl.float32)
+    tl.store(out_ptr + b * (H * DV) + h * DV + offs_v, tl.sum(w * o_lat[None, :], axis=1).to(dt))
 
 
 def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor, positions: torch.Tensor,
@@ -157,9 +169,11 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
     cos_stride = 0 if cos2.shape[0] == 1 else cos2.stride(0)
     pos_stride = positions.stride(0) if positions.shape[0] > 1 else 0
     qf = torch.empty(b, heads, width, dtype=q.dtype, device=q.device)
-    prep_kernel[(b, heads + 1)](q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, q.stride(0),
-                                kva.stride(0), cos_stride, pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
-                                BLOCK_DN=min(16, nope))
+    block_r = min(128, rank)
+    prep_kernel[(b, heads + 1, rank // block_r)](
+        q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, q.stride(0), kva.stride(0),
+        cos_stride, pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
+        BLOCK_DN=min(16, nope), BLOCK_R=block_r)
     splits = triton.cdiv(s, CHUNK)
     acc = torch.empty(b, splits, heads, rank, dtype=torch.float32, device=q.device)
     ml = torch.empty(b, splits, heads, 2, dtype=torch.float32, device=q.device)
@@ -167,6 +181,8 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
                                DR=rope, R=rank, BLOCK_H=max(16, triton.next_power_of_2(heads)), CHUNK_S=CHUNK,
                                BLOCK_S=BLOCK_S, num_warps=8)
     out = torch.empty(b, heads * v_dim, dtype=q.dtype, device=q.device)
-    combine_kernel[(b, heads)](acc, ml, kv_b_weight, out, splits, H=heads, DN=nope, R=rank, DV=v_dim,
-                               BLOCK_V=min(16, v_dim))
+    block_v = min(32, v_dim)
+    combine_kernel[(b, heads, v_dim // block_v)](acc, ml, positions, kv_b_weight, out, pos_stride, splits, H=heads,
+                                                 DN=nope, R=rank, DV=v_dim, CHUNK_S=CHUNK, BLOCK_SP=8,
+                                                 BLOCK_V=block_v)
     return out

@@ -140,6 +140,8 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     """x [N, D] (bf16/fp16), gate_weight [E, D], bias [E], flat w13/w2 (module docstring) ->
     [N, D] in x's dtype. `shared_inter` 0: the layer has no shared experts."""
     n, d = x.shape
+    if 0 < shared_inter < inter:  # the shared block's layout takes the act buffer's row width (Is >= I)
+        raise ValueError(f"shared experts' intermediate size {shared_inter} is below the routed experts' {inter}")
     x = x.contiguous()
     has_shared = shared_inter > 0
     slots = top_k + int(has_shared)
@@ -151,7 +153,7 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     block_d = _pow2(d, 256)
     route_kernel[(n,)](x, gate_weight, bias, idx, wt, scale, D=d, E=experts, K=top_k, SLOTS=slots,
                        HAS_SHARED=has_shared, RENORM=renorm and top_k > 1, BLOCK_E=_pow2(experts, 1024),
-                       BLOCK_D=_pow2(d, 128))
+                       BLOCK_D=_pow2(d, 256), num_warps=8)
     block_i = _pow2(widest, 16)
     gate_up_kernel[(n * slots, triton.cdiv(widest, block_i))](
         x, w13, idx, act, D=d, INTER=inter, INTER_S=widest, E=experts, SLOTS=slots,
@@ -159,5 +161,5 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     block_rows = _pow2(d, 8)  # 256 programs for D = 2048 at one row: every SM streams weights
     down_combine_kernel[(n, triton.cdiv(d, block_rows))](
         act, w2, idx, wt, out, D=d, INTER=inter, INTER_S=widest, E=experts, K=top_k, SLOTS=slots, HAS_SHARED=has_shared,
-        BLOCK_D=block_rows, BLOCK_C=_pow2(widest, 256))
+        BLOCK_D=block_rows, BLOCK_C=_pow2(widest, 1024))  # wide loads: enough bytes in flight per SM
     return out

@@ -45,6 +45,7 @@ CASES = [  # dtype, positions, slots, per-row positions
     (torch.float16, [130, 7, 299], 300, True),
     (torch.float16, [64, 64], 200, False),  # one position for every row (stride 0), one cos/sin row
     (torch.float16, [40], 64, True),
+    (torch.float16, [1050, 3], 1100, True),  # 17 splits of 64 positions: combine merges them 8 at a time
 ]  # no bf16: Triton's interpreter reads bf16 operands of tl.dot as raw bits (fp16 runs the same code)
 
 
