@@ -30,6 +30,9 @@ VIEWS = frozenset({"view", "_unsafe_view", "expand", "t", "transpose", "permute"
                    "unbind", "narrow", "reshape", "lift_fresh", "view_as", "unflatten"})
 
 
+KERNELS_PER_OP = {"moe_decode": 3, "mla_decode": 3}  # Triton launches of a fused operation on CUDA
+
+
 class OpCounter(TorchDispatchMode):
     """Counts every aten operation that is not a view, by name."""
 
@@ -67,8 +70,10 @@ def main() -> None:
     counts = {moe: count_ops(moe) for moe in ("gathered", "fused")}
     for moe, c in counts.items():
         total = sum(c.values())
+        kernels = total + sum((KERNELS_PER_OP[name] - 1) * n for name, n in c.items() if name in KERNELS_PER_OP)
         print(f"{moe:8} MoE: one decode token, {layers} layers: {total} operations, {total / layers:.1f} per layer "
-              f"(x 27 layers of Kimi-VL-A3B: about {total / layers * 27:.0f})")
+              f"(x 27 layers of Kimi-VL-A3B: about {total / layers * 27:.0f}); as CUDA kernels, the fused "
+              f"operations expanded: {kernels / layers:.1f} per layer")
     names = sorted(set().union(*counts.values()), key=lambda n: -counts["gathered"][n])[: args.top]
     print(f"{'gathered':>8} {'fused':>6}  operation")
     for name in names:
