@@ -46,3 +46,21 @@ def test_layers_import_only_downwards(folder: str) -> None:
     bad = [f"{path.relative_to(ROOT)} imports {name}" for path in files for name in _imports(path)
            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN[folder])]
     assert bad == []
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """A folder with an __init__.py under a mapped package folder is listed in pyproject's `packages`
+    (a missing one works in an editable install and is absent from the built wheel)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, dirs = set(setup["packages"]), setup["package-dir"]
+    for name, folder in dirs.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            dotted = ".".join((name, *rel.parts)) if rel.parts else name
+            if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+                continue
+            assert dotted in listed, f"{dotted} ({init.parent.relative_to(ROOT)}) is not in pyproject's packages"
+            mapped = dirs.get(dotted)
+            assert mapped is None or ROOT / mapped == init.parent, f"{dotted} maps to {mapped}"
