@@ -22,6 +22,8 @@ a GPU, as Kimi-VL's have (R 512, dr 64; heads are padded to 16).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -154,12 +156,27 @@ def combine_kernel(acc_ptr, ml_ptr, pos_ptr, kvb_ptr, out_ptr, pos_stride, split
     tl.store(out_ptr + b * (H * DV) + h * DV + offs_v, tl.sum(w * o_lat[None, :], axis=1).to(dt))
 
 
+Settings = dict[str, tuple[dict[str, Any], int]]  # kernel name -> (compile-time constants, num_warps)
+
+
+def launch_settings(*, heads: int, nope: int, rope: int, rank: int, v_dim: int) -> Settings:
+    """How `mla_decode` launches each kernel for these sizes (the compile test builds exactly these)."""
+    sizes = dict(H=heads, DR=rope, R=rank)
+    return {
+        "prep_kernel": (dict(sizes, DN=nope, DV=v_dim, BLOCK_DN=min(16, nope), BLOCK_R=min(128, rank)), 4),
+        "attend_kernel": (dict(sizes, BLOCK_H=max(16, triton.next_power_of_2(heads)), CHUNK_S=CHUNK,
+                               BLOCK_S=BLOCK_S), 8),
+        "combine_kernel": (dict(H=heads, DN=nope, R=rank, DV=v_dim, CHUNK_S=CHUNK, BLOCK_SP=8,
+                                BLOCK_V=min(32, v_dim)), 4),
+    }
+
+
 def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor, positions: torch.Tensor,
                cache: torch.Tensor, norm_weight: torch.Tensor, kv_b_weight: torch.Tensor, *, eps: float, scale: float,
                heads: int, nope: int, rope: int, v_dim: int) -> torch.Tensor:
-    """One token per row: q [B, H*(dn+dr)], kva [B, R+dr] (rows may be strided), cos2/sin2 [B or 1, dr], positions [B] (stride
-    0 allowed), cache [B, S, R+dr] (written at each row's position) -> attention output [B, H*dv]
-    before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm)."""
+    """One token per row: q [B, H*(dn+dr)], kva [B, R+dr] (rows may be strided), cos2/sin2 [B or 1, dr],
+    positions [B] (stride 0 allowed), cache [B, S, R+dr] (written at each row's position) -> attention
+    output [B, H*dv] before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm)."""
     b, s, width = cache.shape
     rank = width - rope
     assert cache.stride(2) == 1 and cache.stride(1) == width, "cache rows must be contiguous latents"
@@ -168,21 +185,18 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
     cos2, sin2 = cos2.reshape(-1, rope), sin2.reshape(-1, rope)
     cos_stride = 0 if cos2.shape[0] == 1 else cos2.stride(0)
     pos_stride = positions.stride(0) if positions.shape[0] > 1 else 0
+    cfg = launch_settings(heads=heads, nope=nope, rope=rope, rank=rank, v_dim=v_dim)
+    (prep, prep_warps), (attend, attend_warps), (combine, combine_warps) = cfg.values()
     qf = torch.empty(b, heads, width, dtype=q.dtype, device=q.device)
-    block_r = min(128, rank)
-    prep_kernel[(b, heads + 1, rank // block_r)](
+    prep_kernel[(b, heads + 1, rank // prep["BLOCK_R"])](
         q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, q.stride(0), kva.stride(0),
-        cos_stride, pos_stride, cache.stride(0), H=heads, DN=nope, DR=rope, R=rank, DV=v_dim,
-        BLOCK_DN=min(16, nope), BLOCK_R=block_r)
+        cos_stride, pos_stride, cache.stride(0), **prep, num_warps=prep_warps)
     splits = triton.cdiv(s, CHUNK)
     acc = torch.empty(b, splits, heads, rank, dtype=torch.float32, device=q.device)
     ml = torch.empty(b, splits, heads, 2, dtype=torch.float32, device=q.device)
-    attend_kernel[(b, splits)](qf, cache, positions, acc, ml, scale, pos_stride, cache.stride(0), splits, H=heads,
-                               DR=rope, R=rank, BLOCK_H=max(16, triton.next_power_of_2(heads)), CHUNK_S=CHUNK,
-                               BLOCK_S=BLOCK_S, num_warps=8)
+    attend_kernel[(b, splits)](qf, cache, positions, acc, ml, scale, pos_stride, cache.stride(0), splits, **attend,
+                               num_warps=attend_warps)
     out = torch.empty(b, heads * v_dim, dtype=q.dtype, device=q.device)
-    block_v = min(32, v_dim)
-    combine_kernel[(b, heads, v_dim // block_v)](acc, ml, positions, kv_b_weight, out, pos_stride, splits, H=heads,
-                                                 DN=nope, R=rank, DV=v_dim, CHUNK_S=CHUNK, BLOCK_SP=8,
-                                                 BLOCK_V=block_v)
+    combine_kernel[(b, heads, v_dim // combine["BLOCK_V"])](acc, ml, positions, kv_b_weight, out, pos_stride, splits,
+                                                            **combine, num_warps=combine_warps)
     return out

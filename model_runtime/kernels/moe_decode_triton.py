@@ -22,6 +22,8 @@ CPU with `TRITON_INTERPRET=1`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -134,6 +136,24 @@ def _pow2(n: int, cap: int) -> int:
     return min(triton.next_power_of_2(max(n, 1)), cap)
 
 
+Settings = dict[str, tuple[dict[str, Any], int]]  # kernel name -> (compile-time constants, num_warps)
+
+
+def launch_settings(*, d: int, experts: int, top_k: int, inter: int, shared_inter: int, renorm: bool) -> Settings:
+    """How `moe_decode` launches each kernel for these sizes (the compile test builds exactly these)."""
+    has_shared = shared_inter > 0
+    slots, widest = top_k + int(has_shared), max(inter, shared_inter)
+    return {
+        "route_kernel": (dict(D=d, E=experts, K=top_k, SLOTS=slots, HAS_SHARED=has_shared,
+                              RENORM=renorm and top_k > 1, BLOCK_E=_pow2(experts, 1024), BLOCK_D=_pow2(d, 256)), 8),
+        "gate_up_kernel": (dict(D=d, INTER=inter, INTER_S=widest, E=experts, SLOTS=slots,
+                                BLOCK_I=_pow2(widest, 16), BLOCK_D=_pow2(d, 256)), 4),
+        # 8 rows per program: 256 programs for D = 2048 at one row; 1024-wide loads keep bytes in flight
+        "down_combine_kernel": (dict(D=d, INTER=inter, INTER_S=widest, E=experts, K=top_k, SLOTS=slots,
+                                     HAS_SHARED=has_shared, BLOCK_D=_pow2(d, 8), BLOCK_C=_pow2(widest, 1024)), 4),
+    }
+
+
 def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor,
                w2: torch.Tensor, *, experts: int, top_k: int, inter: int, shared_inter: int, scale: float,
                renorm: bool) -> torch.Tensor:
@@ -143,23 +163,15 @@ def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w
     if 0 < shared_inter < inter:  # the shared block's layout takes the act buffer's row width (Is >= I)
         raise ValueError(f"shared experts' intermediate size {shared_inter} is below the routed experts' {inter}")
     x = x.contiguous()
-    has_shared = shared_inter > 0
-    slots = top_k + int(has_shared)
-    widest = max(inter, shared_inter)
+    cfg = launch_settings(d=d, experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter, renorm=renorm)
+    (route, route_warps), (gate_up, gate_up_warps), (down, down_warps) = cfg.values()
+    slots, widest = gate_up["SLOTS"], gate_up["INTER_S"]
     idx = torch.empty(n * slots, dtype=torch.int32, device=x.device)
     wt = torch.empty(n * slots, dtype=torch.float32, device=x.device)
     act = torch.empty(n * slots, widest, dtype=x.dtype, device=x.device)
     out = torch.empty_like(x)
-    block_d = _pow2(d, 256)
-    route_kernel[(n,)](x, gate_weight, bias, idx, wt, scale, D=d, E=experts, K=top_k, SLOTS=slots,
-                       HAS_SHARED=has_shared, RENORM=renorm and top_k > 1, BLOCK_E=_pow2(experts, 1024),
-                       BLOCK_D=_pow2(d, 256), num_warps=8)
-    block_i = _pow2(widest, 16)
-    gate_up_kernel[(n * slots, triton.cdiv(widest, block_i))](
-        x, w13, idx, act, D=d, INTER=inter, INTER_S=widest, E=experts, SLOTS=slots,
-        BLOCK_I=block_i, BLOCK_D=block_d)
-    block_rows = _pow2(d, 8)  # 256 programs for D = 2048 at one row: every SM streams weights
-    down_combine_kernel[(n, triton.cdiv(d, block_rows))](
-        act, w2, idx, wt, out, D=d, INTER=inter, INTER_S=widest, E=experts, K=top_k, SLOTS=slots, HAS_SHARED=has_shared,
-        BLOCK_D=block_rows, BLOCK_C=_pow2(widest, 1024))  # wide loads: enough bytes in flight per SM
+    route_kernel[(n,)](x, gate_weight, bias, idx, wt, scale, **route, num_warps=route_warps)
+    gate_up_kernel[(n * slots, triton.cdiv(widest, gate_up["BLOCK_I"]))](x, w13, idx, act, **gate_up,
+                                                                       num_warps=gate_up_warps)
+    down_combine_kernel[(n, triton.cdiv(d, down["BLOCK_D"]))](act, w2, idx, wt, out, **down, num_warps=down_warps)
     return out

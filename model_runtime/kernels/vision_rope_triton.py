@@ -9,6 +9,8 @@ pair (x[2j], x[2j+1]) -> (x0 cos - x1 sin, x0 sin + x1 cos), then narrowed to th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -40,12 +42,18 @@ def vision_rope_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, L,
     _rotate_store(src + H * D, k_ptr + patch * D, cos, sin, offs_h, offs_p, mask, l_stride, D)
 
 
+def launch_settings(*, heads: int, head_dim: int) -> dict[str, tuple[dict[str, Any], int]]:
+    """How `vision_rope` launches its kernel (the compile test builds exactly this)."""
+    return {"vision_rope_kernel": (dict(H=heads, D=head_dim, BLOCK_H=triton.next_power_of_2(heads),
+                                        BLOCK_P=triton.next_power_of_2(head_dim // 2)), 4)}
+
+
 def vision_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """qkv [L, 3, H, d], cos/sin [L, d/2] fp32 -> rotated q, k [H, L, d] (contiguous, qkv's dtype)."""
     n, _, h, d = qkv.shape
     qkv = qkv.contiguous()
     q = torch.empty(h, n, d, dtype=qkv.dtype, device=qkv.device)
     k = torch.empty_like(q)
-    vision_rope_kernel[(n,)](qkv, cos.contiguous(), sin.contiguous(), q, k, n, H=h, D=d,
-                             BLOCK_H=triton.next_power_of_2(h), BLOCK_P=triton.next_power_of_2(d // 2))
+    consts, warps = launch_settings(heads=h, head_dim=d)["vision_rope_kernel"]
+    vision_rope_kernel[(n,)](qkv, cos.contiguous(), sin.contiguous(), q, k, n, **consts, num_warps=warps)
     return q, k
