@@ -32,19 +32,23 @@ end says which targets were met (H100 targets: decode b1 >= 400 tok/s, TTFT <= 6
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
+from unittest import mock
 
 import torch
 
 T0 = time.perf_counter()
+# decode paths compared: name -> (the decoder's MoE, Triton kernels on). BEFORE_PATHS are the paths
+# before the fused kernels: the grouped_mm MoE, and no Triton at all (every eager formula)
+PATHS = {"auto": ("auto", True), "grouped_mm": ("grouped_mm", True), "no Triton": ("grouped_mm", False)}
+BEFORE_PATHS = ("grouped_mm", "no Triton")
 SUMMARY: dict[str, str] = {}
 
 
@@ -190,11 +194,10 @@ def main() -> None:
         results = []
         moe_paths = [(None, "auto"), *((m, "auto") for m in modes[1:])]
         if not args.smoke:
-            moe_paths.append(("static", "grouped_mm"))  # the MoE path before the fused one
-            moe_paths.append(("static", "no Triton"))  # every eager formula: what the fused kernels replace
+            moe_paths += [("static", path) for path in BEFORE_PATHS]
         for mode, moe in moe_paths:
-            with triton_off(moe == "no Triton"):
-                other = forced(ids, got["static"], mode, "grouped_mm" if moe == "no Triton" else moe)
+            with triton_off(not PATHS[moe][1]):
+                other = forced(ids, got["static"], mode, PATHS[moe][0])
             diff = (other - ref).abs().max(dim=-1).values
             agree = int((other.argmax(-1) == ref.argmax(-1)).sum())
             name = (mode or "dynamic eager") + (f" ({moe} MoE)" if moe != "auto" else "")
@@ -203,27 +206,16 @@ def main() -> None:
             results.append(f"{name} {agree}/64 |d|max {diff.max():.3f}")
         SUMMARY["graph == eager (greedy; forced)"] = f"{same}; " + "; ".join(results)
 
-    @contextlib.contextmanager
-    def triton_off(off: bool) -> Iterator[None]:
+    def triton_off(off: bool) -> Any:
         """Every Triton path off (KIMI_AGENT_TRITON=0) while in the block, if `off`."""
         from kimi_agent.model_runtime.kernels import TRITON_ENV
 
-        before = os.environ.get(TRITON_ENV)
-        if off:
-            os.environ[TRITON_ENV] = "0"
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(TRITON_ENV, None)
-            else:
-                os.environ[TRITON_ENV] = before
+        return mock.patch.dict(os.environ, {TRITON_ENV: "0"} if off else {})
 
     def decode_rates() -> None:
         modes = ([] if args.skip_eager else [("eager", "eager", "auto")]) + [(graph, graph, "auto")]
-        if not args.smoke:  # the paths before the fused kernels: grouped_mm MoE; no Triton at all
-            modes.append((f"{graph} grouped_mm", graph, "grouped_mm"))
-            modes.append((f"{graph} no Triton", graph, "no Triton"))
+        if not args.smoke:
+            modes += [(f"{graph} {path}", graph, path) for path in BEFORE_PATHS]
         if args.compile:
             modes.append(("compile+graph", "compile+graph", "auto"))
         batches = [int(b) for b in args.batches.split(",")]
@@ -233,8 +225,8 @@ def main() -> None:
             for b in batches:
                 ids = torch.randint(0, 160000, (b, 512), device=dev)
                 cache = model.new_cache(b, 512 + args.steps + 16)
-                with triton_off(moe == "no Triton"), torch.inference_mode():
-                    step = stepper(cache, mode, "grouped_mm" if moe == "no Triton" else moe)
+                with triton_off(not PATHS[moe][1]), torch.inference_mode():
+                    step = stepper(cache, mode, PATHS[moe][0])
                     tok = sample(prefill(model, ids, cache))
                     for _ in range(3):  # the first captures the graph: with no Triton, none is in it
                         tok = sample(step(tok))
@@ -392,6 +384,7 @@ def main() -> None:
         from kimi_agent.model_runtime.fused_moe import (
             fused_moe_available,
             fused_moe_forward,
+            moe_decode_args,
             moe_decode_reference,
         )
 
@@ -401,9 +394,7 @@ def main() -> None:
             x = (torch.randn(rows, 1, moe.gate.weight.shape[1], device=dev) * 0.5).to(dtype)
             with torch.inference_mode():
                 fused = fused_moe_forward(moe, x[:, 0])
-                ref = moe_decode_reference(x[:, 0], moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat,
-                                           moe.w2_flat, moe.num_experts, moe.top_k, moe.inter, moe.shared_inter,
-                                           moe.scale, moe.renorm)
+                ref = moe_decode_reference(x[:, 0], *moe_decode_args(moe))
                 moe.impl = "grouped_mm" if dev == "cuda" else "grouped"
                 grouped = moe(x)[:, 0]
                 moe.impl = "auto"

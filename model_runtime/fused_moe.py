@@ -16,15 +16,13 @@ meant for at most `FUSED_MOE_MAX_ROWS` rows (`static_decode` picks per row bucke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from kimi_agent.model_runtime.kernels import run_kernels, triton_enabled
-
-if TYPE_CHECKING:
-    from kimi_agent.model_runtime.moe import DeepseekV3MoE
+from kimi_agent.model_runtime.moe import DeepseekV3MoE, gathered_experts, route
 
 FUSED_MOE_MAX_ROWS = 4
 
@@ -39,19 +37,10 @@ def moe_decode_reference(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch
                          renorm: bool) -> torch.Tensor:
     """The operation in eager PyTorch, rounding where the kernels (and the grouped path) round:
     x [N, D] -> [N, D]. Arguments as `torch.ops.kimi_agent.moe_decode`."""
-    n, d = x.shape
-    scores = torch.sigmoid(F.linear(x.float(), gate_weight.float()))  # [N, E]
-    idx = (scores + bias.float()).topk(top_k, dim=-1).indices  # [N, k]
-    weights = scores.gather(1, idx)
-    if renorm and top_k > 1:
-        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-    weights = weights * scale
-    routed_w13 = w13[: experts * 2 * inter * d].view(experts, 2 * inter, d)
-    routed_w2 = w2[: experts * d * inter].view(experts, d, inter)
-    h = torch.bmm(routed_w13[idx.flatten()], x.repeat_interleave(top_k, 0)[:, :, None])[..., 0]  # [N*k, 2I]
-    gate, up = h.split(inter, dim=-1)
-    ys = torch.bmm(routed_w2[idx.flatten()], (F.silu(gate) * up)[:, :, None])[..., 0]  # [N*k, D]
-    out = (ys.float().view(n, top_k, d) * weights[..., None]).sum(1).to(x.dtype)
+    d = x.shape[1]
+    idx, weights = route(x, gate_weight, bias, top_k, renorm, scale)
+    out = gathered_experts(x, idx, weights, w13[: experts * 2 * inter * d].view(experts, 2 * inter, d),
+                           w2[: experts * d * inter].view(experts, d, inter), inter)
     if shared_inter:
         gate_up = w13[experts * 2 * inter * d :].view(2 * shared_inter, d)
         down = w2[experts * d * inter :].view(d, shared_inter)
@@ -83,9 +72,14 @@ def _(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch
     return torch.empty_like(x)
 
 
+def moe_decode_args(moe: DeepseekV3MoE) -> tuple[Any, ...]:
+    """The arguments after x of `moe_decode` (and `moe_decode_reference`) for the layer `moe`
+    (`stack_experts` must have run)."""
+    assert moe.w13_flat is not None and moe.w2_flat is not None, "call stack_experts() before the fused MoE"
+    return (moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat, moe.num_experts,
+            moe.top_k, moe.inter, moe.shared_inter, moe.scale, moe.renorm)
+
+
 def fused_moe_forward(moe: DeepseekV3MoE, x: torch.Tensor) -> torch.Tensor:
     """`moe`'s output for x [N, D] through the fused operation (`stack_experts` must have run)."""
-    assert moe.w13_flat is not None and moe.w2_flat is not None, "call stack_experts() before the fused MoE"
-    return torch.ops.kimi_agent.moe_decode(
-        x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat, moe.num_experts,
-        moe.top_k, moe.inter, moe.shared_inter, moe.scale, moe.renorm)
+    return torch.ops.kimi_agent.moe_decode(x, *moe_decode_args(moe))

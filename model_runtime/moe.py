@@ -41,6 +41,30 @@ def sync_free_moe_impl(device: torch.device, dtype: torch.dtype) -> MoEImpl:
     return "gathered"
 
 
+def route(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, top_k: int, renorm: bool,
+          scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [N, D], router weight [E, D] (any float dtype; used in fp32) -> expert ids [N, k] (int64) and
+    combine weights [N, k] (fp32): sigmoid scores, `bias` steers selection only."""
+    scores = torch.sigmoid(F.linear(x.float(), gate_weight.float()))  # [N, E]
+    idx = (scores + bias.float()).topk(top_k, dim=-1).indices  # [N, k]
+    weights = scores.gather(1, idx)  # [N, k]
+    if renorm and top_k > 1:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return idx, weights * scale
+
+
+def gathered_experts(x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, w13: torch.Tensor,
+                     w2: torch.Tensor, inter: int) -> torch.Tensor:
+    """Sum_k weights[n,k] * expert_{idx[n,k]}(x[n]) with stacked w13 [E, 2I, D], w2 [E, D, I]: each
+    (token, slot)'s weights gathered, batched matmuls, fp32 combine. -> [N, D] (x dtype)."""
+    n, k = idx.shape
+    flat_idx = idx.flatten()  # [N*k]
+    h = torch.bmm(w13[flat_idx], x.repeat_interleave(k, dim=0)[:, :, None])[..., 0]  # [N*k, 2I]
+    gate, up = h.split(inter, dim=-1)
+    ys = torch.bmm(w2[flat_idx], (F.silu(gate) * up)[:, :, None])[..., 0]  # [N*k, D]
+    return (ys.float().view(n, k, -1) * weights[..., None]).sum(1).to(x.dtype)
+
+
 class DeepseekV3MLP(nn.Module):
     """down(silu(gate(x)) * up(x)), no biases."""
 
@@ -102,15 +126,9 @@ class DeepseekV3MoE(nn.Module):
         return (routed + self.shared_experts(flat)).view_as(x)
 
     def route_tokens_to_experts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [N, D] -> expert ids [N, k] (int64) and combine weights [N, k] (fp32)."""
-        gate_w = self.gate_fp32 if self.gate_fp32 is not None else self.gate.weight.float()
-        scores = torch.sigmoid(F.linear(x.float(), gate_w))  # [N, E]
-        choice = scores + self.gate.e_score_correction_bias.float()  # bias steers selection only
-        idx = choice.topk(self.top_k, dim=-1).indices  # [N, k]
-        weights = scores.gather(1, idx)  # [N, k]
-        if self.renorm and self.top_k > 1:
-            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-        return idx, weights * self.scale
+        """x [N, D] -> expert ids [N, k] (int64) and combine weights [N, k] (fp32); see `route`."""
+        gate_w = self.gate_fp32 if self.gate_fp32 is not None else self.gate.weight
+        return route(x, gate_w, self.gate.e_score_correction_bias, self.top_k, self.renorm, self.scale)
 
     def experts_grouped(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, *,
                         use_grouped_mm: bool = False) -> torch.Tensor:
@@ -137,17 +155,11 @@ class DeepseekV3MoE(nn.Module):
         return out.index_add_(0, token, weighted).to(x.dtype)
 
     def experts_gathered(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Sync-free in any dtype: gather each (token, slot)'s stacked expert weights and run batched
-        matmuls. Fixed shapes for a given N, so one capture/compile serves every routing; it copies
-        N*k experts' weights, so use it for decode (small N) only. -> [N, D] (x dtype)."""
+        """Sync-free in any dtype (`gathered_experts`): fixed shapes for a given N, so one
+        capture/compile serves every routing; it copies N*k experts' weights, so use it for decode
+        (small N) only. -> [N, D] (x dtype)."""
         assert self.w13 is not None and self.w2 is not None, "call stack_experts() before gathered experts"
-        n, k = idx.shape
-        flat_idx = idx.flatten()  # [N*k]
-        xs = x.repeat_interleave(k, dim=0)  # [N*k, D]
-        h = torch.bmm(self.w13[flat_idx], xs[:, :, None])[..., 0]  # [N*k, 2I]
-        gate, up = h.split(self.inter, dim=-1)
-        ys = torch.bmm(self.w2[flat_idx], (F.silu(gate) * up)[:, :, None])[..., 0]  # [N*k, D]
-        return (ys.float().view(n, k, -1) * weights[..., None]).sum(1).to(x.dtype)
+        return gathered_experts(x, idx, weights, self.w13, self.w2, self.inter)
 
     def experts_loop(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Naive baseline: a Python loop over every expert, each masking its tokens. -> [N, D]."""

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+
 TRITON_ENV = "KIMI_AGENT_TRITON"
 T = TypeVar("T")
 
@@ -24,11 +26,9 @@ def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def triton_enabled(device_type: str, dtype: object) -> bool:
+def triton_enabled(device_type: str, dtype: torch.dtype) -> bool:
     """Whether Triton kernels run for tensors of this device type and dtype: CUDA, bf16/fp16,
     Triton installed, and not turned off with KIMI_AGENT_TRITON=0."""
-    import torch
-
     return (device_type == "cuda" and dtype in (torch.bfloat16, torch.float16) and triton_installed()
             and os.environ.get(TRITON_ENV, "1") != "0")
 
@@ -57,7 +57,8 @@ def run_kernels(family: str, kernels: Callable[[], T], eager: Callable[[], T]) -
         try:
             return kernels()
         except (CompilationError, OutOfResources) as e:
-            _UNBUILDABLE[family] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
+            lines = str(e).strip().splitlines()  # a compile error ends with its message, after the source
+            _UNBUILDABLE[family] = f"{type(e).__name__}: {lines[-1] if lines else repr(e)}"
             log.warning("the Triton %s kernels cannot be built on this GPU (%s); using the eager formulas",
                         family, _UNBUILDABLE[family])
     return eager()

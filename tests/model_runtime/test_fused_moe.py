@@ -12,7 +12,12 @@ import torch
 from support.interpreted_kernels import run_interpreted
 
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
-from kimi_agent.model_runtime.fused_moe import fused_moe_available, fused_moe_forward, moe_decode_reference
+from kimi_agent.model_runtime.fused_moe import (
+    fused_moe_available,
+    fused_moe_forward,
+    moe_decode_args,
+    moe_decode_reference,
+)
 from kimi_agent.model_runtime.kimi_vl import KimiVL
 from kimi_agent.model_runtime.moe import DeepseekV3MoE
 from kimi_agent.model_runtime.static_decode import moe_impl
@@ -33,9 +38,7 @@ def make_moe(cfg: DeepseekV3TextConfig, dtype: torch.dtype, *, seed: int = 0, **
 
 
 def reference(moe: DeepseekV3MoE, x: torch.Tensor) -> torch.Tensor:
-    assert moe.w13_flat is not None and moe.w2_flat is not None
-    return moe_decode_reference(x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat,
-                                moe.num_experts, moe.top_k, moe.inter, moe.shared_inter, moe.scale, moe.renorm)
+    return moe_decode_reference(x, *moe_decode_args(moe))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -91,9 +94,10 @@ CASES: list[tuple[int, torch.dtype, dict[str, object]]] = [  # rows, dtype, conf
 
 
 def kernel_args(moe: DeepseekV3MoE, x: torch.Tensor) -> dict[str, Any]:
-    return {"fn": "moe_decode_triton.moe_decode", "args": (x, moe.gate.weight, moe.gate.e_score_correction_bias, moe.w13_flat, moe.w2_flat),
-            "kw": {"experts": moe.num_experts, "top_k": moe.top_k, "inter": moe.inter,
-                   "shared_inter": moe.shared_inter, "scale": moe.scale, "renorm": moe.renorm}}
+    """A case for the Triton launcher, which takes the sizes as keywords."""
+    tensors, sizes = moe_decode_args(moe)[:4], moe_decode_args(moe)[4:]
+    names = ("experts", "top_k", "inter", "shared_inter", "scale", "renorm")
+    return {"fn": "moe_decode_triton.moe_decode", "args": (x, *tensors), "kw": dict(zip(names, sizes, strict=True))}
 
 
 @pytest.fixture(scope="module")
