@@ -74,6 +74,16 @@ def client(server: RunningServer) -> Any:
     return server.client()
 
 
+def eventually(check: Any, what: str, seconds: float = 60.0) -> None:
+    """Poll `check()` every 0.1 s until it is true; fail naming `what` after `seconds` (a bounded wait for
+    the server's background threads, which notice a closed connection at their own pace)."""
+    for _ in range(int(seconds * 10)):
+        if check():
+            return
+        threading.Event().wait(0.1)
+    pytest.fail(f"not within {seconds:g} s: {what}")
+
+
 def chat(client: Any, messages: list[dict[str, Any]], **kw: Any) -> Any:
     kw.setdefault("max_tokens", 12)
     kw.setdefault("temperature", 0)
@@ -275,7 +285,9 @@ def test_a_full_queue_answers_429_and_a_closed_stream_frees_its_slot(tiny_checkp
                 assert refused.json()["error"]["type"] == "rate_limit_error"
                 with pytest.raises(openai.RateLimitError):
                     srv.client().chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=2)
-        # both streams were closed early: the server cancels them and answers the next request
+        # both streams were closed early: the server cancels them (when its threads notice) and then
+        # answers the next request in the freed slot
+        eventually(lambda: srv.app.state.scheduler.cancelled == 2, "both closed streams cancelled")
         r = srv.client().chat.completions.create(model=MODEL, messages=body["messages"], max_tokens=2, temperature=0)
         assert r.usage.completion_tokens == 2
         assert srv.app.state.scheduler.cancelled == 2
@@ -289,16 +301,10 @@ def test_a_client_that_gives_up_cancels_its_generation(server: RunningServer) ->
         httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
     r = chat(server.client(), [{"role": "user", "content": "next"}], max_tokens=2)
     assert r.usage.completion_tokens == 2
-    for _ in range(300):  # the server notices the disconnect within its poll; other slots keep serving meanwhile
-        if scheduler.cancelled == before + 1:
-            break
-        threading.Event().wait(0.1)
-    assert scheduler.cancelled == before + 1
-    for _ in range(300):  # the cancelled request leaves its slot at the batch loop's next step
-        if scheduler.batch.load() == (0, len(scheduler.batch.slots)):
-            break
-        threading.Event().wait(0.1)
-    assert scheduler.batch.load() == (0, len(scheduler.batch.slots))
+    # the server notices the disconnect within its poll; other slots keep serving meanwhile
+    eventually(lambda: scheduler.cancelled == before + 1, "the abandoned request cancelled", 30)
+    # the cancelled request leaves its slot at the batch loop's next step
+    eventually(lambda: scheduler.batch.load() == (0, len(scheduler.batch.slots)), "every slot free", 30)
 
 
 def test_serial_scheduler_queue_bound(tiny_checkpoint: Path) -> None:
