@@ -111,6 +111,24 @@ class ChromiumProcess:
         data: dict[str, str] = response.json()
         return data
 
+    def tab_ids(self) -> set[str]:
+        """Ids of the open tabs (CDP `/json/list`, page targets); empty when CDP does not answer in 2 s."""
+        try:
+            response = httpx.get(f"{self.cdp_url}/json/list", timeout=2.0)
+            response.raise_for_status()
+            return {str(t.get("id")) for t in response.json() if isinstance(t, dict) and t.get("type") == "page"}
+        except (httpx.HTTPError, ValueError):
+            return set()
+
+    def wait_for_new_tab(self, before: set[str], timeout_s: float = 5.0) -> bool:
+        """Wait (at most `timeout_s`) until a tab that is not in `before` is open; whether one is."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.tab_ids() - before:
+                return True
+            time.sleep(0.05)
+        return False
+
     def stop(self, *, timeout_s: float = 15.0) -> int | None:
         """Graceful shutdown: SIGTERM and wait (Chromium writes Preferences on the way out).
 

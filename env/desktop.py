@@ -259,8 +259,12 @@ class DesktopEnv:
                 self._open_url(url, call)
             case NewTab(url=url):
                 self._require_browser(action)
+                chromium = self.chromium if url is not None else None
+                tabs = chromium.tab_ids() if chromium is not None else set()
                 call("hotkey", "ctrl", "t")
                 if url is not None:
+                    if chromium is not None:  # a loaded machine can take seconds to open the tab: typing
+                        chromium.wait_for_new_tab(tabs)  # earlier would go to the old tab (bounded wait)
                     call.sleep(FOCUS_DELAY_S)
                     self._open_url(url, call)
             case Wait(seconds=seconds):
