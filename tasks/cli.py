@@ -101,7 +101,13 @@ def run_command(
         "--no-sandbox", help="run workers directly on this machine instead of in a bubblewrap sandbox: task "
                              "files' commands then act on it (only for task files you trust)")] = False,
     worker_memory: Annotated[int, typer.Option("--worker-memory", min=256, metavar="MB",
-                                               help="kill a worker (and error its task) above this memory")] = 16384,
+                                               help="a worker's memory, tmpfs included: the kernel's limit "
+                                                    "(cgroups), else polled; its task is then an error")] = 16384,
+    worker_pids: Annotated[int, typer.Option("--worker-pids", min=64, metavar="N",
+                                             help="processes and threads one worker may have (cgroups)")] = 2048,
+    worker_cpus: Annotated[float | None, typer.Option(
+        "--worker-cpus", min=0.01, metavar="CORES",
+        help="CPU time one worker may use, in cores (cgroups; default: cores / workers, at least 1)")] = None,
     vm: Annotated[list[str] | None, typer.Option(
         "--vm", metavar="URL", help="OSWorld on its own machinery: a running OSWorld VM's server "
         "(http://HOST:5000), one worker per --vm (repeatable); setup and scoring by desktop-env")] = None,
@@ -156,7 +162,7 @@ def run_command(
                            task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
                            max_seconds=max_seconds, temperature=temperature, thinking=thinking,
                            history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
-                           worker_memory_mb=worker_memory)
+                           worker_memory_mb=worker_memory, worker_pids=worker_pids, worker_cpus=worker_cpus)
     # ---- OSWorld VMs (--vm/--provider): tasks/vm_runner.py; the local runner otherwise ----------
     if vm or provider:
         import shlex

@@ -79,8 +79,14 @@ class RunSettings(BaseModel):
                           "default: OSWorld semantics, no confirmations")
     sandbox: bool = Field(default=True, description="run every worker in a bubblewrap sandbox (tasks/sandbox.py); "
                           "False (--no-sandbox): workers act on this machine")
-    worker_memory_mb: int = Field(default=16384, ge=256, description="a worker's whole process tree is killed "
-                                  "above this resident memory")
+    worker_memory_mb: int = Field(default=16384, ge=256, description="a worker's whole process tree (tmpfs "
+                                  "included) may use this much memory: the kernel's limit where cgroups can be "
+                                  "written (tasks/cgroups.py), else the tree is killed above this resident memory")
+    worker_pids: int = Field(default=2048, ge=64, description="processes and threads of one worker's tree "
+                             "(a fork bomb fails inside); needs cgroups")
+    worker_cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores' worth of time one "
+                                      "worker's tree may use (None: this machine's cores / workers, at least "
+                                      "1); needs cgroups")
 
 
 class TaskResult(BaseModel):

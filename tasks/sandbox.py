@@ -15,8 +15,9 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
 - `--die-with-parent` and `--new-session`: nothing outlives the runner, nothing reaches its
   terminal.
 
-Wall time and memory are enforced by the runner (tasks/worker_pool.py), which kills the whole
-tree. `probe()` says whether bwrap can run here; without it the runner refuses task files whose
+Wall time is enforced by the runner (tasks/worker_pool.py), which kills the whole tree; memory,
+processes and CPU by the kernel, in the worker's own cgroup (tasks/cgroups.py), or, where no cgroup
+can be made, by the runner polling the tree's resident memory. `probe()` says whether bwrap can run here; without it the runner refuses task files whose
 steps act on the host unless the user passes `--no-sandbox`.
 """
 
@@ -37,6 +38,8 @@ ENV_ALLOWLIST = ("LANG", "LC_ALL", "LC_CTYPE", "LANGUAGE", "TZ", "TERM", "KIMI_A
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/var/lib/dpkg", "/var/cache/fontconfig")
 MERGED_USR = ("/bin", "/sbin", "/lib", "/lib64", "/lib32")
+# The sandbox's own folders: no host folder is bound over them, nor over a folder that holds one.
+PRIVATE_DIRS = ("/tmp", "/dev/shm", "/run", "/var/tmp", VM_HOME, "/proc", "/dev")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def python_paths() -> tuple[Path, ...]:
         if str(p) == "/" or any(p.is_relative_to(q) for q in out) or any(
                 p.is_relative_to(s) for s in SYSTEM_DIRS):
             continue
+        if any(Path(private).is_relative_to(p) for private in PRIVATE_DIRS):
+            continue  # a script run from /tmp puts /tmp on sys.path: never show the host's /tmp (or /home)
         out.append(p)
     return tuple(out)
 
@@ -99,7 +104,7 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
     argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-             "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/home"]
+             "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/home"]  # PRIVATE_DIRS
     for p in plan.readable:
         argv += ["--ro-bind", str(p), str(p)]
     for p in plan.writable:

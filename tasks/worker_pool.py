@@ -6,7 +6,9 @@ one at a time over a channel, with the model answered from the runner's own proc
 its generation requests (`model_link.ModelHost`), and enforces the limits: a task past its wall
 clock budget, or a worker tree past its memory limit, is killed with everything it started (the
 sandbox's pid namespace) and the task is recorded as `error`; a replacement worker takes the next
-task. Each worker writes its task folders into its own staging folder
+task. Where cgroups can be written, each worker's tree runs in its own (tasks/cgroups.py): the
+kernel holds it to its memory, process and CPU limits, and a task during which the kernel killed
+one of its processes for memory is an `error` too; elsewhere the tree's resident memory is polled. Each worker writes its task folders into its own staging folder
 (`<out>/.workers/w<i>/tasks`, the only host folder it can write besides its home); the pool moves
 a finished task's folder to `<out>/<task id>` and rewrites its result there. Ctrl-C stops every
 worker (none of them gets the terminal's SIGINT) and the caller writes the partial results.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, default_cpus, place, sweep_stale
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ModelHost
 from kimi_agent.tasks.run_progress import phase_label
@@ -68,6 +71,8 @@ class Worker:
     profile: str = ""
     backend: Backend | None = None
     stopping: bool = False
+    cgroup: WorkerCgroup | None = None  # None: no cgroup could be made (memory is polled)
+    oom_seen: int = 0  # the cgroup's OOM kills already accounted for
 
     @property
     def staging(self) -> Path:
@@ -123,6 +128,27 @@ class WorkerPool:
         self.workers: dict[int, Worker] = {}
         self._start_failures: dict[int, int] = {}
         self._generation = 0
+        s = settings
+        self.limits = Limits(s.worker_memory_mb * 2**20, s.worker_pids, s.worker_cpus or default_cpus(s.workers))
+        self.no_cgroup: str | None = None  # why workers run without a cgroup (logged once)
+        sweep_stale()  # folders of runners that were killed before they could remove them
+
+    def limits_note(self, w: Worker) -> str:
+        """How this worker's limits are enforced, for its task results."""
+        if w.cgroup is not None:
+            return w.cgroup.describe()
+        return (f"memory {self.settings.worker_memory_mb} MiB resident, polled every {MEMORY_CHECK_S:g} s; "
+                f"no process or CPU limit ({self.no_cgroup})")
+
+    def _cgroup(self, name: str) -> WorkerCgroup | None:
+        group = place(name, self.limits)
+        if isinstance(group, WorkerCgroup):
+            return group
+        if self.no_cgroup is None:
+            log.warning("workers run without kernel limits (memory is polled every %g s; no process or CPU "
+                        "limit): %s", MEMORY_CHECK_S, group)
+        self.no_cgroup = group
+        return None
 
     # -- starting workers -----------------------------------------------------------------------
 
@@ -145,12 +171,15 @@ class WorkerPool:
             env["PATH"] = os.environ.get("PATH", env["PATH"])
             argv = [sys.executable, "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
             worker_home = str(home.resolve())
+        cgroup = self._cgroup(f"kimi-agent-{os.getpid()}-w{index}-{self._generation}")
+        if cgroup is not None:
+            argv = cgroup.enter_argv(argv)
         with open(root / "worker.log", "ab") as logf:
             proc = subprocess.Popen(argv, pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, stdout=logf,
                                     stderr=subprocess.STDOUT, env=env if not self.sandbox else {"PATH": env["PATH"]},
                                     start_new_session=True, cwd=str(root))
         child_end.close()
-        w = Worker(index, proc, Channel(parent_end), root)
+        w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup)
         settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
         factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
         _send(w, {"type": "init", "worker": index, "settings": settings.model_dump_json(), "factory": factory,
@@ -229,6 +258,9 @@ class WorkerPool:
             w.step = f"step {msg.get('step')}: {msg.get('action')}"
             self.on_event("step", w, msg)
         elif kind == "done" and w.task_id is not None:
+            if (why := self._over_memory(w)) is not None:  # its environment lost a process: not a fair result
+                self._exited(w, queue_, results, specs, domains, why=why)
+                return
             try:
                 r = TaskResult.model_validate_json(str(msg.get("result")))
             except ValueError as e:
@@ -257,7 +289,8 @@ class WorkerPool:
             shutil.rmtree(final)
         if staged.is_dir() and not staged.is_symlink():
             shutil.move(str(staged), str(final))
-        host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none"}
+        host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
+                "limits": self.limits_note(w)}
         r = r.model_copy(update={"path": str(final), "host": host})
         write_result(out, r)
         results[r.task_id] = r
@@ -268,12 +301,21 @@ class WorkerPool:
         return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=reason,
                           path=str(_task_dir(self.settings.out_dir, spec.id)), domain=domain)
 
+    def _over_memory(self, w: Worker) -> str | None:
+        """Why the task must end if the kernel killed a process of the worker's tree for memory."""
+        if w.cgroup is None or w.cgroup.oom_kills() <= w.oom_seen:
+            return None
+        return (f"the kernel killed a process of the worker's sandbox: its tree went over the "
+                f"{self.settings.worker_memory_mb} MiB memory limit (worker killed)")
+
     def _exited(self, w: Worker, queue_: deque[tuple[TaskSpec, str]], results: dict[str, TaskResult],
                 specs: dict[str, TaskSpec], domains: dict[str, str], *, why: str) -> None:
+        why = self._over_memory(w) or why  # an exit the kernel's OOM kill caused says so
         self._kill(w)
         del self.workers[w.index]
         if w.task_id is not None:
-            r = self._error(specs[w.task_id], domains[w.task_id], why).model_copy(update={"worker": w.index})
+            r = self._error(specs[w.task_id], domains[w.task_id], why).model_copy(
+                update={"worker": w.index, "seconds": round(time.monotonic() - w.started_mono, 3)})
             self._finish(w, r, results)
         if not w.ready:
             self._start_failures[w.index] = self._start_failures.get(w.index, 0) + 1
@@ -292,6 +334,8 @@ class WorkerPool:
             why = f"timed out after {s.task_timeout_s:g} s (worker killed)"
         elif not w.ready and time.monotonic() - w.launched > READY_TIMEOUT_S:
             why = f"the worker was not ready within {READY_TIMEOUT_S:g} s (worker killed)"
+        elif w.cgroup is not None:
+            why = self._over_memory(w)
         elif check_memory and w.proc.poll() is None:
             used = tree_rss_bytes(w.proc.pid)
             if used > s.worker_memory_mb * 1024 * 1024:
@@ -316,6 +360,8 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             log.warning("worker %d (pid %d) did not exit after SIGKILL", w.index, w.proc.pid)
         w.channel.close()
+        if w.cgroup is not None and not w.cgroup.remove():
+            log.warning("worker %d: its cgroup %s still has processes after 10 s", w.index, w.cgroup.folders[0])
 
     def stop_all(self) -> None:
         """Ask idle workers to stop, give them a moment to close their browsers, then kill."""

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from kimi_agent.tasks import RunSettings, run_tasks
-from kimi_agent.tasks.sandbox import probe
+from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe, python_paths
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 
 pytestmark = [
@@ -184,3 +184,22 @@ def test_without_bwrap_host_acting_tasks_need_no_sandbox(tmp_path: Path) -> None
     results = {r["task_id"]: r for r in json.loads((tmp_path / "b" / "results.json").read_text())["results"]}
     assert results["acts-on-host"]["status"] == "success"  # it ran, on this machine
     assert results["acts-on-host"]["host"]["sandbox"] == "none"
+
+
+def test_a_runner_started_from_tmp_shows_the_sandbox_none_of_this_machines_tmp(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python /tmp/script.py` puts /tmp on sys.path; binding that read-only into the sandbox would
+    show it every file of this machine's /tmp and leave Xvfb no writable /tmp for its socket."""
+    marker = Path("/tmp") / f"kimi-host-marker-{os.getpid()}"
+    marker.write_text(SECRET, encoding="utf-8")
+    try:
+        monkeypatch.setattr(sys, "path", ["/tmp", str(tmp_path), *sys.path])
+        paths = python_paths()
+        assert Path("/tmp") not in paths and tmp_path.resolve() in paths  # the folder itself still imports
+        plan = SandboxPlan(home=tmp_path, readable=paths)
+        done = subprocess.run([*bwrap_argv(plan), "sh", "-c", "touch /tmp/mine && ls -a /tmp"], capture_output=True,
+                              text=True, timeout=30, check=False)
+    finally:
+        marker.unlink()
+    assert done.returncode == 0, done.stderr
+    assert "mine" in done.stdout.split() and marker.name not in done.stdout

@@ -1,0 +1,288 @@
+"""Kernel-enforced limits for one worker's process tree: a control group of its own.
+
+A worker and everything its sandbox starts (Xvfb, Chromium, a task file's commands) run in one
+cgroup made for it, below the runner's own cgroup, with
+
+- `memory`: a hard limit on the tree's memory, page cache and tmpfs (`/tmp`, `/dev/shm`) included;
+  above it the kernel reclaims, then kills a process of the tree (never one outside it), at once,
+  where a poll of resident memory would see it seconds later or never (tmpfs files have no RSS);
+- `pids`: at most this many processes and threads, so a fork bomb fails inside the sandbox
+  instead of exhausting this machine's pid space;
+- `cpu`: at most this many cores' worth of CPU time (CFS quota over a 100 ms period), so a busy
+  task cannot starve the runner (which drives the GPU for every worker) or the other workers.
+
+Both cgroup versions work: v1 (one hierarchy per controller, as on this machine) and v2 (one
+unified tree, where the runner's cgroup must delegate the controllers: it is the root of a
+container's cgroup namespace, or was started with `systemd-run --scope -p Delegate=yes`). Where
+neither can be written (no root, no delegation), `place()` says why in one sentence and the runner
+falls back to polling the tree's resident memory (worker_pool.py), without the pids and cpu limits.
+
+The worker enters its cgroup before it runs anything: its first process is `/bin/sh`, which writes
+its own pid into the cgroup and then execs bwrap (`enter_argv`), so no child is ever born outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import re
+import shlex
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONTROLLERS = ("memory", "pids", "cpu")
+CFS_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one worker's tree may use: memory in bytes, processes + threads, CPU in cores."""
+
+    memory_bytes: int
+    pids: int
+    cpus: float
+
+    def describe(self) -> str:
+        return f"memory {self.memory_bytes // 2**20} MiB, {self.pids} processes, {self.cpus:g} CPUs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Where the runner's own cgroup is, per controller: `dirs[c]` (the folder children go in)."""
+
+    version: int  # 1 or 2
+    dirs: dict[str, Path]
+
+
+def _mountinfo() -> list[tuple[str, str, str, str]]:
+    """(root, mount point, fs type, super options) of every mount of this process."""
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        out.append((fields[3], fields[4].replace("\\040", " "), fields[sep + 1], fields[sep + 3]))
+    return out
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup per v1 controller name, and "" for the v2 tree (/proc/self/cgroup)."""
+    paths: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines():
+        _, names, path = line.split(":", 2)
+        for name in names.split(",") if names else [""]:
+            paths[name] = path
+    return paths
+
+
+def _under(mount_root: str, mount_point: str, path: str) -> Path:
+    """The folder of cgroup `path` in a hierarchy mounted at `mount_point` from `mount_root`."""
+    rel = os.path.relpath(path, mount_root) if path.startswith(mount_root) else path
+    return Path(mount_point) / rel.lstrip("/").removeprefix(".")
+
+
+def find_mount() -> Mount | str:
+    """The runner's own cgroups with memory, pids and cpu, or why there are none to use."""
+    own = _own_paths()
+    mounts = _mountinfo()
+    v1: dict[str, Path] = {}
+    for root, point, fstype, opts in mounts:
+        if fstype != "cgroup":
+            continue
+        for c in CONTROLLERS:
+            if c in opts.split(",") and c in own:
+                v1[c] = _under(root, point, own[c])
+    if len(v1) == len(CONTROLLERS):
+        return Mount(1, v1)
+    for root, point, fstype, _ in mounts:
+        if fstype == "cgroup2" and "" in own:
+            here = _under(root, point, own[""])
+            try:
+                available = (here / "cgroup.controllers").read_text(encoding="utf-8").split()
+            except OSError:
+                continue
+            missing = [c for c in CONTROLLERS if c not in available]
+            if missing:
+                continue
+            return Mount(2, dict.fromkeys(CONTROLLERS, here))
+    if v1:
+        return f"cgroup v1 lacks the {', '.join(c for c in CONTROLLERS if c not in v1)} controller(s)"
+    return "no cgroup hierarchy with the memory, pids and cpu controllers is mounted"
+
+
+class WorkerCgroup:
+    """One worker's cgroup (one folder per v1 hierarchy, one folder in v2); see the module docstring."""
+
+    def __init__(self, mount: Mount, name: str, limits: Limits) -> None:
+        self.mount, self.name, self.limits = mount, name, limits
+        self.dirs = {c: d / name for c, d in mount.dirs.items()}
+
+    @property
+    def folders(self) -> list[Path]:
+        return sorted(set(self.dirs.values()))
+
+    def describe(self) -> str:
+        return f"cgroup v{self.mount.version}: {self.limits.describe()}"
+
+    def create(self) -> None:
+        """Make the folders and write the limits (OSError when the kernel refuses)."""
+        if self.mount.version == 2:
+            _delegate(self.mount.dirs["memory"])
+        for d in self.folders:
+            d.mkdir(exist_ok=True)
+        quota = max(1000, round(self.limits.cpus * CFS_PERIOD_US))
+        if self.mount.version == 1:
+            mem = self.dirs["memory"]
+            _write(mem / "memory.limit_in_bytes", self.limits.memory_bytes)
+            if (mem / "memory.memsw.limit_in_bytes").exists():  # swap counts too: the limit is real
+                _write(mem / "memory.memsw.limit_in_bytes", self.limits.memory_bytes)
+            _write(self.dirs["cpu"] / "cpu.cfs_period_us", CFS_PERIOD_US)
+            _write(self.dirs["cpu"] / "cpu.cfs_quota_us", quota)
+        else:
+            d = self.dirs["memory"]
+            _write(d / "memory.max", self.limits.memory_bytes)
+            if (d / "memory.swap.max").exists():
+                _write(d / "memory.swap.max", 0)
+            _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
+        _write(self.dirs["pids"] / "pids.max", self.limits.pids)
+
+    def enter_argv(self, argv: list[str]) -> list[str]:
+        """`argv` started by a shell that first moves itself into this cgroup (then execs argv)."""
+        moves = " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self.folders)
+        return ["/bin/sh", "-c", f"{moves} && exec \"$@\"", "kimi-agent-cgroup", *argv]
+
+    def oom_kills(self) -> int:
+        """Processes of the tree the kernel killed for going over the memory limit (0 if unknown)."""
+        d = self.dirs["memory"]
+        name, key = ("memory.oom_control", "oom_kill") if self.mount.version == 1 else ("memory.events", "oom_kill")
+        try:
+            text = (d / name).read_text(encoding="ascii")
+        except OSError:
+            return 0
+        m = re.search(rf"^{key} (\d+)$", text, re.MULTILINE)
+        return int(m.group(1)) if m else 0
+
+    def usage(self) -> dict[str, int]:
+        """What the tree uses now: memory (bytes), peak memory (bytes, where the kernel keeps it), pids."""
+        mem = self.dirs["memory"]
+        files = ({"memory": mem / "memory.usage_in_bytes", "peak_memory": mem / "memory.max_usage_in_bytes"}
+                 if self.mount.version == 1 else {"memory": mem / "memory.current", "peak_memory": mem / "memory.peak"})
+        files["pids"] = self.dirs["pids"] / "pids.current"
+        out = {}
+        for key, path in files.items():
+            try:
+                out[key] = int(path.read_text(encoding="ascii"))
+            except (OSError, ValueError):
+                continue  # not kept by this kernel
+        return out
+
+    def kill(self) -> int:
+        """SIGKILL every process still in the cgroup (a `--no-sandbox` worker's leftovers); how many."""
+        pids: set[int] = set()
+        for d in self.folders:
+            try:
+                pids.update(int(p) for p in (d / "cgroup.procs").read_text(encoding="ascii").split())
+            except (OSError, ValueError):
+                continue
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def remove(self, wait_s: float = 10.0) -> bool:
+        """Kill what is left in the cgroup, then remove its folders once the kernel has reaped every
+        process (a bounded wait); False if some stayed."""
+        self.kill()
+        deadline = time.monotonic() + wait_s
+        left = self.folders
+        while left:
+            still = []
+            for d in left:
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+                    still.append(d)
+            left = still
+            if left:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+        return True
+
+
+def _write(path: Path, value: object) -> None:
+    path.write_text(f"{value}\n", encoding="ascii")
+
+
+def _delegate(parent: Path) -> None:
+    """cgroup v2: let `parent`'s children use the controllers (fails if `parent` runs processes
+    itself and is not a namespace root: the kernel's no-internal-processes rule)."""
+    enabled = (parent / "cgroup.subtree_control").read_text(encoding="ascii").split()
+    missing = [c for c in CONTROLLERS if c not in enabled]
+    if missing:
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+
+def place(name: str, limits: Limits) -> WorkerCgroup | str:
+    """A created cgroup for one worker, or why none could be made (one sentence)."""
+    mount = find_mount()
+    if isinstance(mount, str):
+        return mount
+    group = WorkerCgroup(mount, name, limits)
+    try:
+        group.create()
+    except OSError as e:
+        group.remove(0)
+        where = e.filename or group.folders[0]
+        if mount.version == 2 and str(where).endswith("cgroup.subtree_control"):
+            return (f"cgroup v2: the runner's cgroup {mount.dirs['memory']} cannot hand the memory, pids and cpu "
+                    f"controllers to its children ({e.strerror or e}: it runs processes itself, or they are "
+                    "not delegated to it)")
+        return f"cannot write cgroup v{mount.version} limits at {where}: {e.strerror or e}"
+    return group
+
+
+def sweep_stale(prefix: str = "kimi-agent-") -> int:
+    """Remove empty worker cgroups that runners which died without cleaning up left (`<prefix><pid>-...`
+    whose runner pid is gone); how many were removed."""
+    mount = find_mount()
+    if isinstance(mount, str):
+        return 0
+    removed = 0
+    for parent in set(mount.dirs.values()):
+        try:
+            children = list(parent.glob(f"{prefix}*"))
+        except OSError:
+            continue
+        for d in children:
+            m = re.match(rf"{re.escape(prefix)}(\d+)-", d.name)
+            if m is None or Path(f"/proc/{m.group(1)}").exists() or not d.is_dir():
+                continue
+            try:
+                d.rmdir()  # fails while processes are in it: then it is not stale
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
+@functools.cache
+def probe() -> str | None:
+    """None when this process can make worker cgroups here; otherwise why not, in one sentence."""
+    group = place(f"kimi-agent-{os.getpid()}-probe", Limits(256 * 2**20, 64, 1.0))
+    if isinstance(group, str):
+        return group
+    group.remove()
+    return None
+
+
+def default_cpus(workers: int) -> float:
+    """A fair share of this machine's cores per worker, at least one."""
+    return max(1.0, round((os.cpu_count() or 1) / max(1, workers), 1))

@@ -1,0 +1,95 @@
+"""A task file tries to exhaust this machine from inside its worker's sandbox; its worker's limits hold.
+
+Real bwrap, Xvfb, Chromium and cgroups (tasks/cgroups.py), the real runner; the model is a test
+double (the do-nothing backend). The attempts are OSWorld setup steps and getters, as a downloaded
+task file would make them: a busy loop, a process that allocates more than the worker may use, a
+tmpfs filled past it (memory no resident-set poll can see), and a fork bomb.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kimi_agent.tasks import RunSettings, run_tasks
+from kimi_agent.tasks import worker_pool as worker_pool_module
+from kimi_agent.tasks.cgroups import probe as cgroup_probe
+from kimi_agent.tasks.sandbox import probe
+from kimi_agent.tasks.suites.solutions import do_nothing_backend
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
+                       reason="needs Xvfb and Chromium"),
+    pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}"),
+]
+needs_cgroups = pytest.mark.skipif(cgroup_probe() is not None, reason=f"no cgroups here: {cgroup_probe()}")
+
+
+def _task(task_id: str, config: list[dict[str, Any]], command: str, include: list[str],
+          exclude: list[str]) -> dict[str, Any]:
+    """Scored by `check_include_exclude(stdout of command)`: 1 when the limit held."""
+    return {"id": task_id, "instruction": "Do nothing.", "config": config,
+            "evaluator": {"func": "check_include_exclude",
+                          "result": {"type": "vm_command_line", "command": command, "shell": True},
+                          "expected": {"type": "rule", "rules": {"include": include, "exclude": exclude}}}}
+
+
+def _shell(command: str) -> dict[str, Any]:
+    return {"type": "execute", "parameters": {"command": command, "shell": True}}
+
+
+def _run(tmp_path: Path, tasks: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for i, t in enumerate(tasks):
+        (folder / f"t{i}.json").write_text(json.dumps(t), encoding="utf-8")
+    summary = run_tasks(folder, do_nothing_backend, RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out",
+                                                                **settings), progress=False)
+    return {r.task_id: r for r in summary.results}
+
+
+BUSY = "timeout 4 sh -c 'while :; do :; done'; times"  # `times`: the children's user and system CPU
+HOG = "python3 -c \"import time; x = b'1' * (1536 << 20); time.sleep(20)\""
+FILL = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=1536 2>&1; sleep 20"
+BOMB = ("sh -c 'i=0; while [ $i -lt 400 ]; do sleep 5 & i=$((i+1)); done; echo all-400-started' 2>&1; "
+        "echo bomb-over")
+
+
+@needs_cgroups
+def test_cpu_memory_tmpfs_and_fork_bomb_stay_inside_the_workers_cgroup(tmp_path: Path) -> None:
+    by_id = _run(tmp_path, [
+        _task("busy", [], BUSY, ["0m"], []),
+        _task("hog", [_shell(HOG)], "echo survived", ["survived"], []),
+        _task("tmpfs", [_shell(FILL)], "echo survived", ["survived"], []),
+        _task("bomb", [], BOMB, ["bomb-over"], ["all-400-started"]),
+    ], worker_memory_mb=1024, worker_pids=256, worker_cpus=0.25)
+    assert all(r.host and r.host["limits"].startswith("cgroup v") for r in by_id.values()), by_id
+    # a busy loop of 4 s wall time gets at most a quarter of a core: about 1 s of CPU, not 4
+    busy = by_id["busy"]
+    assert (busy.status, busy.score) == ("success", 1.0), busy
+    text = busy.evaluation["metrics"][0]["result"]
+    user, system = (float(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", text.splitlines()[-1]))
+    assert user + system < 2.0, text
+    # 1.5 GB in a process, and 1.5 GB in the sandbox's /dev/shm (a tmpfs, which has no resident
+    # set): the kernel stops both at 1 GiB, and the task is an error that says why
+    for name in ("hog", "tmpfs"):
+        r = by_id[name]
+        assert r.status == "error" and "over the 1024 MiB memory limit" in r.reason, r
+    # 400 processes wanted, 256 allowed for the whole worker: the bomb fails inside
+    bomb = by_id["bomb"]
+    assert (bomb.status, bomb.score) == ("success", 1.0), bomb
+
+
+def test_without_cgroups_the_runner_polls_memory_and_kills_the_tree(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a test double for a machine where cgroups cannot be written (no root, no delegation)
+    monkeypatch.setattr(worker_pool_module, "place", lambda name, limits: "test double: no cgroup here")
+    by_id = _run(tmp_path, [_task("hog", [_shell(HOG)], "echo survived", ["survived"], [])], worker_memory_mb=768)
+    hog = by_id["hog"]
+    assert hog.status == "error" and "over the 768 MiB limit" in hog.reason, hog
+    assert hog.host is not None and "polled" in hog.host["limits"] and "test double" in hog.host["limits"]
