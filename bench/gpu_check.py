@@ -25,8 +25,10 @@ with no Triton at all (KIMI_AGENT_TRITON=0: the eager formulas, the path before 
     python bench/gpu_check.py --fp32 --sections 1,6   # graph vs eager tokens in fp32 (no bf16 near-ties;
                                                       # 66 GB of weights: an H200, or an H100 with little else)
 
-Every section runs even if an earlier one failed (its error is printed), and the summary table at the
-end says which targets were met (H100 targets: decode b1 >= 400 tok/s, TTFT <= 60 ms).
+Every section runs even if an earlier one failed (its error is printed); if a failure broke the CUDA
+context (a faulty kernel), the sections left run again in a fresh process without the Triton
+kernels. The summary table at the end says which targets were met (H100 targets: decode b1 >= 400
+tok/s, TTFT <= 60 ms).
 """
 
 from __future__ import annotations
@@ -64,6 +66,33 @@ def section(name: str, fn: Callable[[], None]) -> None:
         SUMMARY[name] = "FAILED (traceback above)"
         traceback.print_exc()
         sys.stdout.flush()
+
+
+def cuda_context_error() -> str | None:
+    """The error that broke this process's CUDA context (an illegal address in a kernel is sticky:
+    every later CUDA call fails), or None while it still works."""
+    try:
+        torch.cuda.synchronize()
+        torch.ones(1, device="cuda").add_(1).item()
+    except RuntimeError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def restart_without_triton(error: str, rest: list[str]) -> None:
+    """Print what was measured, then run the sections left in a fresh process with the Triton kernels
+    off (KIMI_AGENT_TRITON=0), so one faulty kernel does not cost the rest of a lent GPU's time."""
+    log(f"the CUDA context is broken ({error})")
+    for k, v in SUMMARY.items():
+        print(f"  {k:34} {v}", flush=True)
+    if not rest or os.environ.get("KIMI_AGENT_TRITON") == "0":
+        log("nothing left to run" if not rest else "it broke without Triton too: stopping")
+        return
+    argv = [a for i, a in enumerate(sys.argv) if a != "--sections" and not a.startswith("--sections=")
+            and (i == 0 or sys.argv[i - 1] != "--sections")]
+    log(f"running the sections left ({','.join(rest)}) in a fresh process, without the Triton kernels")
+    os.execve(sys.executable, [sys.executable, *argv, "--sections", ",".join(rest)],
+              {**os.environ, "KIMI_AGENT_TRITON": "0"})
 
 
 def sync() -> None:
@@ -515,8 +544,12 @@ def main() -> None:
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),
                 "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode),
                 "7": ("7. fused decode kernels, one layer", fused_layer)}
-    for key in args.sections.split(","):  # in the order given
+    order = args.sections.split(",")
+    for i, key in enumerate(order):  # in the order given
         section(*sections[key])
+        if dev == "cuda" and (broken := cuda_context_error()) is not None:
+            restart_without_triton(broken, order[i + 1:])
+            break
     from kimi_agent.model_runtime.kernels import unbuildable
 
     SUMMARY["Triton kernels not built here"] = "; ".join(f"{k}: {v}" for k, v in unbuildable().items()) or "none"
