@@ -250,10 +250,11 @@ def ground(image: Annotated[Path, typer.Argument(help="a screenshot (PNG/JPEG)")
 
 @app.command()
 def doctor(model: ModelOpt = DEFAULT_MODEL_ID) -> None:
-    """Check Chromium, Xvfb, the display, GPU/CUDA and the model files; print fixes."""
+    """Check Chromium, Xvfb, the display, GPU/CUDA, the model files and the task sandbox; print fixes."""
     from kimi_agent.doctor import print_checks, run_checks
+    from kimi_agent.tasks.doctor import run_checks as task_checks
 
-    checks = run_checks(model=model)
+    checks = [*run_checks(model=model), *task_checks()]
     print_checks(checks, make_console(stderr=False))
     raise typer.Exit(EXIT_SUCCESS if all(c.ok or c.optional for c in checks) else EXIT_FAILED)
 

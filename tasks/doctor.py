@@ -1,0 +1,24 @@
+"""The OSWorld runner's lines of `kimi-agent doctor`: can workers be sandboxed and held to limits here."""
+
+from __future__ import annotations
+
+from kimi_agent.doctor import Check
+from kimi_agent.tasks import cgroups, sandbox
+
+
+def run_checks() -> list[Check]:
+    """The sandbox (bubblewrap) and the workers' kernel limits (cgroups); both optional: without
+    them the runner refuses host-acting task files, or polls memory instead."""
+    why = sandbox.probe()
+    bwrap = Check("sandbox (bwrap)", why is None, "task workers run in a bubblewrap sandbox" if why is None else why,
+                  "" if why is None else "apt-get install bubblewrap; without it, task files whose steps run "
+                  "commands are skipped (or run on this machine with --no-sandbox)", optional=True)
+    mount = cgroups.find_mount()
+    why = cgroups.probe()
+    detail = (f"cgroup v{mount.version}: workers get kernel memory, process and CPU limits"
+              if why is None and not isinstance(mount, str) else str(why))
+    limits = Check("worker limits (cgroups)", why is None, detail,
+                   "" if why is None else "run the runner as root, or where a cgroup v2 tree with memory, pids "
+                   "and cpu is delegated to it; meanwhile its memory is polled and nothing limits processes "
+                   "or CPU", optional=True)
+    return [bwrap, limits]

@@ -1,0 +1,39 @@
+"""`kimi-agent doctor` as a user runs it: the task sandbox and the workers' kernel limits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kimi_agent.tasks.cgroups import probe as cgroup_probe
+from kimi_agent.tasks.sandbox import probe
+
+
+def _doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("kimi-agent")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "kimi_agent.cli"]
+    full_env = {**os.environ, "COLUMNS": "300", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", **env}
+    return subprocess.run([*cmd, "doctor"], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def _row(out: str, name: str) -> str:
+    return next(line for line in out.splitlines() if f" {name} " in line)
+
+
+@pytest.mark.skipif(probe() is not None or cgroup_probe() is not None, reason="needs bwrap and writable cgroups")
+def test_doctor_reports_the_sandbox_and_the_worker_limits(tmp_path: Path) -> None:
+    done = _doctor(tmp_path)
+    assert " ok " in _row(done.stdout, "sandbox (bwrap)"), done.stdout
+    limits = _row(done.stdout, "worker limits (cgroups)")
+    assert " ok " in limits and "cgroup v" in limits
+
+
+def test_doctor_without_bubblewrap_says_what_that_means_and_how_to_fix_it(tmp_path: Path) -> None:
+    done = _doctor(tmp_path, KIMI_AGENT_BWRAP=str(tmp_path / "no-such-bwrap"))
+    row = _row(done.stdout, "sandbox (bwrap)")
+    assert "optional" in row and "not installed" in row and "apt-get install bubblewrap" in row, done.stdout
