@@ -14,7 +14,9 @@
 7. the fused decode kernels (Triton) on one full-size layer: the MoE (`fused_moe.py`), the MLA
    attention (`fused_mla.py`) and the residual add + RMSNorm (`fused_norm.py`), each against its
    eager reference (and the MoE against grouped_mm), with the time of each both ways, replayed from
-   CUDA graphs.
+   CUDA graphs;
+8. (on request, 2-3 minutes) `bench/kernel_sweep.py`: the fused kernels' block sizes and warps,
+   shipped vs the fastest found here.
 
 Section 2 times graph decode three ways side by side: as `StaticDecoder` runs it (Triton kernels for
 attention and norms; the fused MoE for up to 4 rows), with the grouped_mm MoE in every bucket, and
@@ -45,6 +47,7 @@ from typing import Any
 from unittest import mock
 
 import torch
+from kernel_sweep import sweep_model, time_us  # sets TRITON_INTERPRET=1 under --smoke, before Triton loads
 
 T0 = time.perf_counter()
 # decode paths compared: name -> (the decoder's MoE, Triton kernels on). BEFORE_PATHS are the paths
@@ -487,24 +490,13 @@ def main() -> None:
             SUMMARY[f"MLA decode b{rows} (us)"] = (f"fused {times['fused']:.1f}, eager {times['eager']:.1f}; "
                                                    f"|fused-ref| {(fused.float() - ref.float()).abs().max() / scale:.1e}")
 
-    def layer_us(fn: Callable[[], Any], reps: int = 50) -> float:
-        """Microseconds per call of `fn`, replayed from a CUDA graph of `reps` calls (CPU: eager)."""
-        if dev != "cuda":
-            t = time.perf_counter()
-            fn()
-            return (time.perf_counter() - t) * 1e6
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(reps):
-                fn()
-        g.replay()
-        ms, _ = cuda_ms(g.replay)
-        return ms * 1000 / reps
+    def layer_us(fn: Callable[[], Any]) -> float:
+        """Microseconds per call of `fn`, replayed from a CUDA graph of 50 calls (CPU: eager)."""
+        return time_us(fn, dev)
+
+    def kernel_sweep() -> None:
+        """bench/kernel_sweep.py on this model: the fused kernels' launch settings, shipped vs tuned."""
+        SUMMARY.update(sweep_model(model, dev, dtype, log, limit=2 if args.smoke else None))
 
     def batched_decode() -> None:
         """The serving scheduler's batched step: 4 prompts of different lengths decoding together at their
@@ -543,7 +535,8 @@ def main() -> None:
     sections = {"1": ("1. graph decode == eager decode", check_tokens), "2": ("2. decode throughput", decode_rates),
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),
                 "5": ("5. agent step profile", profile_step), "6": ("6. batched decode (serving)", batched_decode),
-                "7": ("7. fused decode kernels, one layer", fused_layer)}
+                "7": ("7. fused decode kernels, one layer", fused_layer),
+                "8": ("8. fused kernels' launch settings sweep", kernel_sweep)}
     order = args.sections.split(",")
     for i, key in enumerate(order):  # in the order given
         section(*sections[key])

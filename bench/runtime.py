@@ -34,7 +34,8 @@ REAL_CONFIG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "kimi
 PAD, GRID, TEXT_TOKENS = 163605, (48, 86), 300
 
 
-def make_config(name: str) -> KimiVLConfig:
+def make_config(name: str, text_layers: int | None = None) -> KimiVLConfig:
+    """The real config ("full") or a tiny one of the same structure; `text_layers`: fewer LM layers."""
     cfg = json.loads(REAL_CONFIG.read_text())
     if name == "tiny":
         cfg["vision_config"].update(num_attention_heads=2, num_hidden_layers=2, hidden_size=32,
@@ -43,6 +44,8 @@ def make_config(name: str) -> KimiVLConfig:
                                   num_hidden_layers=4, num_attention_heads=4, n_shared_experts=1,
                                   n_routed_experts=16, num_experts_per_tok=4, kv_lora_rank=32,
                                   qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32)
+    if text_layers is not None:
+        cfg["text_config"]["num_hidden_layers"] = text_layers
     return KimiVLConfig.from_dict(cfg, str(REAL_CONFIG))
 
 

@@ -42,7 +42,7 @@ BASH_SKIPS = {
     r"--device cuda": "needs a CUDA GPU (without one it exits 2 with one sentence: "
                       "test_bench_runtime_without_cuda_says_so_in_one_sentence)",
     r"bench/gpu_check\.sh": "needs a CUDA GPU (the runtime's GPU figures; about 3 minutes on an H100/H200)",
-    r"bench/(runtime|step|agent_episode|batching|serve|recording|sandbox_overhead|osworld_coverage)\.py": "a benchmark taking minutes of CPU (bench/runtime.py ran past 4 minutes on a "
+    r"bench/(runtime|step|agent_episode|batching|serve|recording|sandbox_overhead|osworld_coverage|kernel_sweep)\.py": "a benchmark taking minutes of CPU (bench/runtime.py ran past 4 minutes on a "
                                  "shared 2-core machine); speed is measured in bench/, not in tests",
     r"--endpoint http://localhost:8000": "needs a model server at localhost:8000",
     r"--model /models/": "needs a local snapshot of the Kimi-VL weights",

@@ -11,13 +11,33 @@ import functools
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
 TRITON_ENV = "KIMI_AGENT_TRITON"
 T = TypeVar("T")
+# How a launcher runs each of its kernels: kernel name -> (compile-time constants, num_warps)
+Settings = dict[str, tuple[dict[str, Any], int]]
+# Replacements for some of them: kernel name -> (constants to replace, num_warps or None to keep)
+Overrides = Mapping[str, tuple[Mapping[str, Any], int | None]]
+
+
+def with_overrides(settings: Settings, overrides: Overrides | None) -> Settings:
+    """`settings` with some kernels' constants and warps replaced (the launch sweep's hook,
+    bench/kernel_sweep.py); a kernel or constant the launcher does not have is a KeyError."""
+    if not overrides:
+        return settings
+    out = dict(settings)
+    for name, (constants, warps) in overrides.items():
+        if name not in settings:
+            raise KeyError(f"no kernel {name!r} in this launcher (it has {', '.join(settings)})")
+        base, base_warps = settings[name]
+        if unknown := set(constants) - set(base):
+            raise KeyError(f"{name} has no constant(s) {', '.join(sorted(unknown))}")
+        out[name] = ({**base, **constants}, base_warps if warps is None else warps)
+    return out
 
 
 @functools.cache

@@ -22,11 +22,11 @@ a GPU, as Kimi-VL's have (R 512, dr 64; heads are padded to 16).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import triton
 import triton.language as tl
+
+from kimi_agent.model_runtime.kernels import Overrides, Settings, with_overrides
 
 CHUNK = 64  # cache positions per attend program
 BLOCK_S = 32  # positions per step inside one
@@ -156,7 +156,6 @@ def combine_kernel(acc_ptr, ml_ptr, pos_ptr, kvb_ptr, out_ptr, pos_stride, split
     tl.store(out_ptr + b * (H * DV) + h * DV + offs_v, tl.sum(w * o_lat[None, :], axis=1).to(dt))
 
 
-Settings = dict[str, tuple[dict[str, Any], int]]  # kernel name -> (compile-time constants, num_warps)
 
 
 def launch_settings(*, heads: int, nope: int, rope: int, rank: int, v_dim: int) -> Settings:
@@ -173,10 +172,12 @@ def launch_settings(*, heads: int, nope: int, rope: int, rank: int, v_dim: int) 
 
 def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor, positions: torch.Tensor,
                cache: torch.Tensor, norm_weight: torch.Tensor, kv_b_weight: torch.Tensor, *, eps: float, scale: float,
-               heads: int, nope: int, rope: int, v_dim: int) -> torch.Tensor:
+               heads: int, nope: int, rope: int, v_dim: int, overrides: Overrides | None = None) -> torch.Tensor:
     """One token per row: q [B, H*(dn+dr)], kva [B, R+dr] (rows may be strided), cos2/sin2 [B or 1, dr],
     positions [B] (stride 0 allowed), cache [B, S, R+dr] (written at each row's position) -> attention
-    output [B, H*dv] before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm)."""
+    output [B, H*dv] before o_proj. kv_b_weight [H*(dn+dv), R], norm_weight [R] (kv_a_layernorm).
+    `overrides`: other launch settings than `launch_settings` (the sweep's; CHUNK_S the same in
+    attend_kernel and combine_kernel)."""
     b, s, width = cache.shape
     rank = width - rope
     assert cache.stride(2) == 1 and cache.stride(1) == width, "cache rows must be contiguous latents"
@@ -185,13 +186,16 @@ def mla_decode(q: torch.Tensor, kva: torch.Tensor, cos2: torch.Tensor, sin2: tor
     cos2, sin2 = cos2.reshape(-1, rope), sin2.reshape(-1, rope)
     cos_stride = 0 if cos2.shape[0] == 1 else cos2.stride(0)
     pos_stride = positions.stride(0) if positions.shape[0] > 1 else 0
-    cfg = launch_settings(heads=heads, nope=nope, rope=rope, rank=rank, v_dim=v_dim)
+    cfg = with_overrides(launch_settings(heads=heads, nope=nope, rope=rope, rank=rank, v_dim=v_dim), overrides)
     (prep, prep_warps), (attend, attend_warps), (combine, combine_warps) = cfg.values()
+    chunk = attend["CHUNK_S"]
+    if combine["CHUNK_S"] != chunk:
+        raise ValueError(f"attend_kernel and combine_kernel need the same CHUNK_S, not {chunk} and {combine['CHUNK_S']}")
     qf = torch.empty(b, heads, width, dtype=q.dtype, device=q.device)
     prep_kernel[(b, heads + 1, rank // prep["BLOCK_R"])](
         q, kva, cos2, sin2, positions, cache, norm_weight, kv_b_weight, qf, eps, q.stride(0), kva.stride(0),
         cos_stride, pos_stride, cache.stride(0), **prep, num_warps=prep_warps)
-    splits = triton.cdiv(s, CHUNK)
+    splits = triton.cdiv(s, chunk)
     acc = torch.empty(b, splits, heads, rank, dtype=torch.float32, device=q.device)
     ml = torch.empty(b, splits, heads, 2, dtype=torch.float32, device=q.device)
     attend_kernel[(b, splits)](qf, cache, positions, acc, ml, scale, pos_stride, cache.stride(0), splits, **attend,

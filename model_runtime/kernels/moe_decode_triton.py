@@ -22,11 +22,11 @@ CPU with `TRITON_INTERPRET=1`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import triton
 import triton.language as tl
+
+from kimi_agent.model_runtime.kernels import Overrides, Settings, with_overrides
 
 
 @triton.jit
@@ -136,7 +136,6 @@ def _pow2(n: int, cap: int) -> int:
     return min(triton.next_power_of_2(max(n, 1)), cap)
 
 
-Settings = dict[str, tuple[dict[str, Any], int]]  # kernel name -> (compile-time constants, num_warps)
 
 
 def launch_settings(*, d: int, experts: int, top_k: int, inter: int, shared_inter: int, renorm: bool) -> Settings:
@@ -156,14 +155,16 @@ def launch_settings(*, d: int, experts: int, top_k: int, inter: int, shared_inte
 
 def moe_decode(x: torch.Tensor, gate_weight: torch.Tensor, bias: torch.Tensor, w13: torch.Tensor,
                w2: torch.Tensor, *, experts: int, top_k: int, inter: int, shared_inter: int, scale: float,
-               renorm: bool) -> torch.Tensor:
+               renorm: bool, overrides: Overrides | None = None) -> torch.Tensor:
     """x [N, D] (bf16/fp16), gate_weight [E, D], bias [E], flat w13/w2 (module docstring) ->
-    [N, D] in x's dtype. `shared_inter` 0: the layer has no shared experts."""
+    [N, D] in x's dtype. `shared_inter` 0: the layer has no shared experts. `overrides`: other
+    launch settings than `launch_settings` (the sweep's)."""
     n, d = x.shape
     if 0 < shared_inter < inter:  # the shared block's layout takes the act buffer's row width (Is >= I)
         raise ValueError(f"shared experts' intermediate size {shared_inter} is below the routed experts' {inter}")
     x = x.contiguous()
-    cfg = launch_settings(d=d, experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter, renorm=renorm)
+    cfg = with_overrides(launch_settings(d=d, experts=experts, top_k=top_k, inter=inter, shared_inter=shared_inter,
+                                         renorm=renorm), overrides)
     (route, route_warps), (gate_up, gate_up_warps), (down, down_warps) = cfg.values()
     slots, widest = gate_up["SLOTS"], gate_up["INTER_S"]
     idx = torch.empty(n * slots, dtype=torch.int32, device=x.device)

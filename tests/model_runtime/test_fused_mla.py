@@ -56,13 +56,26 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[torch.Te
     if importlib.util.find_spec("triton") is None:
         pytest.skip("Triton is not installed")
     cases = [case(d, p, s, r, seed=i) for i, (d, p, s, r) in enumerate(CASES)]
+    # the last case: the first one again, launched with other block sizes, chunks and warps (a sweep's)
+    cases.append({**case(*CASES[0], seed=0), "kw": {**cases[0]["kw"], "overrides": OTHER_LAUNCH}})
     refs = []
     for c in cases:
         args = list(c["args"])
         before, args[5] = args[5], args[5].clone()
-        refs.append((mla_decode_reference(*args, **c["kw"]), args[5], before))
+        kw = {k: v for k, v in c["kw"].items() if k != "overrides"}  # launch settings: the kernels' only
+        refs.append((mla_decode_reference(*args, **kw), args[5], before))
     ran = run_interpreted(cases, tmp_path_factory.mktemp("mla"), with_args=True)
     return [(out, args[5], *ref) for (out, args), ref in zip(ran, refs, strict=True)]
+
+
+OTHER_LAUNCH = {"prep_kernel": ({"BLOCK_R": 16, "BLOCK_DN": 8}, 2), "attend_kernel": ({"CHUNK_S": 128, "BLOCK_S": 16}, 4),
+                "combine_kernel": ({"CHUNK_S": 128, "BLOCK_SP": 4, "BLOCK_V": 8}, 2)}
+
+
+def test_other_launch_settings_give_the_same_answer(interpreted: list[tuple[torch.Tensor, ...]]) -> None:
+    out, cache, ref, ref_cache, _ = interpreted[-1]
+    torch.testing.assert_close(out, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-5)
+    torch.testing.assert_close(cache, ref_cache)
 
 
 @pytest.mark.parametrize("index", range(len(CASES)),

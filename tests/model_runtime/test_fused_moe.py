@@ -112,7 +112,19 @@ def interpreted(tiny_model: KimiVL, tmp_path_factory: pytest.TempPathFactory) ->
         x = torch.randn(rows, moe.gate.weight.shape[1]).to(dtype)
         cases.append(kernel_args(moe, x))
         refs.append(reference(moe, x))
+    # the last case: the second one again, launched with other block sizes and warps (a sweep's)
+    cases.append({**cases[1], "kw": {**cases[1]["kw"], "overrides": OTHER_LAUNCH}})
+    refs.append(refs[1])
     return list(zip(run_interpreted(cases, tmp_path_factory.mktemp("interpreted")), refs, strict=True))
+
+
+OTHER_LAUNCH = {"route_kernel": ({"BLOCK_D": 32}, 4), "gate_up_kernel": ({"BLOCK_I": 8, "BLOCK_D": 32}, 2),
+                "down_combine_kernel": ({"BLOCK_D": 16, "BLOCK_C": 16}, None)}
+
+
+def test_other_launch_settings_give_the_same_answer(interpreted: list[tuple[torch.Tensor, ...]]) -> None:
+    out, ref = interpreted[-1]
+    torch.testing.assert_close(out, ref, atol=1e-3 * ref.abs().max().item(), rtol=1e-3)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{r}rows-{str(d)[6:]}-{c}" for r, d, c in CASES])

@@ -49,3 +49,17 @@ def test_a_family_that_cannot_be_built_runs_eagerly_from_then_on(monkeypatch: py
     with pytest.raises(RuntimeError, match="illegal memory access"):  # only build failures fall back
         run_kernels("MoE", broken, lambda: "eager")
     assert "MoE" not in unbuildable()
+
+
+def test_launch_overrides_replace_only_what_they_name() -> None:
+    from kimi_agent.model_runtime.kernels import with_overrides
+
+    shipped = {"a": ({"BLOCK": 16, "N": 4}, 4), "b": ({"BLOCK": 8}, 8)}
+    assert with_overrides(shipped, None) is shipped
+    tuned = with_overrides(shipped, {"a": ({"BLOCK": 32}, None), "b": ({}, 2)})
+    assert tuned == {"a": ({"BLOCK": 32, "N": 4}, 4), "b": ({"BLOCK": 8}, 2)}
+    assert shipped == {"a": ({"BLOCK": 16, "N": 4}, 4), "b": ({"BLOCK": 8}, 8)}  # not changed in place
+    with pytest.raises(KeyError, match="no kernel 'c'"):
+        with_overrides(shipped, {"c": ({}, 4)})
+    with pytest.raises(KeyError, match=r"a has no constant.* WIDTH"):
+        with_overrides(shipped, {"a": ({"WIDTH": 1}, None)})
