@@ -192,6 +192,17 @@ class WorkerCgroup:
                 os.kill(pid, signal.SIGKILL)
         return len(pids)
 
+    def reset_peak(self) -> bool:
+        """Start a new peak-memory reading (at a task's start); False where the kernel cannot (cgroup v2
+        resets `memory.peak` only for the file handle that wrote it)."""
+        if self.mount.version != 1:
+            return False
+        try:
+            _write(self.dirs["memory"] / "memory.max_usage_in_bytes", 0)
+        except OSError:
+            return False
+        return True
+
     def remove(self, wait_s: float = 10.0) -> bool:
         """Kill what is left in the cgroup, then remove its folders once the kernel has reaped every
         process (a bounded wait); False if some stayed."""

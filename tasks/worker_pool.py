@@ -73,6 +73,8 @@ class Worker:
     stopping: bool = False
     cgroup: WorkerCgroup | None = None  # None: no cgroup could be made (memory is polled)
     oom_seen: int = 0  # the cgroup's OOM kills already accounted for
+    peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started
+    peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
 
     @property
     def staging(self) -> Path:
@@ -277,6 +279,7 @@ class WorkerPool:
         spec, domain = queue_.popleft()
         w.task_id, w.started, w.started_mono, w.step = spec.id, time.time(), time.monotonic(), "starting"
         w.step_no, w.phase = 0, ""
+        w.peak_since_task, w.peak_mb = w.cgroup is not None and w.cgroup.reset_peak(), None
         w.backend = None if self.in_worker else self.factory(spec, None, "")
         _send(w, {"type": "task", "spec": spec.model_dump_json(), "domain": domain,
                   "backend_name": getattr(w.backend, "name", "")})  # if gone, the exit records the task
@@ -291,6 +294,8 @@ class WorkerPool:
             shutil.move(str(staged), str(final))
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
                 "limits": self.limits_note(w)}
+        if (peak := w.peak_mb if w.peak_mb is not None else self._peak_mb(w)) is not None:
+            host["peak_memory_mb"] = peak  # the worker's whole tree during this task (page cache and tmpfs too)
         r = r.model_copy(update={"path": str(final), "host": host})
         write_result(out, r)
         results[r.task_id] = r
@@ -300,6 +305,14 @@ class WorkerPool:
     def _error(self, spec: TaskSpec, domain: str, reason: str) -> TaskResult:
         return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", reason=reason,
                           path=str(_task_dir(self.settings.out_dir, spec.id)), domain=domain)
+
+    @staticmethod
+    def _peak_mb(w: Worker) -> int | None:
+        """The worker tree's peak memory since its task started (MiB), where the kernel keeps it."""
+        if w.cgroup is None or not w.peak_since_task or w.task_id is None:
+            return None
+        peak = w.cgroup.usage().get("peak_memory")
+        return None if peak is None else round(peak / 2**20)
 
     def _over_memory(self, w: Worker) -> str | None:
         """Why the task must end if the kernel killed a process of the worker's tree for memory."""
@@ -311,6 +324,7 @@ class WorkerPool:
     def _exited(self, w: Worker, queue_: deque[tuple[TaskSpec, str]], results: dict[str, TaskResult],
                 specs: dict[str, TaskSpec], domains: dict[str, str], *, why: str) -> None:
         why = self._over_memory(w) or why  # an exit the kernel's OOM kill caused says so
+        w.peak_mb = self._peak_mb(w)  # read before the cgroup goes
         self._kill(w)
         del self.workers[w.index]
         if w.task_id is not None:

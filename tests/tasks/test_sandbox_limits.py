@@ -80,6 +80,8 @@ def test_cpu_memory_tmpfs_and_fork_bomb_stay_inside_the_workers_cgroup(tmp_path:
     for name in ("hog", "tmpfs"):
         r = by_id[name]
         assert r.status == "error" and "over the 1024 MiB memory limit" in r.reason, r
+        assert r.host is not None and 1000 <= r.host["peak_memory_mb"] <= 1024  # it reached the limit
+    assert 0 < busy.host["peak_memory_mb"] < 1000  # each task's own peak (reset when it started)
     # 400 processes wanted, 256 allowed for the whole worker: the bomb fails inside
     bomb = by_id["bomb"]
     assert (bomb.status, bomb.score) == ("success", 1.0), bomb
