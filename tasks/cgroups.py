@@ -32,7 +32,7 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
@@ -80,8 +80,10 @@ def _own_paths() -> dict[str, str]:
 
 def _under(mount_root: str, mount_point: str, path: str) -> Path:
     """The folder of cgroup `path` in a hierarchy mounted at `mount_point` from `mount_root`."""
-    rel = os.path.relpath(path, mount_root) if path.startswith(mount_root) else path
-    return Path(mount_point) / rel.lstrip("/").removeprefix(".")
+    cgroup, root = PurePosixPath(path), PurePosixPath(mount_root)
+    # a cgroup outside the mount's root (a cgroup namespace shows its own root as "/") is under the mount point
+    rel = cgroup.relative_to(root) if cgroup.is_relative_to(root) else cgroup.relative_to("/")
+    return Path(mount_point) / rel
 
 
 def find_mount() -> Mount | str:

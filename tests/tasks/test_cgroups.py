@@ -11,7 +11,7 @@ import pytest
 
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, find_mount, place, probe, sweep_stale
 
-pytestmark = pytest.mark.skipif(probe() is not None, reason=f"no cgroups here: {probe()}")
+needs_cgroups = pytest.mark.skipif(probe() is not None, reason=f"no cgroups here: {probe()}")
 
 
 def _group(name: str, limits: Limits | None = None) -> WorkerCgroup:
@@ -28,6 +28,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@needs_cgroups
 def test_everything_a_worker_starts_is_inside_and_removal_kills_what_escaped_its_session() -> None:
     group = _group("t-kill")
     try:
@@ -47,6 +48,7 @@ def test_everything_a_worker_starts_is_inside_and_removal_kills_what_escaped_its
     assert not any(d.exists() for d in group.folders)
 
 
+@needs_cgroups
 def test_limits_are_written_and_an_oom_kill_is_counted() -> None:
     group = _group("t-oom", Limits(128 * 2**20, 32, 0.5))
     try:
@@ -61,6 +63,7 @@ def test_limits_are_written_and_an_oom_kill_is_counted() -> None:
         assert group.remove()
 
 
+@needs_cgroups
 def test_sweep_removes_the_empty_cgroups_of_runners_that_died() -> None:
     mount = find_mount()
     assert not isinstance(mount, str)
@@ -78,3 +81,13 @@ def test_sweep_removes_the_empty_cgroups_of_runners_that_died() -> None:
         for d in [*stale, *live]:
             if d.exists():
                 d.rmdir()
+
+
+def test_a_cgroup_path_is_found_under_its_hierarchys_mount() -> None:
+    from kimi_agent.tasks.cgroups import _under
+
+    assert _under("/", "/sys/fs/cgroup/memory", "/user/a") == Path("/sys/fs/cgroup/memory/user/a")
+    assert _under("/", "/sys/fs/cgroup/memory", "/") == Path("/sys/fs/cgroup/memory")
+    assert _under("/docker/x", "/sys/fs/cgroup", "/docker/x/w1") == Path("/sys/fs/cgroup/w1")
+    assert _under("/docker/x", "/sys/fs/cgroup", "/docker/xy") == Path("/sys/fs/cgroup/docker/xy")  # not under it
+    assert _under("/docker/x", "/sys/fs/cgroup", "/") == Path("/sys/fs/cgroup")  # a cgroup namespace's root
