@@ -4,7 +4,7 @@ success so far.
 
 The runner builds it as `ProgressView(total=..., enabled=...)`, sets `.workers` to its worker
 table (objects with `index`, `task_id`, `started` (wall clock, s), `step` (text), and optionally
-`step_no`, `phase` and `label`, the VM a worker drives), calls `.finished(result)` for every result, `.refresh()` on each
+`step_no`, `phase`, `label` (the VM a worker drives) and `memory_mb` (its tree's memory now)), calls `.finished(result)` for every result, `.refresh()` on each
 tick, and runs inside `with view.live():`. On a terminal that is a rich Live display on stderr; when
 stderr is not a terminal, `live()` prints one plain line per finished task instead (no redraws).
 """
@@ -108,11 +108,11 @@ class ProgressView:
         return text
 
     def render(self) -> Group:
-        """The header, then one row per worker with a task (spinner, task, step, phase, time)."""
+        """The header, then one row per worker with a task (spinner, task, step, phase, time, memory)."""
         table = Table(show_header=True, box=None, pad_edge=False)
         for col, kw in (("", {}), ("worker", {}), ("task", {"overflow": "fold"}), ("step", {"justify": "right"}),
                         ("phase", {}), ("last step", {"overflow": "ellipsis", "max_width": 48}),
-                        ("time", {"justify": "right"})):
+                        ("time", {"justify": "right"}), ("memory", {"justify": "right"})):
             table.add_column(col, **kw)
         now = time.time()
         for i, w in sorted(self.workers.items()):
@@ -125,8 +125,10 @@ class ProgressView:
             phase = str(getattr(w, "phase", "") or "") or str(getattr(w, "step", "") or "")
             last = str(getattr(w, "step", "") or "")
             label = str(getattr(w, "label", "") or "")  # a VM worker's VM
+            memory = getattr(w, "memory_mb", None)  # None: no cgroup to read it from (or a VM's worker)
             table.add_row(Spinner("dots", style="cyan"), escape(f"{i} {label}".strip()), escape(task), str(step_no or "-"),
-                          escape(phase), escape(last if last.startswith("step ") else ""), elapsed)
+                          escape(phase), escape(last if last.startswith("step ") else ""), elapsed,
+                          "" if memory is None else f"{memory} MiB")
         recent = [self._result_line(r) for r in self.done[-3:]]
         return Group(self.headline(), table, *recent)
 

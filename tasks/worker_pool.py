@@ -80,6 +80,12 @@ class Worker:
     def staging(self) -> Path:
         return self.root / "tasks"
 
+    @property
+    def memory_mb(self) -> int | None:
+        """The worker tree's memory now (MiB, page cache and tmpfs included), where its cgroup says."""
+        used = None if self.cgroup is None else self.cgroup.usage().get("memory")
+        return None if used is None else round(used / 2**20)
+
 
 def _send(w: Worker, header: dict[str, Any]) -> bool:
     """Send to a worker; False when it is gone (its reader thread then reports the exit)."""

@@ -24,6 +24,7 @@ class _Worker:
     phase: str = ""
     display: str = ":9"
     label: str = ""  # a VM worker's VM
+    memory_mb: int | None = None
 
 
 def _view(total: int, *, terminal: bool) -> tuple[ProgressView, io.StringIO]:
@@ -34,7 +35,8 @@ def _view(total: int, *, terminal: bool) -> tuple[ProgressView, io.StringIO]:
 
 def test_counts_and_rows_of_running_tasks() -> None:
     view, buf = _view(6, terminal=True)
-    view.workers = {0: _Worker(0, "chrome-dnt", time.time() - 12, "step 2: Click the toggle", 3, "acting (click)"),
+    view.workers = {0: _Worker(0, "chrome-dnt", time.time() - 12, "step 2: Click the toggle", 3, "acting (click)",
+                               memory_mb=612),
                     1: _Worker(1, None)}
     view.finished(TaskResult(task_id="ok-task", status="success", score=1.0, steps=3, seconds=4.2))
     view.finished(TaskResult(task_id="bad-task", status="error", reason="worker died", steps=1, seconds=9))
@@ -46,6 +48,7 @@ def test_counts_and_rows_of_running_tasks() -> None:
     assert "success 1/2 scored (50%) · 1 error" in text
     (row,) = [line for line in text.splitlines() if "chrome-dnt" in line]
     assert "acting (click)" in row and "step 2: Click the toggle" in row and " 3 " in row and "12 s" in row
+    assert row.rstrip().endswith("612 MiB")
     assert "bad-task" in text and "worker died" in text
 
 
