@@ -4,6 +4,7 @@ and phase under the done / running / queued counts, and the results table at the
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from support.tmux import HAS_TMUX, TmuxPane
+
+from kimi_agent.tasks.cgroups import probe as cgroup_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tasks" / "suites" / "chrome"
@@ -28,9 +31,11 @@ def test_run_shows_each_task_step_and_phase_live(tmp_path: Path) -> None:
         live = pane.wait_for("1 running · 1 queued", timeout_s=180)
         assert "tasks 0/2 done" in live and "success 0/0 scored" in live
         header = next(line for line in live.splitlines() if "worker" in line and "phase" in line)
-        assert header.split() == ["worker", "task", "step", "phase", "last", "step", "time"]
+        assert header.split() == ["worker", "task", "step", "phase", "last", "step", "time", "memory"]
         row = _task_row_with_a_phase(pane)
         assert "suite-" in row
+        if cgroup_probe() is None:  # the worker's memory now, from its cgroup
+            assert re.search(r" \d+ MiB$", row.rstrip()), row
         screen = pane.wait_for("tasks 1/2 done · 1 running · 0 queued", timeout_s=240)
         assert "success 1/1 scored (100%)" in screen and "suite-web-navigation" in screen
         rows = [line for line in screen.splitlines() if "suite-do-not-track" in line]
