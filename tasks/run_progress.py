@@ -4,8 +4,9 @@ success so far.
 
 The runner builds it as `ProgressView(total=..., enabled=...)`, sets `.workers` to its worker
 table (objects with `index`, `task_id`, `started` (wall clock, s), `step` (text), and optionally
-`step_no`, `phase`, `label` (the VM a worker drives) and `memory_mb` (its tree's memory now)), calls `.finished(result)` for every result, `.refresh()` on each
-tick, and runs inside `with view.live():`. On a terminal that is a rich Live display on stderr; when
+`step_no`, `phase`, `label` (the VM a worker drives) and `memory_mb` (its tree's memory now)),
+calls `.finished(result)` for every result, `.refresh()` on each tick, and runs inside
+`with view.live():`. On a terminal that is a rich Live display on stderr; when
 stderr is not a terminal, `live()` prints one plain line per finished task instead (no redraws).
 """
 

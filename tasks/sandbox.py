@@ -17,8 +17,9 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
 
 Wall time is enforced by the runner (tasks/worker_pool.py), which kills the whole tree; memory,
 processes and CPU by the kernel, in the worker's own cgroup (tasks/cgroups.py), or, where no cgroup
-can be made, by the runner polling the tree's resident memory. `probe()` says whether bwrap can run here; without it the runner refuses task files whose
-steps act on the host unless the user passes `--no-sandbox`.
+can be made, by the runner polling the tree's resident memory. `probe()` says whether bwrap can run
+here; without it the runner refuses task files whose steps act on the host unless the user passes
+`--no-sandbox`.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ clock budget, or a worker tree past its memory limit, is killed with everything 
 sandbox's pid namespace) and the task is recorded as `error`; a replacement worker takes the next
 task. Where cgroups can be written, each worker's tree runs in its own (tasks/cgroups.py): the
 kernel holds it to its memory, process and CPU limits, and a task during which the kernel killed
-one of its processes for memory is an `error` too; elsewhere the tree's resident memory is polled. Each worker writes its task folders into its own staging folder
-(`<out>/.workers/w<i>/tasks`, the only host folder it can write besides its home); the pool moves
-a finished task's folder to `<out>/<task id>` and rewrites its result there. Ctrl-C stops every
-worker (none of them gets the terminal's SIGINT) and the caller writes the partial results.
+one of its processes for memory is an `error` too; elsewhere the tree's resident memory is polled.
+Each worker writes its task folders into its own staging folder (`<out>/.workers/w<i>/tasks`,
+the only host folder it can write besides its home); the pool moves a finished task's folder to
+`<out>/<task id>` and rewrites its result there. Ctrl-C stops every worker (none of them gets the
+terminal's SIGINT) and the caller writes the partial results.
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ class Worker:
     backend: Backend | None = None
     stopping: bool = False
     cgroup: WorkerCgroup | None = None  # None: no cgroup could be made (memory is polled)
-    oom_seen: int = 0  # the cgroup's OOM kills already accounted for
     peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started
     peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
 
@@ -322,7 +322,7 @@ class WorkerPool:
 
     def _over_memory(self, w: Worker) -> str | None:
         """Why the task must end if the kernel killed a process of the worker's tree for memory."""
-        if w.cgroup is None or w.cgroup.oom_kills() <= w.oom_seen:
+        if w.cgroup is None or w.cgroup.oom_kills() == 0:  # a worker's cgroup dies with its first OOM kill
             return None
         return (f"the kernel killed a process of the worker's sandbox: its tree went over the "
                 f"{self.settings.worker_memory_mb} MiB memory limit (worker killed)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 
 FIXTURE_MODEL = Path(__file__).parents[1] / "fixtures" / "kimi_vl_a3b_instruct"
 
@@ -19,15 +19,6 @@ def kimi(thought: str, action: str, code: str) -> str:
     return f"## Thought\n{thought}\n\n## Action\n{action}\n\n## Code\n```python\n{code}\n```\n"
 
 
-def _cli(*args: str, tmp_path: Path, timeout: float = 120,
-         extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("kimi-agent")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "kimi_agent.cli"]
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "COLUMNS", "OPENAI_BASE_URL")}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", **(extra_env or {}))
-    return subprocess.run([*cmd, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-
 
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb and Chromium")
 def test_scripted_episode_writes_trajectory_and_report(tmp_path: Path) -> None:
@@ -35,7 +26,7 @@ def test_scripted_episode_writes_trajectory_and_report(tmp_path: Path) -> None:
     lines = [kimi("A browser window.", "Click the middle of the page.", "pyautogui.click(x=0.5, y=0.6)"),
              kimi("Done.", "Finish.", "computer.terminate(status='success', answer='clicked')")]
     replies.write_text("".join(json.dumps(t) + "\n" for t in lines))
-    r = _cli("--backend", "scripted", "--replies", str(replies), "--out", "out", "click the page", tmp_path=tmp_path)
+    r = run_cli("--backend", "scripted", "--replies", str(replies), "--out", "out", "click the page", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Step 1" in r.stderr and "success" in r.stderr
     (run_dir,) = (tmp_path / "out").iterdir()
@@ -50,26 +41,26 @@ def test_scripted_episode_writes_trajectory_and_report(tmp_path: Path) -> None:
     assert [t["action"] for t in traj] == ["pyautogui.click(x=0.5, y=0.6)", "DONE"]
 
     (run_dir / "report.html").unlink()
-    r = _cli("report", str(run_dir), tmp_path=tmp_path)
+    r = run_cli("report", str(run_dir), tmp_path=tmp_path)
     assert r.returncode == 0 and (run_dir / "report.html").is_file()
 
 
 def test_failed_episode_exit_code(tmp_path: Path) -> None:
     replies = tmp_path / "r.jsonl"
     replies.write_text(json.dumps(kimi("Impossible.", "Give up.", "computer.terminate(status='failure')")) + "\n")
-    r = _cli("--backend", "scripted", "--replies", str(replies), "--env", "browser", "--url", "about:blank",
+    r = run_cli("--backend", "scripted", "--replies", str(replies), "--env", "browser", "--url", "about:blank",
              "--out", "out", "book a flight to the moon", tmp_path=tmp_path)
     assert r.returncode == 1, r.stderr
     assert "failure" in r.stderr
 
 
 def test_no_model_fails_fast_with_one_sentence(tmp_path: Path) -> None:
-    r = _cli("enable Do Not Track", tmp_path=tmp_path)
+    r = run_cli("enable Do Not Track", tmp_path=tmp_path)
     assert r.returncode == 2
     assert "--model DIR" in r.stderr and "--endpoint URL" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()  # it failed before any episode (no run folder, no Xvfb or browser)
-    r = _cli("--backend", "transformers", "--model", str(FIXTURE_MODEL), "x", tmp_path=tmp_path)
+    r = run_cli("--backend", "transformers", "--model", str(FIXTURE_MODEL), "x", tmp_path=tmp_path)
     assert r.returncode == 2 and "4.48.2-4.51.x" in r.stderr
 
 
@@ -79,7 +70,7 @@ def test_ground_prints_the_point(tmp_path: Path) -> None:
     Image.new("RGB", (200, 100), "white").save(tmp_path / "shot.png")
     replies = tmp_path / "r.jsonl"
     replies.write_text(json.dumps("```python\npyautogui.click(x=0.25, y=0.75)\n```") + "\n")
-    r = _cli("ground", str(tmp_path / "shot.png"), "the Save button", "--backend", "scripted",
+    r = run_cli("ground", str(tmp_path / "shot.png"), "the Save button", "--backend", "scripted",
              "--replies", str(replies), tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().startswith("x=0.2500 y=0.7500  (50, 75) px of 200x100")
@@ -96,7 +87,7 @@ def _closed_port_url() -> str:
 def test_help_is_a_guide_with_every_subcommand_and_examples(tmp_path: Path) -> None:
     from kimi_agent.cli import SUBCOMMANDS
 
-    r = _cli("--help", tmp_path=tmp_path)
+    r = run_cli("--help", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     text = r.stdout
     assert text.startswith("Usage: kimi-agent [OPTIONS]") and "INSTRUCTION" in text.splitlines()[0]
@@ -109,14 +100,14 @@ def test_help_is_a_guide_with_every_subcommand_and_examples(tmp_path: Path) -> N
     example_lines = [ln.strip() for ln in text[examples:].splitlines() if ln.strip().startswith("kimi-agent")]
     assert len(example_lines) == 3, example_lines
     assert "--version" in text[options:commands]
-    bare = _cli(tmp_path=tmp_path)  # no arguments at all: the same guide (exit 2: nothing was run)
+    bare = run_cli(tmp_path=tmp_path)  # no arguments at all: the same guide (exit 2: nothing was run)
     assert bare.returncode == 2 and "Examples:" in bare.stdout + bare.stderr
 
 
 def test_version(tmp_path: Path) -> None:
     from kimi_agent import __version__
 
-    r = _cli("--version", tmp_path=tmp_path)
+    r = run_cli("--version", tmp_path=tmp_path)
     assert (r.returncode, r.stdout.strip()) == (0, f"kimi-agent {__version__}")
 
 
@@ -143,7 +134,7 @@ def test_bad_start_is_one_sentence_exit_2_and_no_run_folder(case: str, tmp_path:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "t.json").write_text(json.dumps({"id": "t", "instruction": "x", "config": [],
                                                           "evaluator": {"func": "infeasible"}}))
-    r = _cli(*[a.format(down=down) for a in args], "--out", "out", tmp_path=tmp_path)
+    r = run_cli(*[a.format(down=down) for a in args], "--out", "out", tmp_path=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr  # one line even at 200+ chars on a pipe
@@ -154,7 +145,7 @@ def test_bad_start_is_one_sentence_exit_2_and_no_run_folder(case: str, tmp_path:
 
 def test_openai_base_url_is_the_default_endpoint(tmp_path: Path) -> None:
     down = _closed_port_url()
-    r = _cli("do it", tmp_path=tmp_path, extra_env={"OPENAI_BASE_URL": down})
+    r = run_cli("do it", tmp_path=tmp_path, extra_env={"OPENAI_BASE_URL": down})
     assert r.returncode == 2 and f"Nothing answers at --endpoint {down}" in r.stderr, r.stderr
 
 

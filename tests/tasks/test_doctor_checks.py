@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support.cli import run_cli
 
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import probe
 
 
 def _doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("kimi-agent")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "kimi_agent.cli"]
-    full_env = {**os.environ, "COLUMNS": "300", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([*cmd, "doctor"], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    return run_cli("doctor", tmp_path=tmp_path, extra_env={"COLUMNS": "300", **env})
 
 
 def _row(out: str, name: str) -> str:
