@@ -46,8 +46,9 @@ BASH_SKIPS = {
                                  "shared 2-core machine); speed is measured in bench/, not in tests",
     r"--endpoint http://localhost:8000": "needs a model server at localhost:8000",
     r"--model /models/": "needs a local snapshot of the Kimi-VL weights",
-    r"^kimi-agent osworld": "builds or needs the OSWorld bridge environment (1.1 GB, minutes of pip; CI does not "
-                            "build it: tests/tasks/test_vm_runner.py skips without it)",
+    r"^kimi-agent osworld": "needs a checkout of OSWorld's repository (OSWorld/evaluation_examples); the "
+                            "bridge environment itself is built by CI (setup.sh --osworld) and used by "
+                            "tests/tasks/test_vm_runner.py",
     r"--provider docker|--vm http": "needs OSWorld VMs (docker with KVM, or running VMs) and a model",
 }
 # kimi-agent commands that run without a model; any other kimi-agent command needs one.

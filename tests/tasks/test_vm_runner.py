@@ -4,8 +4,9 @@ stand-in of the in-VM server (tests/support/osworld_server.py) on the test's Xvf
 this machine's Chromium there), an episode through OSWorldVMEnv, and the score from OSWorld's own
 getters and metrics. The model is a test double (do nothing / give up).
 
-Skipped when the bridge environment does not exist: CI does not build it (the install takes
-minutes and over a gigabyte; see README "Running the OSWorld benchmark").
+Skipped when the bridge environment does not exist (`kimi-agent osworld setup`: about 2 minutes
+and over a gigabyte; see README "Running the OSWorld benchmark"). CI builds it (`.ci/run` runs
+`scripts/setup.sh --osworld`), so there these tests run.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ INFEASIBLE = "3720f614-37fd-4d04-8a6b-76f54f8c222d"  # infeasible: a failure rep
 
 pytestmark = pytest.mark.skipif(
     not (default_venv() / "bin" / "python").exists(),
-    reason=f"no OSWorld bridge environment at {default_venv()} (build it with `kimi-agent osworld setup`; "
-           "CI does not: it takes minutes and over 1 GB)")
+    reason=f"no OSWorld bridge environment at {default_venv()} (build it with `kimi-agent osworld setup`, "
+           "or `bash scripts/setup.sh --osworld`)")
 
 
 def backend_for(spec: Any, host: Any, local_server: str) -> Any:
