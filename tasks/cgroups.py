@@ -11,11 +11,21 @@ cgroup made for it, below the runner's own cgroup, with
 - `cpu`: at most this many cores' worth of CPU time (CFS quota over a 100 ms period), so a busy
   task cannot starve the runner (which drives the GPU for every worker) or the other workers.
 
-Both cgroup versions work: v1 (one hierarchy per controller, as on this machine) and v2 (one
-unified tree, where the runner's cgroup must delegate the controllers: it is the root of a
-container's cgroup namespace, or was started with `systemd-run --scope -p Delegate=yes`). Where
-neither can be written (no root, no delegation), `place()` says why in one sentence and the runner
-falls back to polling the tree's resident memory (worker_pool.py), without the pids and cpu limits.
+Both cgroup versions work: v1 (one hierarchy per controller, as on this machine: worker cgroups go
+below the runner's own) and v2 (one unified tree). Under v2 a cgroup that hands controllers to its
+children may hold no process itself (the kernel's no-internal-processes rule; the root is exempt), so
+`v2_parent` picks where worker cgroups go, once per runner process:
+
+1. the runner's own cgroup, if it has the controllers and is the root (the kernel's exemption);
+2. the runner's own cgroup, if the runner is its only process (started with
+   `systemd-run --scope -p Delegate=yes`, or alone in a container): the runner first moves itself
+   into a leaf `kimi-agent-<pid>-runner` there, as systemd's delegation rules ask, then enables them;
+3. else the nearest cgroup above it that already hands them out and that the runner may write
+   (the root cgroup of a host, for root).
+
+Where none of these works (no root, no delegation, a read-only cgroupfs), `place()` says why in one
+sentence and the runner falls back to polling the tree's resident memory (worker_pool.py), without
+the pids and cpu limits.
 
 The worker enters its cgroup before it runs anything: its first process is `/bin/sh`, which writes
 its own pid into the cgroup and then execs bwrap (`enter_argv`), so no child is ever born outside.
@@ -86,8 +96,20 @@ def _under(mount_root: str, mount_point: str, path: str) -> Path:
     return Path(mount_point) / rel
 
 
+def _v2_own(own: dict[str, str], mounts: list[tuple[str, str, str, str]]) -> tuple[Path, Path] | None:
+    """(the runner's own v2 cgroup folder, the unified mount's top folder), or None without cgroup2."""
+    if "" not in own:
+        return None
+    for root, point, fstype, _ in mounts:
+        if fstype == "cgroup2":
+            return _under(root, point, own[""]), Path(point)
+    return None
+
+
+@functools.cache
 def find_mount() -> Mount | str:
-    """The runner's own cgroups with memory, pids and cpu, or why there are none to use."""
+    """Where this runner's worker cgroups go, with memory, pids and cpu, or why nowhere (one sentence).
+    Decided once per process: under cgroup v2 deciding may move the runner into a leaf (`v2_parent`)."""
     own = _own_paths()
     mounts = _mountinfo()
     v1: dict[str, Path] = {}
@@ -99,20 +121,63 @@ def find_mount() -> Mount | str:
                 v1[c] = _under(root, point, own[c])
     if len(v1) == len(CONTROLLERS):
         return Mount(1, v1)
-    for root, point, fstype, _ in mounts:
-        if fstype == "cgroup2" and "" in own:
-            here = _under(root, point, own[""])
-            try:
-                available = (here / "cgroup.controllers").read_text(encoding="utf-8").split()
-            except OSError:
-                continue
-            missing = [c for c in CONTROLLERS if c not in available]
-            if missing:
-                continue
-            return Mount(2, dict.fromkeys(CONTROLLERS, here))
     if v1:
         return f"cgroup v1 lacks the {', '.join(c for c in CONTROLLERS if c not in v1)} controller(s)"
-    return "no cgroup hierarchy with the memory, pids and cpu controllers is mounted"
+    if (found := _v2_own(own, mounts)) is None:
+        return "no cgroup hierarchy with the memory, pids and cpu controllers is mounted"
+    parent = v2_parent(*found)
+    return parent if isinstance(parent, str) else Mount(2, dict.fromkeys(CONTROLLERS, parent))
+
+
+def _words(path: Path) -> set[str]:
+    try:
+        return set(path.read_text(encoding="ascii").split())
+    except OSError:
+        return set()
+
+
+def _enable(parent: Path, controllers: set[str]) -> None:
+    """Let `parent`'s children use `controllers` (OSError EBUSY while processes run in `parent` itself,
+    unless it is the root)."""
+    if missing := controllers - _words(parent / "cgroup.subtree_control"):
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
+
+
+def v2_parent(here: Path, top: Path, controllers: tuple[str, ...] = CONTROLLERS) -> Path | str:
+    """cgroup v2: the folder to make worker cgroups in, for a runner whose own cgroup is the folder
+    `here` of the unified tree mounted at `top` (rules 1-3 of the module docstring), or why none (one
+    sentence). Rule 2 moves this process into the leaf `here/kimi-agent-<pid>-runner`."""
+    want = set(controllers)
+    names = ", ".join(controllers)
+    pid = os.getpid()
+    if want <= _words(here / "cgroup.controllers"):
+        with contextlib.suppress(OSError):  # EBUSY unless `here` is the root or already hands them out
+            _enable(here, want)
+            return here
+        others = sorted(_words(here / "cgroup.procs") - {str(pid)})
+        if not others:
+            leaf = here / f"kimi-agent-{pid}-runner"
+            try:
+                leaf.mkdir(exist_ok=True)
+                _write(leaf / "cgroup.procs", pid)
+                _enable(here, want)
+                return here
+            except OSError:  # back where it was (possible: `here` hands nothing out yet)
+                with contextlib.suppress(OSError):
+                    _write(here / "cgroup.procs", pid)
+                    leaf.rmdir()
+        why = (f"the runner's cgroup {here} " + (f"holds other processes too ({', '.join(others[:3])}"
+                                                   f"{', ...' if len(others) > 3 else ''})" if others
+                                                   else "cannot be made to hand them out"))
+    else:
+        why = f"the runner's cgroup {here} lacks {', '.join(sorted(want - _words(here / 'cgroup.controllers')))}"
+    for above in here.parents:
+        if not above.is_relative_to(top):
+            break
+        if want <= _words(above / "cgroup.subtree_control") and os.access(above, os.W_OK):
+            return above
+    return (f"cgroup v2: {why}, and no cgroup above it that this user may write hands out {names}; start the "
+            "runner alone in a delegated cgroup (`systemd-run --scope -p Delegate=yes kimi-agent run ...`)")
 
 
 class WorkerCgroup:
@@ -121,6 +186,7 @@ class WorkerCgroup:
     def __init__(self, mount: Mount, name: str, limits: Limits) -> None:
         self.mount, self.name, self.limits = mount, name, limits
         self.dirs = {c: d / name for c, d in mount.dirs.items()}
+        self._peak_fd: int | None = None  # v2: the memory.peak handle that was reset (reads see its peak)
 
     @property
     def folders(self) -> list[Path]:
@@ -131,8 +197,6 @@ class WorkerCgroup:
 
     def create(self) -> None:
         """Make the folders and write the limits (OSError when the kernel refuses)."""
-        if self.mount.version == 2:
-            _delegate(self.mount.dirs["memory"])
         for d in self.folders:
             d.mkdir(exist_ok=True)
         quota = max(1000, round(self.limits.cpus * CFS_PERIOD_US))
@@ -179,10 +243,18 @@ class WorkerCgroup:
                 out[key] = int(path.read_text(encoding="ascii"))
             except (OSError, ValueError):
                 continue  # not kept by this kernel
+        if self._peak_fd is not None:  # v2: the peak since the last reset, through the handle that reset it
+            try:
+                out["peak_memory"] = int(os.pread(self._peak_fd, 64, 0))
+            except (OSError, ValueError):
+                out.pop("peak_memory", None)
         return out
 
     def kill(self) -> int:
         """SIGKILL every process still in the cgroup (a `--no-sandbox` worker's leftovers); how many."""
+        if self.mount.version == 2 and (self.dirs["memory"] / "cgroup.kill").exists():  # Linux 5.14+: no fork race
+            with contextlib.suppress(OSError):
+                _write(self.dirs["memory"] / "cgroup.kill", 1)
         pids: set[int] = set()
         for d in self.folders:
             try:
@@ -195,19 +267,37 @@ class WorkerCgroup:
         return len(pids)
 
     def reset_peak(self) -> bool:
-        """Start a new peak-memory reading (at a task's start); False where the kernel cannot (cgroup v2
-        resets `memory.peak` only for the file handle that wrote it)."""
-        if self.mount.version != 1:
-            return False
+        """Start a new peak-memory reading (at a task's start); False where the kernel cannot. cgroup v2
+        (Linux 6.12+) resets `memory.peak` only for reads through the handle that wrote it, so that
+        handle is kept open for `usage()`; older kernels refuse the write."""
+        if self.mount.version == 1:
+            try:
+                _write(self.dirs["memory"] / "memory.max_usage_in_bytes", 0)
+            except OSError:
+                return False
+            return True
+        self._close_peak()
         try:
-            _write(self.dirs["memory"] / "memory.max_usage_in_bytes", 0)
+            fd = os.open(self.dirs["memory"] / "memory.peak", os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             return False
+        try:
+            os.write(fd, b"reset\n")
+        except OSError:
+            os.close(fd)
+            return False
+        self._peak_fd = fd
         return True
+
+    def _close_peak(self) -> None:
+        if self._peak_fd is not None:
+            os.close(self._peak_fd)
+            self._peak_fd = None
 
     def remove(self, wait_s: float = 10.0) -> bool:
         """Kill what is left in the cgroup, then remove its folders once the kernel has reaped every
         process (a bounded wait); False if some stayed."""
+        self._close_peak()
         self.kill()
         deadline = time.monotonic() + wait_s
         left = self.folders
@@ -234,15 +324,6 @@ def _write(path: Path, value: object) -> None:
     path.write_text(f"{value}\n", encoding="ascii")
 
 
-def _delegate(parent: Path) -> None:
-    """cgroup v2: let `parent`'s children use the controllers (fails if `parent` runs processes
-    itself and is not a namespace root: the kernel's no-internal-processes rule)."""
-    enabled = (parent / "cgroup.subtree_control").read_text(encoding="ascii").split()
-    missing = [c for c in CONTROLLERS if c not in enabled]
-    if missing:
-        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
-
-
 def place(name: str, limits: Limits) -> WorkerCgroup | str:
     """A created cgroup for one worker, or why none could be made (one sentence)."""
     mount = find_mount()
@@ -254,35 +335,35 @@ def place(name: str, limits: Limits) -> WorkerCgroup | str:
     except OSError as e:
         group.remove(0)
         where = e.filename or group.folders[0]
-        if mount.version == 2 and str(where).endswith("cgroup.subtree_control"):
-            return (f"cgroup v2: the runner's cgroup {mount.dirs['memory']} cannot hand the memory, pids and cpu "
-                    f"controllers to its children ({e.strerror or e}: it runs processes itself, or they are "
-                    "not delegated to it)")
         return f"cannot write cgroup v{mount.version} limits at {where}: {e.strerror or e}"
     return group
 
 
 def sweep_stale(prefix: str = "kimi-agent-") -> int:
-    """Remove empty worker cgroups that runners which died without cleaning up left (`<prefix><pid>-...`
-    whose runner pid is gone); how many were removed."""
+    """Remove empty worker cgroups (and v2 runner leaves) that runners which died without cleaning up
+    left (`<prefix><pid>-...` whose runner pid is gone); how many were removed."""
     mount = find_mount()
     if isinstance(mount, str):
         return 0
+    return sum(sweep_folder(parent, prefix) for parent in set(mount.dirs.values()))
+
+
+def sweep_folder(parent: Path, prefix: str = "kimi-agent-") -> int:
+    """`sweep_stale` in one folder."""
+    try:
+        children = list(parent.glob(f"{prefix}*"))
+    except OSError:
+        return 0
     removed = 0
-    for parent in set(mount.dirs.values()):
+    for d in children:
+        m = re.match(rf"{re.escape(prefix)}(\d+)-", d.name)
+        if m is None or Path(f"/proc/{m.group(1)}").exists() or not d.is_dir():
+            continue
         try:
-            children = list(parent.glob(f"{prefix}*"))
+            d.rmdir()  # fails while processes are in it: then it is not stale
+            removed += 1
         except OSError:
             continue
-        for d in children:
-            m = re.match(rf"{re.escape(prefix)}(\d+)-", d.name)
-            if m is None or Path(f"/proc/{m.group(1)}").exists() or not d.is_dir():
-                continue
-            try:
-                d.rmdir()  # fails while processes are in it: then it is not stale
-                removed += 1
-            except OSError:
-                continue
     return removed
 
 

@@ -16,9 +16,10 @@ def run_checks() -> list[Check]:
     mount = cgroups.find_mount()
     why = cgroups.probe()
     detail = (f"cgroup v{mount.version}: workers get kernel memory, process and CPU limits"
+              + (f" (their cgroups go in {mount.dirs['memory']})" if mount.version == 2 else "")
               if why is None and not isinstance(mount, str) else str(why))
     limits = Check("worker limits (cgroups)", why is None, detail,
-                   "" if why is None else "run the runner as root, or where a cgroup v2 tree with memory, pids "
-                   "and cpu is delegated to it; meanwhile its memory is polled and nothing limits processes "
-                   "or CPU", optional=True)
+                   "" if why is None else "run the runner as root, or alone in a delegated cgroup v2 "
+                   "(`systemd-run --scope -p Delegate=yes kimi-agent run ...`); meanwhile its memory is polled "
+                   "and nothing limits processes or CPU", optional=True)
     return [bwrap, limits]
