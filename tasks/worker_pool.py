@@ -74,6 +74,7 @@ class Worker:
     stopping: bool = False
     cgroup: WorkerCgroup | None = None  # None: no cgroup could be made (memory is polled)
     peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started
+    sampled_peak: int = 0  # otherwise: the most memory (bytes) seen by the runner's polls during the task
     peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
 
     @property
@@ -286,6 +287,7 @@ class WorkerPool:
         w.task_id, w.started, w.started_mono, w.step = spec.id, time.time(), time.monotonic(), "starting"
         w.step_no, w.phase = 0, ""
         w.peak_since_task, w.peak_mb = w.cgroup is not None and w.cgroup.reset_peak(), None
+        w.sampled_peak = 0
         w.backend = None if self.in_worker else self.factory(spec, None, "")
         _send(w, {"type": "task", "spec": spec.model_dump_json(), "domain": domain,
                   "backend_name": getattr(w.backend, "name", "")})  # if gone, the exit records the task
@@ -300,8 +302,11 @@ class WorkerPool:
             shutil.move(str(staged), str(final))
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
                 "limits": self.limits_note(w)}
+        if w.peak_mb is None and w.proc.poll() is None:
+            self._sample(w)  # a task shorter than the poll interval still gets one sample
         if (peak := w.peak_mb if w.peak_mb is not None else self._peak_mb(w)) is not None:
-            host["peak_memory_mb"] = peak  # the worker's whole tree during this task (page cache and tmpfs too)
+            host["peak_memory_mb"] = peak  # the worker's whole tree during this task
+            host["peak_memory_by"] = self._peak_by(w)
         r = r.model_copy(update={"path": str(final), "host": host})
         write_result(out, r)
         results[r.task_id] = r
@@ -314,11 +319,31 @@ class WorkerPool:
 
     @staticmethod
     def _peak_mb(w: Worker) -> int | None:
-        """The worker tree's peak memory since its task started (MiB), where the kernel keeps it."""
-        if w.cgroup is None or not w.peak_since_task or w.task_id is None:
+        """The worker tree's peak memory since its task started (MiB): the kernel's, where it was reset
+        at the task's start; else the most the runner's polls saw (None before the first poll)."""
+        if w.task_id is None:
             return None
-        peak = w.cgroup.usage().get("peak_memory")
-        return None if peak is None else round(peak / 2**20)
+        if w.cgroup is not None and w.peak_since_task:
+            peak = w.cgroup.usage().get("peak_memory")
+            return None if peak is None else round(peak / 2**20)
+        return round(w.sampled_peak / 2**20) if w.sampled_peak else None
+
+    @staticmethod
+    def _sample(w: Worker) -> int:
+        """The worker tree's memory now (bytes: its cgroup's usage, else its resident memory), kept in
+        `sampled_peak` while a task runs without a kernel peak."""
+        used = w.cgroup.usage().get("memory", 0) if w.cgroup is not None else tree_rss_bytes(w.proc.pid)
+        if w.task_id is not None and not w.peak_since_task:
+            w.sampled_peak = max(w.sampled_peak, used)
+        return used
+
+    @staticmethod
+    def _peak_by(w: Worker) -> str:
+        """How `_peak_mb` knows (recorded next to it in each result's `host`)."""
+        if w.cgroup is not None and w.peak_since_task:
+            return "kernel (the cgroup's peak, page cache and tmpfs included)"
+        what = "the cgroup's usage, page cache and tmpfs included" if w.cgroup else "the tree's resident memory"
+        return f"sampled every {MEMORY_CHECK_S:g} s ({what}): a shorter peak can be missed"
 
     def _over_memory(self, w: Worker) -> str | None:
         """Why the task must end if the kernel killed a process of the worker's tree for memory."""
@@ -356,8 +381,10 @@ class WorkerPool:
             why = f"the worker was not ready within {READY_TIMEOUT_S:g} s (worker killed)"
         elif w.cgroup is not None:
             why = self._over_memory(w)
+            if why is None and check_memory:
+                self._sample(w)
         elif check_memory and w.proc.poll() is None:
-            used = tree_rss_bytes(w.proc.pid)
+            used = self._sample(w)
             if used > s.worker_memory_mb * 1024 * 1024:
                 why = (f"the worker used {used / 2**20:.0f} MiB, over the {s.worker_memory_mb} MiB limit "
                        "(worker killed)")

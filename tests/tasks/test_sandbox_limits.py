@@ -82,6 +82,7 @@ def test_cpu_memory_tmpfs_and_fork_bomb_stay_inside_the_workers_cgroup(tmp_path:
         assert r.status == "error" and "over the 1024 MiB memory limit" in r.reason, r
         assert r.host is not None and 1000 <= r.host["peak_memory_mb"] <= 1024  # it reached the limit
     assert 0 < busy.host["peak_memory_mb"] < 1000  # each task's own peak (reset when it started)
+    assert busy.host["peak_memory_by"].startswith("kernel")
     # 400 processes wanted, 256 allowed for the whole worker: the bomb fails inside
     bomb = by_id["bomb"]
     assert (bomb.status, bomb.score) == ("success", 1.0), bomb
@@ -95,3 +96,21 @@ def test_without_cgroups_the_runner_polls_memory_and_kills_the_tree(tmp_path: Pa
     hog = by_id["hog"]
     assert hog.status == "error" and "over the 768 MiB limit" in hog.reason, hog
     assert hog.host is not None and "polled" in hog.host["limits"] and "test double" in hog.host["limits"]
+    assert hog.host["peak_memory_mb"] > 768  # the poll that saw it over the limit
+    assert hog.host["peak_memory_by"].startswith("sampled every 2 s (the tree's resident memory)")
+
+
+HOLD = "python3 -c \"import time; x = b'1' * (400 << 20); time.sleep(5)\""  # 400 MB for 5 s, then gone
+
+
+@needs_cgroups
+def test_where_the_kernel_cannot_reset_the_peak_the_runner_samples_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # a test double for cgroup v2 before Linux 6.12 (memory.peak cannot be reset per task); the
+    # cgroup itself, and its usage that the runner samples, are real
+    monkeypatch.setattr(worker_pool_module.WorkerCgroup, "reset_peak", lambda self: False)
+    by_id = _run(tmp_path, [_task("hold", [_shell(HOLD)], "echo survived", ["survived"], [])], worker_memory_mb=1024)
+    hold = by_id["hold"]
+    assert (hold.status, hold.score) == ("success", 1.0), hold
+    assert hold.host is not None and 400 <= hold.host["peak_memory_mb"] < 1024, hold.host
+    assert hold.host["peak_memory_by"].startswith("sampled every 2 s (the cgroup's usage")
