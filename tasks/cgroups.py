@@ -166,9 +166,9 @@ def v2_parent(here: Path, top: Path, controllers: tuple[str, ...] = CONTROLLERS)
                 with contextlib.suppress(OSError):
                     _write(here / "cgroup.procs", pid)
                     leaf.rmdir()
-        why = (f"the runner's cgroup {here} " + (f"holds other processes too ({', '.join(others[:3])}"
-                                                   f"{', ...' if len(others) > 3 else ''})" if others
-                                                   else "cannot be made to hand them out"))
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        why = f"the runner's cgroup {here} " + (f"holds other processes too ({shown})" if others
+                                                else "cannot be made to hand them out")
     else:
         why = f"the runner's cgroup {here} lacks {', '.join(sorted(want - _words(here / 'cgroup.controllers')))}"
     for above in here.parents:
@@ -231,12 +231,22 @@ class WorkerCgroup:
         m = re.search(rf"^{key} (\d+)$", text, re.MULTILINE)
         return int(m.group(1)) if m else 0
 
+    def _memory_file(self) -> Path:
+        return self.dirs["memory"] / ("memory.usage_in_bytes" if self.mount.version == 1 else "memory.current")
+
+    def memory_bytes(self) -> int | None:
+        """The tree's memory now (bytes, page cache and tmpfs included), None where unreadable."""
+        try:
+            return int(self._memory_file().read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
+
     def usage(self) -> dict[str, int]:
         """What the tree uses now: memory (bytes), peak memory (bytes, where the kernel keeps it), pids."""
         mem = self.dirs["memory"]
-        files = ({"memory": mem / "memory.usage_in_bytes", "peak_memory": mem / "memory.max_usage_in_bytes"}
-                 if self.mount.version == 1 else {"memory": mem / "memory.current", "peak_memory": mem / "memory.peak"})
-        files["pids"] = self.dirs["pids"] / "pids.current"
+        files = {"memory": self._memory_file(), "pids": self.dirs["pids"] / "pids.current"}
+        if self._peak_fd is None:  # else the reset handle below answers
+            files["peak_memory"] = mem / ("memory.max_usage_in_bytes" if self.mount.version == 1 else "memory.peak")
         out = {}
         for key, path in files.items():
             try:
@@ -244,10 +254,8 @@ class WorkerCgroup:
             except (OSError, ValueError):
                 continue  # not kept by this kernel
         if self._peak_fd is not None:  # v2: the peak since the last reset, through the handle that reset it
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 out["peak_memory"] = int(os.pread(self._peak_fd, 64, 0))
-            except (OSError, ValueError):
-                out.pop("peak_memory", None)
         return out
 
     def kill(self) -> int:

@@ -73,7 +73,7 @@ class Worker:
     backend: Backend | None = None
     stopping: bool = False
     cgroup: WorkerCgroup | None = None  # None: no cgroup could be made (memory is polled)
-    peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started
+    peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started (a cgroup)
     sampled_peak: int = 0  # otherwise: the most memory (bytes) seen by the runner's polls during the task
     peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
 
@@ -84,7 +84,7 @@ class Worker:
     @property
     def memory_mb(self) -> int | None:
         """The worker tree's memory now (MiB, page cache and tmpfs included), where its cgroup says."""
-        used = None if self.cgroup is None else self.cgroup.usage().get("memory")
+        used = None if self.cgroup is None else self.cgroup.memory_bytes()
         return None if used is None else round(used / 2**20)
 
 
@@ -302,7 +302,7 @@ class WorkerPool:
             shutil.move(str(staged), str(final))
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
                 "limits": self.limits_note(w)}
-        if w.peak_mb is None and w.proc.poll() is None:
+        if w.peak_mb is None and not w.peak_since_task and w.proc.poll() is None:
             self._sample(w)  # a task shorter than the poll interval still gets one sample
         if (peak := w.peak_mb if w.peak_mb is not None else self._peak_mb(w)) is not None:
             host["peak_memory_mb"] = peak  # the worker's whole tree during this task
@@ -323,7 +323,7 @@ class WorkerPool:
         at the task's start; else the most the runner's polls saw (None before the first poll)."""
         if w.task_id is None:
             return None
-        if w.cgroup is not None and w.peak_since_task:
+        if w.cgroup is not None and w.peak_since_task:  # (a reset peak implies a cgroup)
             peak = w.cgroup.usage().get("peak_memory")
             return None if peak is None else round(peak / 2**20)
         return round(w.sampled_peak / 2**20) if w.sampled_peak else None
@@ -332,7 +332,7 @@ class WorkerPool:
     def _sample(w: Worker) -> int:
         """The worker tree's memory now (bytes: its cgroup's usage, else its resident memory), kept in
         `sampled_peak` while a task runs without a kernel peak."""
-        used = w.cgroup.usage().get("memory", 0) if w.cgroup is not None else tree_rss_bytes(w.proc.pid)
+        used = (w.cgroup.memory_bytes() or 0) if w.cgroup is not None else tree_rss_bytes(w.proc.pid)
         if w.task_id is not None and not w.peak_since_task:
             w.sampled_peak = max(w.sampled_peak, used)
         return used
@@ -340,7 +340,7 @@ class WorkerPool:
     @staticmethod
     def _peak_by(w: Worker) -> str:
         """How `_peak_mb` knows (recorded next to it in each result's `host`)."""
-        if w.cgroup is not None and w.peak_since_task:
+        if w.peak_since_task:
             return "kernel (the cgroup's peak, page cache and tmpfs included)"
         what = "the cgroup's usage, page cache and tmpfs included" if w.cgroup else "the tree's resident memory"
         return f"sampled every {MEMORY_CHECK_S:g} s ({what}): a shorter peak can be missed"

@@ -84,7 +84,8 @@ def runner(out_path: Path) -> None:
     out_path.write_text(json.dumps(result), encoding="utf-8")
 
 
-def _in(cgroup: Path, argv: list[str]) -> list[str]:
+def enter(cgroup: Path, argv: list[str]) -> list[str]:
+    """argv, started by a shell that first moves itself into `cgroup` (a folder of a v2 tree)."""
     return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
 
 
@@ -97,11 +98,11 @@ def main(out_path: Path) -> None:
     for rule, company in (("alone", False), ("shared", True)):
         scope = TREE / f"scope-{rule}"
         scope.mkdir()
-        other = subprocess.Popen(_in(scope, ["sleep", "300"])) if company else None
+        other = subprocess.Popen(enter(scope, ["sleep", "300"])) if company else None
         while other is not None and str(other.pid) not in (scope / "cgroup.procs").read_text(encoding="ascii").split():
             time.sleep(0.02)
         child_out = out_path.with_name(f"{out_path.stem}-{rule}.json")
-        subprocess.run(_in(scope, [sys.executable, __file__, str(child_out), "runner"]), timeout=300, check=True)
+        subprocess.run(enter(scope, [sys.executable, __file__, str(child_out), "runner"]), timeout=300, check=True)
         result[rule] = json.loads(child_out.read_text(encoding="utf-8"))
         result[rule]["scope"] = str(scope)
         result[rule]["scope_subtree_control"] = (scope / "cgroup.subtree_control").read_text(encoding="ascii").split()

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.cgroup_v2_guest import enter
 
-from kimi_agent.tasks.cgroups import sweep_folder, v2_parent
+from kimi_agent.tasks.cgroups import _mountinfo, sweep_folder, v2_parent
 
 CONTROLLERS = ("hugetlb",)
 # A runner process: it is already in the cgroup argv[1] (a test's stand-in for a systemd scope) and
@@ -40,11 +41,7 @@ print(json.dumps({"parent": str(parent), "pid": os.getpid(),
 
 
 def _unified() -> Path | None:
-    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if fields[fields.index("-") + 1] == "cgroup2":
-            return Path(fields[4])
-    return None
+    return next((Path(point) for _, point, fstype, _ in _mountinfo() if fstype == "cgroup2"), None)
 
 
 def _words(path: Path) -> set[str]:
@@ -63,11 +60,6 @@ def _why_not() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
-
-
-def _in(cgroup: Path, argv: list[str]) -> list[str]:
-    """argv, started by a shell that first moves itself into `cgroup`."""
-    return ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
 
 
 def _remove_tree(root: Path) -> None:
@@ -109,7 +101,7 @@ def scope(top: Path) -> Iterator[Path]:
 
 
 def _runner(scope: Path, top: Path) -> dict[str, object]:
-    done = subprocess.run(_in(scope, [sys.executable, "-c", RUNNER, str(scope), str(top)]), capture_output=True,
+    done = subprocess.run(enter(scope, [sys.executable, "-c", RUNNER, str(scope), str(top)]), capture_output=True,
                           text=True, timeout=60, check=True)
     return json.loads(done.stdout)
 
@@ -124,7 +116,7 @@ def test_a_runner_alone_in_its_cgroup_moves_into_a_leaf_and_hands_the_controller
     worker = scope / f"kimi-agent-{pid}-w0-0"  # a worker cgroup of that runner gets the controller
     worker.mkdir()
     assert "hugetlb" in _words(worker / "cgroup.controllers")
-    done = subprocess.run(_in(worker, ["cat", "/proc/self/cgroup"]), capture_output=True, text=True, timeout=30,
+    done = subprocess.run(enter(worker, ["cat", "/proc/self/cgroup"]), capture_output=True, text=True, timeout=30,
                           check=True)
     assert f"0::/{scope.relative_to(top)}/{worker.name}\n" in done.stdout
     # why the leaf: now that the scope hands out a controller, no process may live in the scope itself
@@ -138,7 +130,7 @@ def test_a_runner_alone_in_its_cgroup_moves_into_a_leaf_and_hands_the_controller
 
 def test_a_runner_that_shares_its_cgroup_uses_the_nearest_cgroup_above_that_hands_the_controller_out(
         scope: Path, top: Path) -> None:
-    other = subprocess.Popen(_in(scope, ["sleep", "60"]))
+    other = subprocess.Popen(enter(scope, ["sleep", "60"]))
     try:
         deadline = time.monotonic() + 10
         while str(other.pid) not in _words(scope / "cgroup.procs"):
