@@ -42,6 +42,11 @@ class EnvironmentStartError(AgentError):
     """An environment (Xvfb, Chromium, Playwright, a VM server) could not be started or reached."""
 
 
+class StartTimeoutError(EnvironmentStartError):
+    """A process started but did not answer within its start bound (Xvfb's display, Chromium's CDP port);
+    a slow or loaded machine may need a larger bound (`DesktopEnv(start_timeout_s=...)`)."""
+
+
 class VMServerError(AgentError):
     """The OSWorld in-VM server failed a request: `endpoint` and `status` (None when no answer came)
     are attributes; the message carries the server's own reason (its 500 body)."""

@@ -20,7 +20,7 @@ from types import TracebackType
 import httpx
 
 from kimi_agent.env import process
-from kimi_agent.errors import EnvironmentStartError
+from kimi_agent.errors import EnvironmentStartError, StartTimeoutError
 
 CHROME_ARGS: tuple[str, ...] = (
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -154,7 +154,7 @@ class ChromiumProcess:
                 last_error = exc
                 time.sleep(0.05)
         self.kill()
-        raise EnvironmentStartError(f"Chromium's CDP port {self.port} did not answer within {timeout_s} s "
+        raise StartTimeoutError(f"Chromium's CDP port {self.port} did not answer within {timeout_s:g} s "
                                     f"(last error: {last_error!r})")
 
     def __enter__(self) -> ChromiumProcess:

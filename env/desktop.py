@@ -48,7 +48,7 @@ from kimi_agent.env.pyautogui_plan import (
 from kimi_agent.env.pyautogui_x11 import PyAutoGUI
 from kimi_agent.env.settle import SettleConfig, settle
 from kimi_agent.env.xvfb import Xvfb
-from kimi_agent.errors import ActionError, EnvironmentClosedError, EnvironmentStartError
+from kimi_agent.errors import ActionError, ConfigError, EnvironmentClosedError, EnvironmentStartError
 
 FOCUS_DELAY_S = 0.3  # after ctrl+l & co. the focused widget needs a moment, or the first keys are lost
 SETTLE_SUBSAMPLE = 4  # settle compares every 4th pixel of every 4th row
@@ -64,13 +64,18 @@ class DesktopEnv:
         browser_shortcuts: map browser actions to Chromium keyboard shortcuts even when no
             Chromium was started through `start_chromium` (e.g. a browser already on screen).
         settle_config: how `execute` waits for the screen to stop changing.
+        start_timeout_s: how long the private Xvfb may take to report its display, and each
+            Chromium from `start_chromium` its debugging port (raise it on a slow or loaded machine).
     """
 
     kind: EnvKind = "desktop"
 
     def __init__(self, *, display: str | None = None, width: int = 1920, height: int = 1080, depth: int = 24,
                  window_manager: bool | None = None, browser_shortcuts: bool = False,
-                 settle_config: SettleConfig | None = None) -> None:
+                 settle_config: SettleConfig | None = None, start_timeout_s: float = 20.0) -> None:
+        if not start_timeout_s > 0:
+            raise ConfigError(f"DesktopEnv start_timeout_s must be positive, not {start_timeout_s!r}")
+        self.start_timeout_s = start_timeout_s
         self._xvfb: Xvfb | None = None
         self._children: list[subprocess.Popen[bytes]] = []
         self._chromiums: list[ChromiumProcess] = []
@@ -78,7 +83,7 @@ class DesktopEnv:
         self.settle_config = settle_config or SettleConfig()
         self.browser_shortcuts = browser_shortcuts
         if display is None:
-            self._xvfb = Xvfb(width=width, height=height, depth=depth)
+            self._xvfb = Xvfb(width=width, height=height, depth=depth, start_timeout_s=start_timeout_s)
             display = self._xvfb.display
         self.display = display
         try:
@@ -188,7 +193,7 @@ class DesktopEnv:
         chromium = ChromiumProcess(profile_dir, display=self.display,
                                    window_size=window_size or (self.width, self.height),
                                    window_position=window_position, debugging_port=debugging_port, url=url,
-                                   extra_args=extra_args)
+                                   extra_args=extra_args, start_timeout_s=self.start_timeout_s)
         self._chromiums.append(chromium)
         return chromium
 

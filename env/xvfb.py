@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kimi_agent.env import process
-from kimi_agent.errors import EnvironmentStartError
+from kimi_agent.errors import EnvironmentStartError, StartTimeoutError
 
 
 class Xvfb:
@@ -40,8 +40,8 @@ class Xvfb:
             os.close(read_fd)
         if number is None:
             process.terminate(self._proc, timeout_s=2.0)
-            raise EnvironmentStartError(
-                f"Xvfb did not report a display within {start_timeout_s} s (exit code {self._proc.returncode})")
+            raise StartTimeoutError(
+                f"Xvfb did not report a display within {start_timeout_s:g} s (exit code {self._proc.returncode})")
         self.number = number
         self.display = f":{number}"
 

@@ -85,6 +85,9 @@ def run_command(
     history_policy: Annotated[str, typer.Option("--history-policy", metavar="exact|chunked",
                                                 help="see kimi-agent --help")] = "exact",
     task_timeout: Annotated[float, typer.Option(help="wall-clock seconds per task")] = 900.0,
+    start_timeout: Annotated[float, typer.Option(
+        min=1.0, max=600.0, metavar="S", help="seconds a worker's display and each task's Chromium may take to "
+                                              "start (raise it on a slow or loaded machine)")] = 20.0,
     allow_network: Annotated[bool, typer.Option(help="also run tasks that need the internet")] = False,
     backend: Annotated[str | None, typer.Option(
         help="native | openai | transformers | scripted, or the test doubles solutions | do-nothing")] = None,
@@ -159,7 +162,7 @@ def run_command(
     for t in [*([] if vm or provider else tasks.unsupported), *tasks.invalid]:  # a VM runs what this machine cannot
         typer.echo(f"skipping {t.describe()}", err=True)
     settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
-                           task_timeout_s=task_timeout, allow_network=allow_network, confirm=confirm,
+                           task_timeout_s=task_timeout, start_timeout_s=start_timeout, allow_network=allow_network, confirm=confirm,
                            max_seconds=max_seconds, temperature=temperature, thinking=thinking,
                            history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
                            worker_memory_mb=worker_memory, worker_pids=worker_pids, worker_cpus=worker_cpus)

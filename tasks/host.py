@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kimi_agent.env import playwright_host, process
 from kimi_agent.env.chromium import ChromiumProcess, free_port
-from kimi_agent.errors import EnvironmentStartError, SetupStepError
+from kimi_agent.errors import EnvironmentStartError, SetupStepError, StartTimeoutError
 from kimi_agent.tasks.context import HostPaths
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ class LocalHost:
         try:
             self._browser = self.desktop.start_chromium(self.paths.profile_dir, debugging_port=self._port,
                                                         url="about:blank", extra_args=extra_args)
+        except StartTimeoutError as e:
+            raise SetupStepError(f"cannot start Chromium: {e} (a slow or loaded machine may need a larger "
+                                 f"kimi-agent run --start-timeout)") from e
         except EnvironmentStartError as e:
             raise SetupStepError(f"cannot start Chromium: {e}") from e
 

@@ -66,6 +66,8 @@ class RunSettings(BaseModel):
     out_dir: Path = Path("runs/tasks")
     resume: bool = False
     task_timeout_s: float = Field(default=900.0, gt=0, description="wall-clock budget of one task")
+    start_timeout_s: float = Field(default=20.0, gt=0, le=600, description="how long a worker's Xvfb may take to "
+                                   "report its display, and each Chromium a task starts its debugging port")
     allow_network: bool = False
     screen: tuple[int, int] = (1920, 1080)
     client_password: str = "password"

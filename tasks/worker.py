@@ -67,7 +67,8 @@ def serve(channel: Channel) -> None:
     home = Path(init["home"])
 
     def fresh() -> tuple[DesktopEnv, LocalHost]:
-        env = DesktopEnv(width=settings.screen[0], height=settings.screen[1])
+        env = DesktopEnv(width=settings.screen[0], height=settings.screen[1],
+                         start_timeout_s=settings.start_timeout_s)
         return env, LocalHost(env, home, client_password=settings.client_password)
 
     env, host = fresh()

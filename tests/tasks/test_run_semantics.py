@@ -119,6 +119,31 @@ def test_osworld_meta_file_layout_and_per_domain_rates(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no domain 'gimp'" in bad.stderr
 
 
+@needs_desktop
+def test_a_browser_that_never_answers_is_an_error_within_start_timeout(tmp_path: Path) -> None:
+    # Test double: a "Chromium" that starts and never opens its debugging port (a hung or very slow
+    # browser). --no-sandbox: KIMI_AGENT_CHROMIUM names a file of this machine.
+    hung = tmp_path / "hung-chromium"
+    hung.write_text("#!/bin/sh\nexec sleep 300\n")
+    hung.chmod(0o755)
+    task = CHROME_SUITE / "suite-bookmark.json"
+    out = tmp_path / "out"
+    replies = _replies(tmp_path / "r.jsonl", terminate("success"))
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "run", str(task), "--backend", "scripted", "--replies",
+           str(replies), "--out", str(out), "--no-sandbox", "--no-progress", "--start-timeout", "4"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1", "KIMI_AGENT_CHROMIUM": str(hung)})
+    assert run.returncode == 1, run.stdout + run.stderr
+    result = json.loads((out / "suite-bookmark" / "result.json").read_text())
+    assert result["status"] == "error"
+    assert "did not answer within 4 s" in result["reason"], result["reason"]
+    assert "--start-timeout" in result["reason"]
+    assert result["seconds"] < 60  # the bound, not the task's 900 s budget, ended the wait
+    ps = subprocess.run(["pgrep", "-f", str(hung)], capture_output=True, text=True)
+    assert ps.stdout == "", "the hung browser was left running"
+    bad = _cli(str(task), "--start-timeout", "0", "--out", str(out))
+    assert bad.returncode == 2 and "--start-timeout" in bad.stderr
+
 def test_wait_until_drawn_needs_a_non_uniform_stable_frame() -> None:
     blank = np.zeros((4, 4, 3), np.uint8)
     drawn = blank.copy()
