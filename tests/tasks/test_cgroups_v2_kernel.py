@@ -5,52 +5,31 @@ v1, so the guest is where the v2 path meets the kernel's own rules: limits, OOM 
 `memory.events`, `memory.peak`, the no-internal-processes rule behind the runner's leaf.
 
 The guest runs tests/support/cgroup_v2_guest.py and writes its answers as JSON; the asserts are here.
+A second guest runs the whole runner on a built-in task (sandboxed worker, Xvfb, Chromium, scoring)
+from a cgroup of its own, as `systemd-run --scope -p Delegate=yes kimi-agent run ...` would start it.
 Skipped where `linux.uml` is not installed (scripts/setup.sh installs it).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import uml_guest
 
 GUEST = Path(__file__).parents[1] / "support" / "cgroup_v2_guest.py"
-ROOT = Path(__file__).parents[2]
-UML = shutil.which("linux.uml")
 
-pytestmark = pytest.mark.skipif(UML is None, reason="linux.uml (apt-get install user-mode-linux) is not installed")
-
-INIT = """#!/bin/sh
-# PID 1 of the guest: its own proc, sys, cgroup2 (the only hierarchy) and /dev/shm; the scenario; off
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t cgroup2 none /sys/fs/cgroup
-mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm
-cd {root}
-PYTHONDONTWRITEBYTECODE=1 {python} {guest} {out} > {log} 2>&1
-echo "guest exit $?" >> {log}
-poweroff -f
-"""
+pytestmark = pytest.mark.skipif(uml_guest.UML is None, reason="linux.uml (apt-get install user-mode-linux) is not installed")
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Boot the guest once, run the scenario, return its answers."""
     work = tmp_path_factory.mktemp("uml")
-    out, log = work / "out.json", work / "guest.log"
-    init = work / "init.sh"
-    init.write_text(INIT.format(root=ROOT, python=sys.executable, guest=GUEST, out=out, log=log), encoding="utf-8")
-    init.chmod(0o755)
-    assert UML is not None
-    console = subprocess.run([UML, "mem=768M", "rootfstype=hostfs", "rootflags=/", "rw", f"init={init}",
-                              "con=null", "con0=fd:0,fd:1", f"uml_dir={work}"], cwd=work, stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=300)
-    shown = f"--- console\n{console.stdout[-2000:]}\n--- guest log\n{log.read_text() if log.exists() else '(none)'}"
+    out = work / "out.json"
+    shown = uml_guest.boot(work, f"$PYTHON {GUEST} {out}", mem="768M", timeout_s=300)
     assert out.exists(), shown
     return json.loads(out.read_text(encoding="utf-8"))
 
@@ -102,3 +81,34 @@ def test_a_runner_sharing_its_scope_puts_workers_in_the_nearest_cgroup_that_hand
     assert shared["worker"]["folder"] == f"/sys/fs/cgroup/kimi-agent-{shared['pid']}-w0-0"
     _check_worker(shared["worker"], 96, 24)
     assert shared["swept"] == 0
+
+
+RUNNER_SCRIPT = """
+echo '+cpu +memory +pids' > /sys/fs/cgroup/cgroup.subtree_control  # what a delegating systemd would do
+mkdir /sys/fs/cgroup/scope-runner
+/bin/sh -c 'echo $$ > /sys/fs/cgroup/scope-runner/cgroup.procs && exec "$@"' sh \\
+  $PYTHON -m kimi_agent.cli run {task} --backend solutions --out {out} --no-progress --worker-memory 1500 \\
+  --start-timeout 180
+echo "runner exit $?"
+find /sys/fs/cgroup -name 'kimi-agent-*' > {left}
+cat /sys/fs/cgroup/scope-runner/kimi-agent-*-runner/cgroup.procs >> {left}
+"""
+
+
+def test_the_whole_runner_in_a_v2_only_kernel_scores_a_task_in_a_sandboxed_limited_worker(
+        tmp_path: Path) -> None:
+    # One CPU under User-Mode Linux: Chromium takes about a minute to start here, so --start-timeout 180
+    task = Path(__file__).parents[2] / "tasks" / "suites" / "chrome" / "suite-bookmark.json"
+    out, left = tmp_path / "out", tmp_path / "left.txt"
+    shown = uml_guest.boot(tmp_path, RUNNER_SCRIPT.format(task=task, out=out, left=left), mem="2G", timeout_s=600)
+    assert "runner exit 0" in shown, shown
+    result = json.loads((out / "suite-bookmark" / "result.json").read_text(encoding="utf-8"))
+    assert (result["status"], result["score"]) == ("success", 1.0), result
+    host = result["host"]
+    assert host["sandbox"] == "bwrap"
+    assert host["limits"].startswith("cgroup v2: memory 1500 MiB, 2048 processes"), host
+    assert host["peak_memory_by"].startswith("sampled")  # Linux 6.1: the kernel's peak cannot be reset
+    assert 0 < host["peak_memory_mb"] <= 1500
+    remaining = left.read_text(encoding="ascii").split()
+    assert len(remaining) == 1 and remaining[0].startswith("/sys/fs/cgroup/scope-runner/kimi-agent-"), remaining
+    assert remaining[0].endswith("-runner")  # the ended runner's empty leaf (the next run sweeps it); no worker
