@@ -4,7 +4,8 @@
    step run eagerly: must be identical; agreement with the dynamic eager path is reported too);
 2. decode tokens/s at batch 1, 4, 16 (eager vs CUDA graph), next to the weight-bandwidth ceiling
    (bytes of weights one batch-1 token reads / measured device copy bandwidth), and at batch 1
-   through `Engine.generate_ids` (a host sync per token, as an agent step decodes);
+   through `Engine.generate_ids` (a token read back per step, as an agent step decodes), with and
+   without lookahead (the next step queued before the token is read);
 3. time to first token of a 1920x1080 screenshot (1032 image tokens) + 300 text tokens, with the
    vision and language-model parts;
 4. agent step time: `bench/agent_episode.py`'s 10-step sliding-window episode on the full model
@@ -278,26 +279,29 @@ def main() -> None:
 
     def engine_rate() -> None:
         """Batch-1 decode as an agent step gets it: `Engine.generate_ids` reads each token back to the
-        host (stop check, prefix bookkeeping) before the next step starts, which the rows above do
-        not. Two runs after the same cached prompt, `steps` and 2 x `steps` tokens long; the
-        difference in their times is the decode alone (no prefill in it)."""
-        engine = Engine(model, decode=graph, max_cache_tokens=512 + 2 * args.steps + 64)
-        engine.stop_token_ids = ()  # random weights: every run has its full length
-        ids = torch.randint(0, 160000, (1, 512), generator=torch.Generator().manual_seed(1))
-        engine.generate_ids(ids, max_new_tokens=8)  # prefill once; capture the graph
-        seconds = {}
-        for n in (args.steps, 2 * args.steps):
-            engine.generate_ids(ids, max_new_tokens=8)  # back to the prompt's cached state
-            sync()
-            t = time.perf_counter()
-            got = engine.generate_ids(ids, max_new_tokens=n)
-            sync()
-            seconds[n] = time.perf_counter() - t
-            assert len(got.token_ids) == n and got.cached_prompt_tokens == ids.shape[1] - 1, got
-        rate = args.steps / (seconds[2 * args.steps] - seconds[args.steps])
-        print(f"{'engine ' + graph:18} {rate:10.1f} {'':>10} {'':>10} {1000 / rate:8.2f}   (Engine.generate_ids: "
-              "a host sync per token)", flush=True)
-        SUMMARY[f"decode engine {graph} b1"] = f"{rate:.0f} tok/s ({rate / ceiling:.0%} of ceiling)"
+        host (stop check, prefix bookkeeping), which the rows above do not; with lookahead (the next
+        step queued before the token is read: the default on CUDA) and without. Two runs after the
+        same cached prompt, `steps` and 2 x `steps` tokens long; the difference in their times is
+        the decode alone (no prefill in it)."""
+        for lookahead in (True, False):
+            engine = Engine(model, decode=graph, max_cache_tokens=512 + 2 * args.steps + 64, lookahead=lookahead)
+            engine.stop_token_ids = ()  # random weights: every run has its full length
+            ids = torch.randint(0, 160000, (1, 512), generator=torch.Generator().manual_seed(1))
+            engine.generate_ids(ids, max_new_tokens=8)  # prefill once; capture the graph
+            seconds = {}
+            for n in (args.steps, 2 * args.steps):
+                engine.generate_ids(ids, max_new_tokens=8)  # back to the prompt's cached state
+                sync()
+                t = time.perf_counter()
+                got = engine.generate_ids(ids, max_new_tokens=n)
+                sync()
+                seconds[n] = time.perf_counter() - t
+                assert len(got.token_ids) == n and got.cached_prompt_tokens == ids.shape[1] - 1, got
+            rate = args.steps / (seconds[2 * args.steps] - seconds[args.steps])
+            label = f"engine {graph}" + ("" if lookahead else " sync")
+            print(f"{label:18} {rate:10.1f} {'':>10} {'':>10} {1000 / rate:8.2f}   (Engine.generate_ids"
+                  f"{', lookahead' if lookahead else ', no lookahead'})", flush=True)
+            SUMMARY[f"decode {label} b1"] = f"{rate:.0f} tok/s ({rate / ceiling:.0%} of ceiling)"
 
     def ttft() -> None:
         ids, pv, hws = screenshot_prompt(dev)

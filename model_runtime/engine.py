@@ -45,17 +45,20 @@ class Engine:
     max_cached_images: projected features of this many images are kept (LRU by content; 0: none).
     cache: a preallocated one-sequence cache to use (e.g. a scheduler's slot, `MLACache.row`); it is
     never replaced, so a prompt that does not fit is a `CacheFullError`.
+    lookahead: queue each decode step before the previous token is read back (`stream_tokens`;
+    None: on a CUDA model).
     """
 
     def __init__(self, model: KimiVL, processor: Any | None = None, *, min_cache_tokens: int = 4096,
                  decode: DecodeMode | Literal["auto"] = "auto", max_cache_tokens: int = 32768,
-                 max_cached_images: int = 16, cache: MLACache | None = None) -> None:
+                 max_cached_images: int = 16, cache: MLACache | None = None, lookahead: bool | None = None) -> None:
         if decode == "auto":
             decode = "graph" if model.device.type == "cuda" else "eager"
         if decode not in DECODE_MODES:
             raise ValueError(f"decode mode {decode!r}; use auto or one of {', '.join(DECODE_MODES)}")
         self.model, self.processor = model, processor
         self.decode: DecodeMode = decode
+        self.lookahead = lookahead
         self.min_cache_tokens, self.max_cache_tokens = min_cache_tokens, max_cache_tokens
         self.stop_token_ids: tuple[int, ...] = tuple(getattr(processor, "stop_token_ids", STOP_TOKEN_IDS))
         self.cache: MLACache | None = cache
@@ -202,7 +205,7 @@ class Engine:
             for tok in stream_tokens(self.model, suffix, cache, image_features=features,
                                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                      generator=generator, stop_token_ids=self.stop_token_ids,
-                                     decoder=self.decoder):
+                                     decoder=self.decoder, lookahead=self.lookahead):
                 new.append(tok)
                 yield tok
         finally:

@@ -63,13 +63,25 @@ def stream_tokens(model: KimiVL, input_ids: torch.Tensor, kv_cache: Cache, *,
                   image_features: torch.Tensor | None = None,
                   max_new_tokens: int = 16, temperature: float = 0.0, top_p: float = 1.0,
                   generator: torch.Generator | None = None, stop_token_ids: tuple[int, ...] = STOP_TOKEN_IDS,
-                  decoder: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[int]:
+                  decoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  lookahead: bool | None = None) -> Iterator[int]:
     """Yield new token ids of one sequence (input_ids [1, T] after cache.pos) until a stop id
-    (yielded, then stop) or `max_new_tokens`. The last yielded token is not fed to the cache.
-    `decoder(tokens [1]) -> logits [1, V]` replaces `decode_step` (it must advance `kv_cache`)."""
+    (yielded, then stop) or `max_new_tokens`.
+    `decoder(tokens [1]) -> logits [1, V]` replaces `decode_step` (it must advance `kv_cache`).
+
+    lookahead (default: on for a CUDA model): the step that feeds token i is queued on the device
+    before token i is read back, so the device computes token i + 1 while the host checks token i
+    and the caller handles it (text decoding, streaming). The tokens are the same; the cost is one
+    step past a stop id, which is then in the cache (the cache is always at the last yielded token
+    or one past it: the caller keeps `keys[:cache.pos]`). Without lookahead the last yielded token
+    is not fed to the cache, and the device waits on the host between steps.
+    """
     step = decoder or (lambda toks: decode_step(model, toks, kv_cache))
     with torch.inference_mode():
         logits = prefill(model, input_ids, kv_cache, pixel_values, image_grid_hws, image_features=image_features)
+        if lookahead if lookahead is not None else logits.is_cuda:
+            yield from _lookahead(logits, step, max_new_tokens, temperature, top_p, generator, stop_token_ids)
+            return
         for i in range(max_new_tokens):
             token = sample(logits, generator, temperature, top_p)  # [1]
             tok = int(token[0])
@@ -77,6 +89,28 @@ def stream_tokens(model: KimiVL, input_ids: torch.Tensor, kv_cache: Cache, *,
             if tok in stop_token_ids or i == max_new_tokens - 1:
                 return
             logits = step(token)
+
+
+def _lookahead(logits: torch.Tensor, step: Callable[[torch.Tensor], torch.Tensor], max_new_tokens: int,
+               temperature: float, top_p: float, generator: torch.Generator | None,
+               stop_token_ids: tuple[int, ...]) -> Iterator[int]:
+    """`stream_tokens` with the next step queued before each token is read (see there)."""
+    cuda = logits.is_cuda
+    host = torch.empty(1, dtype=torch.long, pin_memory=cuda)  # page-locked: the copy does not block
+    token = sample(logits, generator, temperature, top_p)  # [1], on the device
+    for i in range(max_new_tokens):
+        host.copy_(token, non_blocking=cuda)
+        ready = torch.cuda.Event() if cuda else None
+        if ready is not None:
+            ready.record()
+        if i < max_new_tokens - 1:
+            token = sample(step(token), generator, temperature, top_p)  # queued behind the copy
+        if ready is not None:
+            ready.synchronize()  # the copy only, not the step queued after it
+        tok = int(host[0])
+        yield tok
+        if tok in stop_token_ids:
+            return
 
 
 def generate_batch(model: KimiVL, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,

@@ -66,6 +66,37 @@ def test_same_ids_with_a_different_image_reencodes_it(tiny_model: KimiVL, vision
         engine.generate_ids(ids, torch.cat((shot1, shot2)), torch.tensor([[4, 4], [4, 4]]))
 
 
+
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_lookahead_gives_the_same_tokens_and_a_cache_that_the_next_call_reuses(tiny_model: KimiVL,
+                                                                            decode: str) -> None:
+    """Lookahead (each step queued before the previous token is read, as on CUDA) forced on the CPU."""
+    g = torch.Generator().manual_seed(2)
+    pv, hws = torch.randn(16, 3, 14, 14, generator=g), torch.tensor([[4, 4]])
+    step1 = torch.cat((turn(7), with_image(4, 4), turn(8)))[None]
+    free = Engine(tiny_model, decode=decode, max_cache_tokens=256, lookahead=False)  # type: ignore[arg-type]
+    free.stop_token_ids = ()
+    ref = free.generate_ids(step1, pv, hws, max_new_tokens=10).token_ids
+    j = next(i for i in range(2, 10) if ref[i] not in ref[:i])
+    engines = {ahead: Engine(tiny_model, decode=decode, max_cache_tokens=256, lookahead=ahead)  # type: ignore[arg-type]
+               for ahead in (False, True)}
+    for engine in engines.values():
+        engine.stop_token_ids = (ref[j],)  # the reply ends on a stop id mid-way
+    first = {a: e.generate_ids(step1, pv, hws, max_new_tokens=10) for a, e in engines.items()}
+    assert first[True].token_ids == first[False].token_ids == ref[:j + 1]
+    prompt = step1.shape[1]
+    assert engines[False].cache.pos == prompt + j  # the stop id was not fed
+    assert engines[True].cache.pos == prompt + j + 1  # one step past it: the stop id is in the cache
+    step2 = torch.cat((step1[0], torch.tensor(ref[:j + 1]), turn(9)))[None]  # the reply, then a new turn
+    second = {a: e.generate_ids(step2, pv, hws, max_new_tokens=6, temperature=0.9, seed=4)
+              for a, e in engines.items()}
+    assert second[True].token_ids == second[False].token_ids  # sampled: the same draws in the same order
+    assert second[True].cached_prompt_tokens == second[False].cached_prompt_tokens + 1 == prompt + j + 1
+    assert second[True].token_ids == Engine(tiny_model).generate_ids(step2, pv, hws, max_new_tokens=6,
+                                                                     temperature=0.9, seed=4).token_ids
+    assert len(second[True].token_ids) == 6  # ended by max_new_tokens: no step past the last token
+    assert engines[True].cache.pos == engines[False].cache.pos == step2.shape[1] + 5
+
 def test_sample_temperature_top_p_and_seed() -> None:
     logits = torch.tensor([[0.0, 5.0, 4.9, -3.0]])
     assert sample(logits).tolist() == [1]
