@@ -296,13 +296,26 @@ class BatchScheduler:
         slot.handle, slot.prefilled, slot.decoder, slot.stops = None, False, None, None
         self._done(handle, reason, error)
 
-    def _accept(self, slot: _Slot, logits: torch.Tensor) -> None:
-        """Sample the next token of `slot` from logits [1, V]; emit its text; finish it on a stop id,
-        a stop string or the budget."""
+    def _sample(self, slots: list[_Slot], logits: torch.Tensor) -> list[int]:
+        """The next token of each slot from its row of logits [R, V] (row = slot index), read back to
+        the host at once: one argmax over all rows for greedy requests, a draw from its own generator
+        for each sampling one."""
+        greedy = logits.argmax(-1)  # [R]
+        reqs = [s.handle.request for s in slots]  # type: ignore[union-attr]
+        if all(r.temperature <= 0 for r in reqs):
+            picked = greedy[[s.index for s in slots]] if len(slots) < logits.shape[0] else greedy
+            return [int(t) for t in picked.tolist()]
+        rows = [greedy[s.index] if r.temperature <= 0 else
+                sample(logits[s.index : s.index + 1], s.generator, r.temperature, r.top_p)[0]
+                for s, r in zip(slots, reqs, strict=True)]
+        return [int(t) for t in torch.stack(rows).tolist()]
+
+    def _accept(self, slot: _Slot, tok: int) -> None:
+        """Take `tok` as the next token of `slot`; emit its text; finish it on a stop id, a stop string
+        or the budget."""
         handle = slot.handle
         assert handle is not None
         req = handle.request
-        tok = int(sample(logits, slot.generator, req.temperature, req.top_p)[0])
         handle.tokens.append(tok)
         slot.next_token = tok
         self._callback(req.on_token, tok)
@@ -334,7 +347,8 @@ class BatchScheduler:
         if self.processor is not None:
             slot.decoder = self.processor.stream_decoder(skip_special_tokens=True)
             slot.stops = StopMatcher(req.stop)
-        self._accept(slot, logits)
+        tok = int(sample(logits, slot.generator, req.temperature, req.top_p)[0])  # logits [1, V]
+        self._accept(slot, tok)
 
     def _decode(self, active: list[_Slot]) -> None:
         """One token for every active slot, batched over rows 0..R-1 at per-row positions (R: the highest
@@ -360,6 +374,7 @@ class BatchScheduler:
                 logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
         self.decode_steps += 1
         self.decoded_rows += len(active)
-        for s in active:
+        picked = self._sample(active, logits)  # one read back for the whole batch
+        for s, tok in zip(active, picked, strict=True):
             s.cache.advance(1)
-            self._accept(s, logits[s.index : s.index + 1])
+            self._accept(s, tok)

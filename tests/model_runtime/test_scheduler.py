@@ -36,7 +36,8 @@ def image_prompt(seed: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor,
 
 def alone(model: KimiVL, req: GenerationRequest) -> list[int]:
     return Engine(model, decode="eager").generate_ids(req.input_ids, req.pixel_values, req.image_grid_hws,
-                                                       max_new_tokens=req.max_new_tokens).token_ids
+                                                       max_new_tokens=req.max_new_tokens, temperature=req.temperature,
+                                                       top_p=req.top_p, seed=req.seed).token_ids
 
 
 @pytest.mark.parametrize("decode", ["eager", "static"])
@@ -57,6 +58,22 @@ def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: Ki
     if decode == "static":  # 3 rows run in the 4-row bucket capped at the 3 slots; 2 rows in the 2-row one
         assert sched.decoder is not None and {r for r, _ in sched.decoder.buckets} <= {1, 2, 3}
 
+
+
+@pytest.mark.parametrize("decode", ["eager", "static"])
+def test_greedy_and_sampling_requests_in_one_batch_each_get_their_own_tokens(tiny_model: KimiVL, decode: str) -> None:
+    """The batch's tokens are read back at once (one argmax for the greedy rows, each sampling row
+    from its own generator): each request still gets what it gets alone."""
+    reqs = [GenerationRequest(text(40, 8)[None], max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3),
+            GenerationRequest(text(41, 11)[None], max_new_tokens=8),
+            GenerationRequest(text(42, 5)[None], max_new_tokens=8, temperature=0.7, seed=5)]
+    sched = BatchScheduler(tiny_model, slots=3, max_len=64, stop_token_ids=(), decode=decode)  # type: ignore[arg-type]
+    handles = [sched.submit(r) for r in reqs]
+    sched.run_until_idle()
+    got = [h.result(timeout=0).token_ids for h in handles]
+    assert got == [alone(tiny_model, r) for r in reqs]
+    assert got[0] != alone(tiny_model, GenerationRequest(text(40, 8)[None], max_new_tokens=8))  # really sampled
+    assert sched.decoded_rows / sched.decode_steps > 2
 
 def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
     sched = BatchScheduler(tiny_model, slots=2, max_len=128, stop_token_ids=())
