@@ -2,8 +2,10 @@
 
 Images go as base64 data URLs (PNG at compress level 1, or JPEG). Replies stream over SSE and each
 text piece reaches `on_text`. 429, 5xx and timeouts are retried with exponential backoff (honouring
-`Retry-After`); an endpoint that cannot be reached at all raises `ModelUnavailableError` with what
-to do, and any other failure `BackendError` with the server's message. Reasoning that a server
+`Retry-After`); a server that accepts the connection but sends nothing for `timeout_s` is tried
+`timeout_retries` more times only (a hung server rarely recovers in seconds), so a call waits at
+most about (1 + timeout_retries) x timeout_s for it; an endpoint that cannot be reached at all raises
+`ModelUnavailableError` with what to do, and any other failure `BackendError` with the server's message. Reasoning that a server
 returns apart (`reasoning_content`) is put back as `◁think▷...◁/think▷` so the parser sees one text.
 """
 
@@ -47,11 +49,13 @@ class OpenAIBackend:
     def __init__(self, endpoint: str, *, model: str, api_key: str | None = None, timeout_s: float = 120.0,
                  max_retries: int = 5, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  image_format: Literal["png", "jpeg"] = "png", stream: bool = True, connect_retries: int = 1,
-                 client: httpx.Client | None = None) -> None:
+                 timeout_retries: int = 1, client: httpx.Client | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.model = model
         self.max_retries = max_retries
         self.connect_retries = connect_retries  # a refused connection is rarely transient: fail fast
+        self.timeout_retries = timeout_retries  # nor is a server that answers nothing
+        self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.image_format: Literal["png", "jpeg"] = image_format
@@ -130,8 +134,11 @@ class OpenAIBackend:
                 time.sleep(self._delay(attempt, None))
                 continue
             except httpx.TimeoutException as e:
-                if last:
-                    raise BackendError(f"{url} timed out {self.max_retries + 1} times ({type(e).__name__})") from None
+                if last or attempt >= self.timeout_retries:
+                    raise BackendError(
+                        f"the model server at {self.endpoint} sent nothing for {self.timeout_s:g} s, {attempt + 1} "
+                        f"time(s) in a row ({type(e).__name__}); is it overloaded or stuck? Check its log, or "
+                        f"pass the right --endpoint URL.") from None
                 time.sleep(self._delay(attempt, None))
                 continue
             except httpx.HTTPError as e:

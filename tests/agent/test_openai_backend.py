@@ -139,3 +139,21 @@ def test_unreachable_endpoint_is_a_clear_error() -> None:
     backend = OpenAIBackend(url, model="kimi", backoff_s=0.01)
     with pytest.raises(ModelUnavailableError, match="--endpoint"):
         backend.generate(*_messages(), Sampling())
+
+
+def test_a_server_that_accepts_but_never_answers_is_given_up_on_after_one_retry() -> None:
+    import socket
+    import time
+
+    listener = socket.socket()  # accepts connections (the kernel's backlog) and never reads or writes
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    backend = OpenAIBackend(url, model="kimi", timeout_s=0.5, backoff_s=0.01)  # default: 5 retries, 1 on timeouts
+    t = time.monotonic()
+    try:
+        with pytest.raises(BackendError, match=r"sent nothing for 0.5 s, 2 time\(s\) in a row"):
+            backend.generate(*_messages(), Sampling())
+    finally:
+        listener.close()
+    assert time.monotonic() - t < 5  # two waits of 0.5 s, not six
