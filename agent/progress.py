@@ -55,6 +55,7 @@ class _Current:
         self.detail = ""
         self.since = time.perf_counter()
         self.text = ""
+        self.spinner = Spinner("dots", style="cyan")  # one for the whole episode: its frame follows its age
 
     def set(self, step: int, phase: str, detail: str = "") -> None:
         if step != self.step or phase == "thinking":
@@ -66,7 +67,8 @@ class _Current:
         detail = f" ({self.detail})" if self.detail else ""
         head = Text.assemble((f"{label} ", "bold cyan"), (f"{self.phase}{detail}", "bold"),
                              (f"  {time.perf_counter() - self.since:.1f} s", "dim"))
-        spinner = Spinner("dots", text=head, style="cyan")
+        spinner = self.spinner
+        spinner.update(text=head)
         if self.phase != "thinking" or not self.text:
             return spinner
         lines = self.redact(self.text).rstrip("\n").splitlines()[-STREAM_LINES:]

@@ -87,3 +87,22 @@ def test_ctrl_c_in_a_terminal_exits_130_with_the_trajectory_written(tmp_path: Pa
     (run_dir,) = (tmp_path / "out").iterdir()
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "user_stopped" and (run_dir / "report.html").is_file()
+
+
+def test_the_spinner_turns_between_redraws() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from kimi_agent.progress import _Current
+
+    current = _Current(lambda text: text)
+    current.set(1, "observing")
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    frames = set()
+    for _ in range(4):  # the "dots" spinner shows a new frame every 80 ms
+        console.print(current)
+        frames.add(console.file.getvalue().splitlines()[-1][0])  # type: ignore[attr-defined]
+        time.sleep(0.1)
+    assert len(frames) >= 3, frames
