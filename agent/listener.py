@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 #: What a step is doing now: observing (screenshot), thinking (the model generates), acting (an
 #: action runs), waiting (a `computer.wait()`), settling (waiting for the screen to stop changing).
-Phase = Literal["observing", "thinking", "acting", "waiting", "settling"]
+Phase = Literal["observing", "thinking", "acting", "waiting", "settling", "writing"]
 
 
 class Listener:
@@ -23,7 +23,8 @@ class Listener:
     it was rejected, and the step generates again), `on_phase(step, "acting" | "waiting" |
     "settling", detail)` around its actions, `on_phase(step, "observing")` for the screenshot
     after them, and `on_step(record)` when the step is recorded. The first screenshot of an
-    episode is announced as `on_phase(1, "observing")` before step 1 starts. `on_reply` and
+    episode is announced as `on_phase(1, "observing")` before step 1 starts, and `Agent.run` says
+    `on_phase(last step, "writing", ...)` while it writes the report and recording. `on_reply` and
     `on_step` get text with the settings' secrets redacted; `on_text` pieces are raw (a secret may
     span two pieces), so a listener that shows them redacts the text it has gathered itself.
     """

@@ -154,6 +154,7 @@ class Agent:
         if artifacts:
             from kimi_agent.artifacts import write_episode_artifacts
 
+            self.listener.on_phase(result.steps, "writing", "report, recording")
             result.report = write_episode_artifacts(result.run_dir).get("report.html")
         return result
 

@@ -209,3 +209,13 @@ def test_listener_sees_every_phase_and_the_reply_before_the_confirmation(tmp_pat
         "3 settling", "3 observing", "end 3",
         "start 4", "4 thinking", "text", "reply 4: Done. / Finish", "end 4"]
     assert listener.text == "".join(replies)
+
+
+def test_run_says_it_is_writing_the_report_after_the_last_step(tmp_path: Path, fake_env: Any,
+                                                               kimi_reply: Any) -> None:
+    listener = _Events()
+    agent = Agent(ScriptedBackend([kimi_reply("Done.", "Finish", DONE)]), fake_env, _settings(tmp_path),
+                  listener=listener)
+    result = agent.run("finish")
+    assert listener.events[-2:] == ["end 1", "1 writing report, recording"]
+    assert result.report is not None and result.report.is_file()
