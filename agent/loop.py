@@ -382,7 +382,7 @@ class Agent:
         state.consecutive_failures += 1
         self.listener.on_retry(state.step, message)
         if state.consecutive_failures >= self.settings.max_failures:
-            state.finish("error", f"{state.consecutive_failures} consecutive failures; last: {message}")
+            state.finish("error", f"{state.consecutive_failures} consecutive failures; last: {message.rstrip('. ')}")
 
     def _ask_user(self, state: AgentState, question: str) -> str | None:
         if self.ask is None:

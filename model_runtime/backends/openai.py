@@ -158,7 +158,8 @@ class OpenAIBackend:
                 text = resp.read().decode("utf-8", "replace")[:500]
                 if resp.status_code in _RETRY_STATUS:
                     raise _Retryable(f"HTTP {resp.status_code}: {text}", _retry_after(resp))
-                raise BackendError(f"{url} answered HTTP {resp.status_code}: {text}")
+                raise BackendError(f"{url} answered HTTP {resp.status_code}" + (f": {text}" if text.strip() else
+                                                                                 " with an empty body"))
             if body["stream"] and resp.headers.get("content-type", "").startswith("text/event-stream"):
                 return _read_stream(resp.iter_lines(), on_text)
             reply = _read_json(json.loads(resp.read()))
