@@ -2,7 +2,11 @@
 
 Tasks come from files and folders, or from an OSWorld meta file (`--test-meta test_all.json
 --domain chrome`: ids under `examples/<domain>/<id>.json` next to it). The exit code is 0 only
-when every runnable task was scored; 1 when any task errored (rerun those with `--resume`).
+when every runnable task was scored; 1 when any task errored (rerun those with `--resume`); 2 when
+the run could not start (one `error:` line, before any worker starts or --out is written: a task
+path that does not exist, no task that can run, an unusable --out, --replies or --backend); 130
+after Ctrl-C (the tasks it stopped are `interrupted`). The results print as a table on a terminal,
+else as plain whole lines, one per task.
 
 `register(app)` adds the command to the main typer app (cli/app.py); `python -m
 kimi_agent.tasks.cli run ...` works on its own. Model options are the shared ones (`--backend`,
@@ -21,11 +25,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from kimi_agent.errors import ConfigError
 from kimi_agent.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.backends.base import Backend
     from kimi_agent.tasks.host import LocalHost
+    from kimi_agent.tasks.loader import TaskSet
+    from kimi_agent.tasks.runner import RunSettings, RunSummary
 
 _MODEL_CACHE: dict[str, Any] = {}  # per worker process: a model backend is loaded once, reused per task
 
@@ -122,50 +129,29 @@ def run_command(
     vm_chromium_port: Annotated[int, typer.Option(help="the --vm VMs' Chrome debugging relay port")] = 9222,
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
-    from kimi_agent.tasks.loader import load_tasks
-    from kimi_agent.tasks.runner import RunSettings, run_tasks
+    from kimi_agent.errors import AgentError
+    from kimi_agent.tasks.runner import make_out_dir, run_tasks
 
-    options: dict[str, Any] = {"backend": None if backend in ("solutions", "do-nothing") else backend,
-                               "endpoint": endpoint, "api_key": api_key,
-                               "replies": None if replies is None else str(replies)}
-    if model is not None:
-        options["model"] = model
-    options["slots"] = workers  # a native model decodes the workers' requests together (one copy for all)
-    if backend not in ("solutions", "do-nothing"):
-        from kimi_agent.options import BackendOptions
-
-        opts = BackendOptions.model_validate(options)
-        if opts.resolved() == "scripted" and opts.replies is None:
-            raise typer.BadParameter("--backend scripted needs --replies FILE")
-        if opts.resolved() == "openai" and opts.endpoint:
-            from kimi_agent.options import check_endpoint
-
-            check_endpoint(opts.endpoint, model=opts.model)  # a server that is down fails before any worker starts
-        backend = opts.resolved()
     sources: list[Path] = list(paths or [])
-    if test_meta is not None:
-        from kimi_agent.errors import ConfigError
-        from kimi_agent.tasks.meta import paths_from_meta
-
-        try:
-            sources += paths_from_meta(test_meta, domain)
-        except ConfigError as e:
-            raise typer.BadParameter(str(e), param_hint="--test-meta") from e
-    elif domain:
+    if test_meta is None and domain:
         raise typer.BadParameter("--domain needs --test-meta", param_hint="--domain")
-    if not sources:
+    if not sources and test_meta is None:
         raise typer.BadParameter("give task files or folders, or --test-meta FILE")
-    tasks = load_tasks(sources, allow_network=allow_network)
-    if len(tasks) == 0:
-        typer.echo(f"no task files found in {', '.join(map(str, sources))}", err=True)
-        raise typer.Exit(2)
-    for t in [*([] if vm or provider else tasks.unsupported), *tasks.invalid]:  # a VM runs what this machine cannot
-        typer.echo(f"skipping {t.describe()}", err=True)
-    settings = RunSettings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
-                           task_timeout_s=task_timeout, start_timeout_s=start_timeout, allow_network=allow_network, confirm=confirm,
-                           max_seconds=max_seconds, temperature=temperature, thinking=thinking,
-                           history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
-                           worker_memory_mb=worker_memory, worker_pids=worker_pids, worker_cpus=worker_cpus)
+    try:  # every input is checked here, before any worker starts or --out is written
+        backend, options = _backend_choice(backend, model=model, endpoint=endpoint, api_key=api_key,
+                                           replies=replies, workers=workers)
+        tasks = _load(sources, test_meta, domain, allow_network=allow_network, on_vm=bool(vm or provider))
+        if vm and provider:
+            raise ConfigError("give --vm URL(s) or --provider NAME, not both")
+        settings = _settings(workers=workers, max_steps=max_steps, out_dir=out, resume=resume,
+                             task_timeout_s=task_timeout, start_timeout_s=start_timeout, allow_network=allow_network,
+                             confirm=confirm, max_seconds=max_seconds, temperature=temperature, thinking=thinking,
+                             history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
+                             worker_memory_mb=worker_memory, worker_pids=worker_pids, worker_cpus=worker_cpus)
+        make_out_dir(out)
+    except AgentError as e:  # the one place a bad input becomes `error: ...` and exit 2
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     # ---- OSWorld VMs (--vm/--provider): tasks/vm_runner.py; the local runner otherwise ----------
     if vm or provider:
         import shlex
@@ -173,8 +159,6 @@ def run_command(
         from kimi_agent.tasks.osworld_bridge import BridgeTarget
         from kimi_agent.tasks.vm_runner import run_vm_tasks
 
-        if vm and provider:
-            raise typer.BadParameter("give --vm URL(s) or --provider NAME, not both", param_hint="--vm")
         targets = ([BridgeTarget(vm=url, chromium_port=vm_chromium_port) for url in vm] if vm else
                    [BridgeTarget(provider=provider, provider_args=tuple(shlex.split(provider_args)))] * workers)
         summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets,
@@ -182,22 +166,121 @@ def run_command(
     else:
         summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
     # ----------------------------------------------------------------------------------------------
-    from rich.console import Console
-
-    from kimi_agent.tasks.report import results_table
-
-    Console(soft_wrap=True, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200).print(
-        results_table(summary))
-    for name, d in summary.domain_rates().items():
-        typer.echo(f"  {name or '-'}: {d['rate']:.0%} over {d['scored']:g} scored ({d['errored']:g} errored)")
-    typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
-               f"results in {out / 'results.json'}, report {out / 'index.html'}")
+    _print_summary(summary, out)
     if summary.interrupted:
-        typer.echo("interrupted: the results above are partial; finish the run with --resume", err=True)
+        unfinished = len(summary.unfinished)
+        typer.echo(f"interrupted: the results above are partial ({unfinished} task(s) not finished, not scored); "
+                   "finish the run with --resume", err=True)
         raise typer.Exit(130)
     if summary.errored:
         typer.echo(f"{len(summary.errored)} task(s) errored (not scored); rerun them with --resume", err=True)
         raise typer.Exit(1)
+
+
+#: `run --backend`: the model backends (kimi_agent.options.BackendName) and the two test doubles.
+RUN_BACKENDS = ("native", "openai", "transformers", "scripted", "solutions", "do-nothing")
+#: RunSettings/BackendOptions fields whose flag is not `--<field>`.
+_FLAGS = {"out_dir": "--out", "task_timeout_s": "--task-timeout", "start_timeout_s": "--start-timeout",
+          "history_images": "--history", "worker_memory_mb": "--worker-memory", "slots": "--workers"}
+
+
+def _backend_choice(backend: str | None, *, model: str | None, endpoint: str | None, api_key: str | None,
+                    replies: Path | None, workers: int) -> tuple[str, dict[str, Any]]:
+    """(backend name, BackendOptions fields) for `BackendChoice`; raises ConfigError (or
+    ModelUnavailableError: an endpoint where nothing answers) for a backend that cannot run."""
+    from kimi_agent.options import BackendOptions, check_endpoint
+
+    if backend is not None and backend not in RUN_BACKENDS:
+        names = ", ".join(repr(n) for n in RUN_BACKENDS[:-1]) + f" or {RUN_BACKENDS[-1]!r}"
+        raise ConfigError(f"--backend must be {names}, not {backend!r}.")
+    options: dict[str, Any] = {"backend": None if backend in ("solutions", "do-nothing") else backend,
+                               "endpoint": endpoint, "api_key": api_key,
+                               "replies": None if replies is None else str(replies)}
+    if model is not None:
+        options["model"] = model
+    options["slots"] = workers  # a native model decodes the workers' requests together (one copy for all)
+    if backend in ("solutions", "do-nothing"):
+        return backend, options
+    opts = _validated(BackendOptions, options)
+    if opts.resolved() == "scripted":
+        from kimi_agent.model_runtime.backends.scripted import load_script
+
+        if opts.replies is None:
+            raise ConfigError("--backend scripted needs --replies FILE (a JSONL file of replies).")
+        load_script(opts.replies)  # a missing or malformed file fails here, not in every task
+    if opts.resolved() == "openai" and opts.endpoint:
+        check_endpoint(opts.endpoint, model=opts.model,  # a server that is down fails before any worker starts
+                       api_key=opts.api_key or os.environ.get("OPENAI_API_KEY"))
+    return opts.resolved(), options
+
+
+def _validated(model: Any, data: dict[str, Any]) -> Any:
+    """`model.model_validate(data)`, a ValidationError becoming a ConfigError naming the flag."""
+    from pydantic import ValidationError
+
+    from kimi_agent.options import option_error
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(option_error(e, _FLAGS)) from None
+
+
+def _settings(**fields: Any) -> RunSettings:
+    from kimi_agent.tasks.runner import RunSettings
+
+    settings: RunSettings = _validated(RunSettings, fields)
+    return settings
+
+
+def _load(sources: list[Path], test_meta: Path | None, domain: list[str] | None, *, allow_network: bool,
+          on_vm: bool) -> TaskSet:
+    """The tasks of the command line's paths and --test-meta; raises ConfigError for a path that
+    does not exist, and when no task can run (each skipped one is listed on stderr first)."""
+    from kimi_agent.tasks.loader import load_tasks
+
+    for p in sources:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such task file or folder")
+    if test_meta is not None:
+        from kimi_agent.tasks.meta import paths_from_meta
+
+        try:
+            sources = sources + paths_from_meta(test_meta, domain)
+        except ConfigError as e:
+            raise ConfigError(f"--test-meta {e}") from None
+    tasks = load_tasks(sources, allow_network=allow_network)
+    if len(tasks) == 0:
+        raise ConfigError(f"no task files (*.json) found in {', '.join(map(str, sources))}")
+    skipped = [*([] if on_vm else tasks.unsupported), *tasks.invalid]  # a VM runs what this machine cannot
+    for t in skipped:
+        typer.echo(f"skipping {t.describe()}", err=True)
+    if len(skipped) == len(tasks):
+        counts = ", ".join(f"{n} {what}" for what, n in (("invalid", len(tasks.invalid)),
+                                                          ("unsupported", len(skipped) - len(tasks.invalid))) if n)
+        raise ConfigError(f"no task can run: {len(tasks)} task file(s), {counts} (listed above); nothing was run")
+    return tasks
+
+
+def _print_summary(summary: RunSummary, out: Path) -> None:
+    """The results (a table on a terminal, else plain whole lines), the rate per domain and overall."""
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        from kimi_agent.tasks.report import results_table
+
+        Console(soft_wrap=True).print(results_table(summary))
+    else:
+        from kimi_agent.tasks.report import results_lines
+
+        for line in results_lines(summary):
+            typer.echo(line)
+    for name, d in summary.domain_rates().items():
+        unfinished = sum(1 for r in summary.unfinished if r.domain == name)
+        typer.echo(f"  {name or '-'}: {d['rate']:.0%} over {d['scored']:g} scored ({d['errored']:g} errored"
+                   + (f", {unfinished} interrupted)" if unfinished else ")"))
+    typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
+               f"results in {out / 'results.json'}, report {out / 'index.html'}")
 
 
 def register(app: typer.Typer) -> None:

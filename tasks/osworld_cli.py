@@ -48,12 +48,15 @@ def inventory_command(paths: Annotated[list[Path], typer.Argument(help="OSWorld 
                       show: Annotated[bool, typer.Option("--tasks", help="list every task that misses something")]
                       = False) -> None:
     """How many task files load, and how many have every step, getter and metric in the bridge."""
-    from kimi_agent.errors import TaskError
+    from kimi_agent.errors import ConfigError, TaskError
     from kimi_agent.tasks.osworld_bridge import inventory
 
     try:
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise ConfigError(f"{missing[0]}: no such task file or folder")
         report = inventory(paths, venv=venv)
-    except TaskError as e:
+    except (ConfigError, TaskError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(f"{report['files']} task files, {report['loaded']} load, {report['complete']} have every setup "

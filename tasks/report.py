@@ -17,12 +17,14 @@ from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
 from kimi_agent.tasks.run_progress import ProgressView
 from kimi_agent.tasks.runner import RunSummary, write_json_atomic
 
-_STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow"}
-__all__ = ["COLUMNS", "ProgressView", "index_html", "results_table", "write_outputs"]
+_STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow",
+          "interrupted": "yellow"}
+__all__ = ["COLUMNS", "ProgressView", "index_html", "results_lines", "results_table", "write_outputs"]
 COLUMNS = ("task_id", "domain", "instruction", "status", "score", "steps", "seconds", "reason", "trajectory")
 
 
 def results_table(summary: RunSummary) -> Table:
+    """The results as a table for a terminal (instructions cut at 60 characters)."""
     table = Table(title=f"results ({summary.success_rate:.0%} success over {len(summary.scored)} scored tasks)")
     for col in ("task", "instruction", "status", "score", "steps", "seconds"):
         table.add_column(col, overflow="fold")
@@ -32,10 +34,22 @@ def results_table(summary: RunSummary) -> Table:
     return table
 
 
+def results_lines(summary: RunSummary) -> list[str]:
+    """The results as plain lines for output that is not a terminal, one per task, never cut:
+    `<task id>  <status>  score <score or ->  <steps> steps  <seconds> s  <instruction>`."""
+    lines = []
+    for r in summary.results:
+        score = "-" if r.score is None else f"{r.score:g}"
+        instruction = " ".join(r.instruction.split())  # one line, whole
+        lines.append(f"{r.task_id}  {r.status}  score {score}  {r.steps} steps  {r.seconds:.1f} s  {instruction}")
+    return lines
+
+
 def write_outputs(summary: RunSummary) -> None:
     out = summary.out_dir
     data = {"success_rate": summary.success_rate, "scored": len(summary.scored),
-            "errored": len(summary.errored), "interrupted": summary.interrupted, "domains": summary.domain_rates(),
+            "errored": len(summary.errored), "interrupted": summary.interrupted,
+            "unfinished": len(summary.unfinished), "domains": summary.domain_rates(),
             "results": [r.model_dump(mode="json") for r in summary.results]}
     write_json_atomic(out / "results.json", data)
     buf = io.StringIO()

@@ -27,7 +27,7 @@ _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1b1b1f}
 td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
 th.sort{cursor:pointer;user-select:none} th.sort:after{content:" \\2195";color:#aaa}
-.success .st{color:#0a7d32} .fail .st{color:#b00020} .error .st{color:purple} .unsupported .st,.invalid .st{color:#a06000}
+.success .st{color:#0a7d32} .fail .st{color:#b00020} .error .st{color:purple} .unsupported .st,.invalid .st,.interrupted .st{color:#a06000}
 .meta td:first-child{color:#666} .filters{margin:12px 0} .filters *{margin-right:8px}
 pre{background:#f3f3f6;padding:6px;border-radius:6px;white-space:pre-wrap;max-height:240px;overflow:auto;margin:0}
 """
@@ -125,7 +125,7 @@ def index_html(summary: RunSummary) -> str:
     head = "".join(f"<th class='sort'>{c}</th>" for c in
                    ("task", "domain", "instruction", "status", "score", "steps", "seconds", "reason", "reports"))
     meta_rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in meta.items())
-    stopped = "<p><b>The run was interrupted</b>; unfinished tasks are errors that --resume reruns.</p>" \
+    stopped = "<p><b>The run was interrupted</b>; unfinished tasks are marked interrupted (neither scored nor errored), and --resume reruns them.</p>" \
         if summary.interrupted else ""
     return ("<!doctype html><html><head><meta charset='utf-8'><title>kimi-agent task run</title>"
             f"<style>{_CSS}</style></head><body>"
@@ -146,13 +146,14 @@ def _domain_table(summary: RunSummary) -> str:
     for d, v in summary.domain_rates().items():
         rs = [r for r in summary.results if r.domain == d]
         succeeded = sum(r.status == "success" for r in rs)
-        not_run = sum(r.status in ("unsupported", "invalid") for r in rs)
+        not_run = sum(r.status in ("unsupported", "invalid", "interrupted") for r in rs)
         rows.append(f"<tr><td>{_e(d or '-')}</td><td>{v['rate']:.1%}</td><td>{succeeded}</td><td>{v['scored']:g}</td>"
                     f"<td>{v['errored']:g}</td><td>{not_run}</td><td>{v['total']:g}</td></tr>")
     total = summary.results
     rows.append(f"<tr><th>all</th><th>{summary.success_rate:.1%}</th><th>{sum(r.status == 'success' for r in total)}</th>"
                 f"<th>{len(summary.scored)}</th><th>{len(summary.errored)}</th>"
-                f"<th>{sum(r.status in ('unsupported', 'invalid') for r in total)}</th><th>{len(total)}</th></tr>")
+                f"<th>{sum(r.status in ('unsupported', 'invalid', 'interrupted') for r in total)}</th>"
+                f"<th>{len(total)}</th></tr>")
     return ("<h2>Per domain</h2><table class='domains'><tr><th>domain</th><th>success rate</th><th>succeeded</th>"
             "<th>scored</th><th>errored</th><th>not run</th><th>tasks</th></tr>" + "".join(rows) + "</table><h2>Tasks</h2>")
 

@@ -24,10 +24,11 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from kimi_agent.tasks.runner import SCORED_STATUSES as SCORED
 from kimi_agent.tasks.runner import RunSummary, TaskResult
 
-_STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow"}
-SCORED = ("success", "fail", "error")
+_STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow",
+          "interrupted": "yellow"}
 
 
 def phase_label(phase: str, detail: str = "") -> str:

@@ -12,8 +12,9 @@ rerun, while errored and half-done task folders are cleared and rerun. Runs foll
 semantics: no action needs a confirmation unless `confirm=True`, and every refused action is
 listed in the task's result. The first screenshot is taken once the screen has drawn. A worker stuck past its wall-clock
 budget (or over its memory limit) is killed with its whole sandbox and replaced. The parent shows
-live progress and writes `results.json`, `results.csv` and `index.html`, after Ctrl-C too (the
-unfinished tasks are errors that `--resume` reruns).
+live progress and writes `results.json`, `results.csv` and `index.html`, after Ctrl-C too: the
+unfinished tasks are then `interrupted` (neither scored nor errored; `--resume` reruns them), and a
+task that was running keeps what its worker had written (its partial trajectory) in its folder.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.errors import AgentError, TaskError
+from kimi_agent.errors import AgentError, ConfigError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
@@ -45,7 +46,9 @@ if TYPE_CHECKING:
     from kimi_agent.result import EpisodeResult
     from kimi_agent.tasks.host import LocalHost
 
-ResultStatus = Literal["success", "fail", "error", "unsupported", "invalid"]
+ResultStatus = Literal["success", "fail", "error", "unsupported", "invalid", "interrupted"]
+#: Statuses that count in the success rate (an error counts as 0); the others were not scored.
+SCORED_STATUSES = ("success", "fail", "error")
 # (task, the worker's host, the local pages' base URL) -> a backend. A factory whose `in_worker`
 # attribute is False (the model backends of `tasks.cli.BackendChoice`) is called in the runner's
 # process with host None and serves every worker; any other is pickled into each worker (so it
@@ -118,11 +121,11 @@ def domain_of(path: str | Path) -> str:
 class RunSummary:
     out_dir: Path
     results: list[TaskResult] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C ended the run; unfinished tasks are errors "interrupted"
+    interrupted: bool = False  # Ctrl-C ended the run; its unfinished tasks have the status "interrupted"
 
     @property
     def scored(self) -> list[TaskResult]:
-        return [r for r in self.results if r.status in ("success", "fail", "error")]
+        return [r for r in self.results if r.status in SCORED_STATUSES]
 
     @property
     def success_rate(self) -> float:
@@ -132,12 +135,17 @@ class RunSummary:
     def errored(self) -> list[TaskResult]:
         return [r for r in self.results if r.status == "error"]
 
+    @property
+    def unfinished(self) -> list[TaskResult]:
+        """Tasks a Ctrl-C stopped, running or not yet started (`--resume` runs them)."""
+        return [r for r in self.results if r.status == "interrupted"]
+
     def domain_rates(self) -> dict[str, dict[str, float]]:
         """Per domain: {"rate", "scored", "errored", "total"} (rate over scored tasks, errors count as 0)."""
         out: dict[str, dict[str, float]] = {}
         for domain in sorted({r.domain for r in self.results}):
             rs = [r for r in self.results if r.domain == domain]
-            scored = [r for r in rs if r.status in ("success", "fail", "error")]
+            scored = [r for r in rs if r.status in SCORED_STATUSES]
             out[domain] = {"rate": _rate(scored), "scored": len(scored),
                            "errored": sum(r.status == "error" for r in rs), "total": len(rs)}
         return out
@@ -316,7 +324,7 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     s = settings or RunSettings()
     if not isinstance(tasks, TaskSet):
         tasks = load_tasks(tasks, allow_network=s.allow_network)  # type: ignore[arg-type]
-    s.out_dir.mkdir(parents=True, exist_ok=True)
+    make_out_dir(s.out_dir)
     results: dict[str, TaskResult] = {}  # runnable tasks by id (unique), skipped ones by "#<index>"
     order: list[str] = []
     pending: list[TaskSpec] = []
@@ -329,7 +337,7 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
         order.append(t.spec.id)
         task_dir = _task_dir(s.out_dir, t.spec.id)
         done = read_result(task_dir) if s.resume else None
-        if done is not None and done.status != "error":
+        if done is not None and done.status in ("success", "fail"):  # scored: kept
             results[t.id] = done
             continue
         if task_dir.exists():
@@ -338,22 +346,37 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
         domains[t.spec.id] = domain_of(t.path)
     specs = {spec.id: spec for spec in pending}
 
-    def interrupted(task_id: str) -> TaskResult:
-        return TaskResult(task_id=task_id, instruction=specs[task_id].instruction, status="error",
-                          reason=INTERRUPTED, path=str(_task_dir(s.out_dir, task_id)), domain=domains[task_id])
+    def not_started(task_id: str) -> TaskResult:  # the ones that were running have their result already
+        return TaskResult(task_id=task_id, instruction=specs[task_id].instruction, status="interrupted",
+                          reason=NOT_STARTED, domain=domains[task_id])
 
     return run_live(s.out_dir, order, results, progress,
-                    lambda view: _run_pending(pending, domains, backend_factory, s, results, view), interrupted)
+                    lambda view: _run_pending(pending, domains, backend_factory, s, results, view), not_started)
 
 
 INTERRUPTED = "interrupted (Ctrl-C) before it finished"
+NOT_STARTED = "not started: the run was interrupted (Ctrl-C)"
+
+
+def make_out_dir(out_dir: Path) -> None:
+    """Create the run's output folder; raises ConfigError naming it when it cannot be a folder."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out_dir}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out_dir}: the folder is not writable")
 
 
 def run_live(out_dir: Path, order: list[str], results: dict[str, TaskResult], progress: bool,
              body: Callable[[Any], None], interrupted_result: Callable[[str], TaskResult]) -> RunSummary:
     """A run's common end: `body(view)` under the live progress view (`progress`: on the terminal);
-    on Ctrl-C every id of `order` still without a result gets `interrupted_result(id)` (an `error`,
-    `INTERRUPTED`); then the outputs are written. `order`: every id, as the results list them."""
+    on Ctrl-C every id of `order` still without a result gets `interrupted_result(id)` with the
+    status `interrupted` (not scored, not an error; `--resume` runs it); then the outputs are
+    written. A result's `path` under `out_dir` is kept only where that folder exists. `order`: every
+    id, as the results list them."""
     from kimi_agent.tasks.report import ProgressView, write_outputs
 
     view = ProgressView(total=len(order), enabled=progress)
@@ -367,10 +390,46 @@ def run_live(out_dir: Path, order: list[str], results: dict[str, TaskResult], pr
         interrupted = True
         for task_id in order:
             if task_id not in results:
-                results[task_id] = interrupted_result(task_id)
-    summary = RunSummary(out_dir, [results[i] for i in order if i in results], interrupted=interrupted)
+                results[task_id] = interrupted_result(task_id).model_copy(
+                    update={"status": "interrupted", "score": None})
+    summary = RunSummary(out_dir, [_existing_path(out_dir, results[i]) for i in order if i in results],
+                         interrupted=interrupted)
     write_outputs(summary)
     return summary
+
+
+def _existing_path(out_dir: Path, r: TaskResult) -> TaskResult:
+    """`r` without a `path` into `out_dir` that names no folder (a task that never wrote one)."""
+    if r.path and Path(r.path).parent.resolve() == out_dir.resolve() and not Path(r.path).is_dir():
+        return r.model_copy(update={"path": ""})
+    return r
+
+
+def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, worker: int,
+                     seconds: float) -> TaskResult:
+    """The result of a task that was running at Ctrl-C: what its worker wrote (`staged`, its task
+    folder in the worker's staging folder) moves to `<out>/<task id>` with a `result.json` whose
+    status is `interrupted` (`--resume` reruns it), its steps so far and its partial trajectory."""
+    from kimi_agent.trajectory import read_steps
+
+    final = _task_dir(out, spec.id)
+    r = TaskResult(task_id=spec.id, instruction=spec.instruction, status="interrupted", reason=INTERRUPTED,
+                   worker=worker, seconds=round(seconds, 3), domain=domain)
+    try:
+        if final.exists():
+            shutil.rmtree(final)
+        if staged.is_dir() and not staged.is_symlink():
+            shutil.move(str(staged), str(final))
+        runs = sorted((d for d in final.iterdir() if d.is_dir() and (d / "run.json").is_file()),
+                      key=lambda d: d.name) if final.is_dir() else []
+        if runs:
+            r = r.model_copy(update={"steps": len(read_steps(runs[-1])),
+                                     "trajectory": os.path.relpath(runs[-1], out)})
+        r = r.model_copy(update={"path": str(final)})
+        write_result(out, r)
+    except OSError as e:  # the result still says interrupted in results.json
+        log.warning("%s: could not keep its partial folder: %s", spec.id, e)
+    return r
 
 
 def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: BackendFactory, s: RunSettings,
@@ -403,7 +462,17 @@ def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: Back
 
     pool = WorkerPool(s, factory, sandbox=sandbox, on_event=on_event)
     view.workers = pool.workers
-    pool.run([(spec, domains[spec.id]) for spec in pending], results, on_tick=view.refresh)
+    try:
+        pool.run([(spec, domains[spec.id]) for spec in pending], results, on_tick=view.refresh)
+    except KeyboardInterrupt:  # the pool has stopped its workers; keep what the running tasks wrote
+        specs = {spec.id: spec for spec in pending}
+        for w in list(pool.workers.values()):
+            if w.task_id in specs and w.task_id not in results:
+                results[w.task_id] = keep_interrupted(s.out_dir, w.staging / w.task_id, specs[w.task_id],
+                                                      domains[w.task_id], worker=w.index,
+                                                      seconds=time.monotonic() - w.started_mono)
+                w.task_id = None
+        raise
     for spec in pending:
         if spec.id in results and all(r is not results[spec.id] for r in view.done):
             view.finished(results[spec.id])

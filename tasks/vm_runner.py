@@ -242,8 +242,8 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
     Tasks whose steps, getters or metrics the bridge lacks are `unsupported` with their names;
     tasks the loader found invalid are listed unrun. `start_bridge` defaults to `Bridge.start`.
     Prints nothing unless `progress` (the CLI's live view: each VM's task, step and phase). Ctrl-C
-    ends the run with the tasks not finished as `error` ("interrupted") and the outputs written
-    (the summary's `interrupted` is set; `--resume` finishes the run).
+    ends the run with the tasks not finished as `interrupted` (neither scored nor errored) and the
+    outputs written (the summary's `interrupted` is set; `--resume` finishes the run).
     """
     if not targets:
         raise ValueError("run_vm_tasks needs at least one VM target")
@@ -267,7 +267,7 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
             order.append(spec.id)
             task_dir = _task_dir(s.out_dir, spec.id)
             kept = read_result(task_dir) if s.resume else None
-            if kept is not None and kept.status != "error":
+            if kept is not None and kept.status in ("success", "fail"):  # scored: kept; the rest run again
                 results[spec.id] = kept
                 continue
             if task_dir.exists():

@@ -87,6 +87,6 @@ def test_ctrl_c_ends_a_run_with_its_partial_results(tmp_path: Path) -> None:
     assert data["interrupted"] is True
     by_id = {r["task_id"]: r for r in data["results"]}
     assert by_id["suite-web-navigation"]["status"] == "success"
-    assert by_id["suite-do-not-track"]["status"] == "error"
+    assert by_id["suite-do-not-track"]["status"] == "interrupted"
     assert by_id["suite-do-not-track"]["reason"] == "interrupted (Ctrl-C) before it finished"
     assert (out / "results.csv").is_file() and (out / "index.html").is_file()

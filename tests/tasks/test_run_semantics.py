@@ -115,6 +115,14 @@ def test_osworld_meta_file_layout_and_per_domain_rates(tmp_path: Path) -> None:
     assert data["domains"] == {"os": {"rate": 1.0, "scored": 1, "errored": 0, "total": 2}}
     assert "<h2>Per domain</h2>" in (out / "index.html").read_text()
     assert "os: 100% over 1 scored" in run.stdout
+    # stdout is a pipe: plain lines, one per task, with the whole instruction (no table, nothing cut)
+    instruction = json.loads((CHROME_SUITE / "suite-infeasible-language.json").read_text())["instruction"]
+    assert len(instruction) > 60
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith("suite-infeasible-language "))
+    assert line.startswith("suite-infeasible-language  success  score 1  1 steps  ")
+    assert line.endswith(f" s  {instruction}"), line
+    assert "missing-task  invalid  score -  0 steps  0.0 s  " in run.stdout
+    assert not any(ch in run.stdout for ch in "┃│━─┏┗"), run.stdout
     bad = _cli("--test-meta", str(root / "test_all.json"), "--domain", "gimp", "--out", str(out))
     assert bad.returncode == 2 and "no domain 'gimp'" in bad.stderr
 

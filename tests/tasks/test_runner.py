@@ -88,3 +88,55 @@ def test_sigkill_then_resume_loses_nothing_and_reruns_nothing(tmp_path: Path) ->
     assert all(r["status"] == "success" for r in results.values()), results
     for task_id, mtime in finished.items():  # finished episodes were not rerun
         assert (out / task_id / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_ctrl_c_marks_unfinished_tasks_interrupted_keeps_partial_folders_and_resume_runs_them(
+        tmp_path: Path) -> None:
+    """SIGINT while the second of three tasks waits for its model (a scripted reply that streams
+    for 4 s): exit 130; the first task stays scored, the second is `interrupted` with the folder its
+    worker had written, the third `interrupted` "not started" with no folder; the rate is over the
+    one scored task. `--resume` then runs the two others and leaves the first alone."""
+    from kimi_agent.tasks.runner import INTERRUPTED, NOT_STARTED
+    from kimi_agent.tasks.suites.solutions import terminate
+
+    out = tmp_path / "out"
+    replies = tmp_path / "r.jsonl"
+    replies.write_text(json.dumps({"text": terminate("failure"), "stream_s": 4}) + "\n")
+    first, running, queued = "suite-infeasible-language", "suite-web-navigation", "suite-font-size"
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "run", *(str(CHROME_SUITE / f"{t}.json") for t in
+                                                          (first, running, queued)),
+           "--backend", "scripted", "--replies", str(replies), "--workers", "1", "--max-steps", "2",
+           "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob(f".workers/*/tasks/{running}/*/run.json")):
+        time.sleep(0.1)
+    assert (out / first / "result.json").is_file(), "the first task was not finished when the second started"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    data = json.loads((out / "results.json").read_text())
+    assert (data["interrupted"], data["scored"], data["errored"], data["unfinished"]) == (True, 1, 0, 2)
+    assert data["success_rate"] == 1.0
+    by_id = _results(out)
+    assert by_id[first]["status"] == "success"
+    kept = by_id[running]
+    assert (kept["status"], kept["reason"], kept["score"]) == ("interrupted", INTERRUPTED, None)
+    assert Path(kept["path"]) == out / running and (out / kept["trajectory"] / "run.json").is_file()
+    assert json.loads((out / running / "result.json").read_text())["status"] == "interrupted"
+    assert (by_id[queued]["status"], by_id[queued]["reason"], by_id[queued]["path"]) == ("interrupted",
+                                                                                         NOT_STARTED, "")
+    assert not (out / queued).exists()
+    lines = stdout.splitlines()
+    assert any(line.startswith(f"{running}  interrupted  score -") for line in lines), stdout
+    assert "chrome: 100% over 1 scored (0 errored, 2 interrupted)" in stdout
+    assert "100% success over 1 scored tasks" in stdout
+    assert "interrupted: the results above are partial (2 task(s) not finished" in stderr
+    mtime = (out / first / "result.json").stat().st_mtime_ns
+    rerun = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    by_id = _results(out)
+    assert {t: by_id[t]["status"] for t in (running, queued)} == {running: "fail", queued: "fail"}
+    assert (out / first / "result.json").stat().st_mtime_ns == mtime  # the scored task was not rerun
