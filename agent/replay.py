@@ -8,6 +8,10 @@ the recorded final frame. `frame_difference(a, b)` is the fraction of pixels (on
 to at most `COMPARE_WIDTH` px wide, grey levels) that differ by more than `PIXEL_TOLERANCE`; a step
 matches when it is at most the threshold. The replay folder (`<run>/replay-<time>/` by default)
 holds `replay.json`, the replayed frames and a `report.html` with both frames side by side.
+
+run.json and steps.jsonl are read strictly before anything is executed (`read_recorded_run`): a file
+that is not JSON is an `ArtifactError` naming it, its line and column. `StepReplay.summary()` is the
+one-line verdict for people: "step 1: matches (0.65% of pixels differ)".
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ from kimi_agent.actions.types import Action
 from kimi_agent.env.base import Environment
 from kimi_agent.errors import ActionError, ArtifactError
 from kimi_agent.markers import run_marks
-from kimi_agent.report import frame_data_url, overlay
+from kimi_agent.report import frame_data_url, load_run, overlay
 from kimi_agent.safety import Redactor, fill_recorded_secrets
-from kimi_agent.trajectory import read_run, read_steps
 
 DEFAULT_THRESHOLD = 0.02  # at most 2 % of the pixels may differ
 PIXEL_TOLERANCE = 32  # grey levels (of 255) a pixel may move before it counts as different
@@ -63,6 +66,13 @@ class StepReplay:
     executed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
+
+    def summary(self) -> str:
+        """One line for people: "step 1: matches (0.65% of pixels differ)", or "step 2: DIFFERS (...)"
+        with the step's error after it. `difference` is the share of pixels that differ, not a match score."""
+        verdict = "matches" if self.matched else "DIFFERS"
+        line = f"step {self.step}: {verdict} ({self.difference:.2%} of pixels differ)"
+        return f"{line}: {self.error}" if self.error else line
 
 
 @dataclass
@@ -109,13 +119,20 @@ def recorded_actions(step: dict[str, Any], secrets: Mapping[str, str] | None = N
     return actions, skipped
 
 
+def read_recorded_run(run_dir: str | Path) -> dict[str, Any]:
+    """run.json of a run to replay, after checking that it and steps.jsonl can be read (`ArtifactError`
+    naming the file, line and column otherwise; a missing run.json reads as {})."""
+    run, _ = load_run(run_dir)
+    return run
+
+
 def replay_run(run_dir: str | Path, env: Environment, *, out_dir: str | Path | None = None,
                threshold: float = DEFAULT_THRESHOLD, secrets: Mapping[str, str] | None = None) -> ReplayResult:
     """Re-execute `run_dir`'s recorded actions in `env` and write the replay folder (see module).
     `secrets` (name -> value) types the secrets the run typed; the replay's records never hold them."""
     redact = Redactor(secrets or {})
     run_dir = Path(run_dir)
-    steps = read_steps(run_dir)
+    _, steps = load_run(run_dir)  # checks run.json too, before anything is executed
     if not steps:
         raise ArtifactError(f"{run_dir} has no steps to replay (steps.jsonl missing or empty)")
     out = Path(out_dir) if out_dir is not None else run_dir / f"replay-{datetime.now():%Y%m%d-%H%M%S}"
@@ -166,8 +183,8 @@ def write_replay(result: ReplayResult) -> None:
 def render_replay(result: ReplayResult) -> str:
     """The replay's HTML: per step the difference, the verdict, and recorded vs replayed frames."""
     e = html.escape
-    run = read_run(result.run_dir)
-    marks = run_marks(read_steps(result.run_dir))
+    run, steps = load_run(result.run_dir)
+    marks = run_marks(steps)
     rows = []
     for s in result.steps:
         verdict = "match" if s.matched else "DIFFERS"

@@ -7,6 +7,12 @@ action, the code, what was executed, every rejected attempt and error where it h
 step's time (all attempts included) by phase. The screen after the last action closes the page.
 Frames are embedded as JPEG data URLs (scaled to at most 1280 px wide) so the file can be mailed
 or attached to an issue; marks are SVG in the image's own pixel units.
+
+`load_run(run_dir)` reads run.json and steps.jsonl strictly: a file that is not JSON is an
+`ArtifactError` naming it (and the line and column), not a bare decoder message. When screenshots
+are missing from `frames/`, the page says so at the top; `write_report` then keeps an existing
+report.html that embeds more screenshots than the new one would (raising `ArtifactError` naming the
+missing frames) rather than replacing it with a poorer one.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +28,11 @@ from typing import Any
 
 from PIL import Image
 
+from kimi_agent.errors import ArtifactError
 from kimi_agent.markers import Mark, run_marks
-from kimi_agent.trajectory import read_run, read_steps
 
 MAX_WIDTH = 1280
+_EMBEDDED = '<img src="data:'  # how every embedded screenshot starts
 _e = html.escape
 
 _CSS = """
@@ -221,13 +229,89 @@ def _nav(steps: list[dict[str, Any]], final: bool) -> str:
     return f'<nav class="steps"><span class="k">Steps</span>{"".join(links)}</nav>'
 
 
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(run.json, steps.jsonl's records) of a run folder; a missing file reads as empty, a torn last
+    line of steps.jsonl (a crash mid-write: no newline after it) is skipped. `ArtifactError` naming the file, line and
+    column when one cannot be read or is not the JSON a run folder holds."""
+    run_dir = Path(run_dir)
+    run_path = run_dir / "run.json"
+    run: Any = {}
+    if run_path.exists():
+        try:
+            run = json.loads(_read_text(run_path))
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"could not read {run_path}: not valid JSON at line {e.lineno}, column {e.colno} "
+                                f"({e.msg})") from None
+        if not isinstance(run, dict):
+            raise ArtifactError(f"could not read {run_path}: expected a JSON object, got {type(run).__name__}")
+    steps_path = run_dir / "steps.jsonl"
+    steps: list[dict[str, Any]] = []
+    text = _read_text(steps_path) if steps_path.exists() else ""
+    lines = text.splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):  # torn by a crash while it was appended
+                continue
+            raise ArtifactError(f"could not read {steps_path}: line {number} is not valid JSON at column "
+                                f"{e.colno} ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ArtifactError(f"could not read {steps_path}: line {number} is not a step record "
+                                "(a JSON object with an integer \"step\")")
+        steps.append(record)
+    return run, steps
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
+
+
+def referenced_frames(steps: list[dict[str, Any]]) -> list[str]:
+    """The screenshots the report shows, in page order (each step's screen, then the final one; a
+    frame shown twice, e.g. a step's screen that is also the final one, is listed twice)."""
+    frames = [(s.get("obs_before") or {}).get("file") for s in steps] + [final_frame(steps)]
+    return [f for f in frames if isinstance(f, str) and f]
+
+
+def missing_frames(run_dir: str | Path, steps: list[dict[str, Any]]) -> list[str]:
+    """Those of `referenced_frames` that are not in the run folder."""
+    return [f for f in referenced_frames(steps) if not (Path(run_dir) / f).is_file()]
+
+
+def _names(frames: list[str], most: int = 5) -> str:
+    unique = list(dict.fromkeys(frames))
+    shown = ", ".join(unique[:most])
+    return shown + (f" and {len(unique) - most} more" if len(unique) > most else "")
+
+
+def _missing_notice(missing: list[str], total: int) -> str:
+    if not missing:
+        return ""
+    n = len(missing)
+    return (f'<div class="errbox err" id="missing-frames"><b>{n} of {total} screenshot{"s" if total != 1 else ""} '
+            f"{'is' if n == 1 else 'are'} missing</b> from the run folder ({_e(_names(missing))}): "
+            "those steps are shown without their screen.</div>")
+
+
 def render_report(run_dir: str | Path) -> str:
     """The HTML text of the run folder's report (see the module docstring)."""
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    steps = read_steps(run_dir)
+    run, steps = load_run(run_dir)
+    return _render(run_dir, run, steps)
+
+
+def _render(run_dir: Path, run: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     final = final_frame(steps)
-    body = [_header(run_dir, run, steps), _nav(steps, final is not None)]
+    notice = _missing_notice(missing_frames(run_dir, steps), len(referenced_frames(steps)))
+    body = [_header(run_dir, run, steps), notice, _nav(steps, final is not None)]
     body += [_step_html(run_dir, s, marks) for s, marks in zip(steps, run_marks(steps), strict=True)]
     if final is not None:
         body.append('<section class="step" id="final"><h2>Final screen<span class="t">after the last action</span></h2>'
@@ -238,9 +322,22 @@ def render_report(run_dir: str | Path) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write `report.html` into the run folder and return its path."""
-    path = Path(run_dir) / "report.html"
+    """Write `report.html` into the run folder and return its path. With screenshots missing from
+    `frames/`, the page says how many; but an existing report.html that embeds more screenshots than
+    the new page would is kept, and `ArtifactError` names the missing frames."""
+    run_dir = Path(run_dir)
+    path = run_dir / "report.html"
+    run, steps = load_run(run_dir)
+    page = _render(run_dir, run, steps)
+    missing = missing_frames(run_dir, steps)
+    if missing and path.is_file():
+        kept = _read_text(path).count(_EMBEDDED)
+        if kept > page.count(_EMBEDDED):
+            raise ArtifactError(
+                f"{len(missing)} of {len(referenced_frames(steps))} screenshots are missing from {run_dir} "
+                f"({_names(missing)}); kept the existing {path}, which embeds {kept}. Restore the frames to "
+                "rewrite it, or delete report.html to write one without them.")
     tmp = path.with_name(".report.html.part")
-    tmp.write_text(render_report(run_dir), encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     return path

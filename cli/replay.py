@@ -34,14 +34,13 @@ def replay_command(
     """Re-execute RUN_DIR's recorded actions in a fresh environment; report where the screen differs."""
     from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, _pair, console
     from kimi_agent.options import EnvOptions, open_env
-    from kimi_agent.replay import replay_run
-    from kimi_agent.trajectory import read_run
+    from kimi_agent.replay import read_recorded_run, replay_run
 
     try:
         secrets = dict(_pair(p) for p in secret or [])
         if not (run_dir / "steps.jsonl").is_file():
             raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
-        run = read_run(run_dir)
+        run = read_recorded_run(run_dir)
         recorded: dict[str, Any] = run["env"] if isinstance(run.get("env"), dict) else {}
         geometry = recorded.get("geometry") or {}
         kind = env or recorded.get("kind") or run.get("env_kind") or "desktop"
@@ -59,7 +58,8 @@ def replay_command(
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_START) from None
     for s in result.steps:
-        mark = "[green]match[/]" if s.matched else "[red]DIFFERS[/]"
-        console.print(f"step {s.step}: {mark} {s.difference:.2%}" + (f" ({escape(s.error)})" if s.error else ""))
+        mark = "[green]matches[/]" if s.matched else "[red]DIFFERS[/]"
+        console.print(f"step {s.step}: {mark} ({s.difference:.2%} of pixels differ)"
+                      + (f": {escape(s.error)}" if s.error else ""))
     print(result.out_dir / "report.html")
     raise typer.Exit(EXIT_SUCCESS if result.matched else EXIT_FAILED)

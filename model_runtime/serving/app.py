@@ -5,12 +5,18 @@ thread (never on the event loop); then it goes to the `Scheduler`, and its text 
 `chat.completion` or, with `stream: true`, as server-sent events (`data: {chunk}\\n\\n` ...
 `data: [DONE]\\n\\n`). Every error is OpenAI's `{"error": {"message", "type", "param", "code"}}`,
 produced in one place (`_error_response`).
+
+Shutdown: `shutdown_requests(app)` (the server calls it as soon as it is told to stop, before it waits
+for open connections) ends every request in flight with a 503 `shutdown` error (in-band for a stream,
+which then ends with `data: [DONE]`), cancels their generation, and refuses new ones, so a server
+stopped in the middle of long generations exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +44,7 @@ from kimi_agent.model_runtime.serving.protocol import (
 )
 from kimi_agent.model_runtime.serving.scheduler import PreparedPrompt, SamplingParams, Scheduler, TextStream
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -74,7 +81,20 @@ def create_app(scheduler: Scheduler, processor: Any, config: ServeConfig) -> Sta
         exception_handlers={ApiError: _error_response, HTTPException: _error_response},
         lifespan=lifespan)
     app.state.scheduler = scheduler
+    app.state.api = api
     return app
+
+
+def shutdown_requests(app: Starlette) -> int:
+    """End every request in flight on `app` (made by `create_app`) with a 503 and refuse new ones;
+    returns how many were ended. Call it on the event loop's thread."""
+    api = getattr(app.state, "api", None)
+    return api.shutdown() if isinstance(api, _Api) else 0
+
+
+def _shutdown_error() -> ApiError:
+    return ApiError(503, "the server is shutting down; the request was stopped before it finished",
+                    type="server_error", code="shutdown")
 
 
 async def _error_response(_: Request, exc: Exception) -> Response:
@@ -91,6 +111,18 @@ class _Api:
     scheduler: Scheduler
     processor: Any
     config: ServeConfig
+    live: set[TextStream] = field(default_factory=set)  # requests submitted and not yet answered
+    closing: bool = False
+
+    def shutdown(self) -> int:
+        """Refuse new requests; end those in flight with a 503 (see the module docstring)."""
+        self.closing = True
+        streams = list(self.live)
+        if streams:
+            log.info("shutting down: stopping %d request(s) in flight", len(streams))
+        for stream in streams:
+            stream.abort(_shutdown_error())
+        return len(streams)
 
     def _model_card(self) -> dict[str, Any]:
         return {"id": self.config.model_name, "object": "model", "created": self.config.created,
@@ -114,9 +146,14 @@ class _Api:
     async def chat_completions(self, request: Request) -> Response:
         req = parse_request(await _read_json(request, self.config.limits.max_body_bytes))
         self._check_model(req.model)
+        if self.closing:
+            raise _shutdown_error()
         prompt = await run_in_threadpool(self._prepare, req)
+        if self.closing:
+            raise _shutdown_error()
         params = self._sampling(req, prompt.num_tokens)
         stream = self.scheduler.submit(prompt, params)
+        self.live.add(stream)
         cid = completion_id()
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -130,6 +167,7 @@ class _Api:
             raise as_api_error(e) from None
         finally:
             stream.cancel()  # a no-op when finished
+            self.live.discard(stream)
             watch.cancel()
         c = stream.completion
         assert c is not None
@@ -178,6 +216,7 @@ class _Api:
             yield _sse(as_api_error(e).body())
         finally:
             stream.cancel()  # a no-op when finished; stops generation when the client went away
+            self.live.discard(stream)
         yield "data: [DONE]\n\n"
 
 

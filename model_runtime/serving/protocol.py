@@ -159,9 +159,15 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
             raise ApiError(400, f"{where}: image is {image.format}, not PNG or JPEG", param=where,
                            code="invalid_image")
         return image.convert("RGB")  # decodes every pixel: a truncated file fails here
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ApiError(400, f"{where}: not a readable PNG or JPEG image ({type(e).__name__}: {e})",
-                       param=where, code="invalid_image") from None
+    except Image.DecompressionBombError:
+        raise ApiError(400, f"{where}: the image is too large to decode; the limit is {limits.max_image_pixels} "
+                            "pixels", param=where, code="image_too_large") from None
+    except UnidentifiedImageError:  # its message holds the BytesIO's repr: say it in words instead
+        raise ApiError(400, f"{where}: not a readable PNG or JPEG image: its {len(raw)} bytes are not in an "
+                            "image format the server can decode", param=where, code="invalid_image") from None
+    except (OSError, SyntaxError):  # a truncated or damaged file (decoding fails part-way)
+        raise ApiError(400, f"{where}: not a readable PNG or JPEG image: the image data is damaged or "
+                            "truncated", param=where, code="invalid_image") from None
 
 
 # ---- responses --------------------------------------------------------------------------------

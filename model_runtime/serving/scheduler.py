@@ -129,6 +129,12 @@ class TextStream:
             if self.on_cancel is not None:
                 self.on_cancel()
 
+    def abort(self, error: ApiError) -> None:
+        """End the request now with `error` (the event loop's thread): generation is cancelled, and the
+        reader gets `error` next, without waiting for the worker to notice (e.g. at shutdown)."""
+        self.cancel()
+        self._events.put_nowait((_END, error))
+
     def __aiter__(self) -> AsyncIterator[str]:
         return self._pieces()
 

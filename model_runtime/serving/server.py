@@ -4,26 +4,42 @@
 
 The scheduler: continuous batching (`BatchingScheduler`, `max_batch` sequences decoding together) by
 default; `SerialScheduler` (one request at a time through an `Engine`, whose `decode` mode may replay
-CUDA graphs) with `scheduler="serial"` or `max_batch=1`."""
+CUDA graphs) with `scheduler="serial"` or `max_batch=1`.
+
+Stopping (Ctrl-C, SIGTERM, leaving a `BackgroundServer`) ends the requests in flight at once with a
+503 `shutdown` error (a stream gets it in-band, then `data: [DONE]`) and cancels their generation,
+before uvicorn waits for connections to close; then the lifespan closes the scheduler.
+
+Loading is logged at INFO on this module's logger ("loading ... on cpu (float32)", "loaded in 2.1 s");
+the caller decides where log records go.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from kimi_agent.errors import ConfigError
-from kimi_agent.model_runtime.serving.app import ServeConfig, create_app
+from kimi_agent.model_runtime.serving.app import ServeConfig, create_app, shutdown_requests
 from kimi_agent.model_runtime.serving.protocol import RequestLimits
 from kimi_agent.model_runtime.serving.scheduler import Scheduler, SerialScheduler
 
 if TYPE_CHECKING:
+    import uvicorn
     from starlette.applications import Starlette
 
 #: The default bound on prompt + completion tokens (the Engine's graph-decode cache is this large).
 DEFAULT_MAX_MODEL_LEN = 32768
+#: How long uvicorn waits for open connections once the requests in flight were ended (a backstop:
+#: they end at once; only a client that stops reading its stream can hold the server this long).
+GRACEFUL_SHUTDOWN_S = 5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +96,11 @@ def build_app(options: ServeOptions) -> Starlette:
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    log.info("loading %s on %s (%s)", options.model, device, options.dtype)
+    started = time.perf_counter()
     processor = KimiVLProcessor.from_pretrained(options.model)
     model = KimiVL.from_pretrained(options.model, device=device, torch_dtype=options.dtype)
+    log.info("loaded %s in %.1f s", options.model, time.perf_counter() - started)
     max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, model.config.text.max_position_embeddings)
     if max_len < 2:
         raise ConfigError(f"--max-model-len must be >= 2 tokens, got {max_len}")
@@ -107,10 +126,22 @@ def build_app(options: ServeOptions) -> Starlette:
 
 def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> None:
     """Run `app` on `sock` until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
+    server = make_server(app, log_level=log_level)
+    server.run(sockets=[sock])
+
+
+def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
+    """A uvicorn server for `app` whose shutdown first ends the requests in flight (`shutdown_requests`),
+    so open streams close at once instead of holding the server until uvicorn's graceful timeout
+    (after which it would cancel them with a traceback)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=10))
-    server.run(sockets=[sock])
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            shutdown_requests(app)
+            await super().shutdown(sockets)
+
+    return _Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
 
 
 class BackgroundServer:
@@ -120,12 +151,10 @@ class BackgroundServer:
 
     def __init__(self, app: Starlette, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 60.0,
                  log_level: str = "warning") -> None:
-        import uvicorn
-
         self.app, self.start_timeout_s, self.stop_timeout_s = app, start_timeout_s, stop_timeout_s
         self.sock = bind("127.0.0.1", 0)
         self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        self.server = make_server(app, log_level=log_level)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="kimi-agent-serve")
 

@@ -1,6 +1,7 @@
 """`kimi-agent replay`: a real browser episode (the scripted backend, a test double, acts on a page
 this test serves) is replayed in a fresh browser by the CLI; it matches (exit 0), and a tampered
-copy whose first click misses the button differs from the recorded screens (exit 1)."""
+copy whose first click misses the button differs from the recorded screens (exit 1). Without a
+browser: replays on the in-memory FakeEnv, unreadable run files, and the per-step summary line."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ from PIL import Image
 from support.page_server import page_server
 
 from kimi_agent import Agent, AgentSettings
+from kimi_agent.errors import ArtifactError
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
-from kimi_agent.replay import DEFAULT_THRESHOLD, frame_difference, recorded_actions
+from kimi_agent.replay import (
+    DEFAULT_THRESHOLD,
+    StepReplay,
+    frame_difference,
+    read_recorded_run,
+    recorded_actions,
+    replay_run,
+)
 from kimi_agent.trajectory import read_steps
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium")
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium")
 
 PAGE = b"""<!doctype html><html><head><title>Press</title></head><body style="margin:0;font:24px sans-serif">
 <button id="b" style="position:absolute;left:100px;top:100px;width:240px;height:80px;font-size:24px"
@@ -67,6 +76,7 @@ def _replay(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=180, stdin=subprocess.DEVNULL)
 
 
+@needs_chromium
 def test_replay_of_an_unchanged_run_matches(recorded: Path, tmp_path: Path) -> None:
     r = _replay(recorded, "--out", str(tmp_path / "replay"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -80,6 +90,7 @@ def test_replay_of_an_unchanged_run_matches(recorded: Path, tmp_path: Path) -> N
     assert (tmp_path / "replay" / "report.html").as_posix() in r.stdout
 
 
+@needs_chromium
 def test_replay_of_a_tampered_run_differs(recorded: Path, tmp_path: Path) -> None:
     tampered = tmp_path / "tampered"
     shutil.copytree(recorded, tampered)
@@ -117,6 +128,7 @@ def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
     assert len(skipped) == 1
 
 
+@needs_chromium
 def test_replay_types_a_secret_given_on_the_command_line_and_never_writes_it(page_url: str, pw: Any,
                                                                              tmp_path: Path) -> None:
     """A run that typed a secret into a text field (the page turns green when it is right):
@@ -151,3 +163,44 @@ def test_frame_difference_fraction() -> None:
     assert frame_difference(white, white.copy()) == 0.0
     assert frame_difference(white, half) == pytest.approx(0.5, abs=0.02)
     assert frame_difference(white, Image.new("RGB", (100, 100), "white")) == 1.0  # another aspect ratio
+
+
+def _fake_run(tmp_path: Path, env: Any, kimi_reply: Any) -> Path:
+    replies = [kimi_reply("a", "Click.", "pyautogui.click(x=0.25, y=0.5)"),
+               kimi_reply("b", "Press enter.", "pyautogui.press('enter')"),
+               kimi_reply("c", "Done.", "computer.terminate(status='success')")]
+    settings = AgentSettings(out_dir=tmp_path / "runs", max_steps=4)
+    return Agent(ScriptedBackend(replies), env, settings).run_episode("click and press").run_dir
+
+
+def test_step_summary_says_how_much_of_the_screen_differs() -> None:
+    assert StepReplay(1, "a.png", "b.png", 0.0065, True).summary() == "step 1: matches (0.65% of pixels differ)"
+    assert StepReplay(2, "a.png", "b.png", 0.632, False, error="the click failed").summary() == \
+        "step 2: DIFFERS (63.20% of pixels differ): the click failed"
+
+
+def test_replay_on_a_fake_env_matches_step_by_step(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    run = _fake_run(tmp_path, fake_env, kimi_reply)
+    fresh = type(fake_env)()  # a new screen, in its first state
+    result = replay_run(run, fresh, out_dir=tmp_path / "replay")
+    assert result.matched and [a.type for a in fresh.executed] == ["click", "press"]
+    assert [s.summary() for s in result.steps] == [f"step {n}: matches (0.00% of pixels differ)" for n in (1, 2, 3)]
+
+
+def test_replay_names_an_unreadable_run_file_before_executing_anything(tmp_path: Path, fake_env: Any,
+                                                                       kimi_reply: Any) -> None:
+    run = _fake_run(tmp_path, fake_env, kimi_reply)
+    good = (run / "run.json").read_text()
+    (run / "run.json").write_text('{"instruction": "click", ')
+    fresh = type(fake_env)()
+    for call in (lambda: read_recorded_run(run), lambda: replay_run(run, fresh, out_dir=tmp_path / "replay")):
+        with pytest.raises(ArtifactError) as err:
+            call()
+        assert str(err.value).startswith(f"could not read {run / 'run.json'}: not valid JSON at line 1, column 26 ")
+    assert fresh.executed == [] and not (tmp_path / "replay").exists()
+    (run / "run.json").write_text(good)
+    lines = (run / "steps.jsonl").read_text().splitlines(keepends=True)
+    (run / "steps.jsonl").write_text(lines[0] + "{oops\n" + "".join(lines[1:]))
+    with pytest.raises(ArtifactError, match=r"steps\.jsonl: line 2 is not valid JSON at column 2"):
+        replay_run(run, fresh, out_dir=tmp_path / "replay")
+    assert fresh.executed == []

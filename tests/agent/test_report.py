@@ -5,13 +5,19 @@ in-memory FakeEnv with the scripted backend (a test double for the model)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kimi_agent import Agent, AgentSettings
+from kimi_agent.artifacts import write_episode_artifacts
+from kimi_agent.errors import ArtifactError
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
-from kimi_agent.report import model_label, render_report, step_seconds
+from kimi_agent.report import load_run, model_label, render_report, step_seconds, write_report
 from kimi_agent.trajectory import read_steps
 
 
@@ -70,3 +76,66 @@ def test_model_label_never_says_none() -> None:
         "moonshotai/Kimi-VL-A3B-Instruct"
     assert model_label({"backend": "native", "model": None}) == "native backend (model not recorded)"
     assert model_label({}) == "not recorded"
+
+
+def _short_episode(tmp_path: Path, env: Any, kimi_reply: Any) -> Path:
+    replies = [kimi_reply("a", "Click the button.", "pyautogui.click(x=0.25, y=0.5)"),
+               kimi_reply("b", "Done.", "computer.terminate(status='success')")]
+    settings = AgentSettings(out_dir=tmp_path / "runs", max_steps=4)
+    return Agent(ScriptedBackend(replies), env, settings).run_episode("click it").run_dir
+
+
+def test_unreadable_run_files_are_named_with_line_and_column(tmp_path: Path, fake_env: Any,
+                                                             kimi_reply: Any) -> None:
+    run = _short_episode(tmp_path, fake_env, kimi_reply)
+    write_episode_artifacts(run)
+    before = {name: (run / name).read_bytes() for name in ("report.html", "traj.jsonl")}
+    good_run_json = (run / "run.json").read_text()
+    (run / "run.json").write_text("")
+    with pytest.raises(ArtifactError) as err:
+        write_report(run)
+    assert str(err.value) == f"could not read {run / 'run.json'}: not valid JSON at line 1, column 1 (Expecting value)"
+    with pytest.raises(ArtifactError, match=r"run\.json: not valid JSON at line 1, column 1"):
+        write_episode_artifacts(run, strict=True)
+    # after an episode (not strict) it is logged, and nothing is rewritten from unreadable inputs
+    assert write_episode_artifacts(run) == {}
+    assert {name: (run / name).read_bytes() for name in before} == before
+    (run / "run.json").write_text(good_run_json)
+    # a damaged steps.jsonl line is named by its number; a torn last line (a crash mid-append) is not an error
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    (run / "steps.jsonl").write_text(lines[0][:-3] + "\n" + lines[1] + "\n")
+    with pytest.raises(ArtifactError) as err:
+        render_report(run)
+    assert str(err.value).startswith(f"could not read {run / 'steps.jsonl'}: line 1 is not valid JSON at column ")
+    (run / "steps.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
+    assert [s["step"] for s in load_run(run)[1]] == [1]
+
+
+def test_missing_frames_never_replace_a_report_that_has_them(tmp_path: Path, fake_env: Any, kimi_reply: Any,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    run = _short_episode(tmp_path, fake_env, kimi_reply)
+    full = write_report(run).read_bytes()
+    shots = full.count(b'<img src="data:')
+    assert shots == 3  # two steps and the final screen
+    shutil.rmtree(run / "frames")
+    with pytest.raises(ArtifactError) as err:
+        write_report(run)
+    message = str(err.value)
+    assert "3 of 3 screenshots are missing" in message and "frames/step_0001" in message, message
+    assert f"kept the existing {run / 'report.html'}, which embeds 3" in message
+    assert (run / "report.html").read_bytes() == full
+    with pytest.raises(ArtifactError, match="screenshots are missing"):
+        write_episode_artifacts(run, strict=True)
+    with caplog.at_level(logging.WARNING, logger="kimi_agent.artifacts"):
+        write_episode_artifacts(run)  # after an episode: logged, the report kept
+    assert "screenshots are missing" in caplog.text
+    assert (run / "report.html").read_bytes() == full
+    # without a report to keep, one is written that says what is missing
+    (run / "report.html").unlink()
+    page = write_report(run).read_text()
+    assert '<img src="data:' not in page
+    notice = re.search(r'<div class="errbox err" id="missing-frames">(.*?)</div>', page)
+    assert notice is not None and "3 of 3 screenshots are missing" in notice.group(1)
+    # and rewriting it (frames still missing) replaces nothing better
+    assert write_report(run).read_text() == page

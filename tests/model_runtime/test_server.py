@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -187,8 +188,12 @@ def test_stop_string_ends_the_reply_before_it(client: Any) -> None:
 # ---- errors -------------------------------------------------------------------------------------
 
 def test_bad_images_are_400_naming_the_part(client: Any) -> None:
+    truncated = png_data_url((1, 2, 3), size=(300, 200))
+    truncated_png = base64.b64decode(truncated.split(",", 1)[1])[:-40]  # cut inside the pixel data
     cases = {
-        "data:image/png;base64,bm90IGFuIGltYWdl": "not a readable PNG or JPEG image",  # "not an image"
+        "data:image/png;base64,bm90IGFuIGltYWdl": "not a readable PNG or JPEG image: its 12 bytes are not in an "
+                                                  "image format",  # "not an image"
+        "data:image/png;base64," + base64.b64encode(truncated_png).decode(): "damaged or truncated",
         "data:image/png;base64,%%%notbase64": "not valid base64",
         "https://example.com/screenshot.png": "does not fetch remote images",
         "data:text/plain;base64,aGVsbG8=": "expected data:image/png;base64",
@@ -201,6 +206,7 @@ def test_bad_images_are_400_naming_the_part(client: Any) -> None:
         assert message in body["message"], body
         assert body["param"] == "messages[1].content[0].image_url" and body["type"] == "invalid_request_error"
         assert body["message"].startswith("messages[1].content[0].image_url")
+        assert "object at 0x" not in body["message"] and "BytesIO" not in body["message"], body
 
 
 def test_request_errors_are_openai_shaped(client: Any, server: RunningServer) -> None:
@@ -402,6 +408,65 @@ def test_serve_command_answers_and_stops_on_sigterm(tiny_checkpoint: Path) -> No
     # uvicorn shuts down gracefully (the lifespan closes the scheduler), then re-raises SIGTERM
     assert proc.returncode == -signal.SIGTERM
     assert "Application shutdown complete" in rest, rest
+
+
+def test_serve_command_stops_promptly_on_ctrl_c_during_a_long_stream(tiny_checkpoint: Path) -> None:
+    """Ctrl-C while a long generation streams: the stream ends at once with a `shutdown` error event and
+    `[DONE]`, and the command exits 130 within seconds, without a traceback (it used to wait out uvicorn's
+    graceful timeout, then print "Exception in ASGI application" and a CancelledError traceback)."""
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "serve", "--model", str(tiny_checkpoint), "--port", "0",
+           "--device", "cpu", "--dtype", "float32", "--served-model-name", MODEL, "--max-model-len", "4096"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 4000,
+            "temperature": 0, "stream": True}
+    try:
+        assert proc.stderr is not None
+        url = None
+        for _ in range(50):
+            line = proc.stderr.readline()
+            if " at http://" in line:
+                url = line.split(" at ", 1)[1].strip()
+                break
+        assert url is not None
+        with httpx.Client(timeout=120) as http:
+            for _ in range(600):
+                try:
+                    http.get(f"{url}/models")
+                    break
+                except httpx.TransportError:
+                    threading.Event().wait(0.1)
+            with http.stream("POST", f"{url}/chat/completions", json=body) as r:
+                lines = r.iter_lines()
+                assert any('"content":"' in line and '"content":""' not in line for line in lines)  # generating
+                proc.send_signal(signal.SIGINT)
+                stopped = time.monotonic()
+                rest = [line for line in lines if line]
+        ended = time.monotonic() - stopped
+        assert rest[-1] == "data: [DONE]"
+        errors = [json.loads(line[6:])["error"] for line in rest if line.startswith('data: {"error"')]
+        assert [e["code"] for e in errors] == ["shutdown"], rest[-3:]
+        assert "shutting down" in errors[0]["message"]
+        assert not any('"finish_reason":"length"' in line for line in rest)  # cut short, not run to the end
+        proc.wait(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=60)
+    # the stream ends at once (it used to run on for uvicorn's whole graceful timeout); the process then
+    # closes the scheduler and exits (bounds with room for a loaded machine: it takes about 1 s idle)
+    assert ended < 5 and took < 15, f"the stream ended after {ended:.1f} s, the server exited after {took:.1f} s"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception in ASGI application" not in err, err
+    assert "Application shutdown complete" in err, err
+
+
+def test_loading_is_logged(tiny_checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="kimi_agent.model_runtime.serving.server"):
+        build(tiny_checkpoint, scheduler="serial")
+    messages = [r.getMessage() for r in caplog.records if r.name == "kimi_agent.model_runtime.serving.server"]
+    assert messages[0] == f"loading {tiny_checkpoint} on cpu (float32)", messages
+    assert messages[1].startswith(f"loaded {tiny_checkpoint} in ") and messages[1].endswith(" s"), messages
 
 
 # ---- stop strings (pure) ------------------------------------------------------------------------
