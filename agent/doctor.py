@@ -79,8 +79,10 @@ def _gpu() -> Check:
 
 def _model(model: str) -> Check:
     p = Path(model).expanduser()
-    fix = (f"huggingface-cli download {model}, or pass --model DIR (a local snapshot), or --endpoint URL "
-           "(an OpenAI-compatible server)")
+    local = Path("~/models") / model.rstrip("/").rsplit("/", 1)[-1]
+    fix = (f"hf download {model} --local-dir {local}, then pass --model {local}; or --endpoint URL "
+           "(an OpenAI-compatible server)" if not p.exists() and "/" in model and not model.startswith((".", "/", "~"))
+           else "pass --model DIR (a complete local snapshot), or --endpoint URL (an OpenAI-compatible server)")
     if p.exists():
         snapshot: Path | None = p
     else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -27,6 +28,8 @@ from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
 
 SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve", "osworld")
+#: `-h` as well as `--help`, on every command (subcommands inherit it from the app's context).
+HELP_SETTINGS = {"help_option_names": ["--help", "-h"]}
 EXIT_SUCCESS, EXIT_FAILED, EXIT_CANNOT_START, EXIT_STOPPED = 0, 1, 2, 130
 #: Columns used when output goes to a file or pipe (rich would wrap at 80 and split paths).
 PIPE_WIDTH = 200
@@ -55,9 +58,29 @@ def make_console(*, stderr: bool) -> Console:
 console = make_console(stderr=True)
 
 episode_app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
-                          pretty_exceptions_enable=False)
+                          pretty_exceptions_enable=False, context_settings=HELP_SETTINGS)
 app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=True,
-                  pretty_exceptions_enable=False, help="kimi-agent subcommands (see kimi-agent --help).")
+                  pretty_exceptions_enable=False, context_settings=HELP_SETTINGS,
+                  help="kimi-agent subcommands (see kimi-agent --help).")
+
+
+#: click's UsageError (the base of typer.BadParameter), whether typer uses click or its vendored copy.
+USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+
+
+class EpisodeCommand(typer.core.TyperCommand):
+    """The episode command; words past the instruction get a hint to quote it."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERROR as e:
+            message = str(getattr(e, "message", e))
+            if "unexpected extra argument" not in message:
+                raise
+            raise USAGE_ERROR(f'{message}; quote an instruction of several words: kimi-agent [OPTIONS] "open the page"',
+                              getattr(e, "ctx", None)) from None
+
 
 # Options shared by every command that talks to a model (the tasks runner reuses BackendOptions).
 ModelOpt = Annotated[str, typer.Option("--model", metavar="ID|DIR",
@@ -90,6 +113,31 @@ def backend_options(*, backend: str | None, model: str, endpoint: str | None, ap
                           replies=replies)
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`."""
+    rows = [list(range(len(b) + 1))]
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            row.append(min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (ca != cb)))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def check_not_a_command(instruction: str) -> None:
+    """Raise `ConfigError` when `instruction` is one word that looks like a mistyped subcommand
+    (within 2 edits of its name, 1 for names of up to 5 letters), e.g. `kimi-agent doctr`."""
+    word = instruction.strip()
+    if not word or len(word.split()) != 1:
+        return
+    for name in SUBCOMMANDS:
+        if edit_distance(word.lower(), name) <= (1 if len(name) <= 5 else 2):
+            raise ConfigError(f"{word!r} is not a command; did you mean 'kimi-agent {name}'? (for an episode, "
+                              'say more in quotes, e.g. kimi-agent "open the settings page")')
+
+
 def _fail_start(err: BaseException) -> typer.Exit:
     """Print one `error:` line for `err` (a typed error or a bad option) and exit 2."""
     if isinstance(err, ValidationError):
@@ -102,7 +150,7 @@ def _fail_start(err: BaseException) -> typer.Exit:
     return typer.Exit(EXIT_CANNOT_START)
 
 
-@episode_app.command(context_settings={"help_option_names": ["--help", "-h"]}, no_args_is_help=True)
+@episode_app.command(cls=EpisodeCommand, no_args_is_help=True)
 def episode(
     instruction: Annotated[str, typer.Argument(metavar="INSTRUCTION", show_default=False,
                                                help="what the agent should do, e.g. 'enable Do Not Track'")],
@@ -150,7 +198,7 @@ def episode(
     """
     from kimi_agent.loop import Agent, AgentSettings
     from kimi_agent.model_runtime.backends.base import Sampling
-    from kimi_agent.options import EnvOptions, make_backend, open_env
+    from kimi_agent.options import EnvOptions, check_env, check_folder, make_backend, open_env
     from kimi_agent.progress import ConsoleListener
     from kimi_agent.safety import SafetySettings
 
@@ -158,6 +206,7 @@ def episode(
         if not instruction.strip():
             raise ConfigError('the instruction is empty; say what the agent should do, e.g. '
                               'kimi-agent "enable Do Not Track".')
+        check_not_a_command(instruction)
         if env == "browser" and url is None:
             raise ConfigError("--env browser needs --url URL, the page to start on "
                               "(pass --url about:blank to start on an empty page).")
@@ -171,6 +220,8 @@ def episode(
                                  sampling=Sampling(temperature=temperature, top_p=0.95, max_new_tokens=1024),
                                  safety=SafetySettings(confirm_risky=not yes, allowed_urls=allow_url or [],
                                                        secrets=secrets))
+        check_env(eopts)  # a bad --url, --app, --profile or --display: before a model or display starts
+        check_folder(out, "--out")
         model_backend = make_backend(bopts)  # before any environment starts: a missing model fails fast
     except (AgentError, ValueError) as e:
         raise _fail_start(e) from None
@@ -191,6 +242,18 @@ def episode(
     raise typer.Exit(EXIT_SUCCESS if result.success else EXIT_STOPPED if result.status == "user_stopped" else EXIT_FAILED)
 
 
+
+def _show_serving_log() -> None:
+    """The serving package's INFO lines (loading, shutdown), plainly on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    serving_log = logging.getLogger("kimi_agent.model_runtime.serving")
+    serving_log.addHandler(handler)
+    serving_log.setLevel(logging.INFO)
+    serving_log.propagate = False
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -198,10 +261,10 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _finish_run(run_dir: Path) -> None:
+def _finish_run(run_dir: Path) -> dict[str, Path]:
     from kimi_agent.artifacts import write_episode_artifacts
 
-    write_episode_artifacts(run_dir)
+    return write_episode_artifacts(run_dir)
 
 
 @app.command(context_settings={"help_option_names": ["--help", "-h"]})
@@ -211,7 +274,12 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> fo
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
         console.print(f"[bold red]error:[/] {escape(str(run_dir))} is not a run folder (no run.json or steps.jsonl)")
         raise typer.Exit(EXIT_CANNOT_START)
-    _finish_run(run_dir)
+    written = _finish_run(run_dir)
+    missing = [name for name in ("report.html", "traj.jsonl") if name not in written]
+    if missing:  # the reason was logged as it happened
+        names = " and ".join(str(run_dir / name) for name in missing)
+        console.print(f"[bold red]error:[/] {escape(names)} not written (the reason is above)", soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED)
     path = run_dir / "report.html"
     print(path)
     if open_browser:
@@ -289,10 +357,12 @@ def serve(
                               f"such as {DEFAULT_MODEL_ID}.")
         if scheduler not in ("auto", "batch", "serial"):
             raise ConfigError(f"--scheduler {scheduler!r}: use auto, batch or serial")
+        _check_device(device)
         sock = bind(host, port)  # a taken port fails before minutes of loading
         options = ServeOptions(model=model, served_model_name=served_model_name, device=device, dtype=dtype,
                                max_model_len=max_model_len, max_queue=max_queue, max_batch=max_batch,
-                               scheduler=scheduler)  # type: ignore[arg-type]  # checked above
+                               scheduler=scheduler)  # the scheduler was checked above
+        _show_serving_log()  # "loading ... on cuda (bfloat16)", "loaded in N s", shutdown notes
         server_app = build_app(options)
     except (AgentError, ValueError) as e:
         if sock is not None:
@@ -303,6 +373,20 @@ def serve(
     console.print(f"[bold]kimi-agent serve[/] {escape(options.served_model_name or model)} at "
                   f"http://{url_host}:{bound_port}/v1", soft_wrap=True)
     run_server(server_app, sock)
+
+
+def _check_device(device: str) -> None:
+    """Raise `ConfigError` unless `device` is auto, cpu, or cuda where torch sees a CUDA GPU."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise ConfigError(f"--device {device!r}: use auto, cuda or cpu.")
+    if device == "cuda":
+        from kimi_agent.model_runtime.device import device_info  # imports torch (here, not at module top)
+
+        info = device_info()
+        if info.cuda_device is None:
+            found = "torch is not installed" if info.torch_version is None else f"torch {info.torch_version} sees none"
+            raise ConfigError(f"--device cuda needs a CUDA GPU, and {found}; pass --device cpu (slow), or run on a "
+                              "machine with an NVIDIA GPU and a CUDA build of torch.")
 
 
 def _name(info: Any) -> str:
@@ -343,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     # ----------------------------------------------------------------------------------------------
     episode_app.registered_commands[0].epilog = guide()
     try:
+        if args and args[0] not in SUBCOMMANDS and not args[0].startswith("-"):
+            check_not_a_command(args[0])  # `kimi-agent doctr` or `kimi-agent reprt RUN_DIR`
         if args and args[0] in SUBCOMMANDS:
             app(args=args, prog_name="kimi-agent")
         else:

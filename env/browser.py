@@ -124,7 +124,7 @@ class BrowserEnv:
             pages = [p for p in self._context.pages if not p.is_closed()]
             self._page = pages[0] if pages else self._context.new_page()
             if not self._attached:
-                self._goto(self._page, start_url)
+                self._open_start_page()
         except BaseException:
             self.close()
             raise
@@ -405,6 +405,19 @@ class BrowserEnv:
             return self._browser.new_context(**context_options)
         except PlaywrightError as exc:
             raise EnvironmentStartError(f"cannot start or reach Chromium: {exc.message}") from exc
+
+    def _open_start_page(self) -> None:
+        """Load `start_url` in the first tab; `EnvironmentStartError` with one line saying why not."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        if self._guard is not None and not self._guard.allowed(self.start_url, navigation=True):
+            raise EnvironmentStartError(f"the start page {self.start_url} is not on the URL allowlist "
+                                        f"({self.allowlist})")
+        try:
+            self._goto(self._page, self.start_url)
+        except PlaywrightError as exc:  # e.g. "Page.goto: net::ERR_CONNECTION_REFUSED at URL"; not the call log
+            reason = (exc.message.strip().splitlines() or [type(exc).__name__])[0]
+            raise EnvironmentStartError(f"cannot open the start page {self.start_url}: {reason}") from exc
 
     def _goto(self, page: Page, url: str) -> None:
         """Load `url`, trying again (at most `GOTO_ATTEMPTS` times, a short pause between) while a

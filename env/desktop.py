@@ -22,7 +22,9 @@ from typing import Any
 
 import mss
 import numpy as np
+from mss.exception import ScreenShotError
 from PIL import Image
+from Xlib.error import DisplayError
 
 from kimi_agent.actions.geometry import Geometry, norm_to_exec_pixel
 from kimi_agent.actions.types import (
@@ -87,9 +89,12 @@ class DesktopEnv:
             display = self._xvfb.display
         self.display = display
         try:
-            self._gui = PyAutoGUI(display)
-            self._sct = mss.MSS(display=display)
-            self._monitor = dict(self._sct.monitors[1])
+            try:
+                self._gui = PyAutoGUI(display)
+                self._sct = mss.MSS(display=display)
+                self._monitor = dict(self._sct.monitors[1])
+            except (DisplayError, ScreenShotError) as exc:  # nothing answers there, or we may not connect
+                raise EnvironmentStartError(f"cannot use X display {display}: {exc}") from exc
             if window_manager if window_manager is not None else self._xvfb is not None:
                 self._start_window_manager()
         except BaseException:

@@ -123,22 +123,52 @@ BAD_STARTS = {
     "endpoint-down": (["--endpoint", "{down}", "do it"], "Nothing answers at --endpoint {down}"),
     "run-endpoint-down": (["run", "tasks", "--endpoint", "{down}"], "Nothing answers at --endpoint {down}"),
     "endpoint-not-a-url": (["--endpoint", "localhost:8000", "do it"], "--endpoint must be an http(s) URL"),
+    "display-not-answering": (["--backend", "scripted", "--replies", "r.jsonl", "--display", "{nodisplay}", "do it"],
+                              "nothing answers on X display {nodisplay} (--display;"),
+    "display-not-a-name": (["--backend", "scripted", "--replies", "r.jsonl", "--display", "foo", "do it"],
+                           "--display 'foo' is not an X display name"),
+    "app-not-on-path": (["--backend", "scripted", "--replies", "r.jsonl", "--app", "nonexistent-app-xyz --x", "do it"],
+                        "no executable 'nonexistent-app-xyz' on PATH"),
+    "profile-is-a-file": (["--backend", "scripted", "--replies", "r.jsonl", "--profile", "r.jsonl", "do it"],
+                          "--profile r.jsonl is a file, not a folder"),
+    "url-not-a-url": (["--backend", "scripted", "--replies", "r.jsonl", "--env", "browser", "--url", "not a url",
+                       "do it"], "--url 'not a url' is not a URL a browser can open"),
+    "url-without-scheme": (["--backend", "scripted", "--replies", "r.jsonl", "--url", "example.com", "do it"],
+                           "give one with its scheme"),
+    "url-not-allowed": (["--backend", "scripted", "--replies", "r.jsonl", "--env", "browser", "--url",
+                         "https://example.com", "--allow-url", "https://other.com", "do it"],
+                        "--url https://example.com is not allowed by --allow-url https://other.com"),
+    "subcommand-typo": (["doctr"], "'doctr' is not a command; did you mean 'kimi-agent doctor'?"),
+    "subcommand-typo-with-args": (["reprot", "runs/x"], "did you mean 'kimi-agent report'?"),
+    "subcommand-typo-after-options": (["--backend", "scripted", "--replies", "r.jsonl", "serv"],
+                                      "did you mean 'kimi-agent serve'?"),
 }
+
+
+def _display_nobody_serves() -> str:
+    """An X display name where no X server listens (neither its socket file nor the abstract socket)."""
+    for number in range(731, 800):
+        path = f"/tmp/.X11-unix/X{number}"
+        with socket.socket(socket.AF_UNIX) as s:
+            if Path(path).exists() or s.connect_ex("\0" + path) == 0:
+                continue
+        return f":{number}"
+    raise AssertionError("every display :731-:799 is in use")
 
 
 @pytest.mark.parametrize("case", sorted(BAD_STARTS))
 def test_bad_start_is_one_sentence_exit_2_and_no_run_folder(case: str, tmp_path: Path) -> None:
     args, expected = BAD_STARTS[case]
-    down = _closed_port_url()
+    names = {"down": _closed_port_url(), "nodisplay": _display_nobody_serves()}
     (tmp_path / "r.jsonl").write_text(json.dumps(kimi("x", "y", "computer.wait()")) + "\n")
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "t.json").write_text(json.dumps({"id": "t", "instruction": "x", "config": [],
                                                           "evaluator": {"func": "infeasible"}}))
-    r = run_cli(*[a.format(down=down) for a in args], "--out", "out", tmp_path=tmp_path)
+    r = run_cli(*[a.format(**names) for a in args], "--out", "out", tmp_path=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr  # one line even at 200+ chars on a pipe
-    assert expected.format(down=down) in lines[0]
+    assert expected.format(**names) in lines[0]
     assert "Traceback" not in r.stderr and "pydantic" not in r.stderr
     assert not (tmp_path / "out").exists()  # checked before any display, browser or run folder
 
@@ -166,3 +196,115 @@ def test_library_names_and_run_tasks_is_silent(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == ""
     assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.parametrize("out", ["/proc/kimi-agent-test/out", "r.jsonl/out"])
+def test_an_out_folder_that_cannot_be_made_fails_before_start_and_leaves_nothing(out: str, tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text(json.dumps(kimi("x", "y", "computer.wait()")) + "\n")
+    r = run_cli("--backend", "scripted", "--replies", "r.jsonl", "--out", out, "do it", tmp_path=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {out} "), r.stderr
+    assert "cannot be created in /proc" in lines[0] or "is inside" in lines[0], lines[0]
+    assert {p.name for p in tmp_path.iterdir()} - {"hf"} == {"r.jsonl"}  # no run folder, no probe left behind
+
+
+def test_a_start_page_that_does_not_load_is_one_sentence(tmp_path: Path) -> None:
+    """Chromium refuses port 9 (net::ERR_UNSAFE_PORT): one `error:` line, exit 2, no run folder."""
+    (tmp_path / "r.jsonl").write_text(json.dumps(kimi("x", "y", "computer.wait()")) + "\n")
+    r = run_cli("--backend", "scripted", "--replies", "r.jsonl", "--env", "browser", "--url", "http://127.0.0.1:9/",
+                "--out", "out", "do it", tmp_path=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == "error: cannot open the start page http://127.0.0.1:9/: Page.goto: net::ERR_UNSAFE_PORT at " \
+                   "http://127.0.0.1:9/", r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unquoted_instruction_gets_a_hint_to_quote_it(tmp_path: Path) -> None:
+    (tmp_path / "r.jsonl").write_text(json.dumps(kimi("x", "y", "computer.wait()")) + "\n")
+    r = run_cli("--backend", "scripted", "--replies", "r.jsonl", "click", "the", "page", tmp_path=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "unexpected extra argument(s) (the page); quote an instruction of several words" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dash_h_is_help_for_every_subcommand(tmp_path: Path) -> None:
+    from kimi_agent.cli import SUBCOMMANDS
+
+    for name in SUBCOMMANDS:
+        r = run_cli(name, "-h", tmp_path=tmp_path)
+        assert r.returncode == 0, (name, r.stderr)
+        assert r.stdout.startswith(f"Usage: kimi-agent {name} "), (name, r.stdout)
+
+
+def test_report_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "20250101-000000_x"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text("")  # not JSON: report.html cannot be made from it
+    r = run_cli("report", str(run_dir), tmp_path=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stdout == ""  # no path of a report that is not there
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {run_dir / 'report.html'}") and last.endswith("not written (the reason is above)")
+    assert f"{run_dir / 'run.json'}" in r.stderr  # the file it could not read
+    assert "Traceback" not in r.stderr and not (run_dir / "report.html").exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda"])
+def test_serve_checks_the_device_before_loading(device: str, tmp_path: Path) -> None:
+    if device == "cuda":
+        from kimi_agent.model_runtime.device import device_info
+
+        if device_info().cuda_device is not None:
+            pytest.skip("a CUDA GPU is here: --device cuda is valid")
+    r = run_cli("serve", "--model", str(FIXTURE_MODEL), "--port", "0", "--device", device, tmp_path=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --device {device if device == 'cuda' else repr(device)}"), \
+        r.stderr
+    assert ("needs a CUDA GPU" if device == "cuda" else "use auto, cuda or cpu") in lines[0]
+
+
+def test_doctor_suggests_the_installed_hf_command(tmp_path: Path) -> None:
+    assert (Path(sys.executable).parent / "hf").exists()  # huggingface_hub's current CLI
+    r = run_cli("doctor", tmp_path=tmp_path, extra_env={"COLUMNS": "400"})
+    assert "hf download moonshotai/Kimi-VL-A3B-Instruct --local-dir" in r.stdout, r.stdout
+    assert "huggingface-cli" not in r.stdout
+
+
+def test_an_endpoint_without_v1_or_without_the_model_is_one_sentence_before_start(tmp_path: Path) -> None:
+    """A real HTTP server that serves the OpenAI model list at /v1/models only (as vLLM does)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kimi_agent.options import check_endpoint
+
+    class Models(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            body = json.dumps({"object": "list", "data": [{"id": "kimi-vl", "object": "model"}]}).encode()
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        no_v1 = run_cli("--endpoint", base, "--model", "kimi-vl", "--out", "out", "do it", tmp_path=tmp_path)
+        wrong_model = run_cli("--endpoint", base + "/v1", "--out", "out", "do it", tmp_path=tmp_path)
+        check_endpoint(base + "/v1", model="kimi-vl")  # the right pair passes
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert no_v1.returncode == 2 and f"it usually ends in /v1, e.g. --endpoint {base}/v1" in no_v1.stderr, no_v1.stderr
+    assert wrong_model.returncode == 2, wrong_model.stderr
+    assert "serves 'kimi-vl', not --model 'moonshotai/Kimi-VL-A3B-Instruct'; pass --model kimi-vl" in wrong_model.stderr
+    for r in (no_v1, wrong_model):
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
