@@ -48,6 +48,7 @@ class ProgressView:
         self.console = console or Console(stderr=True, highlight=False)
         self._live: Live | None = None
         self._plain = False  # inside live() on a non-terminal: one line per finished task
+        self._spinners: dict[int, Spinner] = {}  # one per worker: a spinner's frame follows its age
 
     # ---- what the runner calls ------------------------------------------------------------------
 
@@ -128,7 +129,8 @@ class ProgressView:
             last = str(getattr(w, "step", "") or "")
             label = str(getattr(w, "label", "") or "")  # a VM worker's VM
             memory = getattr(w, "memory_mb", None)  # None: no cgroup to read it from (or a VM's worker)
-            table.add_row(Spinner("dots", style="cyan"), escape(f"{i} {label}".strip()), escape(task), str(step_no or "-"),
+            spinner = self._spinners.setdefault(i, Spinner("dots", style="cyan"))
+            table.add_row(spinner, escape(f"{i} {label}".strip()), escape(task), str(step_no or "-"),
                           escape(phase), escape(last if last.startswith("step ") else ""), elapsed,
                           "" if memory is None else f"{memory} MiB")
         recent = [self._result_line(r) for r in self.done[-3:]]
@@ -140,6 +142,8 @@ class ProgressView:
         line.append(f"{r.status:<11}", style=_STYLE.get(r.status, ""))
         score = "" if r.score is None else f" score {r.score:g}"
         line.append(f"{r.task_id}{score} · {r.steps} steps · {r.seconds:.1f} s")
-        if r.reason and r.status != "success":
+        if r.reason and r.status == "fail":  # e.g. "the model reported success": the check disagreed
+            line.append(f" · the evaluator scored it {r.score or 0:g} ({r.reason[:100]})", style="dim")
+        elif r.reason and r.status != "success":
             line.append(f" · {r.reason[:100]}", style="dim")
         return line

@@ -69,5 +69,18 @@ def test_not_a_terminal_prints_one_line_per_finished_task() -> None:
                                  reason="the model reported failure"))
     lines = buf.getvalue().splitlines()
     assert lines[0].split()[:2] == ["success", "first"]
-    assert lines[1].split()[:2] == ["fail", "second"] and "the model reported failure" in lines[1]
+    assert lines[1].split()[:2] == ["fail", "second"]
+    assert "the evaluator scored it 0 (the model reported failure)" in lines[1]
     assert lines[2].startswith("tasks 2/2 done · 0 running · 0 queued")
+
+
+def test_each_workers_spinner_turns_between_redraws() -> None:
+    view, buf = _view(1, terminal=True)
+    view.workers = {0: _Worker(0, "t1", time.time(), "thinking")}
+    frames = set()
+    for _ in range(4):  # the "dots" spinner shows a new frame every 80 ms
+        view.console.print(view.render())
+        (row,) = [line for line in buf.getvalue().splitlines() if "t1" in line][-1:]
+        frames.add(row.strip()[0])
+        time.sleep(0.1)
+    assert len(frames) >= 3, frames
