@@ -96,9 +96,9 @@ def build_app(options: ServeOptions) -> Starlette:
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    log.info("loading %s on %s (%s)", options.model, device, options.dtype)
     started = time.perf_counter()
-    processor = KimiVLProcessor.from_pretrained(options.model)
+    processor = KimiVLProcessor.from_pretrained(options.model)  # a missing model fails here, before the log line
+    log.info("loading %s on %s (%s)", options.model, device, options.dtype)
     model = KimiVL.from_pretrained(options.model, device=device, torch_dtype=options.dtype)
     log.info("loaded %s in %.1f s", options.model, time.perf_counter() - started)
     max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, model.config.text.max_position_embeddings)
