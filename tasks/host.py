@@ -8,6 +8,7 @@ shared driver (`env.playwright_host`), connected over CDP only when a getter nee
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -31,6 +32,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("kimi_agent.tasks")
 DEFAULT_PASSWORD = "password"  # OSWorld's default client password; only ever substituted into commands
 
+
+
+def _remove_tree(path: Path, attempts: int = 5) -> None:
+    """`shutil.rmtree(path)`, tried again (0.2 s apart, `attempts` in all) while a process of the
+    desktop (openbox filling ~/.cache/fontconfig on a slow machine) still adds files to it."""
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError as e:  # a file appeared (ENOTEMPTY) or vanished (ENOENT) under the walk
+            if not path.exists():
+                return
+            if e.errno not in (errno.ENOTEMPTY, errno.ENOENT) or attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
 
 class LocalHost:
     """The `TaskHost` of one worker. `desktop` provides the display; `home` is wiped by `reset()`."""
@@ -60,7 +76,7 @@ class LocalHost:
         home.mkdir(parents=True, exist_ok=True)
         for child in list(home.iterdir()):  # the home may be a mount point (/home/user in the sandbox)
             if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+                _remove_tree(child)
             else:
                 child.unlink()
         self.paths.default_profile.mkdir(parents=True)

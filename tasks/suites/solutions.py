@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 DNT_URL = "chrome://settings/cookies"
 REAL_DNT_ID = "030eeff7-b492-4218-b312-701ec99ee0cc"
+#: How long a solution waits for a settings page to load: a bound for a hang, not a speed check (a slow
+#: machine, e.g. the one-CPU User-Mode Linux guest of tests/tasks/test_cgroups_v2_kernel.py, takes over 30 s).
+PAGE_BOUND_MS = 120_000
 
 
 def reply(thought: str, action: str, code: str) -> str:
@@ -79,8 +82,8 @@ def _settings_page(host: LocalHost, url: str) -> Page:
     """A tab on a chrome://settings page (opened over CDP in the browser's default context)."""
     pages = _pages(host)
     page = pages[0] if pages else host.with_cdp().contexts[0].new_page()
-    page.goto(url)
-    page.wait_for_load_state()
+    page.goto(url, timeout=PAGE_BOUND_MS)
+    page.wait_for_load_state(timeout=PAGE_BOUND_MS)
     return page
 
 

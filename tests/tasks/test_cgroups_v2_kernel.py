@@ -101,9 +101,11 @@ def test_the_whole_runner_in_a_v2_only_kernel_scores_a_task_in_a_sandboxed_limit
     task = Path(__file__).parents[2] / "tasks" / "suites" / "chrome" / "suite-bookmark.json"
     out, left = tmp_path / "out", tmp_path / "left.txt"
     shown = uml_guest.boot(tmp_path, RUNNER_SCRIPT.format(task=task, out=out, left=left), mem="2G", timeout_s=600)
+    result_file = out / "suite-bookmark" / "result.json"
+    assert result_file.is_file(), shown
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    assert (result["status"], result["score"]) == ("success", 1.0), f"{result['reason']}\n{shown[-1500:]}"
     assert "runner exit 0" in shown, shown
-    result = json.loads((out / "suite-bookmark" / "result.json").read_text(encoding="utf-8"))
-    assert (result["status"], result["score"]) == ("success", 1.0), result
     host = result["host"]
     assert host["sandbox"] == "bwrap"
     assert host["limits"].startswith("cgroup v2: memory 1500 MiB, 2048 processes"), host

@@ -140,3 +140,33 @@ def test_ctrl_c_marks_unfinished_tasks_interrupted_keeps_partial_folders_and_res
     by_id = _results(out)
     assert {t: by_id[t]["status"] for t in (running, queued)} == {running: "fail", queued: "fail"}
     assert (out / first / "result.json").stat().st_mtime_ns == mtime  # the scored task was not rerun
+
+
+def test_a_home_folder_that_a_process_still_fills_is_removed_once_it_stops(tmp_path: Path) -> None:
+    """A desktop process (openbox filling ~/.cache/fontconfig on a slow machine) adds files while
+    the host resets its home: the removal tries again instead of failing the task."""
+    import threading
+    import time
+
+    from kimi_agent.tasks.host import _remove_tree
+
+    tree = tmp_path / "home" / ".cache" / "fontconfig"
+    tree.mkdir(parents=True)
+    stop = time.monotonic() + 0.5
+    written = []
+
+    def writer() -> None:
+        while time.monotonic() < stop:
+            try:
+                tree.mkdir(parents=True, exist_ok=True)
+                (tree / f"cache-{len(written)}").write_bytes(b"x" * 64)
+                written.append(1)
+            except OSError:
+                pass  # the folder was removed under us: the next round makes it again
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.05)
+    _remove_tree(tmp_path / "home", attempts=10)
+    t.join()
+    _remove_tree(tmp_path / "home")  # whatever the writer made after the first removal
+    assert not (tmp_path / "home").exists() and len(written) > 10
