@@ -285,7 +285,9 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> fo
     if open_browser:
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        if not webbrowser.open(path.resolve().as_uri()):
+            console.print(f"no web browser could be started here (no $BROWSER, no desktop); open {escape(str(path))} "
+                          "yourself", style="yellow")
 
 
 app.command("replay", context_settings={"help_option_names": ["--help", "-h"]})(replay_command)

@@ -43,6 +43,9 @@ def test_scripted_episode_writes_trajectory_and_report(tmp_path: Path) -> None:
     (run_dir / "report.html").unlink()
     r = run_cli("report", str(run_dir), tmp_path=tmp_path)
     assert r.returncode == 0 and (run_dir / "report.html").is_file()
+    # --open where no browser can start ($BROWSER a command that fails, no display): it says so
+    r = run_cli("report", str(run_dir), "--open", tmp_path=tmp_path, extra_env={"BROWSER": "false"})
+    assert r.returncode == 0 and "no web browser could be started here" in r.stderr, r.stderr
 
 
 def test_failed_episode_exit_code(tmp_path: Path) -> None:
