@@ -79,6 +79,10 @@ class BackendOptions(BaseModel):
             return "scripted"
         return "native"
 
+    def key(self) -> str | None:
+        """The API key for `endpoint`: `api_key`, else `$OPENAI_API_KEY` (None: send none)."""
+        return self.api_key or os.environ.get("OPENAI_API_KEY") or None
+
 
 def make_backend(opts: BackendOptions) -> Backend:
     """Construct the backend `opts` describes, failing fast before any environment starts.
@@ -94,7 +98,7 @@ def make_backend(opts: BackendOptions) -> Backend:
     if name == "openai":
         if not opts.endpoint:
             raise ConfigError("--backend openai needs --endpoint URL (e.g. http://localhost:8000/v1).")
-        api_key = opts.api_key or os.environ.get("OPENAI_API_KEY")
+        api_key = opts.key()
         check_endpoint(opts.endpoint, model=opts.model, api_key=api_key)
         return _make("openai", opts.endpoint, model=opts.model, api_key=api_key, timeout_s=opts.timeout_s,
                      image_format=opts.image_format)
@@ -291,11 +295,13 @@ def _display(opts: EnvOptions) -> tuple[str | None, bool]:
 
 
 @contextmanager
-def open_env(opts: EnvOptions) -> Iterator[Environment]:
-    """The environment, with its app started (after `check_env`); everything is stopped on exit.
+def open_env(opts: EnvOptions, *, checked: bool = False) -> Iterator[Environment]:
+    """The environment, with its app started (after `check_env`, unless the caller has `checked`
+    `opts` already); everything is stopped on exit.
 
     Raises `ConfigError` or `EnvironmentStartError` (also for an OS error while starting)."""
-    check_env(opts)
+    if not checked:
+        check_env(opts)
     with ExitStack() as stack:
         try:
             environment = _start_env(opts, stack)

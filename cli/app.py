@@ -229,7 +229,7 @@ def episode(
     listener = ConsoleListener(console, secrets=secrets.values())
     console.print(f"[bold]kimi-agent[/] {escape(instruction)}  [dim]({bopts.resolved()} backend, {env} env)[/]")
     try:
-        with open_env(eopts) as environment:
+        with open_env(eopts, checked=True) as environment:
             agent = Agent(model_backend, environment, settings, listener=listener,
                           confirm=listener.confirm if interactive else None,
                           ask=listener.ask if interactive else None)

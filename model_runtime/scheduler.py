@@ -300,12 +300,13 @@ class BatchScheduler:
         """The next token of each slot from its row of logits [R, V] (row = slot index), read back to
         the host at once: one argmax over all rows for greedy requests, a draw from its own generator
         for each sampling one."""
-        greedy = logits.argmax(-1)  # [R]
         reqs = [s.handle.request for s in slots]  # type: ignore[union-attr]
+        greedy = logits.argmax(-1) if any(r.temperature <= 0 for r in reqs) else None  # [R]
         if all(r.temperature <= 0 for r in reqs):
+            assert greedy is not None
             picked = greedy[[s.index for s in slots]] if len(slots) < logits.shape[0] else greedy
             return [int(t) for t in picked.tolist()]
-        rows = [greedy[s.index] if r.temperature <= 0 else
+        rows = [greedy[s.index] if greedy is not None and r.temperature <= 0 else
                 sample(logits[s.index : s.index + 1], s.generator, r.temperature, r.top_p)[0]
                 for s, r in zip(slots, reqs, strict=True)]
         return [int(t) for t in torch.stack(rows).tolist()]

@@ -17,7 +17,6 @@ kimi_agent.tasks.cli run ...` works on its own. Model options are the shared one
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,8 +208,7 @@ def _backend_choice(backend: str | None, *, model: str | None, endpoint: str | N
             raise ConfigError("--backend scripted needs --replies FILE (a JSONL file of replies).")
         load_script(opts.replies)  # a missing or malformed file fails here, not in every task
     if opts.resolved() == "openai" and opts.endpoint:
-        check_endpoint(opts.endpoint, model=opts.model,  # a server that is down fails before any worker starts
-                       api_key=opts.api_key or os.environ.get("OPENAI_API_KEY"))
+        check_endpoint(opts.endpoint, model=opts.model, api_key=opts.key())  # down: fails before any worker starts
     return opts.resolved(), options
 
 

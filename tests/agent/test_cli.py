@@ -311,3 +311,13 @@ def test_an_endpoint_without_v1_or_without_the_model_is_one_sentence_before_star
     for r in (no_v1, wrong_model):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_api_key_is_the_flag_else_openai_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_agent.options import BackendOptions
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    assert BackendOptions(api_key="sk-flag").key() == "sk-flag"
+    assert BackendOptions().key() == "sk-env"
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    assert BackendOptions().key() is None  # an empty variable sends no Authorization header
