@@ -30,6 +30,7 @@ from PIL import Image
 
 from kimi_agent.errors import ArtifactError
 from kimi_agent.markers import Mark, run_marks
+from kimi_agent.trajectory import read_steps, read_text
 
 MAX_WIDTH = 1280
 _EMBEDDED = '<img src="data:'  # how every embedded screenshot starts
@@ -238,40 +239,13 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     run: Any = {}
     if run_path.exists():
         try:
-            run = json.loads(_read_text(run_path))
+            run = json.loads(read_text(run_path))
         except json.JSONDecodeError as e:
             raise ArtifactError(f"could not read {run_path}: not valid JSON at line {e.lineno}, column {e.colno} "
                                 f"({e.msg})") from None
         if not isinstance(run, dict):
             raise ArtifactError(f"could not read {run_path}: expected a JSON object, got {type(run).__name__}")
-    steps_path = run_dir / "steps.jsonl"
-    steps: list[dict[str, Any]] = []
-    text = _read_text(steps_path) if steps_path.exists() else ""
-    lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines) and not text.endswith("\n"):  # torn by a crash while it was appended
-                continue
-            raise ArtifactError(f"could not read {steps_path}: line {number} is not valid JSON at column "
-                                f"{e.colno} ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise ArtifactError(f"could not read {steps_path}: line {number} is not a step record "
-                                "(a JSON object with an integer \"step\")")
-        steps.append(record)
-    return run, steps
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
+    return run, read_steps(run_dir)
 
 
 def referenced_frames(steps: list[dict[str, Any]]) -> list[str]:
@@ -331,7 +305,7 @@ def write_report(run_dir: str | Path) -> Path:
     page = _render(run_dir, run, steps)
     missing = missing_frames(run_dir, steps)
     if missing and path.is_file():
-        kept = _read_text(path).count(_EMBEDDED)
+        kept = read_text(path).count(_EMBEDDED)
         if kept > page.count(_EMBEDDED):
             raise ArtifactError(
                 f"{len(missing)} of {len(referenced_frames(steps))} screenshots are missing from {run_dir} "

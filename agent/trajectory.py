@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from kimi_agent.errors import ArtifactError
 from kimi_agent.safety import Redactor
 
 if TYPE_CHECKING:
@@ -190,17 +191,40 @@ class Trajectory:
 
 
 def read_steps(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's steps.jsonl (a torn last line from a crash is skipped)."""
-    out: list[dict[str, Any]] = []
+    """The records of a run's steps.jsonl (none when it is missing). A torn last line (a crash
+    mid-write: no newline after it) is skipped; any other line that is not a step record (a JSON
+    object with an integer "step") is an `ArtifactError` naming the file, the line and the column."""
     path = Path(run_dir) / "steps.jsonl"
     if not path.exists():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+        return []
+    text = read_text(path)
+    lines = text.splitlines()
+    out: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not text.endswith("\n"):  # torn by a crash while it was appended
+                continue
+            raise ArtifactError(f"could not read {path}: line {number} is not valid JSON at column "
+                                f"{e.colno} ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise ArtifactError(f"could not read {path}: line {number} is not a step record "
+                                "(a JSON object with an integer \"step\")")
+        out.append(record)
     return out
+
+
+def read_text(path: Path) -> str:
+    """`path`'s UTF-8 text; `ArtifactError` naming it when it cannot be read or is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.errors import AgentError, ConfigError, TaskError
+from kimi_agent.errors import AgentError, ArtifactError, ConfigError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
@@ -270,7 +270,12 @@ def refusals(run_dir: Path) -> list[dict[str, Any]]:
     from kimi_agent.trajectory import read_steps
 
     out: list[dict[str, Any]] = []
-    for rec in read_steps(run_dir):
+    try:
+        records = read_steps(run_dir)
+    except ArtifactError as e:  # the task's score stands; its report says the same
+        log.warning("could not list the refused actions: %s", e)
+        return out
+    for rec in records:
         for action in rec.get("actions") or []:
             safety = action.get("safety") or {}
             if safety.get("allowed") is False:
@@ -423,7 +428,12 @@ def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, wo
         runs = sorted((d for d in final.iterdir() if d.is_dir() and (d / "run.json").is_file()),
                       key=lambda d: d.name) if final.is_dir() else []
         if runs:
-            r = r.model_copy(update={"steps": len(read_steps(runs[-1])),
+            try:
+                steps = len(read_steps(runs[-1]))
+            except ArtifactError as e:
+                log.warning("%s: %s", spec.id, e)
+                steps = 0
+            r = r.model_copy(update={"steps": steps,
                                      "trajectory": os.path.relpath(runs[-1], out)})
         r = r.model_copy(update={"path": str(final)})
         write_result(out, r)

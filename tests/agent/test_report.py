@@ -16,7 +16,9 @@ import pytest
 from kimi_agent import Agent, AgentSettings
 from kimi_agent.artifacts import write_episode_artifacts
 from kimi_agent.errors import ArtifactError
+from kimi_agent.export import export_osworld
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
+from kimi_agent.recording import write_recording
 from kimi_agent.report import load_run, model_label, render_report, step_seconds, write_report
 from kimi_agent.trajectory import read_steps
 
@@ -108,6 +110,11 @@ def test_unreadable_run_files_are_named_with_line_and_column(tmp_path: Path, fak
     with pytest.raises(ArtifactError) as err:
         render_report(run)
     assert str(err.value).startswith(f"could not read {run / 'steps.jsonl'}: line 1 is not valid JSON at column ")
+    # the library's other writers read it the same way: no traj.jsonl or recording that leaves step 1 out
+    for write in (export_osworld, write_recording):
+        with pytest.raises(ArtifactError, match=r"steps\.jsonl: line 1 is not valid JSON"):
+            write(run)
+    assert {name: (run / name).read_bytes() for name in before} == before
     (run / "steps.jsonl").write_text(lines[0] + "\n" + lines[1][:40])
     assert [s["step"] for s in load_run(run)[1]] == [1]
 
