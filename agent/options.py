@@ -46,6 +46,13 @@ ENDPOINT_CONNECT_TIMEOUT_S = 5.0
 DISPLAY_CONNECT_TIMEOUT_S = 2.0
 #: Schemes a start page (`--url`) may have: a web page (with a host), a local file or a built-in page.
 START_URL_SCHEMES = ("http", "https", "file", "about", "chrome", "data")
+#: Ports Chromium refuses to load http(s) from (ERR_UNSAFE_PORT): the Fetch standard's bad ports, as the
+#: installed Chromium blocks them (newer ones also block 4190 and 6679; those still fail when the page loads).
+CHROMIUM_BLOCKED_PORTS = frozenset({
+    1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109,
+    110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530,
+    531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 5060,
+    5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6697, 10080})
 _DISPLAY_NAME = re.compile(r"(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?")
 
 
@@ -211,7 +218,8 @@ def check_env(opts: EnvOptions) -> None:
 
 
 def check_start_url(url: str) -> None:
-    """Raise `ConfigError` unless `url` is a page a browser can start on (`START_URL_SCHEMES`)."""
+    """Raise `ConfigError` unless `url` is a page a browser can start on (`START_URL_SCHEMES`, not on
+    one of `CHROMIUM_BLOCKED_PORTS`)."""
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -224,6 +232,9 @@ def check_start_url(url: str) -> None:
     if not ok:
         raise ConfigError(f"--url {url!r} is not a URL a browser can open; give one with its scheme, e.g. "
                           "https://example.com, file:///path/to/page.html or about:blank.")
+    if web and parts.port in CHROMIUM_BLOCKED_PORTS:
+        raise ConfigError(f"--url {url}: Chromium refuses to load pages from port {parts.port} (ERR_UNSAFE_PORT, "
+                          "a port of another protocol); serve the page on another port, e.g. 8000.")
 
 
 def check_app(cmd: str) -> None:
