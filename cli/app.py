@@ -268,7 +268,7 @@ def _finish_run(run_dir: Path) -> dict[str, Path]:
 
 
 @app.command(context_settings={"help_option_names": ["--help", "-h"]})
-def report(run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> folder")],
+def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a runs/<time>_<slug> folder")],
            open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False) -> None:
     """Write RUN_DIR/report.html (self-contained), traj.jsonl (OSWorld format) and recording.mp4."""
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
@@ -294,8 +294,8 @@ app.command("replay", context_settings={"help_option_names": ["--help", "-h"]})(
 
 
 @app.command()
-def ground(image: Annotated[Path, typer.Argument(help="a screenshot (PNG/JPEG)")],
-           text: Annotated[str, typer.Argument(help="what to find, e.g. 'the Save button'")],
+def ground(image: Annotated[Path, typer.Argument(metavar="IMAGE", help="a screenshot (PNG/JPEG)")],
+           text: Annotated[str, typer.Argument(metavar="TEXT", help="what to find, e.g. 'the Save button'")],
            model: ModelOpt = DEFAULT_MODEL_ID, endpoint: EndpointOpt = None, api_key: ApiKeyOpt = None,
            backend: BackendOpt = None, replies: RepliesOpt = None) -> None:
     """Print the point the model picks for TEXT on IMAGE (fractions and pixels)."""

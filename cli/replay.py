@@ -17,7 +17,7 @@ from kimi_agent.errors import AgentError, ConfigError
 
 
 def replay_command(
-    run_dir: Annotated[Path, typer.Argument(help="a runs/<time>_<slug> folder")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a runs/<time>_<slug> folder")],
     env: Annotated[str | None, typer.Option("--env", metavar="desktop|browser",
                                             help="default: the run's environment")] = None,
     url: Annotated[str | None, typer.Option("--url", metavar="URL", help="first page (default: the run's)")] = None,

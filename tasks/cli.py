@@ -68,42 +68,44 @@ class BackendChoice:
 
 
 def run_command(
-    paths: Annotated[list[Path] | None, typer.Argument(help="task JSON files or folders (searched recursively)")]
+    paths: Annotated[list[Path] | None, typer.Argument(metavar="PATH", help="task JSON files or folders (searched recursively)")]
     = None,
     test_meta: Annotated[Path | None, typer.Option(
+        metavar="FILE",
         help="OSWorld meta file ({domain: [ids]}); tasks are <its folder>/examples/<domain>/<id>.json")] = None,
-    domain: Annotated[list[str] | None, typer.Option(help="with --test-meta: only these domains (repeatable)")]
+    domain: Annotated[list[str] | None, typer.Option(metavar="NAME", help="with --test-meta: only these domains (repeatable)")]
     = None,
-    workers: Annotated[int, typer.Option(min=1, help="parallel workers, each with its own display and browser")] = 1,
-    max_steps: Annotated[int, typer.Option(min=1, help="steps per episode")] = 15,
-    out: Annotated[Path, typer.Option(help="output folder: <task id>/result.json, results.json/csv, index.html")]
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="parallel workers, each with its own display and browser")] = 1,
+    max_steps: Annotated[int, typer.Option(min=1, metavar="N", help="steps per episode")] = 15,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="output folder: <task id>/result.json, results.json/csv, index.html")]
     = Path("runs/tasks"),
     resume: Annotated[bool, typer.Option(help="keep scored results in --out; rerun errored and unfinished tasks")]
     = False,
     confirm: Annotated[bool, typer.Option(
         help="refuse risky actions (ctrl+w, closing windows...) as the interactive agent does; default: none "
              "needs a confirmation, as in OSWorld. Refusals are listed in each result")] = False,
-    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="wall-clock budget of one episode "
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", metavar="S", help="wall-clock budget of one episode "
                                                       "(default: --task-timeout)")] = None,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0, metavar="T",
+                                                           help="sampling temperature (0: greedy)")] = 0.0,
     thinking: Annotated[bool, typer.Option("--thinking", help="a Kimi-VL Thinking model")] = False,
-    history: Annotated[int, typer.Option("--history", min=1, help="screenshots the model sees")] = 3,
+    history: Annotated[int, typer.Option("--history", min=1, metavar="K", help="screenshots the model sees")] = 3,
     history_policy: Annotated[str, typer.Option("--history-policy", metavar="exact|chunked",
                                                 help="see kimi-agent --help")] = "exact",
-    task_timeout: Annotated[float, typer.Option(help="wall-clock seconds per task")] = 900.0,
+    task_timeout: Annotated[float, typer.Option(metavar="S", help="wall-clock seconds per task")] = 900.0,
     start_timeout: Annotated[float, typer.Option(
         min=1.0, max=600.0, metavar="S", help="seconds a worker's display and each task's Chromium may take to "
                                               "start (raise it on a slow or loaded machine)")] = 20.0,
     allow_network: Annotated[bool, typer.Option(help="also run tasks that need the internet")] = False,
     backend: Annotated[str | None, typer.Option(
-        help="native | openai | transformers | scripted, or the test doubles solutions | do-nothing")] = None,
-    model: Annotated[str | None, typer.Option(help="hub id or local snapshot dir (served model name for --endpoint)")]
+        metavar="NAME", help="native | openai | transformers | scripted, or the test doubles solutions | do-nothing")] = None,
+    model: Annotated[str | None, typer.Option(metavar="ID|DIR", help="hub id or local snapshot dir (served model name for --endpoint)")]
     = None,
-    endpoint: Annotated[str | None, typer.Option(envvar="OPENAI_BASE_URL",
+    endpoint: Annotated[str | None, typer.Option(envvar="OPENAI_BASE_URL", metavar="URL",
                                                  help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
     = None,
-    api_key: Annotated[str | None, typer.Option(help="API key for --endpoint (default $OPENAI_API_KEY)")] = None,
-    replies: Annotated[Path | None, typer.Option(help="JSONL replies for the scripted backend (a test double)")]
+    api_key: Annotated[str | None, typer.Option(metavar="KEY", help="API key for --endpoint (default $OPENAI_API_KEY)")] = None,
+    replies: Annotated[Path | None, typer.Option(metavar="FILE", help="JSONL replies for the scripted backend (a test double)")]
     = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no live progress display")] = False,
     no_sandbox: Annotated[bool, typer.Option(
@@ -121,11 +123,11 @@ def run_command(
         "--vm", metavar="URL", help="OSWorld on its own machinery: a running OSWorld VM's server "
         "(http://HOST:5000), one worker per --vm (repeatable); setup and scoring by desktop-env")] = None,
     provider: Annotated[str | None, typer.Option(
-        help="OSWorld on its own machinery: desktop-env starts --workers VMs with this provider "
+        metavar="NAME", help="OSWorld on its own machinery: desktop-env starts --workers VMs with this provider "
              "(docker, vmware, virtualbox, aws, ...)")] = None,
     provider_args: Annotated[str, typer.Option(
-        help="options for the provider's DesktopEnv, e.g. '--path-to-vm VM.vmx --headless --region R'")] = "",
-    vm_chromium_port: Annotated[int, typer.Option(help="the --vm VMs' Chrome debugging relay port")] = 9222,
+        metavar="ARGS", help="options for the provider's DesktopEnv, e.g. '--path-to-vm VM.vmx --headless --region R'")] = "",
+    vm_chromium_port: Annotated[int, typer.Option(metavar="PORT", help="the --vm VMs' Chrome debugging relay port")] = 9222,
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
     from kimi_agent.errors import AgentError

@@ -17,7 +17,7 @@ osworld_app = typer.Typer(add_completion=False, no_args_is_help=True,
                           help="OSWorld on its own machinery: the bridge environment (desktop-env).")
 
 VenvOption = Annotated[Path | None, typer.Option(
-    "--venv", help="the bridge environment (default: $KIMI_AGENT_OSWORLD_VENV or ./.venv-osworld)")]
+    "--venv", metavar="DIR", help="the bridge environment (default: $KIMI_AGENT_OSWORLD_VENV or ./.venv-osworld)")]
 
 
 @osworld_app.command("setup")
@@ -43,7 +43,7 @@ def setup_command(venv: VenvOption = None,
 
 
 @osworld_app.command("inventory")
-def inventory_command(paths: Annotated[list[Path], typer.Argument(help="OSWorld task files or folders")],
+def inventory_command(paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="OSWorld task files or folders")],
                       venv: VenvOption = None,
                       show: Annotated[bool, typer.Option("--tasks", help="list every task that misses something")]
                       = False) -> None:

@@ -243,6 +243,10 @@ def test_dash_h_is_help_for_every_subcommand(tmp_path: Path) -> None:
         r = run_cli(name, "-h", tmp_path=tmp_path)
         assert r.returncode == 0, (name, r.stderr)
         assert r.stdout.startswith(f"Usage: kimi-agent {name} "), (name, r.stdout)
+        # every option that takes a value names it (--workers N, --out DIR), not typer's <int range> or <str>
+        typed = [line for line in r.stdout.splitlines()
+                 if line.lstrip().startswith("-") and "<" in line.strip().split("  ")[0]]
+        assert not typed, (name, typed)
 
 
 def test_report_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
