@@ -12,7 +12,8 @@
    (real history policy, real processor, 200-token replies), exact-K vs chunked;
 5. (on request) where an agent step's time goes;
 6. batched decode of the serving scheduler (`BatchScheduler`, sequences at their own positions):
-   graph == static tokens, and generated tok/s with eager vs graph steps;
+   graph == static tokens, and generated tok/s with eager vs graph steps, graph with and without
+   lookahead ("sync": each step's tokens read before the next step is queued);
 7. the fused decode kernels (Triton) on one full-size layer: the MoE (`fused_moe.py`), the MLA
    attention (`fused_mla.py`) and the residual add + RMSNorm (`fused_norm.py`), each against its
    eager reference (and the MoE against grouped_mm), with the time of each both ways, replayed from
@@ -536,7 +537,9 @@ def main() -> None:
         reqs = [torch.randint(0, 160000, (1, n), generator=g) for n in (300, 520, 41, 1100)]
 
         def run(mode: str, prompts: list[torch.Tensor], new: int) -> tuple[list[list[int]], float]:
-            sched = BatchScheduler(model, slots=len(prompts), max_len=2048, stop_token_ids=(), decode=mode)  # type: ignore[arg-type]
+            """mode: a decode mode; "... sync" without lookahead (each step's tokens read before the next)."""
+            sched = BatchScheduler(model, slots=len(prompts), max_len=2048, stop_token_ids=(),  # type: ignore[arg-type]
+                                   decode=mode.removesuffix(" sync"), lookahead=not mode.endswith(" sync"))
             warm = [sched.submit(GenerationRequest(p, max_new_tokens=8)) for p in prompts]  # capture/compile
             sched.run_until_idle()
             assert all(h.done.is_set() for h in warm)
@@ -547,19 +550,19 @@ def main() -> None:
             sync()
             return [h.result(0).token_ids for h in handles], len(prompts) * new / (time.perf_counter() - t)
 
-        tokens = {m: run(m, reqs, 32)[0] for m in ("static", graph, "eager")}
-        same = tokens[graph] == tokens["static"]
-        log(f"batched greedy ({len(reqs)} rows at their own positions): {graph} == static tokens: {same}; "
-            f"eager == static: {tokens['eager'] == tokens['static']}")
+        tokens = {m: run(m, reqs, 32)[0] for m in ("static", graph, graph + " sync", "eager")}
+        same = tokens[graph] == tokens["static"] == tokens[graph + " sync"]
+        log(f"batched greedy ({len(reqs)} rows at their own positions): {graph} (with and without lookahead) == "
+            f"static tokens: {same}; eager == static: {tokens['eager'] == tokens['static']}")
         rates = {}
         for rows in (4, 16):
             prompts = [torch.randint(0, 160000, (1, 200 + 37 * i), generator=g) for i in range(rows)]
-            rates[rows] = {m: run(m, prompts, 64)[1] for m in ("eager", graph)}
+            rates[rows] = {m: run(m, prompts, 64)[1] for m in ("eager", graph, graph + " sync")}
             log(f"{rows} sequences, 64 new tokens each (prefills included): "
                 + ", ".join(f"{m} {r:.0f} tok/s" for m, r in rates[rows].items()))
         SUMMARY["batched decode graph == static"] = str(same)
-        SUMMARY["batched tok/s eager/graph b4, b16"] = ", ".join(
-            f"{r['eager']:.0f}/{r[graph]:.0f}" for r in rates.values())
+        SUMMARY["batched tok/s eager/graph/sync b4, b16"] = ", ".join(
+            f"{r['eager']:.0f}/{r[graph]:.0f}/{r[graph + ' sync']:.0f}" for r in rates.values())
 
     sections = {"1": ("1. graph decode == eager decode", check_tokens), "2": ("2. decode throughput", decode_rates),
                 "3": ("3. time to first token", ttft), "4": ("4. agent episode steps", agent_steps),

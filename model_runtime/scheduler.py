@@ -19,6 +19,11 @@ UTF-8 characters only) and its stop strings end it; `cancel()` ends a request at
 frees its slot (its prefix stays reusable). `on_text`/`on_finish` callbacks run in the scheduler's
 thread.
 
+With lookahead (on by default for a CUDA model) a step's batched decode is queued before the previous
+step's tokens are read back: the device computes step N + 1 (fed step N's tokens, on the device) while
+the host accepts step N's tokens (text, stops, callbacks). A sequence that ends on step N's token
+has had one more step, whose token is dropped; the cache then holds the last token too.
+
 Greedy results equal running each request alone through an `Engine`. Thread-safe `submit()`; the
 steps run in whichever thread calls `step()`/`run_until_idle()`, or in `start()`'s background thread.
 """
@@ -79,6 +84,21 @@ class _Slot:
     stops: StopMatcher | None = None
 
 
+@dataclass
+class _InFlight:
+    """A queued batched step whose tokens the host has not read: one token per row of `rows` (the slot
+    and the request it ran for), `tokens` [n] on the device, copied into `host` [n] once `ready`."""
+    rows: list[tuple[_Slot, GenerationHandle]]
+    tokens: torch.Tensor
+    host: torch.Tensor
+    ready: torch.cuda.Event | None
+
+    def read(self) -> list[int]:
+        if self.ready is not None:
+            self.ready.synchronize()  # the copy only, not the step queued after it
+        return [int(t) for t in self.host.tolist()]
+
+
 class BatchScheduler:
     """Continuous batching over `slots` sequences of at most `max_len` tokens each (see module doc).
 
@@ -87,11 +107,13 @@ class BatchScheduler:
     `<|im_end|>` and `[EOS]`. decode: how the batched step runs: "eager" (the default), or a
     `RowDecoder` in fixed-shape row and slot buckets: "static" (its eager reference), "compile",
     "graph" / "compile+graph" (CUDA graphs, CUDA only); "auto" is "graph" on CUDA, else "eager".
+    lookahead: queue each batched step before reading the previous one's tokens (see module doc);
+    None: on for a CUDA model.
     """
 
     def __init__(self, model: KimiVL, processor: Any | None = None, *, slots: int = 4, max_len: int = 8192,
                  stop_token_ids: tuple[int, ...] | None = None, max_cached_images: int = 16,
-                 decode: DecodeMode | Literal["auto"] = "eager") -> None:
+                 decode: DecodeMode | Literal["auto"] = "eager", lookahead: bool | None = None) -> None:
         if slots < 1 or max_len < 2:
             raise ValueError(f"a scheduler needs >= 1 slot and >= 2 tokens per slot, got {slots}, {max_len}")
         if decode == "auto":
@@ -108,6 +130,8 @@ class BatchScheduler:
         self.slots = [_Slot(i, Engine(model, None, decode="eager", cache=row, max_cached_images=max_cached_images),
                             row) for i, row in enumerate(rows)]
         self.decoder = RowDecoder(model, cache, mode=decode) if decode != "eager" else None
+        self.lookahead = lookahead if lookahead is not None else model.device.type == "cuda"
+        self._inflight: _InFlight | None = None
         self.waiting: deque[GenerationHandle] = deque()
         self._lock = threading.Condition()
         self._clock = itertools.count(1)
@@ -141,7 +165,7 @@ class BatchScheduler:
 
     # -- the loop -------------------------------------------------------------------------------
     def busy(self) -> bool:
-        return bool(self.waiting) or any(s.handle is not None for s in self.slots)
+        return bool(self.waiting) or any(s.handle is not None for s in self.slots) or self._inflight is not None
 
     def step(self) -> bool:
         """One iteration: admit, end cancelled requests, prefill at most one, decode one token for every
@@ -158,7 +182,10 @@ class BatchScheduler:
                 did = True
                 break
         active = [s for s in self.slots if s.handle is not None and s.prefilled]
-        if active:
+        if self.lookahead and (active or self._inflight is not None):
+            self._decode_ahead(active)
+            did = True
+        elif active:
             self._decode(active)
             did = True
         return did
@@ -191,6 +218,7 @@ class BatchScheduler:
             leftovers, self.waiting = list(self.waiting), deque()
         for handle in leftovers:
             self._done(handle, None, closed)
+        self._inflight = None
         for s in self.slots:
             if s.handle is not None:
                 self._finish(s, None, closed)
@@ -206,6 +234,7 @@ class BatchScheduler:
                 self.step()
             except Exception as e:  # the loop's one error funnel (e.g. out of memory in a batched decode):
                 log.exception("batched step failed")  # the running requests fail, the loop goes on
+                self._inflight = None
                 for s in self.slots:
                     if s.handle is not None:
                         self._finish(s, None, e)
@@ -296,20 +325,20 @@ class BatchScheduler:
         slot.handle, slot.prefilled, slot.decoder, slot.stops = None, False, None, None
         self._done(handle, reason, error)
 
-    def _sample(self, slots: list[_Slot], logits: torch.Tensor) -> list[int]:
-        """The next token of each slot from its row of logits [R, V] (row = slot index), read back to
-        the host at once: one argmax over all rows for greedy requests, a draw from its own generator
-        for each sampling one."""
+    def _pick(self, slots: list[_Slot], logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each slot [len(slots)], on the device, from its row of logits [R, V] (row =
+        slot index): one argmax over all rows for greedy requests, a draw from its own generator for
+        each sampling one."""
         reqs = [s.handle.request for s in slots]  # type: ignore[union-attr]
         greedy = logits.argmax(-1) if any(r.temperature <= 0 for r in reqs) else None  # [R]
         if all(r.temperature <= 0 for r in reqs):
             assert greedy is not None
-            picked = greedy[[s.index for s in slots]] if len(slots) < logits.shape[0] else greedy
-            return [int(t) for t in picked.tolist()]
+            return greedy.index_select(0, self._on_device([s.index for s in slots])) if len(slots) < logits.shape[0] \
+                else greedy
         rows = [greedy[s.index] if greedy is not None and r.temperature <= 0 else
                 sample(logits[s.index : s.index + 1], s.generator, r.temperature, r.top_p)[0]
                 for s, r in zip(slots, reqs, strict=True)]
-        return [int(t) for t in torch.stack(rows).tolist()]
+        return torch.stack(rows)
 
     def _accept(self, slot: _Slot, tok: int) -> None:
         """Take `tok` as the next token of `slot`; emit its text; finish it on a stop id, a stop string
@@ -353,29 +382,76 @@ class BatchScheduler:
 
     def _decode(self, active: list[_Slot]) -> None:
         """One token for every active slot, batched over rows 0..R-1 at per-row positions (R: the highest
-        active row + 1, rounded up to a row bucket when a `RowDecoder` runs it)."""
+        active row + 1, rounded up to a row bucket when a `RowDecoder` runs it), read back at once."""
+        rows = self._rows(active)
+        tokens = self._on_device([s.next_token if s in active else 0 for s in rows])
+        picked = self._pick(active, self._forward(rows, tokens)).tolist()  # one read back for the whole batch
+        for s, tok in zip(active, picked, strict=True):
+            s.cache.advance(1)
+            self._accept(s, int(tok))
+
+    def _decode_ahead(self, active: list[_Slot]) -> None:
+        """`_decode` with lookahead: queue the step for `active` (a row the queued step ran for the same
+        request is fed that step's token on the device, a newly prefilled one its first token), then
+        read the queued step's tokens and accept those whose request still runs."""
+        previous, self._inflight = self._inflight, None
+        if active:
+            rows = self._rows(active)
+            with torch.inference_mode():
+                tokens = self._on_device([s.next_token if s in active else 0 for s in rows])
+                if previous is not None:  # [(row, index in previous.tokens)] of the rows that go on
+                    where = {id(slot): i for i, (slot, handle) in enumerate(previous.rows) if slot.handle is handle}
+                    pairs = [(s.index, where[id(s)]) for s in active if id(s) in where]
+                    if pairs:
+                        dst, src = (self._on_device(list(c)) for c in zip(*pairs, strict=True))
+                        tokens.index_copy_(0, dst, previous.tokens.index_select(0, src))
+                picked = self._pick(active, self._forward(rows, tokens))  # [len(active)], on the device
+                cuda = picked.is_cuda
+                host = torch.empty(len(active), dtype=torch.long, pin_memory=cuda)
+                host.copy_(picked, non_blocking=cuda)
+                ready = torch.cuda.Event() if cuda else None
+                if ready is not None:
+                    ready.record()
+            for s in active:
+                s.cache.advance(1)  # its token is fed: the cache holds every token the host accepts
+            self._inflight = _InFlight([(s, s.handle) for s in active], picked, host, ready)  # type: ignore[misc]
+        if previous is not None:
+            for (s, handle), tok in zip(previous.rows, previous.read(), strict=True):
+                if s.handle is handle:  # not cancelled or failed since it was queued
+                    self._accept(s, tok)
+
+    def _on_device(self, values: list[int]) -> torch.Tensor:
+        """`values` as int64 [n] on the model's device; on CUDA through page-locked memory, so the copy
+        is queued behind the steps already queued instead of waiting for them."""
+        dev = self.model.device
+        if dev.type != "cuda":
+            return torch.tensor(values, dtype=torch.long, device=dev)
+        return torch.tensor(values, dtype=torch.long, pin_memory=True).to(dev, non_blocking=True)
+
+    def _rows(self, active: list[_Slot]) -> list[_Slot]:
+        """Rows 0..R-1 of the batched step for `active` (R: the highest active row + 1, rounded up to a
+        row bucket when a `RowDecoder` runs it); a full row that is not decoding gives up its last slot
+        so its throwaway write has a place."""
         hi = max(s.index for s in active) + 1
         if self.decoder is not None:
             hi = row_bucket(hi, len(self.slots))
         rows = self.slots[:hi]
-        for s in rows:  # a full row that is not decoding gives up its last slot so its throwaway write has a place
+        for s in rows:
             if s not in active and s.cache.pos >= s.cache.max_len:
                 s.cache.truncate(s.cache.max_len - 1)
                 s.engine.cached_keys = s.engine.cached_keys[: s.cache.max_len - 1]
-        dev = self.model.device
-        tokens = torch.tensor([s.next_token if s in active else 0 for s in rows], device=dev)
+        return rows
+
+    def _forward(self, rows: list[_Slot], tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [R, V] of one batched step feeding tokens [R] to `rows` at their positions (rows that
+        are not decoding write a throwaway latent at their first free slot; their logits are ignored)."""
         where = [s.cache.pos for s in rows]
-        if self.decoder is not None:
-            logits = self.decoder(tokens, where)  # [hi, V]
-        else:
-            positions = torch.tensor(where, device=dev)[:, None]  # [hi, 1]
-            window = self.cache.window(hi, slot_bucket(max(where) + 1, self.cache.max_len))
-            with torch.inference_mode():
-                embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
-                logits = self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [hi, V]
         self.decode_steps += 1
-        self.decoded_rows += len(active)
-        picked = self._sample(active, logits)  # one read back for the whole batch
-        for s, tok in zip(active, picked, strict=True):
-            s.cache.advance(1)
-            self._accept(s, tok)
+        self.decoded_rows += sum(s.handle is not None and s.prefilled for s in rows)
+        if self.decoder is not None:
+            return self.decoder(tokens, where)  # [R, V]
+        positions = self._on_device(where)[:, None]  # [R, 1]
+        window = self.cache.window(len(rows), slot_bucket(max(where) + 1, self.cache.max_len))
+        with torch.inference_mode():
+            embeds = self.model.language_model.model.embed_tokens(tokens[:, None])
+            return self.model.language_model(embeds, positions, window, last_only=True)[:, -1]  # [R, V]

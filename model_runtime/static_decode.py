@@ -223,8 +223,9 @@ class RowDecoder(_BucketedDecoder):
         if len(positions) != n:
             raise ValueError(f"{n} tokens but {len(positions)} positions")
         self._check(n, max(positions))
-        where = torch.tensor(positions, dtype=torch.long)[:, None]  # [R, 1] on the host
+        cuda = self.model.device.type == "cuda"  # page-locked: the copy waits for no step queued before it
+        where = torch.tensor(positions, dtype=torch.long, pin_memory=cuda)[:, None]  # [R, 1] on the host
         bucket = self._bucket(n, slot_bucket(max(positions) + 1, self.cache.max_len), where)
         bucket.tokens[:, 0].copy_(tokens)
-        bucket.positions.copy_(where)
+        bucket.positions.copy_(where, non_blocking=cuda)
         return self._run(bucket, n)

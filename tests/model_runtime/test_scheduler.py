@@ -40,15 +40,19 @@ def alone(model: KimiVL, req: GenerationRequest) -> list[int]:
                                                        top_p=req.top_p, seed=req.seed).token_ids
 
 
+@pytest.mark.parametrize("lookahead", [False, True])
 @pytest.mark.parametrize("decode", ["eager", "static"])
-def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL, decode: str) -> None:
-    """"static": the batched step in fixed-shape row and slot buckets (what CUDA graphs capture)."""
+def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: KimiVL, decode: str,
+                                                                  lookahead: bool) -> None:
+    """"static": the batched step in fixed-shape row and slot buckets (what CUDA graphs capture).
+    lookahead: each step queued before the previous step's tokens are read (the CUDA default)."""
     reqs = [GenerationRequest(text(1, 9)[None], max_new_tokens=7),
             GenerationRequest(*image_prompt(2, 4, 4), max_new_tokens=5),
             GenerationRequest(text(3, 30)[None], max_new_tokens=9),
             GenerationRequest(*image_prompt(4, 2, 6), max_new_tokens=4),
             GenerationRequest(text(5, 3)[None], max_new_tokens=6)]
-    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=(), decode=decode)  # type: ignore[arg-type]
+    sched = BatchScheduler(tiny_model, slots=3, max_len=128, stop_token_ids=(), decode=decode,  # type: ignore[arg-type]
+                           lookahead=lookahead)
     handles = [sched.submit(r) for r in reqs]
     sched.run_until_idle()
     for r, h in zip(reqs, handles, strict=True):
@@ -60,14 +64,17 @@ def test_batched_equals_one_at_a_time_and_queues_beyond_the_slots(tiny_model: Ki
 
 
 
+@pytest.mark.parametrize("lookahead", [False, True])
 @pytest.mark.parametrize("decode", ["eager", "static"])
-def test_greedy_and_sampling_requests_in_one_batch_each_get_their_own_tokens(tiny_model: KimiVL, decode: str) -> None:
+def test_greedy_and_sampling_requests_in_one_batch_each_get_their_own_tokens(tiny_model: KimiVL, decode: str,
+                                                                              lookahead: bool) -> None:
     """The batch's tokens are read back at once (one argmax for the greedy rows, each sampling row
     from its own generator): each request still gets what it gets alone."""
     reqs = [GenerationRequest(text(40, 8)[None], max_new_tokens=8, temperature=1.0, top_p=0.9, seed=3),
             GenerationRequest(text(41, 11)[None], max_new_tokens=8),
             GenerationRequest(text(42, 5)[None], max_new_tokens=8, temperature=0.7, seed=5)]
-    sched = BatchScheduler(tiny_model, slots=3, max_len=64, stop_token_ids=(), decode=decode)  # type: ignore[arg-type]
+    sched = BatchScheduler(tiny_model, slots=3, max_len=64, stop_token_ids=(), decode=decode,  # type: ignore[arg-type]
+                           lookahead=lookahead)
     handles = [sched.submit(r) for r in reqs]
     sched.run_until_idle()
     got = [h.result(timeout=0).token_ids for h in handles]
@@ -75,8 +82,9 @@ def test_greedy_and_sampling_requests_in_one_batch_each_get_their_own_tokens(tin
     assert got[0] != alone(tiny_model, GenerationRequest(text(40, 8)[None], max_new_tokens=8))  # really sampled
     assert sched.decoded_rows / sched.decode_steps > 2
 
-def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
-    sched = BatchScheduler(tiny_model, slots=2, max_len=128, stop_token_ids=())
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL, lookahead: bool) -> None:
+    sched = BatchScheduler(tiny_model, slots=2, max_len=128, stop_token_ids=(), lookahead=lookahead)
     ids, pv, hws = image_prompt(7, 4, 4)
     first = sched.submit(GenerationRequest(ids, pv, hws, max_new_tokens=4, session="episode-a"))
     other = sched.submit(GenerationRequest(text(8, 12)[None], max_new_tokens=4, session="episode-b"))
@@ -85,7 +93,8 @@ def test_a_session_keeps_its_slot_and_prefix(tiny_model: KimiVL) -> None:
     again = sched.submit(GenerationRequest(step2, pv, hws, max_new_tokens=5, session="episode-a"))
     sched.run_until_idle()
     res = again.result(0)
-    assert res.cached_prompt_tokens == ids.shape[1] + 3  # all but the never-fed last token
+    # without lookahead the last token is never fed; with it, the step past it fed it too
+    assert res.cached_prompt_tokens == ids.shape[1] + (4 if lookahead else 3)
     assert res.token_ids == alone(tiny_model, GenerationRequest(step2, pv, hws, max_new_tokens=5))
     assert other.result(0).token_ids == alone(tiny_model, GenerationRequest(text(8, 12)[None], max_new_tokens=4))
 
@@ -100,8 +109,9 @@ def test_a_request_that_does_not_fit_fails_alone(tiny_model: KimiVL) -> None:
     assert good.result(0).token_ids == alone(tiny_model, GenerationRequest(text(11, 10)[None], max_new_tokens=8))
 
 
-def test_background_thread_serves_concurrent_callers(tiny_model: KimiVL) -> None:
-    sched = BatchScheduler(tiny_model, slots=4, max_len=64, stop_token_ids=())
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_background_thread_serves_concurrent_callers(tiny_model: KimiVL, lookahead: bool) -> None:
+    sched = BatchScheduler(tiny_model, slots=4, max_len=64, stop_token_ids=(), lookahead=lookahead)
     sched.start()
     try:
         reqs = [GenerationRequest(text(20 + i, 4 + i)[None], max_new_tokens=5) for i in range(6)]
@@ -134,9 +144,10 @@ def _partial_character(processor: KimiVLProcessor, token: int) -> bool:
     return False
 
 
-def test_text_streams_whole_characters_and_stop_strings_end_it(tiny_model: KimiVL,
-                                                                processor: KimiVLProcessor) -> None:
-    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=256)
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_text_streams_whole_characters_and_stop_strings_end_it(tiny_model: KimiVL, processor: KimiVLProcessor,
+                                                                lookahead: bool) -> None:
+    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=256, lookahead=lookahead)
     ids = processor(messages=[{"role": "user", "content": "写一首关于秋天的诗"}])["input_ids"]
     pieces: list[str] = []
     finished: list[GenerationHandle] = []
@@ -162,8 +173,10 @@ def test_text_streams_whole_characters_and_stop_strings_end_it(tiny_model: KimiV
         BatchScheduler(tiny_model, slots=1, max_len=64).submit(GenerationRequest(ids, stop=("x",)))
 
 
-def test_cancel_frees_the_slot_and_keeps_the_prefix(tiny_model: KimiVL, processor: KimiVLProcessor) -> None:
-    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=512, stop_token_ids=())
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_cancel_frees_the_slot_and_keeps_the_prefix(tiny_model: KimiVL, processor: KimiVLProcessor,
+                                                    lookahead: bool) -> None:
+    sched = BatchScheduler(tiny_model, processor, slots=2, max_len=512, stop_token_ids=(), lookahead=lookahead)
     long_a, long_b = text(30, 20)[None], text(31, 25)[None]
     finished: list[GenerationHandle] = []
     a = sched.submit(GenerationRequest(long_a, max_new_tokens=400, on_finish=finished.append))
@@ -190,8 +203,9 @@ def test_cancel_frees_the_slot_and_keeps_the_prefix(tiny_model: KimiVL, processo
     assert b.finish_reason == "cancelled" and sched.cancelled == 3
 
 
-def test_stop_fails_what_is_left(tiny_model: KimiVL) -> None:
-    sched = BatchScheduler(tiny_model, slots=1, max_len=256, stop_token_ids=())
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_stop_fails_what_is_left(tiny_model: KimiVL, lookahead: bool) -> None:
+    sched = BatchScheduler(tiny_model, slots=1, max_len=256, stop_token_ids=(), lookahead=lookahead)
     running = sched.submit(GenerationRequest(text(40, 8)[None], max_new_tokens=200))
     waiting = sched.submit(GenerationRequest(text(41, 8)[None], max_new_tokens=2))
     sched.step()
@@ -200,3 +214,33 @@ def test_stop_fails_what_is_left(tiny_model: KimiVL) -> None:
         with pytest.raises(SchedulerClosedError):
             h.result(0)
     assert not sched.busy()
+
+
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_a_stop_id_ends_a_request_while_others_go_on_and_its_session_reuses_the_cache(tiny_model: KimiVL,
+                                                                                     lookahead: bool) -> None:
+    """A stop id picked from what the first request generates alone: that request ends on it (the
+    stop id is its last token) while a longer one in the same batch goes on; its session's next
+    request reuses the cache, which with lookahead also holds the stop id."""
+    first = GenerationRequest(text(50, 10)[None], max_new_tokens=12, session="a")
+    other = GenerationRequest(text(51, 14)[None], max_new_tokens=12, session="b")
+    reference = alone(tiny_model, first)
+    stop = reference[4]
+    ended = reference[: reference.index(stop) + 1]
+    sched = BatchScheduler(tiny_model, slots=2, max_len=128, stop_token_ids=(stop,), lookahead=lookahead)
+    handles = [sched.submit(first), sched.submit(other)]
+    sched.run_until_idle()
+    got = handles[0].result(0)
+    assert (got.token_ids, got.finish_reason) == (ended, "stop")
+    assert handles[1].result(0).token_ids == until(alone(tiny_model, other), stop)
+    follow = GenerationRequest(torch.cat((first.input_ids[0], torch.tensor(ended), text(52, 5)))[None],
+                               max_new_tokens=4, session="a")
+    again = sched.submit(follow)
+    sched.run_until_idle()
+    assert again.result(0).cached_prompt_tokens == 10 + len(ended) - (0 if lookahead else 1)
+    assert again.result(0).token_ids == until(alone(tiny_model, follow), stop)
+
+
+def until(tokens: list[int], stop: int) -> list[int]:
+    """`tokens` up to and with the first `stop`, as a scheduler that stops on it returns them."""
+    return tokens[: tokens.index(stop) + 1] if stop in tokens else tokens
