@@ -216,15 +216,18 @@ def test_an_out_folder_that_cannot_be_made_fails_before_start_and_leaves_nothing
 
 
 def test_a_start_page_that_does_not_load_is_one_sentence(tmp_path: Path) -> None:
-    """Chromium refuses port 9 (net::ERR_UNSAFE_PORT): one `error:` line, exit 2, no run folder."""
+    """Nothing listens on the page's port (net::ERR_CONNECTION_REFUSED): one `error:` line, exit 2,
+    no run folder."""
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/"
     (tmp_path / "r.jsonl").write_text(json.dumps(kimi("x", "y", "computer.wait()")) + "\n")
-    r = run_cli("--backend", "scripted", "--replies", "r.jsonl", "--env", "browser", "--url", "http://127.0.0.1:9/",
+    r = run_cli("--backend", "scripted", "--replies", "r.jsonl", "--env", "browser", "--url", url,
                 "--out", "out", "do it", tmp_path=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last == "error: cannot open the start page http://127.0.0.1:9/: Page.goto: net::ERR_UNSAFE_PORT at " \
-                   "http://127.0.0.1:9/", r.stderr
+    assert last == f"error: cannot open the start page {url}: Page.goto: net::ERR_CONNECTION_REFUSED at {url}", r.stderr
     assert not (tmp_path / "out").exists()
 
 
