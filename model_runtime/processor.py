@@ -4,12 +4,18 @@ Renders the chat template, tokenizes, and expands each `<|media_pad|>` into (h/2
 its image (images consumed in order). Expansion happens on token ids, which equals the official
 expand-then-tokenize for every sane prompt. Two call forms give identical tensors: ours,
 `proc(messages=..., images=[...])`, and the Hugging Face one, `proc(text=proc.apply_chat_template(
-messages), images=...)`. torch is imported only when tensors are built.
+messages), images=...)`, unless a message's text holds a special token's string: `messages=` encodes
+the messages' text as ordinary text (only the template's own markers are special tokens), so a
+message cannot forge a turn boundary or an image placeholder, while a rendered `text=` prompt is
+read as it is (special-token strings become the tokens, as in transformers). torch is imported only
+when tensors are built.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +126,40 @@ class KimiVLProcessor:
         _validate(messages)
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
+    def encode_messages(self, messages: Sequence[Message], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of the rendered conversation in which only the template's own text can hold special
+        tokens: each message's text (string content, text parts) is encoded as ordinary text, so
+        `<|im_end|>` or `<|media_pad|>` typed by a user, a task file or a web page stays text. The ids
+        equal `encode(apply_chat_template(messages))` when no message text holds a special token's
+        string (the Kimi-VL template puts special tokens on both sides of every text)."""
+        _validate(messages)
+        nonce = secrets.token_hex(6)
+        texts: list[str] = []
+
+        def mark(value: Any) -> str:
+            texts.append(str(value))
+            return f"\ue000{nonce}.{len(texts) - 1}\ue001"
+
+        masked = [{**m, "content": mark(m["content"]) if isinstance(m["content"], str) else
+                   [{**p, "text": mark(p["text"])} if not is_image_part(p) and "text" in p else p
+                    for p in m["content"]]} for m in messages]
+        rendered = self.chat_template.render(masked, add_generation_prompt=add_generation_prompt)
+        pieces: list[tuple[bool, str]] = []  # (a message's text, its string), neighbours of one kind merged
+        at = 0
+        for found in re.finditer(f"\ue000{nonce}\\.(\\d+)\ue001", rendered):
+            pieces += [(False, rendered[at:found.start()]), (True, texts[int(found.group(1))])]
+            at = found.end()
+        pieces.append((False, rendered[at:]))
+        merged: list[tuple[bool, str]] = []
+        for is_text, piece in pieces:
+            if not piece:
+                continue
+            if merged and merged[-1][0] == is_text:
+                merged[-1] = (is_text, merged[-1][1] + piece)
+            else:
+                merged.append((is_text, piece))
+        return [t for is_text, piece in merged for t in self._tokenizer.encode(piece, allow_special=not is_text)]
+
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special-token strings become specials; no BOS."""
         return self._tokenizer.encode(text)
@@ -176,11 +216,10 @@ class KimiVLProcessor:
             if n_parts != len(image_list):
                 raise ProcessorInputError(f"messages have {n_parts} image parts but {len(image_list)} images "
                                           "were given")
-            prompts = [self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)]
-        else:
-            prompts = [text] if isinstance(text, str) else list(text or [])
-            if not prompts or not all(isinstance(t, str) for t in prompts):
-                raise ProcessorInputError("text must be a prompt string or a non-empty list of prompt strings")
+            return self._tensors([self.encode_messages(messages, add_generation_prompt)], image_list)
+        prompts = [text] if isinstance(text, str) else list(text or [])
+        if not prompts or not all(isinstance(t, str) for t in prompts):
+            raise ProcessorInputError("text must be a prompt string or a non-empty list of prompt strings")
         return self._tensors([self._tokenizer.encode(t) for t in prompts], image_list)
 
     def _tensors(self, rows: list[list[int]], images: list[Image.Image]) -> BatchInputs:
