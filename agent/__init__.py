@@ -6,7 +6,8 @@ torch, Playwright or an X display:
 - `Agent`, `AgentSettings`: run episodes against an environment (`Agent(backend, env).run(...)`,
   or `await agent.arun(...)` from asyncio code).
 - `EpisodeResult`, `EpisodeStep`: how an episode ended, and each step (thought, action, points,
-  timings, frame paths).
+  timings, frame paths); `EpisodeInterrupted`: the `KeyboardInterrupt` raised after Ctrl-C, with
+  the episode's result.
 - `Listener`: the callbacks an episode makes as it runs (subclass it for your own progress view).
 - `ScriptedBackend`: a test double that replays given replies instead of running a model.
 - `parse_reply`, `Step`: turn a Kimi-format reply into typed actions.
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "Agent": "kimi_agent.loop",
     "AgentSettings": "kimi_agent.loop",
+    "EpisodeInterrupted": "kimi_agent.result",
     "EpisodeResult": "kimi_agent.result",
     "EpisodeStep": "kimi_agent.result",
     "Listener": "kimi_agent.listener",

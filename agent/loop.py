@@ -33,7 +33,7 @@ from kimi_agent.model_runtime.backends.base import Backend, Sampling
 from kimi_agent.prompts import FEEDBACK_TEMPLATE, USER_ANSWER_TEMPLATE, Prompt, build_prompt
 from kimi_agent.records import action_record, model_points, observation_record, parsed_record, phase_medians
 from kimi_agent.reply import Step, parse_reply
-from kimi_agent.result import EpisodeResult, EpisodeStep, Status
+from kimi_agent.result import EpisodeInterrupted, EpisodeResult, EpisodeStep, Status
 from kimi_agent.safety import Confirm, SafetyPolicy, SafetySettings, secret_placeholders
 from kimi_agent.trajectory import Attempt, FrameFormat, StepRecord, Trajectory
 from kimi_agent.watchdog import StepWatchdog
@@ -119,7 +119,10 @@ class Agent:
     `run(instruction)` runs one episode and writes its report (`report.html`, `traj.jsonl`);
     `await arun(instruction)` does the same from asyncio code, on the agent's own worker thread;
     `run_episode(instruction)` writes only the trajectory (the task runner's entry point). Each
-    returns an `EpisodeResult` with the steps. Callbacks run on the episode's thread.
+    returns an `EpisodeResult` with the steps. Callbacks run on the episode's thread. Ctrl-C (a
+    `KeyboardInterrupt`, also one raised by a callback) ends the episode as `user_stopped`, writes
+    its trajectory (and with `run`, its report), then raises `EpisodeInterrupted`, a
+    `KeyboardInterrupt` whose `result` is that episode: a script's loop stops as Python scripts do.
     """
 
     def __init__(self, backend: Backend, env: Environment | Callable[[], Environment],
@@ -150,13 +153,21 @@ class Agent:
     def run(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
         """Run one episode for `instruction`; with `artifacts`, also write its `report.html` and
         OSWorld `traj.jsonl` (`result.report` is then the report's path)."""
-        result = self.run_episode(instruction)
+        try:
+            result = self.run_episode(instruction)
+        except EpisodeInterrupted as stop:
+            if artifacts:
+                self._write_artifacts(stop.result)
+            raise
         if artifacts:
-            from kimi_agent.artifacts import write_episode_artifacts
-
-            self.listener.on_phase(result.steps, "writing", "report, recording")
-            result.report = write_episode_artifacts(result.run_dir).get("report.html")
+            self._write_artifacts(result)
         return result
+
+    def _write_artifacts(self, result: EpisodeResult) -> None:
+        from kimi_agent.artifacts import write_episode_artifacts
+
+        self.listener.on_phase(result.steps, "writing", "report, recording")
+        result.report = write_episode_artifacts(result.run_dir).get("report.html")
 
     async def arun(self, instruction: str, *, artifacts: bool = True) -> EpisodeResult:
         """`run` for asyncio code: the episode (environment, model calls, callbacks) runs on the
@@ -195,6 +206,7 @@ class Agent:
                           started=datetime.now())
         traj.write_run(**self._run_header(instruction, traj), status="running")
         watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds)
+        stopped = False
         try:
             with watchdog:
                 self.listener.on_phase(1, "observing")
@@ -213,6 +225,7 @@ class Agent:
                                       f"wall-clock budget of {s.max_seconds:g} s ran out")
             else:
                 state.finish("user_stopped", "stopped by the user (Ctrl-C)")
+                stopped = True
         except AgentError as e:
             state.finish("error", f"{type(e).__name__}: {e}")
         except Exception as e:  # a bug: the episode still ends with a reason; the traceback goes to run.json
@@ -227,6 +240,8 @@ class Agent:
                            reason=result.reason, answer=result.answer, steps=result.steps,
                            failures=result.failures, duration_s=result.duration_s,
                            timings_ms=phase_medians(state.durations))
+        if stopped:
+            raise EpisodeInterrupted(result)
         return result
 
     # ---- one step ---------------------------------------------------------------------------

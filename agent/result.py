@@ -112,3 +112,13 @@ class EpisodeResult(BaseModel):
                 if f is not None:
                     seen.setdefault(f)
         return list(seen)
+
+
+class EpisodeInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a `KeyboardInterrupt` from a callback) stopped an episode: raised once its
+    trajectory is written, so a script's loop stops as Python scripts do. `result` is the episode
+    so far (status `user_stopped`); the CLI exits 130 with it."""
+
+    def __init__(self, result: EpisodeResult) -> None:
+        super().__init__(f"stopped by the user after {result.steps} step(s); the trajectory is in {result.run_dir}")
+        self.result = result

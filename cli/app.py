@@ -200,6 +200,7 @@ def episode(
     from kimi_agent.model_runtime.backends.base import Sampling
     from kimi_agent.options import EnvOptions, check_env, check_folder, make_backend, open_env
     from kimi_agent.progress import ConsoleListener
+    from kimi_agent.result import EpisodeInterrupted
     from kimi_agent.safety import SafetySettings
 
     try:
@@ -234,6 +235,8 @@ def episode(
                           confirm=listener.confirm if interactive else None,
                           ask=listener.ask if interactive else None)
             result = agent.run(instruction)  # the trajectory, report.html and traj.jsonl
+    except EpisodeInterrupted as stop:  # Ctrl-C: written as far as it went
+        result = stop.result
     except AgentError as e:
         raise _fail_start(e) from None
     finally:

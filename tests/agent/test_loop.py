@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kimi_agent import Agent, AgentSettings
+from kimi_agent import Agent, AgentSettings, EpisodeInterrupted
 from kimi_agent.errors import ConfigError, ModelUnavailableError
 from kimi_agent.loop import Listener
 from kimi_agent.model_runtime.backends import make_backend
@@ -67,14 +67,32 @@ def test_off_screen_then_good_point_recovers(tmp_path: Path, fake_env: Any, kimi
     assert result.status == "success" and result.failures == 1 and len(fake_env.executed) == 1
 
 
+def test_ctrl_c_in_run_writes_the_report_then_stops_the_script(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    class StopAtStep2(Listener):
+        def on_step_start(self, step: int) -> None:
+            if step == 2:
+                raise KeyboardInterrupt  # as Ctrl-C in a callback would
+
+    replies = [kimi_reply("go", "Click", "pyautogui.click(x=0.2, y=0.5)")] * 3
+    agent = Agent(ScriptedBackend(replies), fake_env, _settings(tmp_path), listener=StopAtStep2())
+    with pytest.raises(EpisodeInterrupted) as stopped:
+        agent.run("click twice")
+    result = stopped.value.result
+    assert (result.status, result.steps) == ("user_stopped", 2)  # the step it was starting counts
+    assert result.report is not None and result.report.is_file() and (result.run_dir / "traj.jsonl").is_file()
+
+
 def test_ctrl_c_writes_run_json_and_every_frame(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
     def script(call: ScriptCall) -> str:
         if call.index == 3:
             raise KeyboardInterrupt
         return kimi_reply("go", "Click", f"pyautogui.click(x=0.{call.index + 1}, y=0.5)")
 
-    result = Agent(ScriptedBackend(script), fake_env, _settings(tmp_path)).run_episode("loop forever")
-    assert result.status == "user_stopped"
+    with pytest.raises(EpisodeInterrupted) as stopped:  # a KeyboardInterrupt: a script's loop stops
+        Agent(ScriptedBackend(script), fake_env, _settings(tmp_path)).run_episode("loop forever")
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    result = stopped.value.result
+    assert result.status == "user_stopped" and str(result.run_dir) in str(stopped.value)
     run = read_run(result.run_dir)
     assert run["status"] == "user_stopped" and run["steps"] == 4
     steps = read_steps(result.run_dir)

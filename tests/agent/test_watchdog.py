@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kimi_agent import Agent, AgentSettings
+import pytest
+
+from kimi_agent import Agent, AgentSettings, EpisodeInterrupted
 from kimi_agent.model_runtime.backends.scripted import ScriptedBackend
 from kimi_agent.report import write_report
 from kimi_agent.trajectory import read_run, read_steps
@@ -50,6 +52,8 @@ def test_ctrl_c_is_still_the_user_stopping(tmp_path: Path, fake_env: Any) -> Non
     def interrupt(call: Any) -> str:
         raise KeyboardInterrupt
 
-    result = Agent(ScriptedBackend(interrupt), fake_env, AgentSettings(out_dir=tmp_path)).run_episode("stop")
+    with pytest.raises(EpisodeInterrupted) as stopped:
+        Agent(ScriptedBackend(interrupt), fake_env, AgentSettings(out_dir=tmp_path)).run_episode("stop")
+    result = stopped.value.result
     assert result.status == "user_stopped"
     assert read_steps(result.run_dir)[0]["error"].startswith("interrupted in generate after ")
