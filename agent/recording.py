@@ -135,13 +135,17 @@ def find_ffmpeg() -> str | None:
 def write_recording(run_dir: str | Path, *, encoder: Encoder = "auto") -> Path | None:
     """Write `recording.mp4` (ffmpeg) or `recording.webp` (Pillow, when ffmpeg is missing or
     `encoder="webp"`) into the run folder; returns its path, or None when the run has no frame.
-    Raises ArtifactError when ffmpeg fails or runs past its time bound."""
+    Raises ArtifactError when a frame is not a readable image, or ffmpeg fails or runs past its time
+    bound (no partial file is left)."""
     run_dir = Path(run_dir)
     frames = recording_frames(run_dir)
     if not frames:
         return None
-    with Image.open(frames[0].path) as first:
-        size = output_size(*first.size)
+    try:
+        with Image.open(frames[0].path) as first:
+            size = output_size(*first.size)
+    except OSError as e:
+        raise ArtifactError(f"{frames[0].path} is not a readable image ({e})") from None
     ffmpeg = find_ffmpeg() if encoder != "webp" else None
     if encoder == "mp4" and ffmpeg is None:
         raise ArtifactError("recording.mp4 needs ffmpeg (Debian package ffmpeg); none found")
@@ -151,8 +155,13 @@ def write_recording(run_dir: str | Path, *, encoder: Encoder = "auto") -> Path |
 
 
 def _rendered(frames: list[RecordingFrame], size: tuple[int, int]) -> Iterator[Image.Image]:
+    """Each frame rendered; `ArtifactError` naming a frame that is not a readable image."""
     for frame in frames:
-        yield render_frame(frame, size)
+        try:
+            image = render_frame(frame, size)
+        except OSError as e:  # PIL's UnidentifiedImageError, a truncated file, a read error
+            raise ArtifactError(f"{frame.path} is not a readable image ({e})") from None
+        yield image
 
 
 def _write_mp4(ffmpeg: str, path: Path, frames: list[RecordingFrame], size: tuple[int, int]) -> Path:
@@ -173,9 +182,13 @@ def _write_mp4(ffmpeg: str, path: Path, frames: list[RecordingFrame], size: tupl
     timer = threading.Timer(timeout, stop)  # bounds the whole feed + encode, a stuck pipe included
     timer.start()
     feed_error: OSError | None = None
+    bad_frame: ArtifactError | None = None
     try:
         for image in _rendered(frames, size):
             proc.stdin.write(image.tobytes())  # [h, w, 3] uint8, row-major
+    except ArtifactError as e:  # a frame that cannot be read: not ffmpeg's doing; no partial video
+        bad_frame = e
+        proc.kill()
     except OSError as e:  # BrokenPipeError: ffmpeg died or was stopped; its stderr says why
         feed_error = e
     finally:
@@ -183,6 +196,9 @@ def _write_mp4(ffmpeg: str, path: Path, frames: list[RecordingFrame], size: tupl
             _, err = proc.communicate()  # closes stdin, waits for the encoder
         finally:
             timer.cancel()
+    if bad_frame is not None:
+        tmp.unlink(missing_ok=True)
+        raise bad_frame
     if stopped.is_set():
         tmp.unlink(missing_ok=True)
         raise ArtifactError(f"{path}: ffmpeg ran past {timeout:g} s and was stopped")

@@ -165,8 +165,11 @@ def _compare(run_dir: Path, out: Path, n: int, recorded: str | None, image: Imag
     image.save(out / rel, format="PNG", compress_level=1)
     if recorded is None or not (run_dir / recorded).exists():
         return StepReplay(n, recorded, rel, 1.0, False, error="the recorded frame is missing")
-    with Image.open(run_dir / recorded) as f:
-        diff = frame_difference(f.convert("RGB"), image)
+    try:
+        with Image.open(run_dir / recorded) as f:
+            diff = frame_difference(f.convert("RGB"), image)
+    except OSError as e:  # not an image (PIL's UnidentifiedImageError), truncated, unreadable
+        return StepReplay(n, recorded, rel, 1.0, False, error=f"the recorded frame is not a readable image ({e})")
     return StepReplay(n, recorded, rel, round(diff, 6), diff <= threshold)
 
 

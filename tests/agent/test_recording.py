@@ -96,6 +96,20 @@ def test_a_failing_ffmpeg_is_a_typed_error_and_leaves_no_file(tmp_path: Path, fa
     assert set(written) == {"report.html", "traj.jsonl"}
 
 
+@pytest.mark.parametrize("encoder", ["mp4", "webp"])
+def test_a_frame_that_is_not_an_image_is_named_and_no_recording_is_left(tmp_path: Path, fake_env: Any,
+                                                                       kimi_reply: Any, encoder: str) -> None:
+    if encoder == "mp4" and shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    run = _episode(tmp_path, fake_env, kimi_reply)
+    bad = recording_frames(run)[1].path  # the screen the second step acted on
+    bad.write_text("hello")
+    with pytest.raises(ArtifactError) as err:
+        write_recording(run, encoder=encoder)  # type: ignore[arg-type]
+    assert str(err.value).startswith(f"{bad} is not a readable image (") and "ffmpeg" not in str(err.value)
+    assert not list(run.glob("*recording*"))
+
+
 def test_marks_for_clicks_drag_paths_and_scrolls(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
     run = _episode(tmp_path, fake_env, kimi_reply)
     click, drag, scroll = (m[0] for m in run_marks(read_steps(run)))

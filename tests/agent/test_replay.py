@@ -204,3 +204,15 @@ def test_replay_names_an_unreadable_run_file_before_executing_anything(tmp_path:
     with pytest.raises(ArtifactError, match=r"steps\.jsonl: line 2 is not valid JSON at column 2"):
         replay_run(run, fresh, out_dir=tmp_path / "replay")
     assert fresh.executed == []
+
+
+def test_a_recorded_frame_that_is_not_an_image_is_a_differing_step_not_a_crash(tmp_path: Path, fake_env: Any,
+                                                                               kimi_reply: Any) -> None:
+    run = _fake_run(tmp_path, fake_env, kimi_reply)
+    first = sorted((run / "frames").iterdir())[0]
+    first.write_text("hello")  # damaged: text where a PNG was
+    result = replay_run(run, type(fake_env)(), out_dir=tmp_path / "replay")
+    assert not result.matched
+    bad = [s for s in result.steps if s.recorded_frame == f"frames/{first.name}"]
+    assert bad and bad[0].error is not None and bad[0].error.startswith("the recorded frame is not a readable image")
+    assert (tmp_path / "replay" / "report.html").is_file() and (tmp_path / "replay" / "replay.json").is_file()
