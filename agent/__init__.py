@@ -17,7 +17,10 @@ torch, Playwright or an X display:
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
+
+logging.getLogger("kimi_agent").addHandler(logging.NullHandler())  # library code never prints (see logs.py)
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kimi_agent.actions.code_parser import CoordinateMode, ParseLimits
 from kimi_agent.actions.types import Action, AskUser, Done, TypeText, Wait
 from kimi_agent.env.base import Environment, Observation, Outcome
-from kimi_agent.errors import ActionError, AgentError, ReplyError
+from kimi_agent.errors import ActionError, AgentError, ConfigError, ReplyError
 from kimi_agent.history import HistoryPolicy, PastStep, build_messages
 from kimi_agent.listener import Listener, Phase
 from kimi_agent.model_runtime.backends.base import Backend, Sampling
@@ -128,6 +128,21 @@ class Agent:
     def __init__(self, backend: Backend, env: Environment | Callable[[], Environment],
                  settings: AgentSettings | None = None, *, confirm: Confirm | None = None,
                  ask: AskFn | None = None, listener: Listener | None = None) -> None:
+        """`TypeError` naming the argument for one of the wrong kind (checked here, not mid-episode)."""
+        if not callable(getattr(backend, "generate", None)):
+            raise TypeError(f"backend must be a model backend (kimi_agent.options.make_backend(...) or "
+                            f"ScriptedBackend([...])), got {type(backend).__name__}")
+        if not (hasattr(env, "execute") and hasattr(env, "observe")) and not callable(env):
+            raise TypeError(f"env must be an environment (DesktopEnv(), BrowserEnv(...)) or a function that makes "
+                            f"one, got {type(env).__name__}")
+        if settings is not None and not isinstance(settings, AgentSettings):
+            raise TypeError(f"settings must be AgentSettings(...), got {type(settings).__name__}"
+                            + (" (pass AgentSettings(**settings))" if isinstance(settings, dict) else ""))
+        for name, fn in (("confirm", confirm), ("ask", ask)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be a function, got {type(fn).__name__}")
+        if listener is not None and not isinstance(listener, Listener):
+            raise TypeError(f"listener must be a kimi_agent.Listener (a subclass of it), got {type(listener).__name__}")
         self.backend = backend
         made_later = callable(env) and (isinstance(env, type) or not hasattr(env, "execute"))
         self._env: Environment | None = None if made_later else env  # type: ignore[assignment]
@@ -200,6 +215,9 @@ class Agent:
     def run_episode(self, instruction: str) -> EpisodeResult:
         """Run one episode for `instruction` and write its trajectory under `settings.out_dir`
         (`run.json`, `steps.jsonl`, `frames/`); `run` also writes the report."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ConfigError(f"the instruction must say what the agent should do, e.g. 'enable Do Not Track'; "
+                              f"got {instruction!r}")
         s = self.settings
         state = AgentState(instruction=instruction)
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,

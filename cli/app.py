@@ -422,6 +422,9 @@ def guide() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: dispatch subcommands vs. the episode command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from kimi_agent.logs import log_to_stderr
+
+    log_to_stderr()  # the library's warnings, as lines on stderr
     # ---- subcommands that other packages add, each with its own register(app) -------------------
     from kimi_agent.tasks.cli import register
 

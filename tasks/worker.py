@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m kimi_agent.tasks.worker FD (started by kimi-agent run)\n")
         return 2
     die_with_parent()
+    from kimi_agent.logs import log_to_stderr
+
+    log_to_stderr()  # into the worker's worker.log
     channel = Channel.from_fd(int(args[0]))
     try:
         serve(channel)

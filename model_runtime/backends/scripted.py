@@ -61,14 +61,21 @@ def load_script(path: str | Path) -> list[tuple[str, float]]:
             item = json.loads(line)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}:{n}: not JSON ({e.msg})") from None
-        text = item.get("text") if isinstance(item, dict) else item
-        if not isinstance(text, str):
-            raise ConfigError(f"{p}:{n}: expected a JSON string or an object with a 'text' string")
-        stream_s = item.get("stream_s", 0.0) if isinstance(item, dict) else 0.0
-        if isinstance(stream_s, bool) or not isinstance(stream_s, int | float) or not 0 <= stream_s <= 60:
-            raise ConfigError(f"{p}:{n}: stream_s must be a number of seconds from 0 to 60")
-        out.append((text, float(stream_s)))
+        out.append(script_item(item, f"{p}:{n}"))
     return out
+
+
+def script_item(item: object, where: str) -> tuple[str, float]:
+    """(reply, stream seconds) of one reply: a string, or a mapping `{"text": str, "stream_s": 0..60}`;
+    `ConfigError` naming `where` otherwise."""
+    text = item.get("text") if isinstance(item, dict) else item
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: expected a string or an object with a 'text' string, got "
+                          f"{type(item).__name__}")
+    stream_s = item.get("stream_s", 0.0) if isinstance(item, dict) else 0.0
+    if isinstance(stream_s, bool) or not isinstance(stream_s, int | float) or not 0 <= stream_s <= 60:
+        raise ConfigError(f"{where}: stream_s must be a number of seconds from 0 to 60")
+    return text, float(stream_s)
 
 
 class ScriptedBackend:
@@ -76,13 +83,23 @@ class ScriptedBackend:
 
     name = "scripted"
 
-    def __init__(self, replies: Sequence[str] | ReplyFn | str | Path, *, chunk_chars: int = 64) -> None:
-        self._stream_s: list[float] = []
+    def __init__(self, replies: Sequence[str | dict[str, object]] | ReplyFn | str | Path, *,
+                 chunk_chars: int = 64) -> None:
+        """replies: a list of reply strings (or `{"text": ..., "stream_s": ...}` objects, as the JSONL
+        file's lines), the path of a JSONL file, or a function of the `ScriptCall`; `ConfigError`
+        naming the item otherwise."""
+        self._fn: ReplyFn | None = None
         if isinstance(replies, str | Path):
             script = load_script(replies)
-            replies, self._stream_s = [t for t, _ in script], [s for _, s in script]
-        self._fn: ReplyFn | None = replies if callable(replies) else None
-        self._replies: list[str] = [] if callable(replies) else list(replies)
+        elif callable(replies):
+            self._fn, script = replies, []
+        elif isinstance(replies, Sequence):
+            script = [script_item(r, f"replies[{i}]") for i, r in enumerate(replies)]
+        else:
+            raise ConfigError(f"replies must be a list of reply strings, a JSONL path or a function, got "
+                              f"{type(replies).__name__}")
+        self._replies: list[str] = [t for t, _ in script]
+        self._stream_s: list[float] = [s for _, s in script]
         self._chunk = max(1, chunk_chars)
         self.calls: list[ScriptCall] = []
 
@@ -94,6 +111,8 @@ class ScriptedBackend:
         self.calls.append(call)
         if self._fn is not None:
             text = self._fn(call)
+            if not isinstance(text, str):
+                raise BackendError(f"the scripted reply function returned {type(text).__name__}, not the reply text")
         elif call.index < len(self._replies):
             text = self._replies[call.index]
         else:

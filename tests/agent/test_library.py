@@ -145,3 +145,37 @@ def test_env_may_be_given_or_made_on_first_use(env_arg: str, tmp_path: Path, fak
     assert agent.run("finish").success and agent.env is fake_env
     assert len(made) == (1 if env_arg == "factory" else 0)
     agent.close()
+
+
+def test_wrong_arguments_are_type_errors_naming_them_at_construction(fake_env: Any, tmp_path: Path) -> None:
+    from kimi_agent.errors import ConfigError
+
+    done = "## Thought\nx\n## Action\nFinish.\n## Code\n```python\ncomputer.terminate(status='success')\n```"
+    cases = [(lambda: Agent("nope", fake_env), "backend must be a model backend"),  # type: ignore[arg-type]
+             (lambda: Agent(ScriptedBackend([done]), None), "env must be an environment"),  # type: ignore[arg-type]
+             (lambda: Agent(ScriptedBackend([done]), fake_env, {"max_steps": 3}),  # type: ignore[arg-type]
+              r"settings must be AgentSettings\(\.\.\.\), got dict \(pass AgentSettings\(\*\*settings\)\)"),
+             (lambda: Agent(ScriptedBackend([done]), fake_env, confirm=True), "confirm must be a function"),  # type: ignore[arg-type]
+             (lambda: Agent(ScriptedBackend([done]), fake_env, listener=print), "listener must be a kimi_agent.Listener")]  # type: ignore[arg-type]
+    for make, message in cases:
+        with pytest.raises(TypeError, match=message):
+            make()
+    with pytest.raises(ConfigError, match=r"replies\[1\]: expected a string or an object with a 'text' string, got int"):
+        ScriptedBackend([done, 1])  # type: ignore[list-item]
+    agent = Agent(ScriptedBackend([{"text": done, "stream_s": 0.2}]), fake_env, AgentSettings(out_dir=tmp_path))
+    for empty in ("", "   "):
+        with pytest.raises(ConfigError, match="the instruction must say what the agent should do"):
+            agent.run(empty)
+    assert not any(tmp_path.iterdir())  # nothing was started or written for them
+    assert agent.run_episode("finish").status == "success"  # the JSONL object form works as a list item too
+
+
+def test_library_logs_reach_no_stream_unless_the_application_asks(tmp_path: Path) -> None:
+    code = ("import logging, kimi_agent\n"
+            "logging.getLogger('kimi_agent.loop').error('episode failed')\n"
+            "from kimi_agent.logs import log_to_stderr\n"
+            "log_to_stderr(); log_to_stderr()\n"
+            "logging.getLogger('kimi_agent.artifacts').warning('shown once')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and r.stderr == "shown once\n"
