@@ -106,8 +106,9 @@ def make_backend(opts: BackendOptions) -> Backend:
         if not opts.endpoint:
             raise ConfigError("--backend openai needs --endpoint URL (e.g. http://localhost:8000/v1).")
         api_key = opts.key()
-        check_endpoint(opts.endpoint, model=opts.model, api_key=api_key)
-        return _make("openai", opts.endpoint, model=opts.model, api_key=api_key, timeout_s=opts.timeout_s,
+        model = check_endpoint(opts.endpoint, model=opts.model, api_key=api_key,
+                               adopt="model" not in opts.model_fields_set)
+        return _make("openai", opts.endpoint, model=model, api_key=api_key, timeout_s=opts.timeout_s,
                      image_format=opts.image_format)
     model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
     if name == "native" and opts.slots > 1:
@@ -116,9 +117,10 @@ def make_backend(opts: BackendOptions) -> Backend:
 
 
 def check_endpoint(endpoint: str, *, model: str = DEFAULT_MODEL_ID, api_key: str | None = None,
-                   timeout_s: float = ENDPOINT_CONNECT_TIMEOUT_S) -> None:
+                   timeout_s: float = ENDPOINT_CONNECT_TIMEOUT_S, adopt: bool = False) -> str:
     """Raise unless an OpenAI-compatible server that serves `model` answers at `endpoint` (an
-    http(s) API base URL).
+    http(s) API base URL); returns the model name to ask for: `model`, or with `adopt` (the caller
+    named no model) the server's only model when it serves one other.
 
     One `GET {endpoint}/models`. A refused or timed-out connection raises `ModelUnavailableError`;
     a URL that is not http(s), a 404 at an API base that does not end in /v1 (the usual mistake),
@@ -137,7 +139,7 @@ def check_endpoint(endpoint: str, *, model: str = DEFAULT_MODEL_ID, api_key: str
             f"Nothing answers at --endpoint {endpoint} ({e or type(e).__name__}); start the model server "
             f"(e.g. `vllm serve {model}`) or pass the right --endpoint URL.") from None
     except httpx.TimeoutException:
-        return  # connected, but slow: the server is there
+        return model  # connected, but slow: the server is there
     except httpx.HTTPError as e:
         raise ConfigError(f"--endpoint {endpoint} cannot be used: {type(e).__name__}: {e}.") from None
     if resp.status_code == 404 and not base.endswith("/v1"):
@@ -145,9 +147,12 @@ def check_endpoint(endpoint: str, *, model: str = DEFAULT_MODEL_ID, api_key: str
                           f"ends in /v1, e.g. --endpoint {base}/v1.")
     served = _served_models(resp) if resp.status_code == 200 else []
     if served and model not in served:
+        if adopt and len(served) == 1:
+            return served[0]
         names = ", ".join(repr(m) for m in served[:5]) + (", ..." if len(served) > 5 else "")
         raise ConfigError(f"the server at --endpoint {endpoint} serves {names}, not --model {model!r}; "
                           f"pass --model {served[0]}.")
+    return model
 
 
 def _served_models(resp: httpx.Response) -> list[str]:

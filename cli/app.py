@@ -85,6 +85,11 @@ class EpisodeCommand(typer.core.TyperCommand):
 # Options shared by every command that talks to a model (the tasks runner reuses BackendOptions).
 ModelOpt = Annotated[str, typer.Option("--model", metavar="ID|DIR",
                                        help="hub id or local snapshot dir (the served model name with --endpoint)")]
+# The same, where leaving it out means the server's only model with --endpoint, else DEFAULT_MODEL_ID.
+ServedModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="ID|DIR", show_default=False,
+    help=f"hub id or local snapshot dir [default: {DEFAULT_MODEL_ID}]; with --endpoint the served model name "
+         "[default: the server's model, when it serves one]")]
 EndpointOpt = Annotated[str | None, typer.Option("--endpoint", metavar="URL", envvar="OPENAI_BASE_URL",
                                                  help="OpenAI-compatible API base, e.g. http://localhost:8000/v1")]
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", envvar="OPENAI_API_KEY",
@@ -104,13 +109,14 @@ def _version(value: bool) -> None:
         raise typer.Exit(EXIT_SUCCESS)
 
 
-def backend_options(*, backend: str | None, model: str, endpoint: str | None, api_key: str | None,
+def backend_options(*, backend: str | None, model: str | None, endpoint: str | None, api_key: str | None,
                     replies: Path | None) -> Any:
-    """The `BackendOptions` of the shared model flags (raises pydantic's ValidationError on a bad one)."""
+    """The `BackendOptions` of the shared model flags (raises pydantic's ValidationError on a bad one);
+    `model` None: not given (BackendOptions' default, or the endpoint's only model)."""
     from kimi_agent.options import BackendOptions
 
-    return BackendOptions(backend=backend, model=model, endpoint=endpoint, api_key=api_key,
-                          replies=replies)
+    given = {"model": model} if model is not None else {}
+    return BackendOptions(backend=backend, endpoint=endpoint, api_key=api_key, replies=replies, **given)
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -154,7 +160,7 @@ def _fail_start(err: BaseException) -> typer.Exit:
 def episode(
     instruction: Annotated[str, typer.Argument(metavar="INSTRUCTION", show_default=False,
                                                help="what the agent should do, e.g. 'enable Do Not Track'")],
-    model: ModelOpt = DEFAULT_MODEL_ID,
+    model: ServedModelOpt = None,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
     backend: BackendOpt = None,
@@ -299,7 +305,7 @@ app.command("replay", context_settings={"help_option_names": ["--help", "-h"]})(
 @app.command()
 def ground(image: Annotated[Path, typer.Argument(metavar="IMAGE", help="a screenshot (PNG/JPEG)")],
            text: Annotated[str, typer.Argument(metavar="TEXT", help="what to find, e.g. 'the Save button'")],
-           model: ModelOpt = DEFAULT_MODEL_ID, endpoint: EndpointOpt = None, api_key: ApiKeyOpt = None,
+           model: ServedModelOpt = None, endpoint: EndpointOpt = None, api_key: ApiKeyOpt = None,
            backend: BackendOpt = None, replies: RepliesOpt = None) -> None:
     """Print the point the model picks for TEXT on IMAGE (fractions and pixels)."""
     from PIL import Image

@@ -210,7 +210,9 @@ def _backend_choice(backend: str | None, *, model: str | None, endpoint: str | N
             raise ConfigError("--backend scripted needs --replies FILE (a JSONL file of replies).")
         load_script(opts.replies)  # a missing or malformed file fails here, not in every task
     if opts.resolved() == "openai" and opts.endpoint:
-        check_endpoint(opts.endpoint, model=opts.model, api_key=opts.key())  # down: fails before any worker starts
+        # a server that is down fails before any worker starts; without --model, its only model is used
+        options["model"] = check_endpoint(opts.endpoint, model=opts.model, api_key=opts.key(),
+                                          adopt="model" not in opts.model_fields_set)
     return opts.resolved(), options
 
 

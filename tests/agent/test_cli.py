@@ -292,7 +292,8 @@ def test_an_endpoint_without_v1_or_without_the_model_is_one_sentence_before_star
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from kimi_agent.options import check_endpoint
+    from kimi_agent.errors import ConfigError
+    from kimi_agent.options import BackendOptions, check_endpoint, make_backend
 
     class Models(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -310,8 +311,14 @@ def test_an_endpoint_without_v1_or_without_the_model_is_one_sentence_before_star
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         no_v1 = run_cli("--endpoint", base, "--model", "kimi-vl", "--out", "out", "do it", tmp_path=tmp_path)
-        wrong_model = run_cli("--endpoint", base + "/v1", "--out", "out", "do it", tmp_path=tmp_path)
-        check_endpoint(base + "/v1", model="kimi-vl")  # the right pair passes
+        wrong_model = run_cli("--endpoint", base + "/v1", "--model", "moonshotai/Kimi-VL-A3B-Instruct", "--out", "out",
+                              "do it", tmp_path=tmp_path)
+        assert check_endpoint(base + "/v1", model="kimi-vl") == "kimi-vl"  # the right pair passes
+        # no --model given: the server's only model is the one to ask for
+        assert check_endpoint(base + "/v1", model="moonshotai/Kimi-VL-A3B-Instruct", adopt=True) == "kimi-vl"
+        adopted = make_backend(BackendOptions(endpoint=base + "/v1"))
+        with pytest.raises(ConfigError, match="serves 'kimi-vl', not --model 'other'"):
+            make_backend(BackendOptions(endpoint=base + "/v1", model="other"))
     finally:
         server.shutdown()
         server.server_close()
@@ -321,6 +328,7 @@ def test_an_endpoint_without_v1_or_without_the_model_is_one_sentence_before_star
     for r in (no_v1, wrong_model):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+    assert adopted.model == "kimi-vl"  # type: ignore[attr-defined]
 
 
 def test_the_api_key_is_the_flag_else_openai_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
