@@ -35,6 +35,7 @@ from kimi_agent.env.url_allowlist import UrlAllowlist
 from kimi_agent.errors import ConfigError, EnvironmentStartError, ModelUnavailableError
 from kimi_agent.model_runtime.backends import make_backend as _make
 from kimi_agent.model_runtime.backends.base import Backend
+from kimi_agent.model_runtime.device import check_device_name, check_dtype_name
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID, resolve_model_dir
 
 BackendName = Literal["native", "openai", "transformers", "scripted"]
@@ -110,6 +111,8 @@ def make_backend(opts: BackendOptions) -> Backend:
                                adopt="model" not in opts.model_fields_set)
         return _make("openai", opts.endpoint, model=model, api_key=api_key, timeout_s=opts.timeout_s,
                      image_format=opts.image_format)
+    check_device_name(opts.device, "device")  # names only: before minutes of loading
+    check_dtype_name(opts.dtype, "dtype")
     model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
     if name == "native" and opts.slots > 1:
         return _make(name, model_dir, device=opts.device, dtype=opts.dtype, slots=opts.slots)

@@ -358,6 +358,7 @@ def serve(
                                            help="auto: batch, or serial with --max-batch 1")] = "auto",
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
+    from kimi_agent.model_runtime.device import check_dtype_name
     from kimi_agent.model_runtime.serving.server import ServeOptions, bind, build_app
     from kimi_agent.model_runtime.serving.server import serve as run_server
 
@@ -369,6 +370,7 @@ def serve(
         if scheduler not in ("auto", "batch", "serial"):
             raise ConfigError(f"--scheduler {scheduler!r}: use auto, batch or serial")
         _check_device(device)
+        check_dtype_name(dtype)
         sock = bind(host, port)  # a taken port fails before minutes of loading
         options = ServeOptions(model=model, served_model_name=served_model_name, device=device, dtype=dtype,
                                max_model_len=max_model_len, max_queue=max_queue, max_batch=max_batch,
@@ -387,10 +389,11 @@ def serve(
 
 
 def _check_device(device: str) -> None:
-    """Raise `ConfigError` unless `device` is auto, cpu, or cuda where torch sees a CUDA GPU."""
-    if device not in ("auto", "cuda", "cpu"):
-        raise ConfigError(f"--device {device!r}: use auto, cuda or cpu.")
-    if device == "cuda":
+    """Raise `ConfigError` unless `device` is auto, cpu, or cuda[:N] where torch sees a CUDA GPU."""
+    from kimi_agent.model_runtime.device import check_device_name
+
+    check_device_name(device)
+    if device.startswith("cuda"):
         from kimi_agent.model_runtime.device import device_info  # imports torch (here, not at module top)
 
         info = device_info()

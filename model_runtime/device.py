@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 from pydantic import BaseModel
+
+from kimi_agent.errors import ConfigError
+
+#: Names `torch_dtype=` / `--dtype` take (besides "auto": the checkpoint's), and the dtype each means.
+TORCH_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+                     "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device_name(device: object, flag: str = "--device") -> None:
+    """`ConfigError` naming `flag` unless `device` is auto, cpu, cuda or cuda:N (nothing is imported)."""
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise ConfigError(f"{flag} {device!r}: use auto, cpu, cuda or cuda:N.")
+
+
+def check_dtype_name(dtype: object, flag: str = "--dtype") -> None:
+    """`ConfigError` naming `flag` unless `dtype` is "auto" or one of `TORCH_DTYPE_NAMES`."""
+    if dtype != "auto" and dtype not in TORCH_DTYPE_NAMES:
+        raise ConfigError(f"{flag} {dtype!r}: use bfloat16, float16, float32 or auto (the checkpoint's).")
 
 
 class DeviceInfo(BaseModel):

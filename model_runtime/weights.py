@@ -22,6 +22,7 @@ from torch import nn
 
 from kimi_agent.errors import ConfigError, WeightLoadError
 from kimi_agent.model_runtime.config import KimiVLConfig
+from kimi_agent.model_runtime.device import TORCH_DTYPE_NAMES
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -31,9 +32,8 @@ IGNORED_CHECKPOINT_SUFFIXES = ("self_attn.rotary_emb.inv_freq",)
 # bf16; fp16/fp32 conversions load too. Integer, bool and fp8 tensors would need dequantization this
 # runtime does not do; float64 is never written for this family and would double host memory.
 LOADABLE_DTYPES = ("BF16", "F16", "F32")
-# What `from_pretrained(torch_dtype=...)` accepts: torch dtypes or these names; "auto" = config.json's.
-TORCH_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-                     "half": "float16", "float32": "float32", "fp32": "float32", "float": "float32"}
+# `from_pretrained(torch_dtype=...)` accepts torch dtypes or the names of device.TORCH_DTYPE_NAMES;
+# "auto" = config.json's.
 
 
 def is_ignored(name: str) -> bool:

@@ -265,19 +265,32 @@ def test_report_that_cannot_be_written_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr and not (run_dir / "report.html").exists()
 
 
-@pytest.mark.parametrize("device", ["tpu", "cuda"])
-def test_serve_checks_the_device_before_loading(device: str, tmp_path: Path) -> None:
-    if device == "cuda":
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--device", "tpu", "error: --device 'tpu': use auto, cpu, cuda or cuda:N."),
+    ("--device", "cuda", "error: --device cuda needs a CUDA GPU"),
+    ("--dtype", "int8", "error: --dtype 'int8': use bfloat16, float16, float32 or auto (the checkpoint's)."),
+])
+def test_serve_checks_the_device_and_dtype_before_loading(option: str, value: str, message: str,
+                                                          tmp_path: Path) -> None:
+    if value == "cuda":
         from kimi_agent.model_runtime.device import device_info
 
         if device_info().cuda_device is not None:
             pytest.skip("a CUDA GPU is here: --device cuda is valid")
-    r = run_cli("serve", "--model", str(FIXTURE_MODEL), "--port", "0", "--device", device, tmp_path=tmp_path)
+    r = run_cli("serve", "--model", str(FIXTURE_MODEL), "--port", "0", option, value, tmp_path=tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: --device {device if device == 'cuda' else repr(device)}"), \
-        r.stderr
-    assert ("needs a CUDA GPU" if device == "cuda" else "use auto, cuda or cpu") in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(message), r.stderr  # before any "loading ..." line
+
+
+def test_the_library_names_a_bad_device_or_dtype_before_loading(tmp_path: Path) -> None:
+    from kimi_agent.errors import ConfigError
+    from kimi_agent.options import BackendOptions, make_backend
+
+    with pytest.raises(ConfigError, match=r"^device 'tpu': use auto, cpu, cuda or cuda:N\.$"):
+        make_backend(BackendOptions(model=str(tmp_path / "nowhere"), device="tpu"))
+    with pytest.raises(ConfigError, match=r"^dtype 'int8': use bfloat16"):
+        make_backend(BackendOptions(model=str(tmp_path / "nowhere"), dtype="int8"))
 
 
 def test_doctor_suggests_the_installed_hf_command(tmp_path: Path) -> None:
