@@ -308,13 +308,14 @@ def ground(image: Annotated[Path, typer.Argument(metavar="IMAGE", help="a screen
            model: ServedModelOpt = None, endpoint: EndpointOpt = None, api_key: ApiKeyOpt = None,
            backend: BackendOpt = None, replies: RepliesOpt = None) -> None:
     """Print the point the model picks for TEXT on IMAGE (fractions and pixels)."""
-    from PIL import Image
 
     from kimi_agent.ground import ground_point
     from kimi_agent.options import make_backend
 
     try:
-        picture = Image.open(image).convert("RGB")
+        if not text.strip():
+            raise ConfigError("TEXT is empty; say what to find on the screenshot, e.g. 'the Save button'.")
+        picture = _open_image(image)
         model_backend = make_backend(backend_options(backend=backend, model=model, endpoint=endpoint,
                                                      api_key=api_key, replies=replies))
         point, raw = ground_point(model_backend, picture, text)
@@ -325,6 +326,23 @@ def ground(image: Annotated[Path, typer.Argument(metavar="IMAGE", help="a screen
         raise typer.Exit(EXIT_FAILED)
     w, h = picture.size
     print(f"x={point[0]:.4f} y={point[1]:.4f}  ({round(point[0] * w)}, {round(point[1] * h)}) px of {w}x{h}")
+
+
+def _open_image(path: Path) -> Any:
+    """`path` as an RGB PIL image; `ConfigError` saying plainly why not (missing, a folder, not an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise ConfigError(f"IMAGE {path}: no such file.")
+    if path.is_dir():
+        raise ConfigError(f"IMAGE {path} is a folder; give a screenshot file (PNG or JPEG).")
+    try:
+        with Image.open(path) as f:
+            return f.convert("RGB")
+    except UnidentifiedImageError:
+        raise ConfigError(f"IMAGE {path} is not a PNG or JPEG image.") from None
+    except OSError as e:
+        raise ConfigError(f"IMAGE {path} cannot be read ({e.strerror or e}).") from None
 
 
 @app.command()

@@ -79,6 +79,23 @@ def test_ground_prints_the_point(tmp_path: Path) -> None:
     assert r.stdout.strip().startswith("x=0.2500 y=0.7500  (50, 75) px of 200x100")
 
 
+def test_ground_names_a_bad_image_or_an_empty_target_in_one_line(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (20, 10)).save(tmp_path / "shot.png")
+    (tmp_path / "text.png").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    replies = tmp_path / "r.jsonl"
+    replies.write_text(json.dumps("```python\npyautogui.click(x=0.25, y=0.75)\n```") + "\n")
+    for image, target, message in (("shot.png", "  ", "error: TEXT is empty"),
+                                   ("text.png", "x", "error: IMAGE text.png is not a PNG or JPEG image."),
+                                   ("folder", "x", "error: IMAGE folder is a folder; give a screenshot file"),
+                                   ("gone.png", "x", "error: IMAGE gone.png: no such file.")):
+        r = run_cli("ground", image, target, "--backend", "scripted", "--replies", str(replies), tmp_path=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(message), (image, r.stderr)
+
+
 def _closed_port_url() -> str:
     """An http URL on 127.0.0.1 where nothing listens (a port bound, then released)."""
     with socket.socket() as s:
