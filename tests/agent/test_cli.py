@@ -314,6 +314,9 @@ def test_doctor_suggests_the_installed_hf_command(tmp_path: Path) -> None:
     assert (Path(sys.executable).parent / "hf").exists()  # huggingface_hub's current CLI
     r = run_cli("doctor", tmp_path=tmp_path, extra_env={"COLUMNS": "400"})
     assert "hf download moonshotai/Kimi-VL-A3B-Instruct --local-dir" in r.stdout, r.stdout
+    for tool in ("xclip", "ffmpeg"):  # what typing non-ASCII text and recording.mp4 need (installed by setup.sh)
+        row = next(line for line in r.stdout.splitlines() if line.strip("│┃ ").startswith(tool))
+        assert f"/usr/bin/{tool}" in row and "ok" in row, row
     assert "huggingface-cli" not in r.stdout
 
 
