@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -78,7 +79,8 @@ def create_app(scheduler: Scheduler, processor: Any, config: ServeConfig) -> Sta
                 Route("/v1/models/{model:path}", api.model, methods=["GET"]),
                 Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
                 Route("/health", api.health, methods=["GET"])],
-        exception_handlers={ApiError: _error_response, HTTPException: _error_response},
+        exception_handlers={ApiError: _error_response, HTTPException: _error_response,
+                            Exception: _error_response},  # Exception: the 500 handler
         lifespan=lifespan)
     app.state.scheduler = scheduler
     app.state.api = api
@@ -98,11 +100,14 @@ def _shutdown_error() -> ApiError:
 
 
 async def _error_response(_: Request, exc: Exception) -> Response:
-    """The one place where errors become responses (OpenAI's error shape)."""
+    """The one place where errors become responses (OpenAI's error shape). Any other exception is a bug:
+    a 500 in the same shape (Starlette re-raises it, so the server still logs its traceback)."""
     if isinstance(exc, HTTPException):
         exc = ApiError(exc.status_code, f"{exc.detail}", type="invalid_request_error",
                        code="not_found" if exc.status_code == 404 else None)
-    assert isinstance(exc, ApiError)
+    elif not isinstance(exc, ApiError):
+        exc = ApiError(500, f"the server failed on this request ({type(exc).__name__}); its log has the details",
+                       type="server_error")
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
@@ -246,5 +251,11 @@ async def _read_json(request: Request, limit: int) -> Any:
             raise too_big
     try:
         return json.loads(body)
+    except RecursionError:  # `[[[[...` deeper than Python's stack; a client's mistake, not the server's
+        raise ApiError(400, "the request body is not valid JSON the server can read: its arrays or objects are "
+                            "nested too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    except ValueError:  # the only other one: an integer past Python's str -> int digit limit
+        raise ApiError(400, "the request body is not valid JSON the server can read: a number in it has more "
+                            f"than {sys.get_int_max_str_digits()} digits") from None

@@ -11,12 +11,24 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from kimi_agent.model_runtime.serving.errors import ApiError
 
@@ -37,9 +49,14 @@ class RequestLimits:
     max_stop_strings: int = 4
 
 
+# Scalars are strict, as in OpenAI's API: "5" is not an integer, "yes" not a boolean, "0.5" not a number
+# (a strict float still takes an integer such as 1); NaN and Infinity, which Python's json reads, are refused.
+FiniteFloat = Annotated[StrictFloat, AllowInfNan(False)]
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -47,19 +64,20 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: StrictStr
     messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=-(2**63), lt=2**64)
-    n: int = Field(default=1, ge=1, le=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
+    temperature: Annotated[FiniteFloat, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[FiniteFloat, Field(gt=0.0, le=1.0)] | None = None
+    seed: Annotated[StrictInt, Field(ge=-(2**63), lt=2**64)] | None = None
+    n: Annotated[StrictInt, Field(ge=1, le=1)] = 1
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    logprobs: bool | None = Field(default=None)
+    logprobs: StrictBool | None = None
     tools: list[Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     @property
     def max_new_tokens(self) -> int | None:
@@ -72,6 +90,26 @@ class ChatCompletionRequest(BaseModel):
         return tuple(s for s in stops if s)
 
 
+# What a bad top-level field must be, for its 400 (the param is the field itself, also for an item of
+# `stop` or a member of a union). Fields not named here (`messages`) keep pydantic's message and path.
+FIELD_RULES = {
+    "model": "a string",
+    "max_tokens": "an integer of at least 1",
+    "max_completion_tokens": "an integer of at least 1",
+    "temperature": "a finite number from 0 to 2",
+    "top_p": "a finite number greater than 0 and at most 1",
+    "seed": "an integer from -2**63 to 2**64 - 1",
+    "n": "1 (this server returns one choice)",
+    "stop": "a string or a list of strings",
+    "stream": "a boolean (true or false)",
+    "stream_options": "an object",
+    "stream_options.include_usage": "a boolean (true or false)",
+    "logprobs": "a boolean (true or false)",
+    "tools": "a list",
+    "response_format": 'an object such as {"type": "text"}',
+}
+
+
 def parse_request(data: Any) -> ChatCompletionRequest:
     """A JSON body -> the request; 400 naming the first bad field."""
     if not isinstance(data, dict):
@@ -79,14 +117,56 @@ def parse_request(data: Any) -> ChatCompletionRequest:
     try:
         req = ChatCompletionRequest.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        param = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"]).replace(".[", "[")
-        raise ApiError(400, f"{param or 'body'}: {err['msg']}", param=param or None) from None
+        raise _field_error(e.errors()) from None
     if req.logprobs:
         raise ApiError(400, "logprobs are not supported by this server", param="logprobs")
     if req.tools:
         raise ApiError(400, "tools (function calling) are not supported by this server", param="tools")
+    if req.response_format is not None and req.response_format.get("type") != "text":
+        shown = describe(req.response_format.get("type"), quote_only=True)
+        raise ApiError(400, f"response_format of type {shown} is not supported by this server (no JSON mode or "
+                            'structured outputs); only {"type": "text"} is', param="response_format")
     return req
+
+
+def _field_error(errors: list[Any]) -> ApiError:
+    """pydantic's errors -> a 400 naming the first bad field (see `FIELD_RULES`)."""
+    loc = errors[0]["loc"]
+    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    param = _rule_key(loc)
+    if errors[0]["type"] == "missing":
+        return ApiError(400, f"{path} is required", param=path)
+    if param not in FIELD_RULES:
+        return ApiError(400, f"{path or 'body'}: {errors[0]['msg']}", param=path or None)
+    # a union (`stop`) fails once per member: show the innermost bad value, e.g. the item of a list
+    err = max((e for e in errors if _rule_key(e["loc"]) == param), key=lambda e: len(e["loc"]))
+    where = f" at {param}[{err['loc'][-1]}]" if isinstance(err["loc"][-1], int) else ""
+    return ApiError(400, f"{param} must be {FIELD_RULES[param]}, got {describe(err['input'])}{where}", param=param)
+
+
+def _rule_key(loc: tuple[int | str, ...]) -> str:
+    """The `FIELD_RULES` key of an error's location: the top-level field (or `stream_options.<field>`)."""
+    if len(loc) > 1 and loc[0] == "stream_options":
+        return f"stream_options.{loc[1]}"
+    return str(loc[0]) if loc else ""
+
+
+def describe(value: Any, *, quote_only: bool = False, limit: int = 40) -> str:
+    """A client's value, short and JSON-like, for an error message: never a deep repr (the value may be
+    nested hundreds of levels) nor a long string. quote_only: a string without "the string"."""
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= limit else value[: limit - 3] + "...", ensure_ascii=False)
+        return text if quote_only else f"the string {text}"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        return repr(value) if math.isfinite(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= limit else f"an integer of {len(text)} digits"
+    return {list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def convert_messages(messages: list[dict[str, Any]], limits: RequestLimits,
@@ -99,10 +179,10 @@ def convert_messages(messages: list[dict[str, Any]], limits: RequestLimits,
     if len(urls) > limits.max_images:
         raise ApiError(400, f"at most {limits.max_images} images per request, got {len(urls)}", param="messages")
     for i, m in enumerate(messages):
-        role = ROLES.get(m.get("role"))  # type: ignore[arg-type]
+        role = ROLES.get(m["role"]) if isinstance(m.get("role"), str) else None  # a list is unhashable
         if role is None:
-            raise ApiError(400, f"messages[{i}].role must be one of {', '.join(ROLES)}, got {m.get('role')!r}",
-                           param=f"messages[{i}].role")
+            raise ApiError(400, f"messages[{i}].role must be one of {', '.join(ROLES)}, got "
+                                f"{describe(m.get('role'), quote_only=True)}", param=f"messages[{i}].role")
         content = m.get("content")
         if content is None and role == "assistant":
             content = ""
@@ -116,14 +196,21 @@ def convert_messages(messages: list[dict[str, Any]], limits: RequestLimits,
         for j, part in enumerate(content):
             where = f"messages[{i}].content[{j}]"
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text" and isinstance(part.get("text"), str):
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    got = f", got {describe(part['text'])}" if "text" in part else ""
+                    raise ApiError(400, f'{where} is a text part without its "text" string{got}',
+                                   param=f"{where}.text")
                 parts.append({"type": "text", "text": part["text"]})
             elif kind == "image_url":
                 images.append(decode_image_url(part.get("image_url"), f"{where}.image_url", limits))
                 parts.append({"type": "image"})
+            elif isinstance(part, dict):
+                raise ApiError(400, f'{where} must be a text part or an image_url part, got a part whose "type" is '
+                                    f"{describe(kind, quote_only=True)}", param=where)
             else:
-                raise ApiError(400, f"{where} must be a text part or an image_url part, got type {kind!r}",
-                               param=where)
+                raise ApiError(400, f"{where} must be a text part or an image_url part (an object), got "
+                                    f"{describe(part)}", param=where)
         out.append({"role": role, "content": parts})
     return out, images
 
@@ -165,7 +252,7 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
     except UnidentifiedImageError:  # its message holds the BytesIO's repr: say it in words instead
         raise ApiError(400, f"{where}: not a readable PNG or JPEG image: its {len(raw)} bytes are not in an "
                             "image format the server can decode", param=where, code="invalid_image") from None
-    except (OSError, SyntaxError):  # a truncated or damaged file (decoding fails part-way)
+    except (OSError, SyntaxError, ValueError, EOFError):  # a damaged or truncated file (PIL raises all four)
         raise ApiError(400, f"{where}: not a readable PNG or JPEG image: the image data is damaged or "
                             "truncated", param=where, code="invalid_image") from None
 

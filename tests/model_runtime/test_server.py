@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -190,10 +191,13 @@ def test_stop_string_ends_the_reply_before_it(client: Any) -> None:
 def test_bad_images_are_400_naming_the_part(client: Any) -> None:
     truncated = png_data_url((1, 2, 3), size=(300, 200))
     truncated_png = base64.b64decode(truncated.split(",", 1)[1])[:-40]  # cut inside the pixel data
+    ihdr = b"IHDR" + (16).to_bytes(4, "big")  # a 4-byte IHDR (13 are due): PIL raises ValueError, not OSError
+    short_header = b"\x89PNG\r\n\x1a\n" + (4).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
     cases = {
         "data:image/png;base64,bm90IGFuIGltYWdl": "not a readable PNG or JPEG image: its 12 bytes are not in an "
                                                   "image format",  # "not an image"
         "data:image/png;base64," + base64.b64encode(truncated_png).decode(): "damaged or truncated",
+        "data:image/png;base64," + base64.b64encode(short_header).decode(): "damaged or truncated",
         "data:image/png;base64,%%%notbase64": "not valid base64",
         "https://example.com/screenshot.png": "does not fetch remote images",
         "data:text/plain;base64,aGVsbG8=": "expected data:image/png;base64",
@@ -238,6 +242,119 @@ def test_request_errors_are_openai_shaped(client: Any, server: RunningServer) ->
     assert junk.status_code == 400 and "not valid JSON" in junk.json()["error"]["message"]
     missing = httpx.get(f"{server.base_url}/no/such/route", timeout=60)
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+
+
+
+def _post_raw(server: RunningServer, content: bytes) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/chat/completions", content=content, timeout=60,
+                      headers={"content-type": "application/json"})
+
+
+def _error_of(r: httpx.Response) -> dict[str, Any]:
+    """The OpenAI-shaped error of a response (fails on a plain-text error page)."""
+    assert r.headers["content-type"].startswith("application/json"), (r.status_code, r.text[:200])
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}, error
+    return error
+
+
+def test_unparsable_bodies_are_openai_shaped_400s(server: RunningServer) -> None:
+    """Nesting deeper than Python's stack (a RecursionError inside json.loads, once a plain-text 500) and an
+    integer past Python's digit limit are the client's mistakes: 400s, and the server keeps serving."""
+    hi = '"messages": [{"role": "user", "content": "hi"}]'
+    cases = {
+        b"[" * 100_000 + b"]" * 100_000: "nested too deeply",
+        b'{"a": ' * 100_000 + b"1" + b"}" * 100_000: "nested too deeply",
+        f'{{"model": "{MODEL}", {hi}, "stop": {"[" * 50_000}"x"{"]" * 50_000}}}'.encode(): "nested too deeply",
+        f'{{"model": "{MODEL}", {hi}, "seed": {"9" * 5000}}}'.encode(): "has more than 4300 digits",
+        b'{"model": "' + MODEL.encode() + b'", \xff}': "not valid JSON",
+    }
+    for body, fragment in cases.items():
+        r = _post_raw(server, body)
+        error = _error_of(r)
+        assert r.status_code == 400 and error["type"] == "invalid_request_error", (r.status_code, error)
+        assert fragment in error["message"], error
+        assert "Traceback" not in error["message"] and "sys.set_int_max_str_digits" not in error["message"]
+    # nested as deep as json.loads allows, in a field read later: still a 400 naming it (no deep repr)
+    deep_role = f'{{"model": "{MODEL}", "messages": [{{"role": {"[" * 400}{"]" * 400}, "content": "hi"}}]}}'
+    r = _post_raw(server, deep_role.encode())
+    assert r.status_code == 400 and _error_of(r)["param"] == "messages[0].role", r.text[:300]
+    assert "got an array" in r.json()["error"]["message"]
+    assert httpx.get(f"{server.base_url[:-3]}/health", timeout=60).json() == {"status": "ok"}
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("fields", "param", "fragment"), [
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+     "messages[0].content[0].text", 'messages[0].content[0] is a text part without its "text" string'),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 7}]}]},
+     "messages[0].content[0].text", 'without its "text" string, got 7'),
+    ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role", "must be one of system"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+     "messages[0].content[0]", 'a part whose "type" is "input_audio"'),
+    ({"stop": 5}, "stop", "stop must be a string or a list of strings, got 5"),
+    ({"stop": ["ok", 5]}, "stop", "stop must be a string or a list of strings, got 5 at stop[1]"),
+    ({"temperature": NAN}, "temperature", "temperature must be a finite number from 0 to 2, got NaN"),
+    ({"temperature": INF}, "temperature", "must be a finite number from 0 to 2, got Infinity"),
+    ({"temperature": -INF}, "temperature", "must be a finite number from 0 to 2, got -Infinity"),
+    ({"top_p": NAN}, "top_p", "top_p must be a finite number greater than 0 and at most 1, got NaN"),
+    ({"top_p": INF}, "top_p", "must be a finite number greater than 0 and at most 1, got Infinity"),
+    ({"temperature": 5}, "temperature", "must be a finite number from 0 to 2, got 5"),
+    ({"response_format": {"type": "json_object"}}, "response_format",
+     'response_format of type "json_object" is not supported by this server'),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+     "response_format", 'response_format of type "json_schema" is not supported'),
+    ({"response_format": "json"}, "response_format", 'must be an object such as {"type": "text"}'),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
+    ({"logprobs": True}, "logprobs", "not supported"),
+    ({"max_tokens": "5"}, "max_tokens", 'max_tokens must be an integer of at least 1, got the string "5"'),
+    ({"max_tokens": True}, "max_tokens", "max_tokens must be an integer of at least 1, got true"),
+    ({"max_tokens": 5.5}, "max_tokens", "got 5.5"),
+    ({"max_completion_tokens": "5"}, "max_completion_tokens", "must be an integer of at least 1"),
+    ({"stream": "yes"}, "stream", 'stream must be a boolean (true or false), got the string "yes"'),
+    ({"stream": 1}, "stream", "must be a boolean (true or false), got 1"),
+    ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage", "must be a boolean"),
+    ({"temperature": "0.5"}, "temperature", 'must be a finite number from 0 to 2, got the string "0.5"'),
+    ({"temperature": True}, "temperature", "must be a finite number from 0 to 2, got true"),
+    ({"top_p": "1"}, "top_p", "must be a finite number"),
+    ({"seed": "7"}, "seed", "seed must be an integer"),
+    ({"n": True}, "n", "n must be 1"),
+    ({"model": 5}, "model", "model must be a string, got 5"),
+])
+def test_bad_fields_are_400s_naming_the_field(server: RunningServer, fields: dict[str, Any], param: str,
+                                              fragment: str) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
+    r = _post_raw(server, json.dumps(body).encode())  # json.dumps writes NaN/Infinity, as Python clients can
+    error = _error_of(r)
+    assert r.status_code == 400 and error["type"] == "invalid_request_error", (r.status_code, error)
+    assert error["param"] == param, error
+    assert fragment in error["message"], error
+
+
+def test_what_openai_accepts_still_works(client: Any) -> None:
+    """An integer temperature/top_p (OpenAI's API takes 1 for a number) and response_format text are fine."""
+    r = chat(client, [{"role": "user", "content": "hi"}], temperature=1, top_p=1, seed=3, max_tokens=2,
+             response_format={"type": "text"}, stop=["never-appears-here"])
+    assert r.usage.completion_tokens <= 2 and r.choices[0].finish_reason in ("stop", "length")
+    _, chunks = streamed(client, [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                         max_tokens=2, temperature=0, stream_options={"include_usage": False})
+    assert chunks[-1].choices and chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_an_unexpected_failure_is_an_openai_shaped_500(server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here a processor that raises what nothing expects) is still OpenAI's error shape, not
+    Starlette's plain-text page; its traceback goes to the server's log."""
+    def broken(**_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(server.app.state.api, "processor", broken)
+    r = httpx.post(f"{server.base_url}/chat/completions", timeout=60,
+                   json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    error = _error_of(r)
+    assert r.status_code == 500 and error["type"] == "server_error", (r.status_code, error)
+    assert "RuntimeError" in error["message"] and "a bug" not in error["message"]
 
 
 # ---- concurrency --------------------------------------------------------------------------------
