@@ -250,15 +250,47 @@ def _tail(stream: Any, out: list[str]) -> None:
 
 
 def inventory(paths: Sequence[Path], *, venv: Path | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
-    """The bridge's availability report for task files/folders (see `--inventory`)."""
-    python = bridge_python(venv)
-    try:
-        r = subprocess.run([str(python), str(BRIDGE_SCRIPT), "--inventory", *map(str, paths)],
-                           capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise BridgeDeadError(f"the OSWorld bridge inventory took longer than {timeout_s:g} s") from e
-    if r.returncode != 0:
-        raise BridgeError(f"the OSWorld bridge inventory failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-    return result
+    """What `kimi-agent run` on VMs would take from task files/folders, and what the bridge lacks.
 
+    `vm_tasks.vm_spec` decides which files load, as the VM runner does (a readable UTF-8 JSON object
+    with an instruction and one safe, unused id; OSWorld's code reads the raw file, so our stricter
+    schema does not decide); only those go to the bridge process (`--inventory`), which names each
+    setup step, getter and metric its desktop-env cannot run. Returns {files, loaded, complete,
+    problems: {name: count}, tasks: [{path, error} | {path, id, missing}]} in load order.
+    """
+    from kimi_agent.tasks.loader import load_tasks
+    from kimi_agent.tasks.vm_tasks import read_raw_task, vm_problem, vm_spec
+
+    python = bridge_python(venv)
+    tasks = load_tasks(paths)
+    seen: set[str] = set()
+    refused: dict[str, str] = {}
+    for t in tasks:
+        raw = read_raw_task(t)
+        if vm_spec(t, raw, seen) is None:
+            refused[str(t.path)] = vm_problem(t, raw, seen) or "invalid"
+    loadable = [str(t.path) for t in tasks if str(t.path) not in refused]
+    bridged: dict[str, dict[str, Any]] = {}
+    if loadable:
+        try:
+            r = subprocess.run([str(python), str(BRIDGE_SCRIPT), "--inventory", *loadable],
+                               capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise BridgeDeadError(f"the OSWorld bridge inventory took longer than {timeout_s:g} s") from e
+        if r.returncode != 0:
+            raise BridgeError(f"the OSWorld bridge inventory failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+        bridged = {row["path"]: row for row in json.loads(r.stdout.strip().splitlines()[-1])["tasks"]}
+    rows: list[dict[str, Any]] = []
+    problems: dict[str, int] = {}
+    for t in tasks:
+        path = str(t.path)
+        if path in refused:
+            rows.append({"path": path, "error": refused[path].removeprefix(f"{path}: ")})
+            continue
+        row = bridged.get(path) or {"path": path, "error": "the bridge did not report this file"}
+        for name in row.get("missing", []):
+            problems[name] = problems.get(name, 0) + 1
+        rows.append(row)
+    loaded = [row for row in rows if "error" not in row]
+    return {"files": len(rows), "loaded": len(loaded), "complete": sum(not row["missing"] for row in loaded),
+            "problems": problems, "tasks": rows}

@@ -128,6 +128,8 @@ def task_missing(task: dict[str, Any], optional_missing: list[str]) -> list[str]
 
     missing: list[str] = []
     evaluator = task.get("evaluator") or {}
+    if not isinstance(evaluator, dict):
+        return [f"evaluator (a JSON {type(evaluator).__name__}, not an object)"]
     steps = [*_as_list(task.get("config")), *_as_list(evaluator.get("postconfig"))]
     for step in steps:
         kind = step.get("type") if isinstance(step, dict) else None
@@ -155,7 +157,8 @@ def task_missing(task: dict[str, Any], optional_missing: list[str]) -> list[str]
 
 
 def inventory(paths: list[str], optional_missing: list[str]) -> dict[str, Any]:
-    """{files, loaded, complete, tasks: [{path, id, missing}], problems: {name: count}}."""
+    """{files, loaded, complete, tasks: [{path, id, missing}], problems: {name: count}}. The runner
+    (osworld_bridge.py `inventory`) passes only the files its own loader accepts, and merges."""
     files = sorted(p for root in paths for p in (Path(root).rglob("*.json") if Path(root).is_dir()
                                                  else [Path(root)]))
     rows, loaded, complete, problems = [], 0, 0, {}

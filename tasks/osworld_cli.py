@@ -1,9 +1,10 @@
 """`kimi-agent osworld setup|inventory`: the OSWorld bridge environment from the command line.
 
 `setup` creates `.venv-osworld` (see tasks/osworld_setup.py) and prints the install time and
-size; `inventory PATH...` loads OSWorld task files through the bridge and prints how many load and
-how many have every setup step, getter and metric available (and, per missing name, how many
-tasks need it). `register(app)` adds the group to the main CLI (agent/cli.py).
+size; `inventory PATH...` loads OSWorld task files as `kimi-agent run` on VMs does (tasks/vm_tasks.py) and
+prints how many load, how many have every setup step, getter and metric available through the
+bridge (and, per missing name, how many tasks need it), and each file that does not load with its
+reason. `register(app)` adds the group to the main CLI (agent/cli.py).
 """
 
 from __future__ import annotations
@@ -63,10 +64,15 @@ def inventory_command(paths: Annotated[list[Path], typer.Argument(metavar="PATH"
                "step, getter and metric available through the bridge")
     for name, count in sorted(report["problems"].items(), key=lambda kv: (-kv[1], kv[0])):
         typer.echo(f"  {count:4d}  {name}")
+    invalid = [row for row in report["tasks"] if "error" in row]
+    if invalid:
+        typer.echo(f"{len(invalid)} do not load:")
+        for row in invalid:
+            typer.echo(f"  {row['path']}: {row['error']}")
     if show:
         for row in report["tasks"]:
-            if row.get("error") or row.get("missing"):
-                typer.echo(f"{row['path']}: {row.get('error') or '; '.join(row['missing'])}")
+            if row.get("missing"):
+                typer.echo(f"{row['path']}: {'; '.join(row['missing'])}")
 
 
 def register(app: typer.Typer) -> None:

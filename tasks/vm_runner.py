@@ -19,7 +19,6 @@ runner's (tasks/run_progress.py; partial results written, late results dropped).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import AgentError, VMServerError, VMUnreachableError
 from kimi_agent.listener import Listener, Phase, action_text
-from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem
+from kimi_agent.tasks.loader import LoadedTask, TaskSet
 from kimi_agent.tasks.model_link import BackendLocks
 from kimi_agent.tasks.osworld_bridge import Bridge, BridgeDeadError, BridgeTarget
 from kimi_agent.tasks.run_progress import ProgressView, phase_label
@@ -52,6 +51,7 @@ from kimi_agent.tasks.runner import (
     write_result,
 )
 from kimi_agent.tasks.spec import TaskSpec
+from kimi_agent.tasks.vm_tasks import read_raw_task, vm_problem, vm_spec
 
 if TYPE_CHECKING:
     from kimi_agent.env.osworld_vm import OSWorldVMEnv
@@ -210,29 +210,6 @@ def _error(job: _Job, settings: RunSettings, reason: str, *, worker: int) -> Tas
                       host={"attempt": job.attempt})
 
 
-def _read_task(t: LoadedTask) -> dict[str, Any] | None:
-    try:
-        data = json.loads(t.path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> TaskSpec | None:
-    """The task's spec for a VM run. OSWorld's code reads the raw file, so a file our stricter
-    schema rejects (an extra note field, a non-string `source`) still runs when its id is one safe,
-    unused folder name and it has an instruction; None otherwise (the task is `invalid`)."""
-    if task is None:
-        return None
-    task_id, instruction = task.get("id"), task.get("instruction")
-    if not isinstance(task_id, str) or not isinstance(instruction, str) or id_problem(task_id) or task_id in seen:
-        return None
-    seen.add(task_id)
-    if t.spec is not None and t.status != "invalid":
-        return t.spec
-    return TaskSpec.model_construct(id=task_id, instruction=instruction)
-
-
 def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunSettings,
                  targets: list[BridgeTarget], *, venv: Path | None = None,
                  start_bridge: Callable[[BridgeTarget, Path], Bridge] | None = None,
@@ -257,11 +234,11 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
     try:
         seen: set[str] = set()
         for i, t in enumerate(tasks):
-            task = _read_task(t)
-            spec = _vm_spec(t, task, seen)
+            task = read_raw_task(t)
+            spec = vm_spec(t, task, seen)
             if spec is None or task is None:
                 order.append(f"#{i}")
-                results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=t.error or "unreadable",
+                results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=vm_problem(t, task, seen) or "",
                                               path=str(t.path), domain=domain_of(t.path))
                 continue
             order.append(spec.id)
