@@ -281,7 +281,9 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a ru
            open_browser: Annotated[bool, typer.Option("--open", help="open it in a web browser")] = False) -> None:
     """Write RUN_DIR/report.html (self-contained), traj.jsonl (OSWorld format) and recording.mp4."""
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
-        console.print(f"[bold red]error:[/] {escape(str(run_dir))} is not a run folder (no run.json or steps.jsonl)")
+        why = ("does not exist" if not run_dir.exists() else "is a file, not a run folder" if not run_dir.is_dir()
+               else "is not a run folder (no run.json or steps.jsonl)")
+        console.print(f"[bold red]error:[/] {escape(str(run_dir))} {why}", soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_START)
     written = _finish_run(run_dir)
     missing = [name for name in ("report.html", "traj.jsonl") if name not in written]

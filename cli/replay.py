@@ -38,6 +38,8 @@ def replay_command(
 
     try:
         secrets = dict(_pair(p) for p in secret or [])
+        if not run_dir.exists():
+            raise ConfigError(f"{run_dir} does not exist")
         if not (run_dir / "steps.jsonl").is_file():
             raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
         run = read_recorded_run(run_dir)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from support.cli import run_cli
 from support.page_server import page_server
 
 from kimi_agent import Agent, AgentSettings
@@ -109,9 +110,13 @@ def test_replay_of_a_tampered_run_differs(recorded: Path, tmp_path: Path) -> Non
     assert "the screen differs" in (tmp_path / "replay" / "report.html").read_text()
 
 
-def test_replay_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_replay_and_report_refuse_a_folder_that_is_not_a_run_or_does_not_exist(tmp_path: Path) -> None:
     r = _replay(tmp_path)
     assert r.returncode == 2 and "is not a run folder" in r.stderr
+    gone = tmp_path / "no-such-run"
+    for command in ("replay", "report"):
+        r = run_cli(command, str(gone), tmp_path=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip() == f"error: {gone} does not exist", (command, r.stderr)
 
 
 def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
