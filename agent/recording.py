@@ -22,6 +22,7 @@ from typing import Any, Literal
 from PIL import Image, ImageDraw, ImageFont
 
 from kimi_agent.errors import ArtifactError
+from kimi_agent.frame_files import load_frame
 from kimi_agent.markers import Mark, run_marks
 from kimi_agent.trajectory import read_steps
 
@@ -74,8 +75,7 @@ def output_size(width: int, height: int, max_width: int = MAX_WIDTH) -> tuple[in
 
 def render_frame(frame: RecordingFrame, size: tuple[int, int]) -> Image.Image:
     """The screenshot scaled to `size` (w, h) px, RGB, with its marks and caption drawn."""
-    with Image.open(frame.path) as f:
-        image = f.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    image = load_frame(frame.path).resize(size, Image.Resampling.BILINEAR)
     draw_marks(image, frame.marks)
     _caption(image, frame.caption)
     return image
@@ -142,8 +142,7 @@ def write_recording(run_dir: str | Path, *, encoder: Encoder = "auto") -> Path |
     if not frames:
         return None
     try:
-        with Image.open(frames[0].path) as first:
-            size = output_size(*first.size)
+        size = output_size(*load_frame(frames[0].path).size)
     except OSError as e:
         raise ArtifactError(f"{frames[0].path} is not a readable image ({e})") from None
     ffmpeg = find_ffmpeg() if encoder != "webp" else None

@@ -31,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from kimi_agent.actions.types import Action
 from kimi_agent.env.base import Environment
 from kimi_agent.errors import ActionError, ArtifactError
+from kimi_agent.frame_files import load_frame
 from kimi_agent.markers import run_marks
 from kimi_agent.report import frame_data_url, load_run, overlay
 from kimi_agent.safety import Redactor, fill_recorded_secrets
@@ -166,8 +167,7 @@ def _compare(run_dir: Path, out: Path, n: int, recorded: str | None, image: Imag
     if recorded is None or not (run_dir / recorded).exists():
         return StepReplay(n, recorded, rel, 1.0, False, error="the recorded frame is missing")
     try:
-        with Image.open(run_dir / recorded) as f:
-            diff = frame_difference(f.convert("RGB"), image)
+        diff = frame_difference(load_frame(run_dir / recorded), image)
     except OSError as e:  # not an image (PIL's UnidentifiedImageError), truncated, unreadable
         return StepReplay(n, recorded, rel, 1.0, False, error=f"the recorded frame is not a readable image ({e})")
     return StepReplay(n, recorded, rel, round(diff, 6), diff <= threshold)

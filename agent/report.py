@@ -26,9 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from kimi_agent.errors import ArtifactError
+from kimi_agent.frame_files import load_frame
 from kimi_agent.markers import Mark, run_marks
 from kimi_agent.trajectory import read_steps, read_text
 
@@ -69,9 +68,8 @@ def model_label(run: dict[str, Any]) -> str:
 def frame_data_url(path: Path) -> tuple[str, int, int] | None:
     """(JPEG data URL, width, height) of a frame scaled to at most MAX_WIDTH px, or None if unreadable."""
     try:
-        with Image.open(path) as f:
-            im = f.convert("RGB")
-    except OSError:
+        im = load_frame(path)
+    except OSError:  # missing, not a regular file, not an image, too large
         return None
     if im.width > MAX_WIDTH:
         im = im.resize((MAX_WIDTH, round(im.height * MAX_WIDTH / im.width)))

@@ -63,10 +63,16 @@ def get_vm_terminal_output(ctx: EvalContext, config: GetterConfig) -> str:
     raise EvaluationError("vm_terminal_output needs an Ubuntu GNOME desktop (run this task on an OSWorld VM)")
 
 
-def _tree(path: Path) -> dict[str, Any]:
+MAX_TREE_DEPTH = 64  # deeper folders are listed without their children
+
+
+def _tree(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The tree under `path`; a linked folder is a directory whose children are not listed (a link
+    loop, or a link out of the task's home, is never walked)."""
     if path.is_dir():
+        walk = not path.is_symlink() and depth < MAX_TREE_DEPTH
         return {"name": path.name, "type": "directory",
-                "children": [_tree(p) for p in sorted(path.iterdir(), key=lambda p: p.name)]}
+                "children": [_tree(p, depth + 1) for p in sorted(path.iterdir(), key=lambda p: p.name)] if walk else []}
     return {"name": path.name, "type": "file"}
 
 

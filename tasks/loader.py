@@ -12,7 +12,9 @@ Tasks that need the internet are `unsupported` with "network: ..." reasons unles
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +170,14 @@ def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus
     return ("unsupported" if unique else "runnable"), unique, None
 
 
-def _read_json(path: Path) -> object:
-    """The parsed file; raises ValueError (with the reason as its message) or OSError."""
-    with path.open("rb") as f:
+def read_task_json(path: Path) -> object:
+    """The parsed file; raises ValueError (with the reason as its message) or OSError. Only a regular
+    file is read (a FIFO named *.json would block forever), and NaN/Infinity are refused (a budget of
+    Infinity seconds is no budget)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
         data = f.read(MAX_TASK_FILE_BYTES + 1)
     if len(data) > MAX_TASK_FILE_BYTES:
         raise ValueError(f"larger than {MAX_TASK_FILE_BYTES} bytes")
@@ -182,17 +189,21 @@ def _read_json(path: Path) -> object:
     if problem is not None:
         raise ValueError(problem)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise ValueError(f"not valid JSON: {e}") from e
     except (ValueError, RecursionError) as e:  # e.g. an integer longer than 4300 digits
         raise ValueError(f"not loadable JSON: {e}") from e
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a task may use")
+
+
 def load_task(path: Path, *, allow_network: bool = False) -> LoadedTask:
     """One file as a `LoadedTask`; never raises (every problem becomes an `invalid` task)."""
     try:
-        raw = _read_json(path)
+        raw = read_task_json(path)
     except OSError as e:
         return LoadedTask(path, None, "invalid", error=f"{path}: cannot read: {e.strerror or e}")
     except ValueError as e:

@@ -150,6 +150,13 @@ class LaunchParams(_Params):
 
 
 def _check_command(p: LaunchParams | ExecuteParams) -> list[str]:
+    """What the host lacks for the command (apt packages); `ValueError` (the task is invalid) for a
+    command string that does not split into words, found at load time rather than mid-task."""
+    if not p.shell and isinstance(p.command, str):
+        try:
+            shlex.split(p.command)
+        except ValueError as e:
+            raise ValueError(f"command {p.command[:200]!r} cannot be split into words ({e})") from None
     return [f"apt package {pkg!r} not installed" for pkg in _missing_apt(p.command)]
 
 

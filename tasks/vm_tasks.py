@@ -5,18 +5,17 @@ JSON object with an instruction and one safe, unused id. `kimi-agent run --vm/--
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from kimi_agent.tasks.loader import LoadedTask, id_problem
+from kimi_agent.tasks.loader import LoadedTask, id_problem, read_task_json
 from kimi_agent.tasks.spec import TaskSpec
 
 
 def read_raw_task(t: LoadedTask) -> dict[str, Any] | None:
     """The task file as OSWorld reads it: its JSON object, or None (unreadable, not JSON, not an object)."""
     try:
-        data = json.loads(t.path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_task_json(t.path)  # bounded: a regular file of at most 4 MB, no NaN, no deep nesting
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -146,3 +146,24 @@ def test_missing_frames_never_replace_a_report_that_has_them(tmp_path: Path, fak
     assert notice is not None and "3 of 3 screenshots are missing" in notice.group(1)
     # and rewriting it (frames still missing) replaces nothing better
     assert write_report(run).read_text() == page
+
+
+def test_a_frame_that_is_a_fifo_or_a_decompression_bomb_is_missing_not_a_hang(tmp_path: Path, fake_env: Any,
+                                                                              kimi_reply: Any) -> None:
+    """A damaged run folder (or one from elsewhere) cannot block `report` or crash it."""
+    import os
+
+    from PIL import Image
+
+    from kimi_agent.frame_files import load_frame
+
+    run = _short_episode(tmp_path, fake_env, kimi_reply)
+    frames = sorted((run / "frames").iterdir())
+    frames[0].unlink()
+    os.mkfifo(frames[0])
+    Image.new("1", (20_000, 10_000)).save(frames[1])  # 200 megapixels, a few KB of PNG
+    for frame, why in ((frames[0], "is not a regular file"), (frames[1], "decompression bomb")):
+        with pytest.raises(OSError, match=why):
+            load_frame(frame)
+    html = write_report(run).read_text()  # returns at once: those screenshots are left out
+    assert html.count('<img src="data:') < 3  # two steps and the final screen, when all are readable

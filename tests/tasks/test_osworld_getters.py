@@ -261,3 +261,18 @@ def test_active_tab_html_parse_categories_on_a_real_page(headless_browser: Any) 
             "toys": True, "kids": True, "is_other_exist": False, "spider-man": True, "about": True}
     finally:
         page.close()
+
+
+def test_list_directory_does_not_walk_into_links(tmp_path: Path) -> None:
+    """A task can leave a link loop (or a link to / ) in its home: the tree lists the link, not its inside."""
+    from kimi_agent.tasks.getters_os import _tree
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.txt").write_text("x")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "root").symlink_to("/")
+    tree = _tree(tmp_path / "a")
+    assert tree == {"name": "a", "type": "directory", "children": [
+        {"name": "b", "type": "directory", "children": [{"name": "f.txt", "type": "file"}]},
+        {"name": "loop", "type": "directory", "children": []},
+        {"name": "root", "type": "directory", "children": []}]}

@@ -172,3 +172,23 @@ def test_vm_paths_map_into_the_worker_home(tmp_path: Path) -> None:
     for text in ("awk '$1 !~ /^Z/ { print }'", "[[ $a =~ ^x ]] && echo y", "echo ~user"):
         assert paths.map_text(text) == text
     assert paths.map_text("cd ~ && DIR=~/d") == f"cd {paths.home} && DIR={paths.home}/d"
+
+
+def test_a_fifo_infinity_and_an_unsplittable_command_are_invalid_at_load_time(tmp_path: Path) -> None:
+    """A FIFO named *.json would block the loader forever; Infinity seconds is no budget; a command
+    shlex cannot split would fail mid-task: each is `invalid` naming the file, before anything runs."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.json")
+    base = {"instruction": "x", "evaluator": {"func": "infeasible"}}
+    (tmp_path / "inf.json").write_text(json.dumps(
+        {**base, "id": "inf", "config": [{"type": "sleep", "parameters": {"seconds": float("inf")}}]}))
+    (tmp_path / "unsplit.json").write_text(json.dumps(
+        {**base, "id": "unsplit", "config": [{"type": "execute", "parameters": {"command": "echo 'open",
+                                                                                "shell": False}}]}))
+    errors = {t.path.name: t.error for t in load_tasks(tmp_path).invalid}
+    assert errors == {
+        "fifo.json": f"{tmp_path / 'fifo.json'}: not a regular file",
+        "inf.json": f"{tmp_path / 'inf.json'}: not loadable JSON: Infinity is not a number a task may use",
+        "unsplit.json": f"{tmp_path / 'unsplit.json'}: command \"echo 'open\" cannot be split into words "
+                        "(No closing quotation)"}
