@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,7 +74,8 @@ def write_episode_artifacts(run_dir: str | Path, task_dir: str | Path | None = N
 
 
 def _place_task_files(run_dir: Path, task_dir: Path, written: dict[str, Path]) -> None:
-    """OSWorld's traj.jsonl (its screenshot paths relative to the task folder) and the recording."""
+    """OSWorld's traj.jsonl (its screenshot paths relative to the task folder) and the recording,
+    each written to a fresh temporary file that replaces its name: never through a link."""
     from kimi_agent.export import export_osworld
 
     for name in TASK_FILES:
@@ -80,21 +83,46 @@ def _place_task_files(run_dir: Path, task_dir: Path, written: dict[str, Path]) -
             continue
         try:
             if name == "traj.jsonl":
-                export_osworld(run_dir, out=task_dir / name)
+                tmp = _fresh_temp(task_dir / name)
+                try:
+                    export_osworld(run_dir, out=tmp)
+                    os.replace(tmp, task_dir / name)
+                finally:
+                    tmp.unlink(missing_ok=True)
             else:
                 place(written[name], task_dir / name)
-        except OSError as e:
+        except (OSError, ArtifactError) as e:
             log.warning("could not place %s in %s: %s", name, task_dir, e)
 
 
+def _fresh_temp(dest: Path) -> Path:
+    """A new empty file next to `dest` under a random name (O_CREAT|O_EXCL|O_NOFOLLOW: never an
+    existing file or link), for a write that then replaces `dest`."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+    return Path(tmp)
+
+
 def place(src: Path, dest: Path) -> None:
-    """Put `src` at `dest` (replacing it): a hard link, or a copy where links cannot be made."""
-    if dest.resolve() == src.resolve():
+    """Put `src` (a regular file, not a link) at `dest`, replacing `dest` itself (a link there is
+    replaced, never written through): a hard link, or a copy where links cannot be made."""
+    if dest.parent.resolve() / dest.name == src.parent.resolve() / src.name:
         return
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    tmp.unlink(missing_ok=True)
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        raise OSError(f"{src} is not a regular file")
+    tmp = _fresh_temp(dest)
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+        tmp.unlink()
+        try:
+            os.link(src, tmp, follow_symlinks=False)  # fails if anything took the name meanwhile
+        except OSError:
+            with open(src, "rb", opener=_no_follow) as fin, open(tmp, "xb", opener=_no_follow) as fout:
+                shutil.copyfileobj(fin, fout)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

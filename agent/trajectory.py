@@ -10,10 +10,12 @@ Every string written passes through the redactor (secret values become `<secret:
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import queue
 import re
+import stat
 import threading
 import time
 from datetime import datetime
@@ -217,14 +219,38 @@ def read_steps(run_dir: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def read_text(path: Path) -> str:
-    """`path`'s UTF-8 text; `ArtifactError` naming it when it cannot be read or is not UTF-8."""
+MAX_READ_BYTES = 64 * 2**20  # the most `read_text` reads (a run folder may be written by a sandboxed task)
+
+
+def read_text(path: Path, *, max_bytes: int = MAX_READ_BYTES) -> str:
+    """`path`'s UTF-8 text (newlines as `Path.read_text` gives them); `ArtifactError` naming it when
+    it cannot be read, is not UTF-8, is over `max_bytes`, or is not a regular file: a symbolic link,
+    FIFO or device is never opened for reading (O_NOFOLLOW | O_NONBLOCK, then fstat), so a planted
+    FIFO cannot hang the reader nor a link make it read another file."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ArtifactError(f"could not read {path}: a symbolic link, not a file") from None
+        raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArtifactError(f"could not read {path}: not a regular file")
+        chunks, size = [], 0
+        while size <= max_bytes and (chunk := os.read(fd, min(2**20, max_bytes + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as e:
         raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise ArtifactError(f"could not read {path}: larger than {max_bytes / 2**20:g} MiB")
+    try:
+        text = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:

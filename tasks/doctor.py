@@ -12,7 +12,7 @@ def run_checks() -> list[Check]:
     why = sandbox.probe()
     bwrap = Check("sandbox (bwrap)", why is None, "task workers run in a bubblewrap sandbox" if why is None else why,
                   "" if why is None else "apt-get install bubblewrap; without it, task files whose steps run "
-                  "commands are skipped (or run on this machine with --no-sandbox)", optional=True)
+                  "commands or read this machine's files are skipped (or run on this machine with --no-sandbox)", optional=True)
     mount = cgroups.find_mount()
     why = cgroups.probe()
     detail = (f"cgroup v{mount.version}: workers get kernel memory, process and CPU limits"

@@ -8,12 +8,14 @@ shared driver (`env.playwright_host`), connected over CDP only when a getter nee
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -48,12 +50,72 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
                 raise
             time.sleep(0.2)
 
+STRAY_WAIT_S = 5.0  # how long reset() keeps killing what a task left running
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, state)} of every process this pid namespace's /proc shows."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        table[int(entry)] = (int(fields[1]), fields[0])
+    return table
+
+
+def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[int]) -> list[int]:
+    """Live processes that are not this worker's own: its own are itself, its ancestors (bwrap's
+    init) and what it started itself and holds (its direct children: the desktop's Xvfb and window
+    manager, the Playwright driver) with their descendants; never a process it launched for a task.
+    A task's background processes were reparented to the namespace's init, so none of them is here."""
+    me = os.getpid()
+    keep = {me}
+    pid = me
+    while pid in table and table[pid][0] not in keep and table[pid][0] > 0:
+        pid = table[pid][0]
+        keep.add(pid)
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    todo = [c for c in children.get(me, []) if c not in launched]
+    while todo:
+        pid = todo.pop()
+        if pid not in keep:
+            keep.add(pid)
+            todo.extend(children.get(pid, []))
+    return sorted(p for p, (_, state) in table.items() if p not in keep and state not in ("Z", "X"))
+
+
+def kill_strays(launched: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """SIGKILL every process of this (sandboxed) worker's pid namespace that is not its own (see
+    `_strays`), again while any is left or new ones appear (a loop that forks), for at most
+    STRAY_WAIT_S; returns the pids still alive then. Only for a worker alone in its pid namespace:
+    elsewhere these would be the host's processes."""
+    deadline = time.monotonic() + STRAY_WAIT_S
+    while strays := _strays(_proc_table(), launched):
+        if time.monotonic() >= deadline:
+            return strays
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    return []
+
+
 class LocalHost:
     """The `TaskHost` of one worker. `desktop` provides the display; `home` is wiped by `reset()`."""
 
     def __init__(self, desktop: DesktopEnv, home: str | os.PathLike[str], *, debugging_port: int | None = None,
-                 client_password: str = DEFAULT_PASSWORD) -> None:
+                 client_password: str = DEFAULT_PASSWORD, own_pid_namespace: bool = False) -> None:
+        """own_pid_namespace: this process is a sandboxed worker alone in its pid namespace (with
+        bwrap's init), so `reset()` may kill every process it sees that is not its own."""
         self.desktop = desktop
+        self.own_pid_namespace = own_pid_namespace
         self.paths = HostPaths(Path(home).resolve())
         self.client_password = client_password
         self._port = debugging_port or free_port()
@@ -69,9 +131,14 @@ class LocalHost:
         """Fresh state for the next task: no browser, no launched apps, an empty home with a
         Chromium profile whose Default/Preferences exists (task commands edit it with jq)."""
         self.stop_browser()
+        launched = {proc.pid for proc in self._launched}
         for proc in self._launched:
             process.terminate(proc, timeout_s=3.0, group=True)
         self._launched.clear()
+        if self.own_pid_namespace:
+            left = kill_strays(launched)
+            if left:
+                log.warning("processes of the last task outlived SIGKILL: %s", left)
         home = self.paths.home
         home.mkdir(parents=True, exist_ok=True)
         for child in list(home.iterdir()):  # the home may be a mount point (/home/user in the sandbox)
@@ -176,8 +243,8 @@ class LocalHost:
         cmd = ["bash", "-c", argv] if isinstance(argv, str) else list(argv)
         if shell and isinstance(argv, list):
             cmd = ["bash", "-c", " ".join(argv)]
-        try:
-            proc = process.spawn(cmd, env=self._env())
+        try:  # in the home, as OSWorld's in-VM server (the worker's own folder is `/` in a sandbox)
+            proc = process.spawn(["env", "-C", str(self.paths.home), "--", *cmd], env=self._env())
         except OSError as e:
             raise SetupStepError(f"cannot launch {cmd!r}: {e}") from e
         self._launched.append(proc)

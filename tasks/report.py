@@ -15,7 +15,7 @@ from rich.text import Text
 from kimi_agent.tasks.loader import id_problem
 from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
 from kimi_agent.tasks.run_progress import ProgressView
-from kimi_agent.tasks.runner import RunSummary, write_json_atomic
+from kimi_agent.tasks.runner import RunSummary, write_bytes_atomic, write_json_atomic
 
 _STYLE = {"success": "green", "fail": "red", "error": "magenta", "unsupported": "yellow", "invalid": "yellow",
           "interrupted": "yellow"}
@@ -61,12 +61,12 @@ def write_outputs(summary: RunSummary) -> None:
     for r in summary.results:
         if r.status == "invalid" or id_problem(r.task_id) is not None:  # names no folder of its own
             continue
-        if (out / r.task_id / "result.json").is_file():
-            _write_text(out / r.task_id / TASK_PAGE, task_page_html(out, r))
+        task_dir = out / r.task_id
+        if not task_dir.is_symlink() and (task_dir / "result.json").is_file():
+            _write_text(task_dir / TASK_PAGE, task_page_html(out, r))
     _write_text(out / "index.html", index_html(summary))
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Through a fresh temporary file that replaces `path`: never through a link planted in a task folder."""
+    write_bytes_atomic(path, text.encode("utf-8"))

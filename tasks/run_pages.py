@@ -17,11 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kimi_agent.errors import ArtifactError
 from kimi_agent.report import model_label
-from kimi_agent.tasks.runner import RunSummary, TaskResult
+from kimi_agent.tasks.runner import RunSummary, TaskResult, trajectory_problem
+from kimi_agent.trajectory import read_text
 
 _e = html.escape
 TASK_PAGE = "report.html"
+RUN_JSON_LIMIT = 4 * 2**20  # bytes of an episode's run.json read for the index (written in the sandbox)
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1b1b1f}
@@ -64,8 +67,9 @@ _SCRIPT = """
 
 def is_infeasible(r: TaskResult) -> bool:
     """Whether the task was scored by OSWorld's `infeasible` evaluator."""
-    metrics = (r.evaluation or {}).get("metrics") or []
-    return bool(metrics) and metrics[0].get("func") == "infeasible"
+    metrics = (r.evaluation or {}).get("metrics")
+    return isinstance(metrics, list) and bool(metrics) and isinstance(metrics[0], dict) and \
+        metrics[0].get("func") == "infeasible"
 
 
 def outcome_text(r: TaskResult) -> str:
@@ -81,11 +85,13 @@ def run_metadata(summary: RunSummary) -> dict[str, str]:
     """Model, backend, date and step budget of the run, from its episodes' run.json files."""
     runs = []
     for r in summary.results:
-        if r.trajectory:
-            try:
-                runs.append(json.loads((summary.out_dir / r.trajectory / "run.json").read_text(encoding="utf-8")))
-            except (OSError, ValueError):
+        if (trajectory := _trajectory(r)) is not None:
+            try:  # a regular file of bounded size only: a planted FIFO or link is skipped
+                run = json.loads(read_text(summary.out_dir / trajectory / "run.json", max_bytes=RUN_JSON_LIMIT))
+            except (ArtifactError, ValueError, RecursionError):
                 continue
+            if isinstance(run, dict):
+                runs.append(run)
     if not runs:
         return {"model": "no episode ran", "backend": "-", "date": "-", "step budget": "-"}
     first = min(runs, key=lambda run: str(run.get("started_at", "")))
@@ -96,15 +102,32 @@ def run_metadata(summary: RunSummary) -> dict[str, str]:
             "step budget": ", ".join(budgets) + " steps per task"}
 
 
+def _trajectory(r: TaskResult) -> str | None:
+    """The result's trajectory where it is a relative path inside its task's folder (`<task id>/<run
+    folder>`), else None: a worker's result is untrusted, and pages link it and read its run.json."""
+    if not r.trajectory or trajectory_problem(r.task_id, r.trajectory) is not None:
+        return None
+    return r.trajectory
+
+
+def _number(v: Any) -> str:
+    """A score as a number (as Python prints it: 1.0); anything else (a worker's result is untrusted)
+    as escaped text."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return _e(str(v))
+
+
 def _links(out: Path, r: TaskResult) -> str:
     links = []
     task_dir = out / r.task_id
     if (task_dir / TASK_PAGE).exists() or (task_dir / "result.json").exists():
         links.append(f'<a href="{_e(r.task_id)}/{TASK_PAGE}">task</a>')
-    if r.trajectory and (out / r.trajectory / "report.html").exists():
-        links.append(f'<a href="{_e(r.trajectory)}/report.html">episode</a>')
-    elif r.trajectory:
-        links.append(f'<a href="{_e(r.trajectory)}/">trajectory</a>')
+    trajectory = _trajectory(r)
+    if trajectory and (out / trajectory / "report.html").exists():
+        links.append(f'<a href="{_e(trajectory)}/report.html">episode</a>')
+    elif trajectory:
+        links.append(f'<a href="{_e(trajectory)}/">trajectory</a>')
     return " ".join(links)
 
 
@@ -167,11 +190,11 @@ def task_page_html(out: Path, r: TaskResult) -> str:
     """`<out>/<task id>/report.html`: the task's score and the evaluator's inputs, with links."""
     ev = r.evaluation or {}
     metric_rows = "".join(
-        f"<tr><td>{_e(str(m.get('func')))}</td><td>{m.get('score')}</td><td>{_value(m.get('result'))}</td>"
+        f"<tr><td>{_e(str(m.get('func')))}</td><td>{_number(m.get('score'))}</td><td>{_value(m.get('result'))}</td>"
         f"<td>{_value(m.get('expected'))}</td><td>{_e(str(m.get('note') or ''))}</td></tr>"
-        for m in ev.get("metrics") or [])
+        for m in (ev.get("metrics") if isinstance(ev.get("metrics"), list) else []) if isinstance(m, dict))
     evaluation = ("<p>Not scored: " + _e(r.reason) + "</p>") if not ev else (
-        f"<p>score <b>{ev.get('score')}</b>{' — ' + _e(str(ev['note'])) if ev.get('note') else ''}</p>"
+        f"<p>score <b>{_number(ev.get('score'))}</b>{' — ' + _e(str(ev['note'])) if ev.get('note') else ''}</p>"
         "<table class='eval'><tr><th>metric</th><th>score</th><th>result (what the getter returned)</th>"
         f"<th>expected</th><th>note</th></tr>{metric_rows}</table>")
     task_dir = out / r.task_id
@@ -182,12 +205,12 @@ def task_page_html(out: Path, r: TaskResult) -> str:
         media = "<img src='recording.webp' width='960' alt='recording'>"
     links = [f"<a href='{_e(n)}'>{_e(n)}</a>" for n in ("result.json", "traj.jsonl", "recording.mp4")
              if (task_dir / n).exists()]
-    if r.trajectory and (out / r.trajectory / "report.html").exists():
-        rel = Path(r.trajectory).relative_to(r.task_id) if Path(r.trajectory).parts[0] == r.task_id else None
-        if rel is not None:
-            links.insert(0, f"<a href='{_e(rel.as_posix())}/report.html'>the episode, step by step</a>")
-    refusals = "".join(f"<li>step {x.get('step')}: {_e(str(x.get('risk')))} — {_e(str(x.get('reason')))}</li>"
-                       for x in r.refusals)
+    trajectory = _trajectory(r)
+    if trajectory and (out / trajectory / "report.html").exists():
+        rel = trajectory.split("/", 1)[1]  # inside the task's folder (checked by _trajectory)
+        links.insert(0, f"<a href='{_e(rel)}/report.html'>the episode, step by step</a>")
+    refusals = "".join(f"<li>step {_e(str(x.get('step')))}: {_e(str(x.get('risk')))} — "
+                       f"{_e(str(x.get('reason')))}</li>" for x in r.refusals)
     rows = [("task", r.task_id), ("domain", r.domain or "-"), ("instruction", r.instruction), ("status", r.status),
             ("score", "not scored" if r.score is None else f"{r.score:g}"), ("reason", outcome_text(r)),
             ("episode", f"{r.episode_status or '-'} after {r.steps} steps, {r.seconds:.1f} s")]

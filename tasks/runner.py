@@ -19,12 +19,16 @@ task that was running keeps what its worker had written (its partial trajectory)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -59,6 +63,8 @@ SCORE_FILE = "result.txt"  # OSWorld's per-task score file
 FIRST_FRAME_CAP_S = 8.0
 log = logging.getLogger("kimi_agent.tasks")
 KILL_GRACE_S = 60.0
+RESULT_READ_LIMIT = 16 * 2**20  # bytes of a result.json the runner reads back (a task folder is sandbox-written)
+_PATH_PART = re.compile(r"[A-Za-z0-9._-]+")  # one folder name of a trajectory path (no scheme, no separator)
 
 
 class RunSettings(BaseModel):
@@ -157,29 +163,145 @@ def _rate(scored: list[TaskResult]) -> float:
 
 # ---------------------------------------------------------------- files
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all, never through a link: the data goes to a new temporary
+    file in the same folder (`mkstemp`: O_CREAT|O_EXCL|O_NOFOLLOW, a fresh random name), which then
+    replaces `path`. A `path` that is a symbolic link (planted by a sandboxed task) is replaced
+    itself; its target is never opened."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, json.dumps(data, indent=2, default=str).encode("utf-8"))
 
 
 def write_result(out: Path, result: TaskResult) -> None:
-    """`result.json` and OSWorld's `result.txt` (the score, or "error") in the task folder."""
+    """`result.json` and OSWorld's `result.txt` (the score, or "error") in the task folder; a task
+    folder that is a symbolic link is removed first (the link, not its target)."""
     task_dir = _task_dir(out, result.task_id)
+    if task_dir.is_symlink():
+        task_dir.unlink()
     task_dir.mkdir(parents=True, exist_ok=True)
     score = "error" if result.score is None else f"{result.score:g}"
-    tmp = task_dir / f".{SCORE_FILE}.{os.getpid()}.part"
-    tmp.write_text(score + "\n", encoding="utf-8")
-    os.replace(tmp, task_dir / SCORE_FILE)
+    write_bytes_atomic(task_dir / SCORE_FILE, (score + "\n").encode("utf-8"))
     write_json_atomic(task_dir / RESULT_FILE, result.model_dump(mode="json"))
 
 
 def read_result(task_dir: Path) -> TaskResult | None:
-    """The finished result in `task_dir`, or None (missing or unreadable: the task reruns)."""
+    """The finished result in `task_dir`, or None (missing, unreadable, not a regular file or over
+    `RESULT_READ_LIMIT`: the task reruns)."""
+    from kimi_agent.trajectory import read_text
+
     try:
-        return TaskResult.model_validate_json((task_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return TaskResult.model_validate_json(read_text(task_dir / RESULT_FILE, max_bytes=RESULT_READ_LIMIT))
+    except (ArtifactError, ValueError):
         return None
+
+
+def trajectory_problem(task_id: str, trajectory: str) -> str | None:
+    """Why `trajectory` (a result's, sent by an untrusted worker) is not a relative path inside its
+    task's folder (`<task id>/<run folder>`, plain folder names: no scheme, no `..`, not absolute),
+    or None. Pages link it and the runner reads from it, so nothing else is accepted."""
+    parts = trajectory.split("/")
+    if trajectory.startswith("/") or "\\" in trajectory:
+        return f"trajectory {trajectory!r} is not a relative path"
+    if parts[0] != task_id or len(parts) < 2:
+        return f"trajectory {trajectory!r} is not inside the task's folder {task_id!r}"
+    if any(p in (".", "..") or not _PATH_PART.fullmatch(p) for p in parts[1:]):
+        return f"trajectory {trajectory!r} has a part that is not a plain folder name"
+    return None
+
+
+def remove_unsafe_entries(folder: Path) -> list[str]:
+    """Remove every symbolic link and every entry that is neither a regular file nor a folder
+    (FIFO, socket, device) anywhere under `folder`, walking by file descriptors without following
+    a link; returns what was removed ("<path relative to folder> (<kind>)"). `folder` itself must be
+    a real folder (OSError otherwise)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    removed: list[str] = []
+    top = os.open(folder, flags)
+    stack: list[tuple[int, str, list[str]]] = [(top, "", os.listdir(top))]
+    try:
+        while stack:
+            fd, rel, names = stack[-1]
+            if not names:
+                os.close(fd)
+                stack.pop()
+                continue
+            name = names.pop()
+            try:
+                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(mode):
+                continue
+            if stat.S_ISDIR(mode):
+                try:
+                    child = os.open(name, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError:  # swapped for a link (or something else) since: looked at again
+                    mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                    if stat.S_ISDIR(mode):
+                        raise
+                else:
+                    try:
+                        stack.append((child, f"{rel}{name}/", os.listdir(child)))
+                    except OSError:
+                        os.close(child)
+                        raise
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
+            removed.append(f"{rel}{name} ({_kind(mode)})")
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    return removed
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def adopt_staged(staged: Path, final: Path) -> list[str]:
+    """Move a worker's staged task folder to `final` (in `<out>`, out of the sandbox's reach) and
+    strip it of links and special files (`remove_unsafe_entries`); returns notes on what was
+    removed, for the task's result (`host.notes`). One rename moves whatever `staged` is at that
+    instant; what arrived is then checked by `lstat`, so a folder swapped for a link in between is
+    removed, never followed. A folder that cannot be checked is removed whole."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(final)
+    try:
+        os.rename(staged, final)
+    except FileNotFoundError:
+        return []
+    mode = os.lstat(final).st_mode
+    if not stat.S_ISDIR(mode):
+        final.unlink()
+        notes = [f"the staged task folder was a {_kind(mode)}, not a folder: removed"]
+    else:
+        try:
+            notes = [f"removed {x} from the staged task folder" for x in remove_unsafe_entries(final)]
+        except OSError as e:
+            shutil.rmtree(final, ignore_errors=True)
+            notes = [f"the staged task folder could not be checked ({e}): removed"]
+    if notes:
+        log.warning("%s: %s", final.name, "; ".join(notes))
+    return notes
 
 
 def _task_dir(out: Path, task_id: str) -> Path:
@@ -421,12 +543,9 @@ def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, wo
     r = TaskResult(task_id=spec.id, instruction=spec.instruction, status="interrupted", reason=INTERRUPTED,
                    worker=worker, seconds=round(seconds, 3), domain=domain)
     try:
-        if final.exists():
-            shutil.rmtree(final)
-        if staged.is_dir() and not staged.is_symlink():
-            shutil.move(str(staged), str(final))
-        runs = sorted((d for d in final.iterdir() if d.is_dir() and (d / "run.json").is_file()),
-                      key=lambda d: d.name) if final.is_dir() else []
+        notes = adopt_staged(staged, final)
+        runs = sorted((d for d in final.iterdir() if d.is_dir() and not d.is_symlink() and
+                       (d / "run.json").is_file()), key=lambda d: d.name) if final.is_dir() else []
         if runs:
             try:
                 steps = len(read_steps(runs[-1]))
@@ -435,7 +554,7 @@ def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, wo
                 steps = 0
             r = r.model_copy(update={"steps": steps,
                                      "trajectory": os.path.relpath(runs[-1], out)})
-        r = r.model_copy(update={"path": str(final)})
+        r = r.model_copy(update={"path": str(final), "host": {"notes": notes} if notes else None})
         write_result(out, r)
     except OSError as e:  # the result still says interrupted in results.json
         log.warning("%s: could not keep its partial folder: %s", spec.id, e)

@@ -7,18 +7,26 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
   ends, the kernel kills everything left in it), ipc, uts and cgroup namespaces, and its own
   network namespace with only loopback unless the run allows the network;
 - the system (`/usr`, `/etc`), Python and the project read-only, nothing else of the host
-  (no `/root`, no `/home`, no other project folders);
-- a private `/tmp` and `/dev/shm`, a private home bound at the real path `/home/user` (OSWorld's
-  paths need no rewriting), and one writable host folder: the worker's staging folder under
-  `--out`, where its task folders are written before the runner moves them into place;
+  (no `/root`, no `/home`, no other project folders); in `/etc` every file or folder that is not
+  world-readable (`/etc/shadow`, `/etc/ssl/private`...), `/etc/ssh` and `/etc/sudoers*` are masked
+  (the sandbox runs as uid 0, which could read them);
+- the run's `--out` folder hidden under an empty tmpfs (it may lie inside the project, which is
+  bound read-only): other tasks' results and other workers' homes are out of sight;
+- a private `/tmp`, `/var/tmp` and `/dev/shm`, a private home bound at the real path `/home/user`
+  (OSWorld's paths need no rewriting), and one writable host folder: the worker's staging folder
+  under `--out`, where its task folders are written before the runner moves them into place;
+  everything else, `/` included, is read-only, and the worker's working folder is `/` (so a file a
+  task writes never lands on its import path; the worker also runs `python -P`);
 - a scrubbed environment: only the variables in `ENV_ALLOWLIST` pass, plus what the worker needs;
 - `--die-with-parent` and `--new-session`: nothing outlives the runner, nothing reaches its
-  terminal.
+  terminal; between tasks the worker kills every process of its pid namespace but its own
+  (`host.LocalHost.reset`), so nothing a task started survives into the next one.
 
 Wall time is enforced by the runner (tasks/worker_pool.py), which kills the whole tree; memory,
 processes and CPU by the kernel, in the worker's own cgroup (tasks/cgroups.py), or, where no cgroup
 can be made, by the runner polling the tree's resident memory. `probe()` says whether bwrap can run
-here; without it the runner refuses task files whose steps act on the host unless the user passes
+here; without it the runner refuses task files whose steps act on the host (`host_acting`: run
+commands, write files, or read this machine's files and services) unless the user passes
 `--no-sandbox`.
 """
 
@@ -27,10 +35,12 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 from kimi_agent.tasks.context import VM_HOME
 
@@ -41,6 +51,11 @@ SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/var/lib/dpkg", "/var/cache/fontconfig")
 MERGED_USR = ("/bin", "/sbin", "/lib", "/lib64", "/lib32")
 # The sandbox's own folders: no host folder is bound over them, nor over a folder that holds one.
 PRIVATE_DIRS = ("/tmp", "/dev/shm", "/run", "/var/tmp", VM_HOME, "/proc", "/dev")
+# Secrets of root under /etc, masked whatever their mode (plus every path there that is not world-readable).
+ETC_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssh", "/etc/sudoers",
+               "/etc/sudoers.d")
+# Set (to "1") in a sandboxed worker's environment: it is alone in its pid namespace with bwrap's init.
+SANDBOX_ENV = "KIMI_AGENT_SANDBOXED"
 
 
 @dataclass(frozen=True)
@@ -49,11 +64,14 @@ class SandboxPlan:
 
     home: bound read-write at /home/user.  writable: bound read-write at the same path.
     readable: bound read-only at the same path (Python, the project, import paths).
+    hidden: folders covered by an empty tmpfs, in order, after the read-only binds (the run's
+    `--out`); a readable path inside one is bound again on top, and `writable` and `home` after.
     """
 
     home: Path
     writable: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
     allow_network: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
@@ -86,31 +104,95 @@ def python_paths() -> tuple[Path, ...]:
     return tuple(out)
 
 
+def sandbox_pythonpath(entries: list[str], readable: tuple[Path, ...], writable: tuple[Path, ...]) -> str:
+    """PYTHONPATH for a sandboxed worker: the absolute `entries` that lie in a folder bound read-only
+    (`readable` or the system's) and in no folder a task can write (`writable`, the home); an
+    entry that is not bound would be an empty folder of the sandbox (its /tmp, its /home/user) where a
+    task could put a module the worker then imports."""
+    ro = (*readable, *(Path(d) for d in (*SYSTEM_DIRS, *MERGED_USR)))
+    writable = (*writable, Path(VM_HOME))  # the home is bound over anything below it
+    kept: list[str] = []
+    for entry in entries:
+        if not entry or not os.path.isabs(entry) or not os.path.exists(entry):
+            continue
+        path = Path(entry).resolve()
+        if any(path.is_relative_to(r) for r in ro) and not any(path.is_relative_to(w) for w in writable) \
+                and str(path) not in kept:
+            kept.append(str(path))
+    return os.pathsep.join(kept)
+
+
 def bwrap_exe() -> str:
     """The bubblewrap program: `$KIMI_AGENT_BWRAP` or `bwrap` on PATH."""
     return os.environ.get("KIMI_AGENT_BWRAP") or "bwrap"
 
 
+@functools.cache
+def masked_secrets(root: str = "/etc") -> tuple[tuple[str, bool], ...]:
+    """(path, is a folder) of what the sandbox must not read under `root`: `ETC_SECRETS` and every
+    file or folder whose mode lacks o+r (a folder also when it lacks o+x); symlinks are skipped
+    (their targets are checked where they lie). One walk per process (~1,000 entries: milliseconds)."""
+    found: dict[str, bool] = {}
+    for p in ETC_SECRETS:
+        if p.startswith(root + "/") and os.path.lexists(p) and not os.path.islink(p):
+            found[p] = os.path.isdir(p)
+    for folder, dirs, files in os.walk(root):
+        kept = []
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if path in found:
+                continue
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode):
+                continue
+            if mode & (stat.S_IROTH | stat.S_IXOTH) != (stat.S_IROTH | stat.S_IXOTH):
+                found[path] = True
+            else:
+                kept.append(name)
+        dirs[:] = kept  # nothing below a masked folder needs a look
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if not stat.S_ISLNK(mode) and not mode & stat.S_IROTH:
+                found.setdefault(path, False)
+    return tuple(sorted(found.items()))
+
+
 def bwrap_argv(plan: SandboxPlan) -> list[str]:
-    """The `bwrap ...` prefix for a command run inside the plan's sandbox."""
+    """The `bwrap ...` prefix for a command run inside the plan's sandbox (working folder `/`)."""
     argv = [bwrap_exe(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     if plan.allow_network:
         argv.append("--share-net")
     for d in SYSTEM_DIRS:
         if os.path.exists(d):
             argv += ["--ro-bind", d, d]
+    for path, is_dir in masked_secrets():  # bwrap binds through `/etc/...` as the sandbox sees it
+        argv += ["--tmpfs", path, "--remount-ro", path] if is_dir else ["--ro-bind", "/dev/null", path]
     for d in MERGED_USR:
         if os.path.islink(d):
             argv += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
     argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-             "--tmpfs", "/run", "--dir", "/var/tmp", "--dir", "/home"]  # PRIVATE_DIRS
+             "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--dir", "/home"]  # PRIVATE_DIRS
     for p in plan.readable:
         argv += ["--ro-bind", str(p), str(p)]
+    hidden = [h for h in plan.hidden if h.is_dir()]
+    for h in hidden:
+        argv += ["--tmpfs", str(h)]
+        argv += [a for p in plan.readable if p.is_relative_to(h) for a in ("--ro-bind", str(p), str(p))]
     for p in plan.writable:
         argv += ["--bind", str(p), str(p)]
-    argv += ["--bind", str(plan.home), VM_HOME, "--chdir", VM_HOME]
+    argv += ["--bind", str(plan.home), VM_HOME]
+    for folder in ["/", *map(str, hidden)]:  # once the binds inside made their mount points (not recursive)
+        argv += ["--remount-ro", folder]
+    argv += ["--chdir", "/"]
     for k, v in sorted(plan.env.items()):
         argv += ["--setenv", k, v]
     return [*argv, "--"]
@@ -134,21 +216,75 @@ def probe() -> str | None:
     return None
 
 
-# Setup steps and getters that run commands or write files on the machine they run on.
+# Setup steps and getters that run commands, write files, or read files of the machine they run on.
 HOST_STEPS = frozenset({"execute", "command", "launch", "open", "download", "upload_file",
                         "execute_with_verification"})
 HOST_GETTERS = frozenset({"vm_command_line", "vm_terminal_output", "vm_command_error", "local_file",
-                          "vm_file", "cloud_file"})
+                          "vm_file", "cloud_file", "list_directory", "shortcuts_on_desktop"})
+# Steps and getters that load URLs in the worker's browser (the parameter that holds them, its
+# default): a `file:` URL (or a bare path, `view-source:file:...`) reads this machine's files, and a
+# loopback one reaches its services, when there is no sandbox.
+URL_STEPS = {"chrome_open_tabs": ("urls_to_open", None)}
+URL_GETTERS = {"page_info": ("url", None), "pdf_from_url": ("path", None),
+               "gotoRecreationPage_and_get_html_content": ("url", None)}
+# Schemes that read nothing of this machine; `{LOCAL_SERVER}` is the built-in suite's own server.
+_SAFE_SCHEMES = ("http", "https", "about", "chrome", "data")
+
+
+def _reads_host(url: object) -> bool:
+    """Whether loading `url` in a browser outside a sandbox reads this machine's files or services."""
+    if not isinstance(url, str):
+        return False
+    text = url.strip()
+    if text.startswith("{LOCAL_SERVER}"):
+        return False
+    parsed = urlparse(text)
+    if parsed.scheme.lower() not in _SAFE_SCHEMES:
+        return True
+    if parsed.scheme.lower() in ("http", "https"):
+        from ipaddress import ip_address
+
+        host = (parsed.hostname or "").lower()
+        if host in ("localhost", "0.0.0.0") or host.endswith(".localhost"):
+            return True
+        try:
+            return ip_address(host).is_loopback or ip_address(host).is_unspecified
+        except ValueError:
+            return False
+    return False
+
+
+def _host_urls(params: dict[str, object], key: str, default: str | None) -> list[str]:
+    value = params.get(key, default)
+    urls = value if isinstance(value, list) else [value]
+    return [str(u) for u in urls if _reads_host(u)]
 
 
 def host_acting(spec: object) -> list[str]:
-    """Where a task file acts on the machine it runs on: `config[0] execute`, `result[1] vm_file`..."""
+    """Where a task file acts on the machine it runs on (runs commands, writes files, reads its files
+    or loopback services): `config[0] execute`, `result[1] vm_file`, `config[2] chrome_open_tabs
+    (file:///etc/passwd)`..."""
     from kimi_agent.tasks.spec import TaskSpec
 
     assert isinstance(spec, TaskSpec)
-    out = [f"{where} {step.type}" for where, step in spec.all_steps() if step.type in HOST_STEPS]
+    out = []
+    for where, step in spec.all_steps():
+        if step.type in HOST_STEPS:
+            out.append(f"{where} {step.type}")
+        elif step.type in URL_STEPS and (urls := _host_urls(step.parameters, *URL_STEPS[step.type])):
+            out.append(f"{where} {step.type} ({', '.join(urls)})")
     for kind in ("result", "expected"):
         for i, getter in enumerate(getattr(spec.evaluator, kind)):
-            if getter is not None and getter.type in HOST_GETTERS:
+            if getter is None:
+                continue
+            if getter.type in HOST_GETTERS:
                 out.append(f"evaluator.{kind}[{i}] {getter.type}")
+            elif getter.type in URL_GETTERS and (urls := _host_urls(getter.params, *URL_GETTERS[getter.type])):
+                out.append(f"evaluator.{kind}[{i}] {getter.type} ({', '.join(urls)})")
     return out
+
+
+def in_own_pid_namespace() -> bool:
+    """Whether this process is a sandboxed worker: started with `SANDBOX_ENV` by the pool, as the
+    child of its pid namespace's init (bwrap). Only then may it kill every other process it sees."""
+    return os.environ.get(SANDBOX_ENV) == "1" and os.getppid() == 1

@@ -1,11 +1,13 @@
-"""A task worker: `python -m kimi_agent.tasks.worker FD`, started by the runner inside its sandbox.
+"""A task worker: `python -P -m kimi_agent.tasks.worker FD`, started by the runner inside its sandbox
+(`-P`: no task-writable folder is on its import path; its working folder is the sandbox's read-only `/`).
 
 It owns one display, one browser and one home (`/home/user` inside the sandbox) and runs the tasks
 the runner sends over the channel on file descriptor FD, one at a time: setup, episode, postconfig,
 score (`runner.run_one`). Its model is the runner's (`model_link.ChannelBackend`) unless the run's
 backend is a test double that must read this worker's browser (the scripted solutions), which the
 runner then sends pickled in `init`. The built-in suite's pages are served inside the sandbox, on
-its own loopback. A broken display or browser is rebuilt between tasks.
+its own loopback. A broken display or browser is rebuilt between tasks; in a sandbox, every process
+a task left behind is killed before the next one (`LocalHost.reset`).
 
 Messages in: init, task, stop. Out: ready, start, phase, step, generate (see model_link), done.
 """
@@ -33,6 +35,7 @@ from kimi_agent.tasks.runner import (
     run_one,
     write_result,
 )
+from kimi_agent.tasks.sandbox import in_own_pid_namespace
 from kimi_agent.tasks.spec import TaskSpec
 from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 
@@ -69,7 +72,8 @@ def serve(channel: Channel) -> None:
     def fresh() -> tuple[DesktopEnv, LocalHost]:
         env = DesktopEnv(width=settings.screen[0], height=settings.screen[1],
                          start_timeout_s=settings.start_timeout_s)
-        return env, LocalHost(env, home, client_password=settings.client_password)
+        return env, LocalHost(env, home, client_password=settings.client_password,
+                              own_pid_namespace=in_own_pid_namespace())
 
     env, host = fresh()
     with serve_pages() as local_server:

@@ -22,7 +22,6 @@ import logging
 import os
 import pickle
 import queue
-import shutil
 import socket
 import subprocess
 import sys
@@ -38,8 +37,23 @@ from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, default_cpus, place, 
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ModelHost
 from kimi_agent.tasks.run_progress import phase_label
-from kimi_agent.tasks.runner import KILL_GRACE_S, RunSettings, TaskResult, _task_dir, write_result
-from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, python_paths, scrubbed_env
+from kimi_agent.tasks.runner import (
+    KILL_GRACE_S,
+    RunSettings,
+    TaskResult,
+    _task_dir,
+    adopt_staged,
+    trajectory_problem,
+    write_result,
+)
+from kimi_agent.tasks.sandbox import (
+    SANDBOX_ENV,
+    SandboxPlan,
+    bwrap_argv,
+    python_paths,
+    sandbox_pythonpath,
+    scrubbed_env,
+)
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.backends.base import Backend
@@ -169,16 +183,22 @@ class WorkerPool:
             d.mkdir(parents=True, exist_ok=True)
         parent_end, child_end = socket.socketpair()
         pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
+        # -P: neither the working folder nor a script's folder goes on the worker's sys.path
+        worker_argv = [sys.executable, "-P", "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
         if self.sandbox:
-            env = scrubbed_env({"PYTHONPATH": pythonpath})
-            plan = SandboxPlan(home=home.resolve(), writable=(root.resolve() / "tasks",),
-                               readable=python_paths(), allow_network=self.settings.allow_network, env=env)
-            argv = [*bwrap_argv(plan), sys.executable, "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
+            readable = python_paths()
+            writable = (root.resolve() / "tasks",)
+            pythonpath = sandbox_pythonpath(sys.path, readable, (*writable, home.resolve()))
+            env = scrubbed_env({"PYTHONPATH": pythonpath, SANDBOX_ENV: "1"})
+            out = self.settings.out_dir.resolve()
+            plan = SandboxPlan(home=home.resolve(), writable=writable, readable=readable,
+                               hidden=(out, out / ".workers"), allow_network=self.settings.allow_network, env=env)
+            argv = [*bwrap_argv(plan), *worker_argv]
             worker_home = "/home/user"
         else:
             env = scrubbed_env({"PYTHONPATH": pythonpath}, home=str(home.resolve()))
             env["PATH"] = os.environ.get("PATH", env["PATH"])
-            argv = [sys.executable, "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
+            argv = worker_argv
             worker_home = str(home.resolve())
         cgroup = self._cgroup(f"kimi-agent-{os.getpid()}-w{index}-{self._generation}")
         if cgroup is not None:
@@ -276,7 +296,11 @@ class WorkerPool:
                 r = self._error(specs[w.task_id], domains[w.task_id], f"the worker sent a malformed result: {e}")
             if r.task_id != w.task_id:
                 r = self._error(specs[w.task_id], domains[w.task_id], "the worker reported another task's result")
-            self._finish(w, r, results)
+            notes = []
+            if r.trajectory is not None and (problem := trajectory_problem(r.task_id, r.trajectory)) is not None:
+                notes.append(f"the worker's trajectory was dropped: {problem}")  # pages link it, the runner reads it
+                r = r.model_copy(update={"trajectory": None})
+            self._finish(w, r, results, notes=notes)
             self._next(w, queue_)
 
     def _next(self, w: Worker, queue_: deque[tuple[TaskSpec, str]]) -> None:
@@ -291,17 +315,23 @@ class WorkerPool:
         w.backend = None if self.in_worker else self.factory(spec, None, "")
         _send(w, {"type": "task", "spec": spec.model_dump_json(), "domain": domain,
                   "backend_name": getattr(w.backend, "name", "")})  # if gone, the exit records the task
-    def _finish(self, w: Worker, r: TaskResult, results: dict[str, TaskResult]) -> None:
-        """Move the task folder from the worker's staging folder into `<out>` and record it."""
+    def _finish(self, w: Worker, r: TaskResult, results: dict[str, TaskResult], *,
+                notes: list[str] | None = None) -> None:
+        """Move the task folder from the worker's staging folder into `<out>`, stripped of every link
+        and special file the sandbox may have planted (`adopt_staged`), and record it; `notes` (and
+        what was removed) go in the result's `host.notes`."""
         out = self.settings.out_dir
         final = _task_dir(out, r.task_id)
-        staged = w.staging / r.task_id
-        if final.exists():
-            shutil.rmtree(final)
-        if staged.is_dir() and not staged.is_symlink():
-            shutil.move(str(staged), str(final))
+        try:
+            notes = [*(notes or []), *adopt_staged(w.staging / r.task_id, final)]
+        except OSError as e:  # the result is still recorded, without the worker's files
+            log.warning("%s: could not move its folder out of staging: %s", r.task_id, e)
+            notes = [*(notes or []), f"its staged folder could not be moved: {e}"]
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
                 "limits": self.limits_note(w)}
+        host.pop("notes", None)  # only the runner's own notes
+        if notes:
+            host["notes"] = notes
         if w.peak_mb is None and not w.peak_since_task and w.proc.poll() is None:
             self._sample(w)  # a task shorter than the poll interval still gets one sample
         if (peak := w.peak_mb if w.peak_mb is not None else self._peak_mb(w)) is not None:

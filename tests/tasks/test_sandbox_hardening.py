@@ -1,0 +1,239 @@
+"""What a red-team's task files did to the sandbox, each now contained.
+
+Real bwrap, real Xvfb and Chromium, the real runner with the do-nothing backend (every episode
+reports success at once); the attacks are OSWorld setup steps and getters:
+
+- code injection: a module written into `/home/user` (the worker's old working folder, so the
+  first entry of its sys.path) under the name of one the evaluator imports lazily (pypdf);
+- a process left running (`setsid` loop) by one task, still writing during the next one;
+- reading the run's `--out` (other tasks' results, other workers' homes) when it lies inside a
+  folder bound read-only into the sandbox (the project, an import path);
+- reading root-only files of `/etc` (the sandbox runs as uid 0);
+- without bwrap, getters and steps that read this machine's files (`list_directory`, `file:` URLs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks
+from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, host_acting, masked_secrets, probe
+from kimi_agent.tasks.suites.solutions import do_nothing_backend
+
+needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
+                                   reason="needs Xvfb and Chromium")
+needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
+SECRET = "kimi-hardening-secret-7d41"
+LINGER = "kimi-linger-marker-93c2"
+FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
+              "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
+
+
+def _task(task_id: str, config: list[dict[str, Any]], command: str, include: list[str],
+          exclude: list[str]) -> dict[str, Any]:
+    """A task scored `check_include_exclude(stdout of command)`: 1 = contained."""
+    return {"id": task_id, "instruction": "Do nothing.", "config": config,
+            "evaluator": {"func": "check_include_exclude",
+                          "result": {"type": "vm_command_line", "command": command, "shell": True},
+                          "expected": {"type": "rule", "rules": {"include": include, "exclude": exclude}}}}
+
+
+def _shell(command: str) -> dict[str, Any]:
+    return {"type": "execute", "parameters": {"command": command, "shell": True}}
+
+
+def _write(folder: Path, tasks: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(tasks):
+        (folder / f"t{i:02d}.json").write_text(json.dumps(t), encoding="utf-8")
+    return folder
+
+
+def _seen(out: Path, task_id: str) -> str:
+    """What the task's getter returned (the command's stdout)."""
+    record = json.loads((out / task_id / "result.json").read_text(encoding="utf-8"))["evaluation"]
+    return str(record["metrics"][0]["result"])
+
+
+@pytest.fixture(scope="module")
+def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, TaskResult]]]:
+    """One run, one worker, the attacks in order. `--out` lies inside a folder on sys.path (bound
+    read-only into the sandbox, as the project is for `--out runs/...`), next to an earlier run."""
+    root = tmp_path_factory.mktemp("hardening")
+    out = root / "out"
+    (out / "earlier-task").mkdir(parents=True)
+    (out / "earlier-task" / "result.json").write_text(SECRET, encoding="utf-8")
+    pypdf = "mkdir -p /home/user/pypdf && printf %b " + json.dumps(FAKE_PYPDF) + " > /home/user/pypdf/__init__.py" \
+            " && echo 'class PyPdfError(Exception): pass' > /home/user/pypdf/errors.py" \
+            " && echo not-a-pdf > /home/user/a.pdf && echo not-a-pdf-either > /home/user/b.pdf"
+    linger = (f"setsid sh -c 'while true; do date +%s%N >> /tmp/linger.log; sleep 0.2; done # {LINGER}' "
+              ">/dev/null 2>&1 < /dev/null &")
+    check_linger = ("sleep 1; ps -eo args; a=$(wc -l < /tmp/linger.log); sleep 1; b=$(wc -l < /tmp/linger.log); "
+                    "test -s /tmp/linger.log && echo LINGER-RAN-BEFORE; [ \"$a\" = \"$b\" ] && echo STOPPED-WRITING")
+    tasks = [
+        {"id": "inject-pypdf", "instruction": "Do nothing.", "config": [_shell(pypdf)],
+         "evaluator": {"func": "compare_pdfs",
+                       "result": {"type": "vm_file", "path": "/home/user/a.pdf", "dest": "a.pdf"},
+                       "expected": {"type": "vm_file", "path": "/home/user/b.pdf", "dest": "b.pdf"}}},
+        _task("worker-cwd", [_shell("touch /pypdf.py 2>/home/user/err.txt; true")],
+              # the worker is the child of the sandbox's init (pid 1)
+              "for p in $(ps -eo pid=,ppid= | awk '$2 == 1 {print $1}'); do "
+              "echo \"cwd=[$(readlink /proc/$p/cwd)]\"; done; cat /home/user/err.txt",
+              include=["cwd=[/]", "Read-only file system"], exclude=["cwd=[/home"]),
+        _task("linger-start", [_shell(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
+        _task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
+              exclude=[LINGER]),
+        _task("read-out", [_shell(f"find {out} > /home/user/seen.txt 2>&1; cat {out}/*/result.json "
+                                  f"{out}/.workers/*/home/* >> /home/user/seen.txt 2>&1; true")],
+              "cat /home/user/seen.txt", include=[], exclude=[SECRET, "earlier-task", "inject-pypdf", "linger"]),
+        _task("read-secrets", [_shell("cut -d: -f1,2 /etc/shadow > /home/user/s.txt 2>&1; "
+                                      "cat /etc/gshadow /etc/shadow- /etc/sudoers >> /home/user/s.txt 2>&1; "
+                                      "ls -A /etc/ssh >> /home/user/s.txt 2>&1; true")],
+              "cat /home/user/s.txt; echo END", include=["END"], exclude=["root:", "ssh_host", "ssh_config"]),
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "path", [str(root), *sys.path])  # python_paths() binds `root` read-only
+        summary = run_tasks(_write(root / "tasks", tasks), do_nothing_backend,
+                            RunSettings(workers=1, max_steps=2, out_dir=out), progress=False)
+    yield out, {r.task_id: r for r in summary.results}
+
+
+@needs_desktop
+@needs_bwrap
+def test_a_module_a_task_writes_in_its_home_is_never_imported(hardening_run: tuple[Path, dict[str, TaskResult]]
+                                                              ) -> None:
+    out, by_id = hardening_run
+    inject = by_id["inject-pypdf"]
+    # the fake pypdf would read both "PDFs" as empty: equal texts, score 1; the real one cannot read them
+    assert (inject.status, inject.score) == ("fail", 0.0), inject
+    cwd = by_id["worker-cwd"]
+    assert (cwd.status, cwd.score) == ("success", 1.0), _seen(out, "worker-cwd")
+
+
+@needs_desktop
+@needs_bwrap
+def test_a_process_a_task_leaves_is_killed_before_the_next_task(hardening_run: tuple[Path, dict[str, TaskResult]]
+                                                                ) -> None:
+    out, by_id = hardening_run
+    start, gone = by_id["linger-start"], by_id["linger-gone"]
+    assert start.worker == gone.worker
+    assert (start.status, start.score) == ("success", 1.0), _seen(out, "linger-start")  # it ran during its task
+    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "linger-gone")  # ... and not after
+
+
+@needs_desktop
+@needs_bwrap
+def test_the_runs_out_folder_is_hidden_inside_a_bound_folder(hardening_run: tuple[Path, dict[str, TaskResult]]
+                                                              ) -> None:
+    out, by_id = hardening_run
+    read = by_id["read-out"]
+    seen = _seen(out, "read-out")
+    assert (read.status, read.score) == ("success", 1.0), seen
+    assert ".workers" in seen  # the worker's own staging folder is there, bound back on the tmpfs
+
+
+@needs_desktop
+@needs_bwrap
+def test_root_only_files_of_etc_read_as_nothing(hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    out, by_id = hardening_run
+    read = by_id["read-secrets"]
+    assert (read.status, read.score) == ("success", 1.0), _seen(out, "read-secrets")
+
+
+def test_every_root_only_path_of_etc_is_masked() -> None:
+    masked = dict(masked_secrets())
+    for path in ("/etc/shadow", "/etc/gshadow"):
+        if os.path.exists(path):
+            assert masked[path] is False
+    if os.path.isdir("/etc/ssh"):
+        assert masked["/etc/ssh"] is True
+    for folder, dirs, files in os.walk("/etc"):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in masked]
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path) and not os.lstat(path).st_mode & 0o004:
+                assert path in masked, path
+    argv = bwrap_argv(SandboxPlan(home=Path("/tmp")))
+    for path, is_dir in masked.items():  # after /etc is bound, so on top of it
+        at = argv.index(path)
+        assert at > argv.index("/etc") and argv[at - 1] == ("--tmpfs" if is_dir else "/dev/null"), path
+
+
+@needs_desktop
+def test_without_a_sandbox_reset_kills_no_process_of_this_machine(tmp_path: Path) -> None:
+    decoy = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        tasks = [_task("a", [], "true", [], []), _task("b", [], "true", [], [])]
+        summary = run_tasks(_write(tmp_path / "tasks", tasks), do_nothing_backend,
+                            RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", sandbox=False),
+                            progress=False)
+        assert [r.status for r in summary.results] == ["success", "success"]
+        assert decoy.poll() is None, "a worker without a sandbox killed a process of this machine"
+    finally:
+        decoy.kill()
+        decoy.wait(10)
+
+
+READS_HOST = {
+    "list-directory": ({"type": "list_directory", "path": "/"}, [], "evaluator.result[0] list_directory"),
+    "shortcuts": ({"type": "shortcuts_on_desktop"}, [], "evaluator.result[0] shortcuts_on_desktop"),
+    "page-info-file": ({"type": "page_info", "url": "file:///etc/passwd"}, [],
+                       "evaluator.result[0] page_info (file:///etc/passwd)"),
+    "pdf-from-file": ({"type": "pdf_from_url", "path": "file:///etc/hostname", "dest": "x.pdf"}, [],
+                      "evaluator.result[0] pdf_from_url (file:///etc/hostname)"),
+    "tabs-file": (None, [{"type": "chrome_open_tabs", "parameters": {"urls_to_open": [
+        "about:blank", "file:///root/.ssh/id_rsa"]}}], "config[0] chrome_open_tabs (file:///root/.ssh/id_rsa)"),
+    "tabs-bare-path": (None, [{"type": "chrome_open_tabs", "parameters": {"urls_to_open": ["/etc/passwd"]}}],
+                       "config[0] chrome_open_tabs (/etc/passwd)"),
+    "tabs-view-source": (None, [{"type": "chrome_open_tabs", "parameters": {"urls_to_open": [
+        "view-source:file:///etc/passwd"]}}], "config[0] chrome_open_tabs (view-source:file:///etc/passwd)"),
+    "tabs-loopback": (None, [{"type": "chrome_open_tabs", "parameters": {"urls_to_open": [
+        "http://127.0.0.1:9/admin"]}}], "config[0] chrome_open_tabs (http://127.0.0.1:9/admin)"),
+    "open-file": (None, [{"type": "open", "parameters": {"path": "file:///etc/passwd"}}], "config[0] open"),
+}
+
+
+def _reads_host_tasks() -> list[dict[str, Any]]:
+    rule = {"type": "rule", "rules": {"expected": "x"}}
+    out = []
+    for task_id, (getter, config, _) in READS_HOST.items():
+        out.append({"id": task_id, "instruction": "Do nothing.", "config": config,
+                    "evaluator": {"func": "exact_match", "result": getter or rule, "expected": rule}})
+    out.append({"id": "browser-only", "instruction": "Do nothing.", "config": [
+        {"type": "chrome_open_tabs", "parameters": {"urls_to_open": ["{LOCAL_SERVER}/index.html", "about:blank",
+                                                                     "chrome://settings/"]}}],
+        "evaluator": {"func": "exact_match", "result": {"type": "rule", "rules": {"x": 1}},
+                      "expected": {"type": "rule", "rules": {"expected": {"x": 1}}}}})
+    return out
+
+
+def test_getters_and_steps_that_read_this_machine_act_on_the_host(tmp_path: Path) -> None:
+    specs = {t.spec.id: t.spec for t in load_tasks(_write(tmp_path / "tasks", _reads_host_tasks())) if t.spec}
+    for task_id, (_, _, where) in READS_HOST.items():
+        assert host_acting(specs[task_id]) == [where], task_id
+    assert host_acting(specs["browser-only"]) == []
+
+
+@needs_desktop
+def test_without_bwrap_tasks_that_read_this_machine_are_unsupported(tmp_path: Path) -> None:
+    tasks = _write(tmp_path / "tasks", _reads_host_tasks())
+    env = {**os.environ, "KIMI_AGENT_BWRAP": "/nonexistent"}
+    done = subprocess.run([sys.executable, "-m", "kimi_agent.cli", "run", str(tasks), "--backend", "do-nothing",
+                           "--no-progress", "--max-steps", "2", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = {r["task_id"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["results"]}
+    for task_id, (_, _, where) in READS_HOST.items():
+        r = results[task_id]
+        assert r["status"] == "unsupported", r
+        assert where in r["reason"] and "--no-sandbox" in r["reason"] and "bubblewrap" in r["reason"], r
+    assert results["browser-only"]["status"] == "success", results["browser-only"]
