@@ -116,3 +116,19 @@ def _install_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) in (signal.SIG_DFL, None):
             signal.signal(sig, _on_signal)
+
+
+def proc_stats() -> dict[int, list[str]]:
+    """{pid: the fields of `/proc/<pid>/stat` after the command name} of every process this pid
+    namespace shows: [0] the state, [1] the parent pid, ... [21] the resident pages (`man 5 proc`).
+    A process that ends while it is read is left out."""
+    out: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                out[int(entry)] = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    return out

@@ -55,17 +55,7 @@ STRAY_WAIT_S = 5.0  # how long reset() keeps killing what a task left running
 
 def _proc_table() -> dict[int, tuple[int, str]]:
     """{pid: (parent pid, state)} of every process this pid namespace's /proc shows."""
-    table: dict[int, tuple[int, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended while we looked
-        table[int(entry)] = (int(fields[1]), fields[0])
-    return table
+    return {pid: (int(fields[1]), fields[0]) for pid, fields in process.proc_stats().items()}
 
 
 def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[int]) -> list[int]:

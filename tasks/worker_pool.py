@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kimi_agent.env.process import proc_stats
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, default_cpus, place, sweep_stale
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.model_link import ModelHost
@@ -117,15 +118,7 @@ def tree_rss_bytes(pid: int) -> int:
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended while we looked
-        child = int(entry)
+    for child, fields in proc_stats().items():
         children.setdefault(int(fields[1]), []).append(child)
         rss[child] = int(fields[21]) * page
     total, todo = 0, [pid]

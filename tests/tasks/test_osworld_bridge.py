@@ -9,9 +9,6 @@ hangs, so every error path is exercised through the real process boundary.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.task_files import make_venv_with
 
 from kimi_agent.env.chromium import free_port
 from kimi_agent.errors import TaskError, VMUnreachableError
@@ -108,13 +106,7 @@ def task(func: str = "exact_match", config: list[dict] | None = None, **evaluato
 
 @pytest.fixture(scope="module")
 def stand_in_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("bridge") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    for rel, text in STAND_IN.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(textwrap.dedent(text).lstrip())
-    return venv
+    return make_venv_with(tmp_path_factory.mktemp("bridge") / "venv", STAND_IN)
 
 
 class _Platform(BaseHTTPRequestHandler):

@@ -12,10 +12,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from support.task_files import make_venv_with
 
 from kimi_agent.tasks.loader import load_tasks
 from kimi_agent.tasks.osworld_bridge import default_venv, inventory
@@ -61,13 +61,7 @@ REASONS = {
 
 @pytest.fixture(scope="module")
 def stand_in_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    venv = tmp_path_factory.mktemp("inventory") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    for rel, text in STAND_IN.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(textwrap.dedent(text).lstrip())
-    return venv
+    return make_venv_with(tmp_path_factory.mktemp("inventory") / "venv", STAND_IN)
 
 
 @pytest.fixture

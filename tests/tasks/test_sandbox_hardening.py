@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, host_acting, masked_secrets, probe
@@ -36,19 +37,6 @@ SECRET = "kimi-hardening-secret-7d41"
 LINGER = "kimi-linger-marker-93c2"
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
-
-
-def _task(task_id: str, config: list[dict[str, Any]], command: str, include: list[str],
-          exclude: list[str]) -> dict[str, Any]:
-    """A task scored `check_include_exclude(stdout of command)`: 1 = contained."""
-    return {"id": task_id, "instruction": "Do nothing.", "config": config,
-            "evaluator": {"func": "check_include_exclude",
-                          "result": {"type": "vm_command_line", "command": command, "shell": True},
-                          "expected": {"type": "rule", "rules": {"include": include, "exclude": exclude}}}}
-
-
-def _shell(command: str) -> dict[str, Any]:
-    return {"type": "execute", "parameters": {"command": command, "shell": True}}
 
 
 def _write(folder: Path, tasks: list[dict[str, Any]]) -> Path:
@@ -80,22 +68,22 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     check_linger = ("sleep 1; ps -eo args; a=$(wc -l < /tmp/linger.log); sleep 1; b=$(wc -l < /tmp/linger.log); "
                     "test -s /tmp/linger.log && echo LINGER-RAN-BEFORE; [ \"$a\" = \"$b\" ] && echo STOPPED-WRITING")
     tasks = [
-        {"id": "inject-pypdf", "instruction": "Do nothing.", "config": [_shell(pypdf)],
+        {"id": "inject-pypdf", "instruction": "Do nothing.", "config": [shell_step(pypdf)],
          "evaluator": {"func": "compare_pdfs",
                        "result": {"type": "vm_file", "path": "/home/user/a.pdf", "dest": "a.pdf"},
                        "expected": {"type": "vm_file", "path": "/home/user/b.pdf", "dest": "b.pdf"}}},
-        _task("worker-cwd", [_shell("touch /pypdf.py 2>/home/user/err.txt; true")],
+        include_exclude_task("worker-cwd", [shell_step("touch /pypdf.py 2>/home/user/err.txt; true")],
               # the worker is the child of the sandbox's init (pid 1)
               "for p in $(ps -eo pid=,ppid= | awk '$2 == 1 {print $1}'); do "
               "echo \"cwd=[$(readlink /proc/$p/cwd)]\"; done; cat /home/user/err.txt",
               include=["cwd=[/]", "Read-only file system"], exclude=["cwd=[/home"]),
-        _task("linger-start", [_shell(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
-        _task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
+        include_exclude_task("linger-start", [shell_step(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
+        include_exclude_task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
               exclude=[LINGER]),
-        _task("read-out", [_shell(f"find {out} > /home/user/seen.txt 2>&1; cat {out}/*/result.json "
+        include_exclude_task("read-out", [shell_step(f"find {out} > /home/user/seen.txt 2>&1; cat {out}/*/result.json "
                                   f"{out}/.workers/*/home/* >> /home/user/seen.txt 2>&1; true")],
               "cat /home/user/seen.txt", include=[], exclude=[SECRET, "earlier-task", "inject-pypdf", "linger"]),
-        _task("read-secrets", [_shell("cut -d: -f1,2 /etc/shadow > /home/user/s.txt 2>&1; "
+        include_exclude_task("read-secrets", [shell_step("cut -d: -f1,2 /etc/shadow > /home/user/s.txt 2>&1; "
                                       "cat /etc/gshadow /etc/shadow- /etc/sudoers >> /home/user/s.txt 2>&1; "
                                       "ls -A /etc/ssh >> /home/user/s.txt 2>&1; true")],
               "cat /home/user/s.txt; echo END", include=["END"], exclude=["root:", "ssh_host", "ssh_config"]),
@@ -172,7 +160,7 @@ def test_every_root_only_path_of_etc_is_masked() -> None:
 def test_without_a_sandbox_reset_kills_no_process_of_this_machine(tmp_path: Path) -> None:
     decoy = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        tasks = [_task("a", [], "true", [], []), _task("b", [], "true", [], [])]
+        tasks = [include_exclude_task("a", [], "true", [], []), include_exclude_task("b", [], "true", [], [])]
         summary = run_tasks(_write(tmp_path / "tasks", tasks), do_nothing_backend,
                             RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", sandbox=False),
                             progress=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.tasks import RunSettings, run_tasks
 from kimi_agent.tasks import worker_pool as worker_pool_module
@@ -28,19 +29,6 @@ pytestmark = [
     pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}"),
 ]
 needs_cgroups = pytest.mark.skipif(cgroup_probe() is not None, reason=f"no cgroups here: {cgroup_probe()}")
-
-
-def _task(task_id: str, config: list[dict[str, Any]], command: str, include: list[str],
-          exclude: list[str]) -> dict[str, Any]:
-    """Scored by `check_include_exclude(stdout of command)`: 1 when the limit held."""
-    return {"id": task_id, "instruction": "Do nothing.", "config": config,
-            "evaluator": {"func": "check_include_exclude",
-                          "result": {"type": "vm_command_line", "command": command, "shell": True},
-                          "expected": {"type": "rule", "rules": {"include": include, "exclude": exclude}}}}
-
-
-def _shell(command: str) -> dict[str, Any]:
-    return {"type": "execute", "parameters": {"command": command, "shell": True}}
 
 
 def _run(tmp_path: Path, tasks: list[dict[str, Any]], **settings: Any) -> dict[str, Any]:
@@ -63,10 +51,10 @@ BOMB = ("sh -c 'i=0; while [ $i -lt 400 ]; do sleep 5 & i=$((i+1)); done; echo a
 @needs_cgroups
 def test_cpu_memory_tmpfs_and_fork_bomb_stay_inside_the_workers_cgroup(tmp_path: Path) -> None:
     by_id = _run(tmp_path, [
-        _task("busy", [], BUSY, ["0m"], []),
-        _task("hog", [_shell(HOG)], "echo survived", ["survived"], []),
-        _task("tmpfs", [_shell(FILL)], "echo survived", ["survived"], []),
-        _task("bomb", [], BOMB, ["bomb-over"], ["all-400-started"]),
+        include_exclude_task("busy", [], BUSY, ["0m"], []),
+        include_exclude_task("hog", [shell_step(HOG)], "echo survived", ["survived"], []),
+        include_exclude_task("tmpfs", [shell_step(FILL)], "echo survived", ["survived"], []),
+        include_exclude_task("bomb", [], BOMB, ["bomb-over"], ["all-400-started"]),
     ], worker_memory_mb=1024, worker_pids=256, worker_cpus=0.25)
     assert all(r.host and r.host["limits"].startswith("cgroup v") for r in by_id.values()), by_id
     # a busy loop of 4 s wall time gets at most a quarter of a core: about 1 s of CPU, not 4
@@ -92,7 +80,7 @@ def test_without_cgroups_the_runner_polls_memory_and_kills_the_tree(tmp_path: Pa
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # a test double for a machine where cgroups cannot be written (no root, no delegation)
     monkeypatch.setattr(worker_pool_module, "place", lambda name, limits: "test double: no cgroup here")
-    by_id = _run(tmp_path, [_task("hog", [_shell(HOG)], "echo survived", ["survived"], [])], worker_memory_mb=768)
+    by_id = _run(tmp_path, [include_exclude_task("hog", [shell_step(HOG)], "echo survived", ["survived"], [])], worker_memory_mb=768)
     hog = by_id["hog"]
     assert hog.status == "error" and "over the 768 MiB limit" in hog.reason, hog
     assert hog.host is not None and "polled" in hog.host["limits"] and "test double" in hog.host["limits"]
@@ -109,7 +97,7 @@ def test_where_the_kernel_cannot_reset_the_peak_the_runner_samples_it(tmp_path: 
     # a test double for cgroup v2 before Linux 6.12 (memory.peak cannot be reset per task); the
     # cgroup itself, and its usage that the runner samples, are real
     monkeypatch.setattr(worker_pool_module.WorkerCgroup, "reset_peak", lambda self: False)
-    by_id = _run(tmp_path, [_task("hold", [_shell(HOLD)], "echo survived", ["survived"], [])], worker_memory_mb=1024)
+    by_id = _run(tmp_path, [include_exclude_task("hold", [shell_step(HOLD)], "echo survived", ["survived"], [])], worker_memory_mb=1024)
     hold = by_id["hold"]
     assert (hold.status, hold.score) == ("success", 1.0), hold
     assert hold.host is not None and 400 <= hold.host["peak_memory_mb"] < 1024, hold.host

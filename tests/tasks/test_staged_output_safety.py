@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,9 +91,11 @@ def _plant(task_dir: Path, outside: Path) -> None:
     os.mkfifo(run_dir / "run.json")
     os.mkfifo(run_dir / "steps.jsonl")
     (run_dir / "frames" / "up").symlink_to("../../..")
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(run_dir / "sock"))
-    sock.close()
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a socket path has at most 107 bytes
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(f"{short}/s")
+        sock.close()
+        os.rename(f"{short}/s", run_dir / "sock")
     (run_dir / "frames" / "step_0001.png").write_bytes(b"png")
 
 
