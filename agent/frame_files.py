@@ -5,11 +5,11 @@ size, and decodes to a bounded number of pixels."""
 from __future__ import annotations
 
 import io
-import os
-import stat
 from pathlib import Path
 
 from PIL import Image
+
+from kimi_agent.file_reads import FileTooLargeError, read_regular_file
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
@@ -17,13 +17,10 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 def load_frame(path: str | Path) -> Image.Image:
     """The frame at `path` as an RGB image; `OSError` saying why when it is not a regular file, too
     large, not an image, or a decompression bomb (more pixels than PIL's `MAX_IMAGE_PIXELS` allows)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        data = f.read(MAX_FRAME_BYTES + 1)
-    if len(data) > MAX_FRAME_BYTES:
-        raise OSError(f"{path} is larger than {MAX_FRAME_BYTES // (1024 * 1024)} MiB")
+    try:
+        data = read_regular_file(path, MAX_FRAME_BYTES)
+    except FileTooLargeError:
+        raise OSError(f"{path} is larger than {MAX_FRAME_BYTES // (1024 * 1024)} MiB") from None
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")

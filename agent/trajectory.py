@@ -15,7 +15,6 @@ import json
 import os
 import queue
 import re
-import stat
 import threading
 import time
 from datetime import datetime
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from kimi_agent.errors import ArtifactError
+from kimi_agent.file_reads import FileTooLargeError, NotRegularFileError, read_regular_file
 from kimi_agent.safety import Redactor
 
 if TYPE_CHECKING:
@@ -228,26 +228,17 @@ def read_text(path: Path, *, max_bytes: int = MAX_READ_BYTES) -> str:
     FIFO or device is never opened for reading (O_NOFOLLOW | O_NONBLOCK, then fstat), so a planted
     FIFO cannot hang the reader nor a link make it read another file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_regular_file(path, max_bytes)
+    except NotRegularFileError:
+        raise ArtifactError(f"could not read {path}: not a regular file") from None
+    except FileTooLargeError:
+        raise ArtifactError(f"could not read {path}: larger than {max_bytes / 2**20:g} MiB") from None
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise ArtifactError(f"could not read {path}: a symbolic link, not a file") from None
         raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ArtifactError(f"could not read {path}: not a regular file")
-        chunks, size = [], 0
-        while size <= max_bytes and (chunk := os.read(fd, min(2**20, max_bytes + 1 - size))):
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as e:
-        raise ArtifactError(f"could not read {path}: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-    if size > max_bytes:
-        raise ArtifactError(f"could not read {path}: larger than {max_bytes / 2**20:g} MiB")
-    try:
-        text = b"".join(chunks).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArtifactError(f"could not read {path}: not UTF-8 text (byte {e.start})") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")

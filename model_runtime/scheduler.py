@@ -385,7 +385,7 @@ class BatchScheduler:
         active row + 1, rounded up to a row bucket when a `RowDecoder` runs it), read back at once."""
         rows = self._rows(active)
         tokens = self._on_device([s.next_token if s in active else 0 for s in rows])
-        picked = self._pick(active, self._forward(rows, tokens)).tolist()  # one read back for the whole batch
+        picked = self._pick(active, self._forward(rows, tokens, len(active))).tolist()  # one read back for the whole batch
         for s, tok in zip(active, picked, strict=True):
             s.cache.advance(1)
             self._accept(s, int(tok))
@@ -405,7 +405,7 @@ class BatchScheduler:
                     if pairs:
                         dst, src = (self._on_device(list(c)) for c in zip(*pairs, strict=True))
                         tokens.index_copy_(0, dst, previous.tokens.index_select(0, src))
-                picked = self._pick(active, self._forward(rows, tokens))  # [len(active)], on the device
+                picked = self._pick(active, self._forward(rows, tokens, len(active)))  # [len(active)], on the device
                 cuda = picked.is_cuda
                 host = torch.empty(len(active), dtype=torch.long, pin_memory=cuda)
                 host.copy_(picked, non_blocking=cuda)
@@ -442,12 +442,13 @@ class BatchScheduler:
                 s.engine.cached_keys = s.engine.cached_keys[: s.cache.max_len - 1]
         return rows
 
-    def _forward(self, rows: list[_Slot], tokens: torch.Tensor) -> torch.Tensor:
-        """Logits [R, V] of one batched step feeding tokens [R] to `rows` at their positions (rows that
-        are not decoding write a throwaway latent at their first free slot; their logits are ignored)."""
+    def _forward(self, rows: list[_Slot], tokens: torch.Tensor, decoding: int) -> torch.Tensor:
+        """Logits [R, V] of one batched step feeding tokens [R] to `rows` at their positions, `decoding`
+        of which are generating (the others write a throwaway latent at their first free slot; their
+        logits are ignored)."""
         where = [s.cache.pos for s in rows]
         self.decode_steps += 1
-        self.decoded_rows += sum(s.handle is not None and s.prefilled for s in rows)
+        self.decoded_rows += decoding
         if self.decoder is not None:
             return self.decoder(tokens, where)  # [R, V]
         positions = self._on_device(where)[:, None]  # [R, 1]

@@ -12,9 +12,7 @@ Tasks that need the internet are `unsupported` with "network: ..." reasons unles
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Literal, overload
 
 from pydantic import ValidationError
 
+from kimi_agent.file_reads import FileTooLargeError, NotRegularFileError, read_regular_file
 from kimi_agent.tasks.registry import GETTERS, METRICS, SETUP_STEPS
 from kimi_agent.tasks.spec import TaskSpec
 
@@ -174,13 +173,12 @@ def read_task_json(path: Path) -> object:
     """The parsed file; raises ValueError (with the reason as its message) or OSError. Only a regular
     file is read (a FIFO named *.json would block forever), and NaN/Infinity are refused (a budget of
     Infinity seconds is no budget)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        data = f.read(MAX_TASK_FILE_BYTES + 1)
-    if len(data) > MAX_TASK_FILE_BYTES:
-        raise ValueError(f"larger than {MAX_TASK_FILE_BYTES} bytes")
+    try:
+        data = read_regular_file(path, MAX_TASK_FILE_BYTES, follow_links=True)
+    except NotRegularFileError:
+        raise ValueError("not a regular file") from None
+    except FileTooLargeError:
+        raise ValueError(f"larger than {MAX_TASK_FILE_BYTES} bytes") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -252,14 +252,14 @@ def _tail(stream: Any, out: list[str]) -> None:
 def inventory(paths: Sequence[Path], *, venv: Path | None = None, timeout_s: float = 600.0) -> dict[str, Any]:
     """What `kimi-agent run` on VMs would take from task files/folders, and what the bridge lacks.
 
-    `vm_tasks.vm_spec` decides which files load, as the VM runner does (a readable UTF-8 JSON object
+    `vm_tasks.vm_problem` decides which files load, as the VM runner does (a readable UTF-8 JSON object
     with an instruction and one safe, unused id; OSWorld's code reads the raw file, so our stricter
     schema does not decide); only those go to the bridge process (`--inventory`), which names each
     setup step, getter and metric its desktop-env cannot run. Returns {files, loaded, complete,
     problems: {name: count}, tasks: [{path, error} | {path, id, missing}]} in load order.
     """
     from kimi_agent.tasks.loader import load_tasks
-    from kimi_agent.tasks.vm_tasks import read_raw_task, vm_problem, vm_spec
+    from kimi_agent.tasks.vm_tasks import read_raw_task, vm_problem
 
     python = bridge_python(venv)
     tasks = load_tasks(paths)
@@ -267,8 +267,11 @@ def inventory(paths: Sequence[Path], *, venv: Path | None = None, timeout_s: flo
     refused: dict[str, str] = {}
     for t in tasks:
         raw = read_raw_task(t)
-        if vm_spec(t, raw, seen) is None:
-            refused[str(t.path)] = vm_problem(t, raw, seen) or "invalid"
+        problem = vm_problem(t, raw, seen)
+        if problem is not None or raw is None:
+            refused[str(t.path)] = problem or "invalid"
+        else:
+            seen.add(raw["id"])
     loadable = [str(t.path) for t in tasks if str(t.path) not in refused]
     bridged: dict[str, dict[str, Any]] = {}
     if loadable:

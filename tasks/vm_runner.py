@@ -235,12 +235,13 @@ def run_vm_tasks(tasks: TaskSet, backend_factory: BackendFactory, settings: RunS
         seen: set[str] = set()
         for i, t in enumerate(tasks):
             task = read_raw_task(t)
-            spec = vm_spec(t, task, seen)
-            if spec is None or task is None:
+            problem = vm_problem(t, task, seen)
+            if problem is not None or task is None:
                 order.append(f"#{i}")
-                results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=vm_problem(t, task, seen) or "",
+                results[f"#{i}"] = TaskResult(task_id=t.id, status="invalid", reason=problem or "",
                                               path=str(t.path), domain=domain_of(t.path))
                 continue
+            spec = vm_spec(t, task, seen)
             order.append(spec.id)
             task_dir = _task_dir(s.out_dir, spec.id)
             kept = read_result(task_dir) if s.resume else None

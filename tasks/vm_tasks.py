@@ -1,7 +1,7 @@
 """Which task files a run on OSWorld VMs takes: OSWorld's code reads the raw file, so a file our
 stricter schema rejects (an extra note field, a non-string `source`) still runs on a VM when it is a
 JSON object with an instruction and one safe, unused id. `kimi-agent run --vm/--provider` and
-`kimi-agent osworld inventory` both decide with `vm_spec`."""
+`kimi-agent osworld inventory` both decide with `vm_problem`."""
 
 from __future__ import annotations
 
@@ -20,12 +20,8 @@ def read_raw_task(t: LoadedTask) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> TaskSpec | None:
-    """The task's spec for a VM run (its id is added to `seen`), or None: the task is `invalid` (the
-    loader's `t.error` says why, or `vm_problem`)."""
-    if vm_problem(t, task, seen) is not None:
-        return None
-    assert task is not None
+def vm_spec(t: LoadedTask, task: dict[str, Any], seen: set[str]) -> TaskSpec:
+    """The spec of a task `vm_problem` found nothing against, for a VM run; its id is added to `seen`."""
     seen.add(task["id"])
     if t.spec is not None and t.status != "invalid":
         return t.spec
@@ -33,7 +29,9 @@ def vm_spec(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> TaskS
 
 
 def vm_problem(t: LoadedTask, task: dict[str, Any] | None, seen: set[str]) -> str | None:
-    """Why a VM run cannot take the task (None: it can)."""
+    """Why a VM run cannot take the task, whose raw file is `task` (`read_raw_task`) and whose id
+    must not be in `seen`; None: it can (then `vm_spec`). The loader's `t.error` is the reason where
+    it has one."""
     if task is None:
         return t.error or "not a JSON object"
     task_id, instruction = task.get("id"), task.get("instruction")
