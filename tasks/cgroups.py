@@ -19,7 +19,9 @@ children may hold no process itself (the kernel's no-internal-processes rule; th
 1. the runner's own cgroup, if it has the controllers and is the root (the kernel's exemption);
 2. the runner's own cgroup, if the runner is its only process (started with
    `systemd-run --scope -p Delegate=yes`, or alone in a container): the runner first moves itself
-   into a leaf `kimi-agent-<pid>-runner` there, as systemd's delegation rules ask, then enables them;
+   into a leaf `kimi-agent-<pid>-runner` there, as systemd's delegation rules ask, then enables them
+   (processes on their way out, such as the namespace init of a sandbox probe that has returned,
+   are waited for, briefly: they would otherwise count as company);
 3. else the nearest cgroup above it that already hands them out and that the runner may write
    (the root cgroup of a host, for root).
 
@@ -46,6 +48,7 @@ from pathlib import Path, PurePosixPath
 
 CONTROLLERS = ("memory", "pids", "cpu")
 CFS_PERIOD_US = 100_000
+EXIT_SETTLE_S = 2.0  # how long v2_parent waits for exiting processes to leave the runner's cgroup
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,27 @@ def _enable(parent: Path, controllers: set[str]) -> None:
         _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(missing)))
 
 
+def _exiting(pid: str) -> bool:
+    """Whether process `pid` is on its way out: its memory is already gone (an empty command line) but
+    the kernel still lists it in its cgroup, as a sandbox's pid-namespace init is for a moment after
+    bwrap itself returned (`sandbox.probe`); also True once it has gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() == b""
+    except OSError:
+        return True
+
+
+def _others(here: Path, pid: int, settle_s: float = EXIT_SETTLE_S) -> list[str]:
+    """The processes other than `pid` in cgroup `here`, once those that are exiting have gone (waited
+    for at most `settle_s`; a live process is counted at once)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        others = sorted(_words(here / "cgroup.procs") - {str(pid)})
+        if not others or not all(_exiting(o) for o in others) or time.monotonic() > deadline:
+            return others
+        time.sleep(0.02)
+
+
 def v2_parent(here: Path, top: Path, controllers: tuple[str, ...] = CONTROLLERS) -> Path | str:
     """cgroup v2: the folder to make worker cgroups in, for a runner whose own cgroup is the folder
     `here` of the unified tree mounted at `top` (rules 1-3 of the module docstring), or why none (one
@@ -154,7 +178,7 @@ def v2_parent(here: Path, top: Path, controllers: tuple[str, ...] = CONTROLLERS)
         with contextlib.suppress(OSError):  # EBUSY unless `here` is the root or already hands them out
             _enable(here, want)
             return here
-        others = sorted(_words(here / "cgroup.procs") - {str(pid)})
+        others = _others(here, pid)
         if not others:
             leaf = here / f"kimi-agent-{pid}-runner"
             try:

@@ -4,6 +4,7 @@ as a runner uses them, with every answer written to the JSON file named by argv[
 
     python cgroup_v2_guest.py OUT.json           # the runner at the tree's root (rule 1), then rules 2, 3
     python cgroup_v2_guest.py OUT.json runner    # internal: a runner placed in a scope by the caller
+    python cgroup_v2_guest.py OUT.json probed    # internal: the same, after a sandbox probe, no worker
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kimi_agent.tasks import cgroups
+from kimi_agent.tasks import cgroups, sandbox
 
 HOG = "x = bytearray(400 << 20)"  # 400 MiB, over every limit below
 SHM_HOG = "head -c 300000000 /dev/zero > /dev/shm/fill"  # 300 MB of tmpfs: no process's RSS holds it
 BUSY = "import os, time\nt = time.monotonic()\nwhile time.monotonic() - t < 2: pass\nprint(sum(os.times()[:2]))"
 TREE = Path("/sys/fs/cgroup")
+PROBED_RUNS = 8
 
 
 def _cgroup_line() -> str:
@@ -72,14 +74,17 @@ def _worker(name: str, limits: cgroups.Limits) -> dict[str, Any]:
     return out
 
 
-def runner(out_path: Path) -> None:
-    """A runner already placed in some cgroup by its parent: where its workers go, and one worker."""
+def runner(out_path: Path, probed: bool = False) -> None:
+    """A runner already placed in some cgroup by its parent: where its workers go, and one worker; or,
+    `probed`, where they go right after a sandbox probe (as `kimi-agent run` asks), and no worker."""
     before = _cgroup_line()
+    if probed:  # bwrap returns before its pid-namespace init has left the cgroup (here, often)
+        assert sandbox.probe() is None
     mount = cgroups.find_mount()
     result: dict[str, Any] = {"pid": os.getpid(), "cgroup_before": before}
     result["mount"] = mount if isinstance(mount, str) else str(mount.dirs["memory"])
     result["cgroup_after"] = _cgroup_line()
-    if not isinstance(mount, str):
+    if not isinstance(mount, str) and not probed:
         result["worker"] = _worker(f"kimi-agent-{os.getpid()}-w0-0", cgroups.Limits(96 << 20, 24, 0.5))
     out_path.write_text(json.dumps(result), encoding="utf-8")
 
@@ -110,11 +115,21 @@ def main(out_path: Path) -> None:
             other.kill()
             other.wait()
         result[rule]["swept"] = cgroups.sweep_folder(scope)  # the ended runner's leaf
+    # rule 2 again, right after a sandbox probe, in fresh scopes: an exiting process is no company
+    result["probed"] = []
+    for i in range(PROBED_RUNS):
+        scope = TREE / f"scope-probed-{i}"
+        scope.mkdir()
+        child_out = out_path.with_name(f"{out_path.stem}-probed-{i}.json")
+        subprocess.run(enter(scope, [sys.executable, __file__, str(child_out), "probed"]), timeout=300, check=True)
+        result["probed"].append(json.loads(child_out.read_text(encoding="utf-8")))
+        cgroups.sweep_folder(scope)
+        scope.rmdir()
     out_path.write_text(json.dumps(result, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[2] == "runner":
-        runner(Path(sys.argv[1]))
+    if len(sys.argv) > 2 and sys.argv[2] in ("runner", "probed"):
+        runner(Path(sys.argv[1]), probed=sys.argv[2] == "probed")
     else:
         main(Path(sys.argv[1]))

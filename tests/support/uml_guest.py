@@ -31,6 +31,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 export PYTHON={python}
 ({script}) > {log} 2>&1
 echo "guest exit $?" >> {log}
+sync  # nothing the script wrote is left in the guest's caches at the hard power-off
 poweroff -f
 """
 
