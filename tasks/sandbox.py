@@ -3,13 +3,16 @@
 A worker's whole world (its Xvfb, window manager, Chromium, every setup/postconfig command and
 every getter that runs a command or reads a file) is one `bwrap` process tree:
 
+- uid 1000 (OSWorld's `user`) in a user namespace of its own, with no capability and no way to
+  make further user namespaces: it cannot mount, unmount or remount anything (as root in its own
+  namespace it could turn a read-only bind of the host's `/etc` writable);
 - its own pid namespace (`pkill chrome` there kills only that worker's browser; when the worker
   ends, the kernel kills everything left in it), ipc, uts and cgroup namespaces, and its own
   network namespace with only loopback unless the run allows the network;
 - the system (`/usr`, `/etc`), Python and the project read-only, nothing else of the host
   (no `/root`, no `/home`, no other project folders); in `/etc` every file or folder that is not
   world-readable (`/etc/shadow`, `/etc/ssl/private`...), `/etc/ssh` and `/etc/sudoers*` are masked
-  (the sandbox runs as uid 0, which could read them);
+  (the host's root owns them, and the namespace maps the sandbox's uid onto the runner's, root's);
 - the run's `--out` folder hidden under an empty tmpfs (it may lie inside the project, which is
   bound read-only): other tasks' results and other workers' homes are out of sight;
 - a private `/tmp`, `/var/tmp` and `/dev/shm`, a private home bound at the real path `/home/user`
@@ -54,6 +57,9 @@ PRIVATE_DIRS = ("/tmp", "/dev/shm", "/run", "/var/tmp", VM_HOME, "/proc", "/dev"
 # Secrets of root under /etc, masked whatever their mode (plus every path there that is not world-readable).
 ETC_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/ssh", "/etc/sudoers",
                "/etc/sudoers.d")
+# Who a task is inside the sandbox: OSWorld's "user", without capabilities (as uid 0 with them, a task's
+# command could remount the /etc bind read-write and write the host's /etc as root).
+SANDBOX_UID = 1000
 # Set (to "1") in a sandboxed worker's environment: it is alone in its pid namespace with bwrap's init.
 SANDBOX_ENV = "KIMI_AGENT_SANDBOXED"
 
@@ -166,7 +172,8 @@ def masked_secrets(root: str = "/etc") -> tuple[tuple[str, bool], ...]:
 
 def bwrap_argv(plan: SandboxPlan) -> list[str]:
     """The `bwrap ...` prefix for a command run inside the plan's sandbox (working folder `/`)."""
-    argv = [bwrap_exe(), "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    argv = [bwrap_exe(), "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+            "--cap-drop", "ALL", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
     if plan.allow_network:
         argv.append("--share-net")
     for d in SYSTEM_DIRS:

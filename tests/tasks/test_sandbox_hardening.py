@@ -8,7 +8,10 @@ reports success at once); the attacks are OSWorld setup steps and getters:
 - a process left running (`setsid` loop) by one task, still writing during the next one;
 - reading the run's `--out` (other tasks' results, other workers' homes) when it lies inside a
   folder bound read-only into the sandbox (the project, an import path);
-- reading root-only files of `/etc` (the sandbox runs as uid 0);
+- reading root-only files of `/etc` (their owner, the host's root, is the sandbox's uid mapped out);
+- root inside: remounting the read-only bind of `/etc` writable and writing the host's `/etc`
+  (the sandbox ran as uid 0 with every capability of its namespace), unmounting a mask, nesting a
+  user namespace to get capabilities back;
 - without bwrap, getters and steps that read this machine's files (`list_directory`, `file:` URLs).
 """
 
@@ -35,6 +38,7 @@ needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which(
 needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
 SECRET = "kimi-hardening-secret-7d41"
 LINGER = "kimi-linger-marker-93c2"
+ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
 
@@ -87,6 +91,11 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
                                       "cat /etc/gshadow /etc/shadow- /etc/sudoers >> /home/user/s.txt 2>&1; "
                                       "ls -A /etc/ssh >> /home/user/s.txt 2>&1; true")],
               "cat /home/user/s.txt; echo END", include=["END"], exclude=["root:", "ssh_host", "ssh_config"]),
+        include_exclude_task("root-inside", [shell_step(f"(mount -o remount,rw,bind /etc && touch {ESCAPE}; "
+                                                      "umount /etc/shadow && echo UMOUNTED; "
+                                                      "unshare -Urm true && echo NESTED-USERNS) > /home/user/m.txt 2>&1; true")],
+              "id -u; grep CapEff /proc/self/status; cat /home/user/m.txt; echo END",
+              include=["1000\n", "CapEff:\t0000000000000000", "END"], exclude=["UMOUNTED", "NESTED-USERNS"]),
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "path", [str(root), *sys.path])  # python_paths() binds `root` read-only
@@ -135,6 +144,19 @@ def test_root_only_files_of_etc_read_as_nothing(hardening_run: tuple[Path, dict[
     out, by_id = hardening_run
     read = by_id["read-secrets"]
     assert (read.status, read.score) == ("success", 1.0), _seen(out, "read-secrets")
+
+
+@needs_desktop
+@needs_bwrap
+def test_a_task_is_an_unprivileged_user_that_cannot_remount_the_hosts_files(
+        hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    out, by_id = hardening_run
+    try:
+        assert not ESCAPE.exists()
+    finally:
+        ESCAPE.unlink(missing_ok=True)
+    root = by_id["root-inside"]
+    assert (root.status, root.score) == ("success", 1.0), _seen(out, "root-inside")
 
 
 def test_every_root_only_path_of_etc_is_masked() -> None:
