@@ -63,6 +63,7 @@ SCORE_FILE = "result.txt"  # OSWorld's per-task score file
 FIRST_FRAME_CAP_S = 8.0
 log = logging.getLogger("kimi_agent.tasks")
 KILL_GRACE_S = 60.0
+SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
 RESULT_READ_LIMIT = 16 * 2**20  # bytes of a result.json the runner reads back (a task folder is sandbox-written)
 _PATH_PART = re.compile(r"[A-Za-z0-9._-]+")  # one folder name of a trajectory path (no scheme, no separator)
 
@@ -224,8 +225,10 @@ def trajectory_problem(task_id: str, trajectory: str) -> str | None:
 def remove_unsafe_entries(folder: Path) -> list[str]:
     """Remove every symbolic link and every entry that is neither a regular file nor a folder
     (FIFO, socket, device) anywhere under `folder`, walking by file descriptors without following
-    a link; returns what was removed ("<path relative to folder> (<kind>)"). `folder` itself must be
-    a real folder (OSError otherwise)."""
+    a link, and clear the set-user-id and set-group-id bits of what stays (the sandbox's files are
+    the runner's user's, root's: a set-id program left there would run as root for anyone); returns
+    what was removed ("<path relative to folder> (<kind>)", "the set-id bits of <path>"). `folder`
+    itself must be a real folder (OSError otherwise)."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     removed: list[str] = []
     top = os.open(folder, flags)
@@ -243,6 +246,8 @@ def remove_unsafe_entries(folder: Path) -> list[str]:
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(mode):
+                if mode & SET_ID_BITS and _clear_set_id(name, fd):
+                    removed.append(f"the set-id bits of {rel}{name}")
                 continue
             if stat.S_ISDIR(mode):
                 try:
@@ -255,6 +260,9 @@ def remove_unsafe_entries(folder: Path) -> list[str]:
                         raise
                 else:
                     try:
+                        if (dir_mode := os.fstat(child).st_mode) & SET_ID_BITS:
+                            os.fchmod(child, stat.S_IMODE(dir_mode) & ~SET_ID_BITS)
+                            removed.append(f"the set-id bits of {rel}{name}/")
                         stack.append((child, f"{rel}{name}/", os.listdir(child)))
                     except OSError:
                         os.close(child)
@@ -267,6 +275,23 @@ def remove_unsafe_entries(folder: Path) -> list[str]:
         for fd, _, _ in stack:
             os.close(fd)
     return removed
+
+
+def _clear_set_id(name: str, dir_fd: int) -> bool:
+    """Clear the set-id bits of regular file `name` in folder `dir_fd`, opened without following a
+    link or blocking; False when it is gone or is no longer a regular file (the walk's caller saw it)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            return False
+        os.fchmod(fd, stat.S_IMODE(mode) & ~SET_ID_BITS)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _kind(mode: int) -> str:

@@ -174,6 +174,7 @@ class WorkerPool:
         home = root / "home"
         for d in (home, root / "tasks"):
             d.mkdir(parents=True, exist_ok=True)
+        root.parent.chmod(0o700)  # what a task writes is its runner's user's: no one else reaches it mid-run
         parent_end, child_end = socket.socketpair()
         pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
         # -P: neither the working folder nor a script's folder goes on the worker's sys.path

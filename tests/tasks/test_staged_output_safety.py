@@ -3,7 +3,8 @@
 The runner (root, outside the sandbox) moves each staged task folder into `<out>` and writes
 result.json, result.txt and report.html there. A task's setup step can plant symbolic links
 (`.report.html.part -> ~/.bashrc`), FIFOs (a `run.json` that hangs any reader) and sockets in that
-folder. Here they are planted for real: by a setup step inside real bwrap (the key test), and
+folder, and a set-user-id copy of the shell (the sandbox's files are root's on this machine).
+Here they are planted for real: by a setup step inside real bwrap (the key test), and
 directly on disk for each layer of the defence: the staged folder is stripped of links and special
 files as it moves (`adopt_staged`), every host write goes through a fresh temporary file that
 replaces its name, every host read of a sandbox-written file opens regular files only with a
@@ -116,7 +117,9 @@ def test_links_and_fifos_planted_by_a_setup_step_write_nothing_outside_out(tmp_p
     links = "; ".join(f"ln -s {outside}/via{name} $d/{name}" for name in
                       (".report.html.part", f".result.json.{PID}.part", f".result.txt.{PID}.part",
                        f".results.json.{PID}.part", "report.html"))
-    plant = f"{find}; {links}; ln -s {outside}/bashrc $d/bashrc; ln -s {outside} $d/escape; mkfifo $d/pipe"
+    plant = (f"{find}; {links}; ln -s {outside}/bashrc $d/bashrc; ln -s {outside} $d/escape; mkfifo $d/pipe; "
+             # a set-user-id copy of the shell: owned by the runner's user (root) on this machine
+             "cp /bin/sh $d/rootsh; chmod 4755 $d/rootsh; mkdir $d/sg; chmod 2755 $d/sg")
     # after the episode: its run.json and steps.jsonl become FIFOs (a reader on the host would hang)
     fifos = f"{find}; for r in $d/*/; do rm -f $r/run.json $r/steps.jsonl; mkfifo $r/run.json $r/steps.jsonl; done"
     task = {"id": "planted", "instruction": "Do nothing.",
@@ -125,7 +128,8 @@ def test_links_and_fifos_planted_by_a_setup_step_write_nothing_outside_out(tmp_p
                           "postconfig": [{"type": "execute", "parameters": {"command": fifos, "shell": True}}],
                           "result": {"type": "vm_command_line", "command": f"{find}; ls -la $d $d/*/",
                                      "shell": True},
-                          "expected": {"type": "rule", "rules": {"include": ["pipe", "run.json"], "exclude": []}}}}
+                          "expected": {"type": "rule", "rules": {"include": ["pipe", "run.json", "-rwsr-xr-x",
+                                                                          "drwxr-sr-x"], "exclude": []}}}}
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "planted.json").write_text(json.dumps(task), encoding="utf-8")
@@ -143,8 +147,11 @@ def test_links_and_fifos_planted_by_a_setup_step_write_nothing_outside_out(tmp_p
     assert "planted: <span class='st'>success</span>" in (task_dir / "report.html").read_text(encoding="utf-8")
     notes = json.loads((task_dir / "result.json").read_text(encoding="utf-8"))["host"]["notes"]
     for removed in (".report.html.part (symbolic link)", "escape (symbolic link)", "pipe (FIFO)",
-                    "run.json (FIFO)", "steps.jsonl (FIFO)"):
+                    "run.json (FIFO)", "steps.jsonl (FIFO)", "the set-id bits of rootsh", "the set-id bits of sg/"):
         assert any(removed in note for note in notes), (removed, notes)
+    assert stat.S_IMODE(os.stat(task_dir / "rootsh").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(task_dir / "sg").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(out / ".workers").st_mode) == 0o700  # staged files: no one else's to reach
     assert "index.html" in {p.name for p in out.iterdir()}
 
 
@@ -157,6 +164,9 @@ def test_remove_unsafe_entries_keeps_files_and_folders_only(tmp_path: Path) -> N
     task_dir = tmp_path / "task"
     _plant(task_dir, outside)
     (task_dir / "dangling").symlink_to(tmp_path / "nowhere")
+    (task_dir / "rootsh").write_bytes(b"#!/bin/sh\n")
+    (task_dir / "rootsh").chmod(0o6755)
+    (task_dir / "20260101-000000_run" / "frames").chmod(0o2750)
     removed = remove_unsafe_entries(task_dir)
     assert _unsafe(task_dir) == []
     assert sorted(removed) == sorted([
@@ -164,7 +174,10 @@ def test_remove_unsafe_entries_keeps_files_and_folders_only(tmp_path: Path) -> N
         ".report.html.part (symbolic link)", "report.html (symbolic link)", "escape (symbolic link)",
         "dangling (symbolic link)", "pipe (FIFO)", "20260101-000000_run/run.json (FIFO)",
         "20260101-000000_run/steps.jsonl (FIFO)", "20260101-000000_run/sock (socket)",
-        "20260101-000000_run/frames/up (symbolic link)"])
+        "20260101-000000_run/frames/up (symbolic link)", "the set-id bits of rootsh",
+        "the set-id bits of 20260101-000000_run/frames/"])
+    assert stat.S_IMODE(os.stat(task_dir / "rootsh").st_mode) == 0o755  # the rest of the mode is kept
+    assert stat.S_IMODE(os.stat(task_dir / "20260101-000000_run" / "frames").st_mode) == 0o750
     assert (task_dir / "20260101-000000_run" / "frames" / "step_0001.png").read_bytes() == b"png"
     assert (outside / "kept.txt").read_text(encoding="utf-8") == "host"  # a link's target is never touched
 
