@@ -457,6 +457,16 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def keep_tasks_out() -> None:
+    """Make this process undumpable (Linux `PR_SET_DUMPABLE` 0): a task's commands run as the same
+    user in the worker's sandbox, and could otherwise attach to the worker (ptrace, `/proc/<pid>/mem`,
+    `pidfd_getfd` on its channel to the runner) and forge what it reports. Children it starts are
+    dumpable again once they exec."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
 # ---------------------------------------------------------------- the parent
 
 def _skipped(t: LoadedTask) -> TaskResult:

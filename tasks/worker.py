@@ -7,7 +7,8 @@ score (`runner.run_one`). Its model is the runner's (`model_link.ChannelBackend`
 backend is a test double that must read this worker's browser (the scripted solutions), which the
 runner then sends pickled in `init`. The built-in suite's pages are served inside the sandbox, on
 its own loopback. A broken display or browser is rebuilt between tasks; in a sandbox, every process
-a task left behind is killed before the next one (`LocalHost.reset`).
+a task left behind is killed before the next one (`LocalHost.reset`), and the worker is undumpable
+(`runner.keep_tasks_out`): a task's commands, the same user, cannot attach to it.
 
 Messages in: init, task, stop. Out: ready, start, phase, step, generate (see model_link), done.
 """
@@ -32,10 +33,11 @@ from kimi_agent.tasks.runner import (
     _healthy,
     _task_dir,
     die_with_parent,
+    keep_tasks_out,
     run_one,
     write_result,
 )
-from kimi_agent.tasks.sandbox import in_own_pid_namespace
+from kimi_agent.tasks.sandbox import SANDBOX_ENV, in_own_pid_namespace
 from kimi_agent.tasks.spec import TaskSpec
 from kimi_agent.tasks.suites import LOCAL_SERVER_KEY, serve_pages
 
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m kimi_agent.tasks.worker FD (started by kimi-agent run)\n")
         return 2
     die_with_parent()
+    if os.environ.get(SANDBOX_ENV):
+        keep_tasks_out()
     from kimi_agent.logs import log_to_stderr
 
     log_to_stderr()  # into the worker's worker.log

@@ -12,6 +12,7 @@ reports success at once); the attacks are OSWorld setup steps and getters:
 - root inside: remounting the read-only bind of `/etc` writable and writing the host's `/etc`
   (the sandbox ran as uid 0 with every capability of its namespace), unmounting a mask, nesting a
   user namespace to get capabilities back;
+- attaching to the worker (the same user): its environment, descriptors and memory;
 - without bwrap, getters and steps that read this machine's files (`list_directory`, `file:` URLs).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,15 @@ needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which(
 needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
 SECRET = "kimi-hardening-secret-7d41"
 LINGER = "kimi-linger-marker-93c2"
+# Copy the worker's descriptors (its channel to the runner among them) with pidfd_getfd (syscall 438)
+GRAB_FDS = """import ctypes, os, sys
+pidfd = os.pidfd_open(int(sys.argv[1]))
+print("pidfd_open ok")
+libc = ctypes.CDLL(None, use_errno=True)
+for fd in range(64):
+    if libc.syscall(438, pidfd, fd, 0) >= 0:
+        print("GOT-FD", fd)
+"""
 ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
@@ -77,10 +88,7 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
                        "result": {"type": "vm_file", "path": "/home/user/a.pdf", "dest": "a.pdf"},
                        "expected": {"type": "vm_file", "path": "/home/user/b.pdf", "dest": "b.pdf"}}},
         include_exclude_task("worker-cwd", [shell_step("touch /pypdf.py 2>/home/user/err.txt; true")],
-              # the worker is the child of the sandbox's init (pid 1)
-              "for p in $(ps -eo pid=,ppid= | awk '$2 == 1 {print $1}'); do "
-              "echo \"cwd=[$(readlink /proc/$p/cwd)]\"; done; cat /home/user/err.txt",
-              include=["cwd=[/]", "Read-only file system"], exclude=["cwd=[/home"]),
+              "cat /home/user/err.txt", include=["Read-only file system"], exclude=[]),
         include_exclude_task("linger-start", [shell_step(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
         include_exclude_task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
               exclude=[LINGER]),
@@ -96,6 +104,13 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
                                                       "unshare -Urm true && echo NESTED-USERNS) > /home/user/m.txt 2>&1; true")],
               "id -u; grep CapEff /proc/self/status; cat /home/user/m.txt; echo END",
               include=["1000\n", "CapEff:\t0000000000000000", "END"], exclude=["UMOUNTED", "NESTED-USERNS"]),
+        include_exclude_task("attach-worker", [],  # the worker: the child of the sandbox's init (pid 1)
+              "w=$(ps -eo pid=,ppid=,args= | awk '$2 == 1 && /kimi_agent.tasks.worker/ {print $1}'); echo worker=$w.; "
+              "cat /proc/$w/environ > /dev/null 2>&1 && echo ENVIRON-READ; ls /proc/$w/fd > /dev/null 2>&1 && "
+              "readlink /proc/$w/fd/* 2>/dev/null | grep -q socket && echo FD-LINKS; "
+              "head -c 1 /proc/$w/mem > /dev/null 2>&1 && echo MEM-READ; "
+              f"/usr/bin/python3 -c {shlex.quote(GRAB_FDS)} $w; echo END",
+              include=["pidfd_open ok", "END"], exclude=["worker=.", "ENVIRON-READ", "FD-LINKS", "MEM-READ", "GOT-FD"]),
     ]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "path", [str(root), *sys.path])  # python_paths() binds `root` read-only
@@ -157,6 +172,23 @@ def test_a_task_is_an_unprivileged_user_that_cannot_remount_the_hosts_files(
         ESCAPE.unlink(missing_ok=True)
     root = by_id["root-inside"]
     assert (root.status, root.score) == ("success", 1.0), _seen(out, "root-inside")
+
+
+@needs_desktop
+@needs_bwrap
+def test_a_tasks_commands_cannot_attach_to_their_worker(hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    # the same user as the worker: without PR_SET_DUMPABLE 0 they read its memory and its descriptors
+    # (among them its channel to the runner, which pidfd_getfd would copy)
+    out, by_id = hardening_run
+    attach = by_id["attach-worker"]
+    assert (attach.status, attach.score) == ("success", 1.0), _seen(out, "attach-worker")
+
+
+@needs_bwrap
+def test_the_sandbox_starts_in_its_read_only_root() -> None:
+    argv = [*bwrap_argv(SandboxPlan(home=Path("/tmp"))), "/bin/sh", "-c", "pwd; touch x 2>&1; true"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.splitlines()[0] == "/" and "Read-only file system" in done.stdout
 
 
 def test_every_root_only_path_of_etc_is_masked() -> None:
