@@ -51,6 +51,9 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
             time.sleep(0.2)
 
 STRAY_WAIT_S = 5.0  # how long reset() keeps killing what a task left running
+# The sandbox's private scratch folders (tmpfs): emptied between tasks of a sandboxed worker, but
+# for what was there when its host was made (its display's socket and lock).
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -103,7 +106,8 @@ class LocalHost:
     def __init__(self, desktop: DesktopEnv, home: str | os.PathLike[str], *, debugging_port: int | None = None,
                  client_password: str = DEFAULT_PASSWORD, own_pid_namespace: bool = False) -> None:
         """own_pid_namespace: this process is a sandboxed worker alone in its pid namespace (with
-        bwrap's init), so `reset()` may kill every process it sees that is not its own."""
+        bwrap's init), so `reset()` may kill every process it sees that is not its own and empty
+        the sandbox's private `SCRATCH_DIRS` of what was not there now."""
         self.desktop = desktop
         self.own_pid_namespace = own_pid_namespace
         self.paths = HostPaths(Path(home).resolve())
@@ -114,6 +118,7 @@ class LocalHost:
         self._cdp: Browser | None = None
         self._pw: Any = None
         self._playwright_acquired = False
+        self._scratch_kept = {d: set(os.listdir(d)) for d in SCRATCH_DIRS if os.path.isdir(d)} if own_pid_namespace else {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -129,6 +134,7 @@ class LocalHost:
             left = kill_strays(launched)
             if left:
                 log.warning("processes of the last task outlived SIGKILL: %s", left)
+            self._empty_scratch()
         home = self.paths.home
         home.mkdir(parents=True, exist_ok=True)
         for child in list(home.iterdir()):  # the home may be a mount point (/home/user in the sandbox)
@@ -139,6 +145,20 @@ class LocalHost:
         self.paths.default_profile.mkdir(parents=True)
         (self.paths.home / "Desktop").mkdir()
         (self.paths.default_profile / "Preferences").write_text(json.dumps({}), encoding="utf-8")
+
+    def _empty_scratch(self) -> None:
+        """Remove what the last task left in the sandbox's /tmp, /var/tmp and /dev/shm (each task
+        starts from them as OSWorld's from its VM snapshot); what cannot be removed is logged."""
+        for folder, kept in self._scratch_kept.items():
+            for name in set(os.listdir(folder)) - kept:
+                path = Path(folder, name)
+                try:
+                    if path.is_dir() and not path.is_symlink():
+                        _remove_tree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("could not remove %s, which the last task left: %s", path, e)
 
     def close(self) -> None:
         self.stop_browser()

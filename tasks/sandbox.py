@@ -23,7 +23,8 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
 - a scrubbed environment: only the variables in `ENV_ALLOWLIST` pass, plus what the worker needs;
 - `--die-with-parent` and `--new-session`: nothing outlives the runner, nothing reaches its
   terminal; between tasks the worker kills every process of its pid namespace but its own
-  (`host.LocalHost.reset`), so nothing a task started survives into the next one.
+  and empties its private `/tmp`, `/var/tmp` and `/dev/shm` (`host.LocalHost.reset`), so nothing
+  a task started or left there survives into the next one.
 
 Wall time is enforced by the runner (tasks/worker_pool.py), which kills the whole tree; memory,
 processes and CPU by the kernel, in the worker's own cgroup (tasks/cgroups.py), or, where no cgroup

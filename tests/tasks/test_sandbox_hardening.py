@@ -6,6 +6,7 @@ reports success at once); the attacks are OSWorld setup steps and getters:
 - code injection: a module written into `/home/user` (the worker's old working folder, so the
   first entry of its sys.path) under the name of one the evaluator imports lazily (pypdf);
 - a process left running (`setsid` loop) by one task, still writing during the next one;
+- files left in `/tmp`, `/var/tmp` and `/dev/shm` by one task, seen by the next;
 - reading the run's `--out` (other tasks' results, other workers' homes) when it lies inside a
   folder bound read-only into the sandbox (the project, an import path);
 - reading root-only files of `/etc` (their owner, the host's root, is the sandbox's uid mapped out);
@@ -92,6 +93,11 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
         include_exclude_task("linger-start", [shell_step(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
         include_exclude_task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
               exclude=[LINGER]),
+        include_exclude_task("scratch-leave", [shell_step("for d in /tmp /var/tmp /dev/shm; do echo 1 > $d/left-behind; "
+                                                        "mkdir -p $d/left-dir/sub; done")],
+              "ls -A /tmp /var/tmp /dev/shm", include=["left-behind", "left-dir"], exclude=[]),
+        include_exclude_task("scratch-gone", [], "ls -A /tmp /var/tmp /dev/shm; echo END",
+              include=["END", ".X11-unix"], exclude=["left-behind", "left-dir"]),
         include_exclude_task("read-out", [shell_step(f"find {out} > /home/user/seen.txt 2>&1; cat {out}/*/result.json "
                                   f"{out}/.workers/*/home/* >> /home/user/seen.txt 2>&1; true")],
               "cat /home/user/seen.txt", include=[], exclude=[SECRET, "earlier-task", "inject-pypdf", "linger"]),
@@ -140,6 +146,19 @@ def test_a_process_a_task_leaves_is_killed_before_the_next_task(hardening_run: t
     assert start.worker == gone.worker
     assert (start.status, start.score) == ("success", 1.0), _seen(out, "linger-start")  # it ran during its task
     assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "linger-gone")  # ... and not after
+
+
+@needs_desktop
+@needs_bwrap
+@needs_desktop
+@needs_bwrap
+def test_what_a_task_leaves_in_tmp_is_gone_before_the_next_task(hardening_run: tuple[Path, dict[str, TaskResult]]
+                                                                ) -> None:
+    out, by_id = hardening_run
+    leave, gone = by_id["scratch-leave"], by_id["scratch-gone"]
+    assert leave.worker == gone.worker
+    assert (leave.status, leave.score) == ("success", 1.0), _seen(out, "scratch-leave")
+    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "scratch-gone")  # the display's socket stays
 
 
 @needs_desktop
