@@ -114,6 +114,9 @@ def run_command(
     worker_memory: Annotated[int, typer.Option("--worker-memory", min=256, metavar="MB",
                                                help="a worker's memory, tmpfs included: the kernel's limit "
                                                     "(cgroups), else polled; its task is then an error")] = 16384,
+    worker_disk: Annotated[int, typer.Option("--worker-disk", min=64, metavar="MB",
+                                             help="what one worker may write to this machine's disk (its home "
+                                                  "and task folders), polled; its task is then an error")] = 8192,
     worker_pids: Annotated[int, typer.Option("--worker-pids", min=64, metavar="N",
                                              help="processes and threads one worker may have (cgroups)")] = 2048,
     worker_cpus: Annotated[float | None, typer.Option(
@@ -148,7 +151,7 @@ def run_command(
                              task_timeout_s=task_timeout, start_timeout_s=start_timeout, allow_network=allow_network,
                              confirm=confirm, max_seconds=max_seconds, temperature=temperature, thinking=thinking,
                              history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
-                             worker_memory_mb=worker_memory, worker_pids=worker_pids, worker_cpus=worker_cpus)
+                             worker_memory_mb=worker_memory, worker_disk_mb=worker_disk, worker_pids=worker_pids, worker_cpus=worker_cpus)
         make_out_dir(out)
     except AgentError as e:  # the one place a bad input becomes `error: ...` and exit 2
         typer.echo(f"error: {e}", err=True)
@@ -182,7 +185,7 @@ def run_command(
 RUN_BACKENDS = ("native", "openai", "transformers", "scripted", "solutions", "do-nothing")
 #: RunSettings/BackendOptions fields whose flag is not `--<field>`.
 _FLAGS = {"out_dir": "--out", "task_timeout_s": "--task-timeout", "start_timeout_s": "--start-timeout",
-          "history_images": "--history", "worker_memory_mb": "--worker-memory", "slots": "--workers"}
+          "history_images": "--history", "worker_memory_mb": "--worker-memory", "worker_disk_mb": "--worker-disk", "slots": "--workers"}
 
 
 def _backend_choice(backend: str | None, *, model: str | None, endpoint: str | None, api_key: str | None,

@@ -94,6 +94,9 @@ class RunSettings(BaseModel):
     worker_memory_mb: int = Field(default=16384, ge=256, description="a worker's whole process tree (tmpfs "
                                   "included) may use this much memory: the kernel's limit where cgroups can be "
                                   "written (tasks/cgroups.py), else the tree is killed above this resident memory")
+    worker_disk_mb: int = Field(default=8192, ge=64, description="what one worker may write to this machine's "
+                                "disk (its home, staged task folders and log), polled every few seconds: above "
+                                "it the worker is killed, its task is an error and its files are removed")
     worker_pids: int = Field(default=2048, ge=64, description="processes and threads of one worker's tree "
                              "(a fork bomb fails inside); needs cgroups")
     worker_cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU cores' worth of time one "

@@ -11,7 +11,9 @@ kernel holds it to its memory, process and CPU limits, and a task during which t
 one of its processes for memory is an `error` too; elsewhere the tree's resident memory is polled.
 Each worker writes its task folders into its own staging folder (`<out>/.workers/w<i>/tasks`,
 the only host folder it can write besides its home); the pool moves a finished task's folder to
-`<out>/<task id>` and rewrites its result there. Ctrl-C stops every worker (none of them gets the
+`<out>/<task id>` and rewrites its result there. What those host folders hold is measured every
+`DISK_CHECK_S` (tasks/disk_use.py): a worker over `--worker-disk` is killed, its task is an error,
+and its folders are removed. Ctrl-C stops every worker (none of them gets the
 terminal's SIGINT) and the caller writes the partial results.
 """
 
@@ -22,6 +24,7 @@ import logging
 import os
 import pickle
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from kimi_agent.env.process import proc_stats
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, default_cpus, place, sweep_stale
 from kimi_agent.tasks.channel import Channel, ChannelClosed
+from kimi_agent.tasks.disk_use import disk_use
 from kimi_agent.tasks.model_link import ModelHost
 from kimi_agent.tasks.run_progress import phase_label
 from kimi_agent.tasks.runner import (
@@ -63,6 +67,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kimi_agent.tasks")
 READY_TIMEOUT_S = 120.0
 MEMORY_CHECK_S = 2.0
+DISK_CHECK_S = 5.0  # how often a worker's host folders are measured (tasks/disk_use.py)
+MAX_WORKER_FILES = 100_000  # entries a worker's host folders may hold (the measuring walk stays bounded)
 MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
 
 
@@ -237,7 +243,7 @@ class WorkerPool:
         n = min(self.settings.workers, len(pending))
         for i in range(n):
             self._start(i)
-        last_mem = 0.0
+        last_mem = last_disk = 0.0
         try:
             while self.workers and (queue_ or any(w.task_id for w in self.workers.values())):
                 try:
@@ -250,8 +256,10 @@ class WorkerPool:
                 now = time.monotonic()
                 check_memory = now - last_mem > MEMORY_CHECK_S
                 last_mem = now if check_memory else last_mem
+                check_disk = now - last_disk > DISK_CHECK_S
+                last_disk = now if check_disk else last_disk
                 for w in list(self.workers.values()):
-                    self._police(w, check_memory, queue_, results, specs, domains)
+                    self._police(w, check_memory, queue_, results, specs, domains, check_disk=check_disk)
                 on_tick()
         finally:
             self.stop_all()
@@ -376,12 +384,27 @@ class WorkerPool:
         return (f"the kernel killed a process of the worker's sandbox: its tree went over the "
                 f"{self.settings.worker_memory_mb} MiB memory limit (worker killed)")
 
+    def _over_disk(self, w: Worker) -> str | None:
+        """Why the worker must go if its host folders (home, staging, log) hold too much."""
+        limit = self.settings.worker_disk_mb
+        used = disk_use(w.root, MAX_WORKER_FILES)
+        if used.truncated:
+            return (f"the worker made more than {MAX_WORKER_FILES} files on this machine's disk (worker killed; "
+                    "its files removed)")
+        if used.bytes > limit * 2**20:
+            return (f"the worker wrote {used.bytes / 2**20:.0f} MiB to this machine's disk, over the {limit} MiB "
+                    "limit (worker killed; its files removed)")
+        return None
+
     def _exited(self, w: Worker, queue_: deque[tuple[TaskSpec, str]], results: dict[str, TaskResult],
-                specs: dict[str, TaskSpec], domains: dict[str, str], *, why: str) -> None:
+                specs: dict[str, TaskSpec], domains: dict[str, str], *, why: str, purge: bool = False) -> None:
+        """purge: remove the worker's host folders once it is dead (its task's folder is not kept)."""
         why = self._over_memory(w) or why  # an exit the kernel's OOM kill caused says so
         w.peak_mb = self._peak_mb(w)  # read before the cgroup goes
         self._kill(w)
         del self.workers[w.index]
+        if purge:
+            shutil.rmtree(w.root, onerror=lambda f, path, e: log.warning("could not remove %s: %s", path, e[1]))
         if w.task_id is not None:
             r = self._error(specs[w.task_id], domains[w.task_id], why).model_copy(
                 update={"worker": w.index, "seconds": round(time.monotonic() - w.started_mono, 3)})
@@ -394,11 +417,16 @@ class WorkerPool:
             self._start(w.index)
 
     def _police(self, w: Worker, check_memory: bool, queue_: deque[tuple[TaskSpec, str]],
-                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str]) -> None:
-        """Kill a worker whose task ran past its budget, whose tree uses too much memory, or that
-        never became ready; its task is recorded as an error."""
+                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str], *,
+                check_disk: bool = False) -> None:
+        """Kill a worker whose task ran past its budget, whose tree uses too much memory or whose
+        host folders too much disk, or that never became ready; its task is recorded as an error."""
         s = self.settings
         why = None
+        if check_disk and w.proc.poll() is None and (why := self._over_disk(w)) is not None:
+            log.warning("worker %d: %s", w.index, why)
+            self._exited(w, queue_, results, specs, domains, why=why, purge=True)
+            return
         if w.task_id is not None and time.monotonic() - w.started_mono > s.task_timeout_s + KILL_GRACE_S:
             why = f"timed out after {s.task_timeout_s:g} s (worker killed)"
         elif not w.ready and time.monotonic() - w.launched > READY_TIMEOUT_S:

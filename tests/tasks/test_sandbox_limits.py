@@ -102,3 +102,17 @@ def test_where_the_kernel_cannot_reset_the_peak_the_runner_samples_it(tmp_path: 
     assert (hold.status, hold.score) == ("success", 1.0), hold
     assert hold.host is not None and 400 <= hold.host["peak_memory_mb"] < 1024, hold.host
     assert hold.host["peak_memory_by"].startswith("sampled every 2 s (the cgroup's usage")
+
+
+FILL_DISK = "head -c 300M /dev/zero > /home/user/big; sleep 20"  # the home is a folder of this machine
+
+
+def test_a_task_that_fills_this_machines_disk_is_stopped_and_its_files_removed(tmp_path: Path) -> None:
+    by_id = _run(tmp_path, [include_exclude_task("fill-disk", [shell_step(FILL_DISK)], "echo survived", ["survived"], []),
+                            include_exclude_task("after", [], "echo fine", ["fine"], [])], worker_disk_mb=100)
+    fill, after = by_id["fill-disk"], by_id["after"]
+    assert fill.status == "error" and "over the 100 MiB limit" in fill.reason, fill
+    assert fill.host is not None and not Path(fill.host["worker_dir"]).exists()  # its home went with it
+    assert (after.status, after.score) == ("success", 1.0), after  # on a fresh worker
+    big = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.stat().st_size > 10 << 20]
+    assert big == []
