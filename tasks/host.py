@@ -25,6 +25,7 @@ from kimi_agent.env import playwright_host, process
 from kimi_agent.env.chromium import ChromiumProcess, free_port
 from kimi_agent.errors import EnvironmentStartError, SetupStepError, StartTimeoutError
 from kimi_agent.tasks.context import HostPaths
+from kimi_agent.tasks.tree_walk import remove_tree
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -37,11 +38,12 @@ DEFAULT_PASSWORD = "password"  # OSWorld's default client password; only ever su
 
 
 def _remove_tree(path: Path, attempts: int = 5) -> None:
-    """`shutil.rmtree(path)`, tried again (0.2 s apart, `attempts` in all) while a process of the
-    desktop (openbox filling ~/.cache/fontconfig on a slow machine) still adds files to it."""
+    """`tree_walk.remove_tree(path)` (any depth: a task may nest folders past Python's recursion
+    limit), tried again (0.2 s apart, `attempts` in all) while a process of the desktop (openbox
+    filling ~/.cache/fontconfig on a slow machine) still adds files to it."""
     for attempt in range(attempts):
         try:
-            shutil.rmtree(path)
+            remove_tree(path)
             return
         except OSError as e:  # a file appeared (ENOTEMPTY) or vanished (ENOENT) under the walk
             if not path.exists():
@@ -61,7 +63,8 @@ def _proc_table() -> dict[int, tuple[int, str]]:
     return {pid: (int(fields[1]), fields[0]) for pid, fields in process.proc_stats().items()}
 
 
-def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[int]) -> list[int]:
+def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[int], *,
+            keep_children: bool = True) -> list[int]:
     """Live processes that are not this worker's own: its own are itself, its ancestors (bwrap's
     init) and what it started itself and holds (its direct children: the desktop's Xvfb and window
     manager, the Playwright driver) with their descendants; never a process it launched for a task.
@@ -75,7 +78,7 @@ def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[in
     children: dict[int, list[int]] = {}
     for child, (parent, _) in table.items():
         children.setdefault(parent, []).append(child)
-    todo = [c for c in children.get(me, []) if c not in launched]
+    todo = [c for c in children.get(me, []) if c not in launched] if keep_children else []
     while todo:
         pid = todo.pop()
         if pid not in keep:
@@ -84,13 +87,13 @@ def _strays(table: dict[int, tuple[int, str]], launched: set[int] | frozenset[in
     return sorted(p for p, (_, state) in table.items() if p not in keep and state not in ("Z", "X"))
 
 
-def kill_strays(launched: set[int] | frozenset[int] = frozenset()) -> list[int]:
+def kill_strays(launched: set[int] | frozenset[int] = frozenset(), *, keep_children: bool = True) -> list[int]:
     """SIGKILL every process of this (sandboxed) worker's pid namespace that is not its own (see
-    `_strays`), again while any is left or new ones appear (a loop that forks), for at most
-    STRAY_WAIT_S; returns the pids still alive then. Only for a worker alone in its pid namespace:
-    elsewhere these would be the host's processes."""
+    `_strays`; with `keep_children` False, every one but itself and its ancestors), again while any
+    is left or new ones appear (a loop that forks), for at most STRAY_WAIT_S; returns the pids still
+    alive then. Only for a worker alone in its pid namespace: elsewhere these would be the host's."""
     deadline = time.monotonic() + STRAY_WAIT_S
-    while strays := _strays(_proc_table(), launched):
+    while strays := _strays(_proc_table(), launched, keep_children=keep_children):
         if time.monotonic() >= deadline:
             return strays
         for pid in strays:
@@ -145,6 +148,17 @@ class LocalHost:
         self.paths.default_profile.mkdir(parents=True)
         (self.paths.home / "Desktop").mkdir()
         (self.paths.default_profile / "Preferences").write_text(json.dumps({}), encoding="utf-8")
+
+    def clear_sandbox(self) -> None:
+        """After `close()` and the desktop's: kill every process of the sandbox but this worker (its
+        desktop's too, and whatever a task started through them: a window manager's key binding, a
+        debugger attached to Xvfb) and empty the scratch folders; the worker then starts a fresh
+        desktop and host. Only for a sandboxed worker (`own_pid_namespace`)."""
+        if not self.own_pid_namespace:
+            raise RuntimeError("clear_sandbox() is for a worker alone in its pid namespace")
+        if left := kill_strays(keep_children=False):
+            log.warning("processes of the last task outlived SIGKILL: %s", left)
+        self._empty_scratch()
 
     def _empty_scratch(self) -> None:
         """Remove what the last task left in the sandbox's /tmp, /var/tmp and /dev/shm (each task

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import stat
 import tempfile
@@ -42,6 +41,7 @@ from kimi_agent.errors import AgentError, ArtifactError, ConfigError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
 from kimi_agent.tasks.spec import TaskSpec
+from kimi_agent.tasks.tree_walk import copy_tree, kind_of, remove_tree
 
 if TYPE_CHECKING:
     from kimi_agent.env.desktop import DesktopEnv
@@ -63,7 +63,9 @@ SCORE_FILE = "result.txt"  # OSWorld's per-task score file
 FIRST_FRAME_CAP_S = 8.0
 log = logging.getLogger("kimi_agent.tasks")
 KILL_GRACE_S = 60.0
-SET_ID_BITS = stat.S_ISUID | stat.S_ISGID
+STAGED_COPY_LIMIT = 8 << 30  # bytes of a staged task folder copied into <out> (--worker-disk bounds it first)
+STAGED_MAX_FILES = 100_000  # its entries
+STAGED_MAX_DEPTH = 64  # how deep its folders nest
 RESULT_READ_LIMIT = 16 * 2**20  # bytes of a result.json the runner reads back (a task folder is sandbox-written)
 _PATH_PART = re.compile(r"[A-Za-z0-9._-]+")  # one folder name of a trajectory path (no scheme, no separator)
 
@@ -225,108 +227,32 @@ def trajectory_problem(task_id: str, trajectory: str) -> str | None:
     return None
 
 
-def remove_unsafe_entries(folder: Path) -> list[str]:
-    """Remove every symbolic link and every entry that is neither a regular file nor a folder
-    (FIFO, socket, device) anywhere under `folder`, walking by file descriptors without following
-    a link, and clear the set-user-id and set-group-id bits of what stays (the sandbox's files are
-    the runner's user's, root's: a set-id program left there would run as root for anyone); returns
-    what was removed ("<path relative to folder> (<kind>)", "the set-id bits of <path>"). `folder`
-    itself must be a real folder (OSError otherwise)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    removed: list[str] = []
-    top = os.open(folder, flags)
-    stack: list[tuple[int, str, list[str]]] = [(top, "", os.listdir(top))]
+def adopt_staged(staged: Path, final: Path, *, max_bytes: int = STAGED_COPY_LIMIT) -> list[str]:
+    """Copy a worker's staged task folder into `final` (in `<out>`, a folder only the runner writes)
+    and remove the staged one: folders and regular files only, without set-id bits, at most
+    `max_bytes` and `STAGED_MAX_FILES` entries `STAGED_MAX_DEPTH` deep (`tree_walk.copy_tree`); returns
+    notes on what was left out, for the task's result (`host.notes`). A copy, not a move: a task
+    process still in the staged folder (its working folder, an open descriptor) keeps reaching only
+    the staged one, which goes away. A staged "folder" that is a link or a file is removed, never
+    followed."""
+    remove_tree(final)
     try:
-        while stack:
-            fd, rel, names = stack[-1]
-            if not names:
-                os.close(fd)
-                stack.pop()
-                continue
-            name = names.pop()
-            try:
-                mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(mode):
-                if mode & SET_ID_BITS and _clear_set_id(name, fd):
-                    removed.append(f"the set-id bits of {rel}{name}")
-                continue
-            if stat.S_ISDIR(mode):
-                try:
-                    child = os.open(name, flags, dir_fd=fd)
-                except FileNotFoundError:
-                    continue
-                except OSError:  # swapped for a link (or something else) since: looked at again
-                    mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-                    if stat.S_ISDIR(mode):
-                        raise
-                else:
-                    try:
-                        if (dir_mode := os.fstat(child).st_mode) & SET_ID_BITS:
-                            os.fchmod(child, stat.S_IMODE(dir_mode) & ~SET_ID_BITS)
-                            removed.append(f"the set-id bits of {rel}{name}/")
-                        stack.append((child, f"{rel}{name}/", os.listdir(child)))
-                    except OSError:
-                        os.close(child)
-                        raise
-                    continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=fd)
-            removed.append(f"{rel}{name} ({_kind(mode)})")
-    finally:
-        for fd, _, _ in stack:
-            os.close(fd)
-    return removed
-
-
-def _clear_set_id(name: str, dir_fd: int) -> bool:
-    """Clear the set-id bits of regular file `name` in folder `dir_fd`, opened without following a
-    link or blocking; False when it is gone or is no longer a regular file (the walk's caller saw it)."""
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return False
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            return False
-        os.fchmod(fd, stat.S_IMODE(mode) & ~SET_ID_BITS)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder"))
-    return next((name for test, name in kinds if test(mode)), "special file")
-
-
-def adopt_staged(staged: Path, final: Path) -> list[str]:
-    """Move a worker's staged task folder to `final` (in `<out>`, out of the sandbox's reach) and
-    strip it of links and special files (`remove_unsafe_entries`); returns notes on what was
-    removed, for the task's result (`host.notes`). One rename moves whatever `staged` is at that
-    instant; what arrived is then checked by `lstat`, so a folder swapped for a link in between is
-    removed, never followed. A folder that cannot be checked is removed whole."""
-    if final.is_symlink() or (final.exists() and not final.is_dir()):
-        final.unlink()
-    elif final.exists():
-        shutil.rmtree(final)
-    try:
-        os.rename(staged, final)
+        mode = os.lstat(staged).st_mode
     except FileNotFoundError:
         return []
-    mode = os.lstat(final).st_mode
     if not stat.S_ISDIR(mode):
-        final.unlink()
-        notes = [f"the staged task folder was a {_kind(mode)}, not a folder: removed"]
+        staged.unlink()
+        notes = [f"the staged task folder was a {kind_of(mode)}, not a folder: removed"]
     else:
         try:
-            notes = [f"removed {x} from the staged task folder" for x in remove_unsafe_entries(final)]
+            notes = [f"{n} (staged task folder)" for n in copy_tree(
+                staged, final, max_depth=STAGED_MAX_DEPTH, max_entries=STAGED_MAX_FILES, max_bytes=max_bytes)]
         except OSError as e:
-            shutil.rmtree(final, ignore_errors=True)
-            notes = [f"the staged task folder could not be checked ({e}): removed"]
+            notes = [f"the staged task folder could not be copied: {e}"]
+        try:
+            remove_tree(staged)
+        except OSError as e:
+            notes.append(f"the staged task folder could not be removed: {e}")
     if notes:
         log.warning("%s: %s", final.name, "; ".join(notes))
     return notes
@@ -505,8 +431,8 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
         if done is not None and done.status in ("success", "fail"):  # scored: kept
             results[t.id] = done
             continue
-        if task_dir.exists():
-            shutil.rmtree(task_dir)  # half-done (or a previous run's, without --resume): start over
+        if os.path.lexists(task_dir):
+            remove_tree(task_dir)  # half-done (or a previous run's, without --resume): start over
         pending.append(t.spec)
         domains[t.spec.id] = domain_of(t.path)
     specs = {spec.id: spec for spec in pending}

@@ -7,8 +7,11 @@ score (`runner.run_one`). Its model is the runner's (`model_link.ChannelBackend`
 backend is a test double that must read this worker's browser (the scripted solutions), which the
 runner then sends pickled in `init`. The built-in suite's pages are served inside the sandbox, on
 its own loopback. A broken display or browser is rebuilt between tasks; in a sandbox, every process
-a task left behind is killed before the next one (`LocalHost.reset`), and the worker is undumpable
-(`runner.keep_tasks_out`): a task's commands, the same user, cannot attach to it.
+a task left behind is killed before the next one (`LocalHost.reset`); after each task the worker
+kills everything else in its sandbox, its desktop included, and starts a fresh desktop
+(`LocalHost.clear_sandbox`), so nothing a task started through the window manager or Xvfb lives on.
+The worker is undumpable (`runner.keep_tasks_out`): a task's commands, the same user, cannot attach
+to it.
 
 Messages in: init, task, stop. Out: ready, start, phase, step, generate (see model_link), done.
 """
@@ -90,11 +93,15 @@ def serve(channel: Channel) -> None:
                 channel.send({"type": "start", "task_id": spec.id, "time": time.time()})
                 result = _run(spec, env, host, settings, factory, channel, local_server, worker, msg)
                 result = result.model_copy(update={"host": host.describe(), "domain": str(msg.get("domain", ""))})
-                write_result(settings.out_dir, result)
-                channel.send({"type": "done", "result": result.model_dump_json()})
-                if not _healthy(env):
+                renew = host.own_pid_namespace or not _healthy(env)
+                if renew:  # in a sandbox, nothing of one task reaches the next: not even its desktop
                     host.close()
                     env.close()
+                    if host.own_pid_namespace:
+                        host.clear_sandbox()
+                write_result(settings.out_dir, result)
+                channel.send({"type": "done", "result": result.model_dump_json()})
+                if renew:
                     env, host = fresh()
         finally:
             host.close()

@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import queue
-import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from kimi_agent.tasks.sandbox import (
     sandbox_pythonpath,
     scrubbed_env,
 )
+from kimi_agent.tasks.tree_walk import remove_tree
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.backends.base import Backend
@@ -69,6 +69,7 @@ READY_TIMEOUT_S = 120.0
 MEMORY_CHECK_S = 2.0
 DISK_CHECK_S = 5.0  # how often a worker's host folders are measured (tasks/disk_use.py)
 MAX_WORKER_FILES = 100_000  # entries a worker's host folders may hold (the measuring walk stays bounded)
+MAX_WORKER_DEPTH = 64  # and how deep their folders may nest
 MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
 
 
@@ -325,7 +326,8 @@ class WorkerPool:
         out = self.settings.out_dir
         final = _task_dir(out, r.task_id)
         try:
-            notes = [*(notes or []), *adopt_staged(w.staging / r.task_id, final)]
+            notes = [*(notes or []), *adopt_staged(w.staging / r.task_id, final,
+                                                   max_bytes=self.settings.worker_disk_mb << 20)]
         except OSError as e:  # the result is still recorded, without the worker's files
             log.warning("%s: could not move its folder out of staging: %s", r.task_id, e)
             notes = [*(notes or []), f"its staged folder could not be moved: {e}"]
@@ -387,10 +389,10 @@ class WorkerPool:
     def _over_disk(self, w: Worker) -> str | None:
         """Why the worker must go if its host folders (home, staging, log) hold too much."""
         limit = self.settings.worker_disk_mb
-        used = disk_use(w.root, MAX_WORKER_FILES)
-        if used.truncated:
-            return (f"the worker made more than {MAX_WORKER_FILES} files on this machine's disk (worker killed; "
-                    "its files removed)")
+        used = disk_use(w.root, max_entries=MAX_WORKER_FILES, max_depth=MAX_WORKER_DEPTH)
+        if used.problem is not None:
+            return f"the worker's files on this machine's disk cannot be measured: {used.problem} (worker killed; " \
+                   "its files removed)"
         if used.bytes > limit * 2**20:
             return (f"the worker wrote {used.bytes / 2**20:.0f} MiB to this machine's disk, over the {limit} MiB "
                     "limit (worker killed; its files removed)")
@@ -404,7 +406,10 @@ class WorkerPool:
         self._kill(w)
         del self.workers[w.index]
         if purge:
-            shutil.rmtree(w.root, onerror=lambda f, path, e: log.warning("could not remove %s: %s", path, e[1]))
+            try:
+                remove_tree(w.root)
+            except OSError as e:
+                log.warning("worker %d: could not remove %s: %s", w.index, w.root, e)
         if w.task_id is not None:
             r = self._error(specs[w.task_id], domains[w.task_id], why).model_copy(
                 update={"worker": w.index, "seconds": round(time.monotonic() - w.started_mono, 3)})

@@ -1,4 +1,4 @@
-"""tasks/disk_use.py on real files: allocated blocks, links not followed, the walk's cap."""
+"""tasks/disk_use.py on real files: allocated blocks, links not followed, the walk's bounds."""
 
 from __future__ import annotations
 
@@ -18,15 +18,29 @@ def test_allocated_bytes_below_a_folder_count_and_links_are_not_followed(tmp_pat
     with open(tmp_path / "sparse", "wb") as f:  # 1 GiB long, one block written
         f.seek(1 << 30)
         f.write(b"x")
-    used = disk_use(tmp_path, max_entries=100)
+    used = disk_use(tmp_path, max_entries=100, max_depth=8)
     assert (3 << 20) <= used.bytes < (3 << 20) + (1 << 20), used  # the data, not the link's target nor the hole
-    assert (used.entries, used.truncated) == (5, False)  # a, a/b, a/b/data, link, sparse
-    assert disk_use(tmp_path / "gone", max_entries=100) == DiskUse(0, 0, False)
+    assert (used.entries, used.problem) == (5, None)  # a, a/b, a/b/data, link, sparse
+    assert disk_use(tmp_path / "gone", max_entries=100, max_depth=8) == DiskUse(0, 0)
 
 
 def test_the_walk_stops_at_its_cap(tmp_path: Path) -> None:
     for i in range(50):
         (tmp_path / f"f{i}").write_bytes(b"1")
-    used = disk_use(tmp_path, max_entries=20)
-    assert used.truncated and used.entries == 21
-    assert not disk_use(tmp_path, max_entries=50).truncated
+    used = disk_use(tmp_path, max_entries=20, max_depth=8)
+    assert used.problem == "more than 20 files and folders" and used.entries == 20
+    assert disk_use(tmp_path, max_entries=50, max_depth=8).problem is None
+
+
+def test_an_unreadable_folder_is_a_problem_not_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "data").write_bytes(b"x" * 5000)
+    (tmp_path / "locked").chmod(0)
+    try:
+        used = disk_use(tmp_path, max_entries=50, max_depth=8)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    if os.geteuid() == 0:  # root reads it anyway: counted
+        assert used.problem is None and used.bytes >= 4096
+    else:
+        assert used.problem is not None and "cannot be read" in used.problem

@@ -7,6 +7,7 @@ reports success at once); the attacks are OSWorld setup steps and getters:
   first entry of its sys.path) under the name of one the evaluator imports lazily (pypdf);
 - a process left running (`setsid` loop) by one task, still writing during the next one;
 - files left in `/tmp`, `/var/tmp` and `/dev/shm` by one task, seen by the next;
+- a process started for a task by the worker's window manager (a key binding it was told to reload);
 - reading the run's `--out` (other tasks' results, other workers' homes) when it lies inside a
   folder bound read-only into the sandbox (the project, an import path);
 - reading root-only files of `/etc` (their owner, the host's root, is the sandbox's uid mapped out);
@@ -50,6 +51,13 @@ for fd in range(64):
     if libc.syscall(438, pidfd, fd, 0) >= 0:
         print("GOT-FD", fd)
 """
+# A process started by the worker's window manager for a task (a key binding in ~/.config/openbox)
+WM_MARKER = "kimi-wm-started-5be1"
+WM_KEYBIND = ("mkdir -p /home/user/.config/openbox && cat > /home/user/.config/openbox/rc.xml <<'EOF'\n"
+              '<?xml version="1.0"?><openbox_config xmlns="http://openbox.org/3.4/rc"><keyboard>'
+              f'<keybind key="F12"><action name="Execute"><command>sh -c "sleep 600 # {WM_MARKER}"</command>'
+              "</action></keybind></keyboard></openbox_config>\nEOF\n"
+              "openbox --reconfigure; sleep 1; xdotool key F12")
 ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
@@ -93,6 +101,8 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
         include_exclude_task("linger-start", [shell_step(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
         include_exclude_task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
               exclude=[LINGER]),
+        include_exclude_task("wm-start", [shell_step(WM_KEYBIND)], "sleep 2; ps -eo args", include=[WM_MARKER], exclude=[]),
+        include_exclude_task("wm-gone", [], "ps -eo args; echo END", include=["END"], exclude=[WM_MARKER]),
         include_exclude_task("scratch-leave", [shell_step("for d in /tmp /var/tmp /dev/shm; do echo 1 > $d/left-behind; "
                                                         "mkdir -p $d/left-dir/sub; done")],
               "ls -A /tmp /var/tmp /dev/shm", include=["left-behind", "left-dir"], exclude=[]),
@@ -150,6 +160,18 @@ def test_a_process_a_task_leaves_is_killed_before_the_next_task(hardening_run: t
 
 @needs_desktop
 @needs_bwrap
+@needs_desktop
+@needs_bwrap
+def test_a_process_the_window_manager_started_for_a_task_is_gone_before_the_next_task(
+        hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    # a child of the desktop, not of the task: it outlived every reset, and forged later tasks' files
+    out, by_id = hardening_run
+    start, gone = by_id["wm-start"], by_id["wm-gone"]
+    assert start.worker == gone.worker
+    assert (start.status, start.score) == ("success", 1.0), _seen(out, "wm-start")
+    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "wm-gone")
+
+
 @needs_desktop
 @needs_bwrap
 def test_what_a_task_leaves_in_tmp_is_gone_before_the_next_task(hardening_run: tuple[Path, dict[str, TaskResult]]

@@ -32,6 +32,7 @@ import pytest
 
 from kimi_agent.errors import ArtifactError
 from kimi_agent.tasks.channel import Channel
+from kimi_agent.tasks.disk_use import disk_use
 from kimi_agent.tasks.report import write_outputs
 from kimi_agent.tasks.run_pages import index_html, run_metadata, task_page_html
 from kimi_agent.tasks.runner import (
@@ -41,13 +42,13 @@ from kimi_agent.tasks.runner import (
     adopt_staged,
     keep_interrupted,
     read_result,
-    remove_unsafe_entries,
     trajectory_problem,
     write_json_atomic,
     write_result,
 )
 from kimi_agent.tasks.sandbox import probe
 from kimi_agent.tasks.spec import TaskSpec
+from kimi_agent.tasks.tree_walk import copy_tree, remove_tree
 from kimi_agent.trajectory import read_steps, read_text
 
 PID = os.getpid()
@@ -147,7 +148,7 @@ def test_links_and_fifos_planted_by_a_setup_step_write_nothing_outside_out(tmp_p
     assert "planted: <span class='st'>success</span>" in (task_dir / "report.html").read_text(encoding="utf-8")
     notes = json.loads((task_dir / "result.json").read_text(encoding="utf-8"))["host"]["notes"]
     for removed in (".report.html.part (symbolic link)", "escape (symbolic link)", "pipe (FIFO)",
-                    "run.json (FIFO)", "steps.jsonl (FIFO)", "the set-id bits of rootsh", "the set-id bits of sg/"):
+                    "run.json (FIFO)", "steps.jsonl (FIFO)", "the set-id bits of rootsh (", "the set-id bits of sg ("):
         assert any(removed in note for note in notes), (removed, notes)
     assert stat.S_IMODE(os.stat(task_dir / "rootsh").st_mode) == 0o755
     assert stat.S_IMODE(os.stat(task_dir / "sg").st_mode) == 0o755
@@ -155,9 +156,9 @@ def test_links_and_fifos_planted_by_a_setup_step_write_nothing_outside_out(tmp_p
     assert "index.html" in {p.name for p in out.iterdir()}
 
 
-# ---------------------------------------------------------------- moving a staged folder out
+# ---------------------------------------------------------------- copying a staged folder out
 
-def test_remove_unsafe_entries_keeps_files_and_folders_only(tmp_path: Path) -> None:
+def test_copy_tree_keeps_files_and_folders_only(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "kept.txt").write_text("host", encoding="utf-8")
@@ -167,22 +168,58 @@ def test_remove_unsafe_entries_keeps_files_and_folders_only(tmp_path: Path) -> N
     (task_dir / "rootsh").write_bytes(b"#!/bin/sh\n")
     (task_dir / "rootsh").chmod(0o6755)
     (task_dir / "20260101-000000_run" / "frames").chmod(0o2750)
-    removed = remove_unsafe_entries(task_dir)
-    assert _unsafe(task_dir) == []
-    assert sorted(removed) == sorted([
-        f".result.json.{PID}.part (symbolic link)", f".result.txt.{PID}.part (symbolic link)",
-        ".report.html.part (symbolic link)", "report.html (symbolic link)", "escape (symbolic link)",
-        "dangling (symbolic link)", "pipe (FIFO)", "20260101-000000_run/run.json (FIFO)",
-        "20260101-000000_run/steps.jsonl (FIFO)", "20260101-000000_run/sock (socket)",
-        "20260101-000000_run/frames/up (symbolic link)", "the set-id bits of rootsh",
-        "the set-id bits of 20260101-000000_run/frames/"])
-    assert stat.S_IMODE(os.stat(task_dir / "rootsh").st_mode) == 0o755  # the rest of the mode is kept
-    assert stat.S_IMODE(os.stat(task_dir / "20260101-000000_run" / "frames").st_mode) == 0o750
-    assert (task_dir / "20260101-000000_run" / "frames" / "step_0001.png").read_bytes() == b"png"
+    copy = tmp_path / "copy"
+    notes = copy_tree(task_dir, copy, max_depth=64, max_entries=1000, max_bytes=1 << 20)
+    assert _unsafe(copy) == []
+    assert sorted(notes) == sorted([
+        f"left out .result.json.{PID}.part (symbolic link)", f"left out .result.txt.{PID}.part (symbolic link)",
+        "left out .report.html.part (symbolic link)", "left out report.html (symbolic link)",
+        "left out escape (symbolic link)", "left out dangling (symbolic link)", "left out pipe (FIFO)",
+        "left out 20260101-000000_run/run.json (FIFO)", "left out 20260101-000000_run/steps.jsonl (FIFO)",
+        "left out 20260101-000000_run/sock (socket)", "left out 20260101-000000_run/frames/up (symbolic link)",
+        "dropped the set-id bits of rootsh", "dropped the set-id bits of 20260101-000000_run/frames"])
+    assert (copy / "20260101-000000_run" / "frames" / "step_0001.png").read_bytes() == b"png"
+    assert stat.S_IMODE(os.stat(copy / "rootsh").st_mode) == 0o755  # the rest of the mode is kept
+    assert stat.S_IMODE(os.stat(copy / "20260101-000000_run" / "frames").st_mode) == 0o755
     assert (outside / "kept.txt").read_text(encoding="utf-8") == "host"  # a link's target is never touched
 
 
-def test_adopt_staged_strips_the_folder_and_never_follows_a_staged_link(tmp_path: Path) -> None:
+def test_copy_tree_stops_at_its_bounds(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "big").write_bytes(b"x" * 3000)
+    (src / "b").write_bytes(b"y" * 3000)
+    notes = copy_tree(src, tmp_path / "bytes", max_depth=8, max_entries=100, max_bytes=4000)
+    sizes = sorted(p.stat().st_size for p in (tmp_path / "bytes").rglob("*") if p.is_file())
+    assert sum(sizes) == 4000 and any(n.startswith("cut ") and "at 1000 of its 3000 bytes" in n for n in notes), notes
+    deep = src / "d"
+    deep.joinpath(*["n"] * 10).mkdir(parents=True)
+    notes = copy_tree(src, tmp_path / "deep", max_depth=5, max_entries=100, max_bytes=1 << 20)
+    assert notes[-1] == "stopped copying: folders nested more than 5 deep"
+    notes = copy_tree(src, tmp_path / "many", max_depth=64, max_entries=3, max_bytes=1 << 20)
+    assert notes[-1] == "stopped copying: more than 3 files and folders"
+
+
+def test_a_tree_deeper_than_any_limit_is_removed_with_one_folder_open_at_a_time(tmp_path: Path) -> None:
+    # deeper than PATH_MAX (4096) and than Python's recursion limit: shutil.rmtree raised RecursionError
+    top = tmp_path / "deep"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    name = "d" * 200
+    for _ in range(1500):
+        os.mkdir(name, dir_fd=fd)
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+    os.close(fd)
+    used = disk_use(top, max_entries=10_000, max_depth=64)
+    assert used.problem == "folders nested more than 64 deep"  # measured by descriptors: no path is too long
+    remove_tree(top)
+    assert not top.exists()
+
+
+def test_adopt_staged_copies_the_folder_and_never_follows_a_staged_link(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "kept.txt").write_text("host", encoding="utf-8")
@@ -192,13 +229,32 @@ def test_adopt_staged_strips_the_folder_and_never_follows_a_staged_link(tmp_path
     _plant(staging / "t1", outside)
     notes = adopt_staged(staging / "t1", out / "t1")
     assert not (staging / "t1").exists() and _unsafe(out / "t1") == []
-    assert "removed pipe (FIFO) from the staged task folder" in notes
+    assert "left out pipe (FIFO) (staged task folder)" in notes
     # the staged "folder" is itself a link to a folder of this machine: removed, nothing moved or followed
     (staging / "t2").symlink_to(outside, target_is_directory=True)
     notes = adopt_staged(staging / "t2", out / "t2")
     assert not os.path.lexists(out / "t2") and notes == ["the staged task folder was a symbolic link, not a folder: removed"]
     assert sorted(p.name for p in outside.iterdir()) == ["kept.txt"]
     assert adopt_staged(staging / "t3", out / "t3") == []  # nothing staged: nothing to move
+
+
+def test_a_task_process_left_in_its_staged_folder_cannot_write_into_out(tmp_path: Path) -> None:
+    # a process whose working folder is the staged folder (a task's background shell): with a move,
+    # what it wrote after the runner had checked the folder landed in <out> (forged scores, set-id files)
+    staged = tmp_path / "staging" / "t1"
+    staged.mkdir(parents=True)
+    (staged / "result.txt").write_text("0\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    lingering = subprocess.Popen(["sh", "-c", "read line; echo 1 > result.txt; cp /bin/sh rootsh; chmod 4755 rootsh; "
+                                  "echo done"], cwd=staged, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert adopt_staged(staged, out / "t1") == []
+        lingering.communicate("go\n", timeout=30)
+    finally:
+        lingering.kill()
+    assert sorted(p.name for p in (out / "t1").iterdir()) == ["result.txt"]
+    assert (out / "t1" / "result.txt").read_text(encoding="utf-8") == "0\n"
 
 
 def test_keep_interrupted_does_not_hang_on_planted_fifos(tmp_path: Path) -> None:
