@@ -549,6 +549,11 @@ def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: Back
             view.finished(results[spec.id])
         pending = runnable
 
+    if s.allow_network and min(s.workers, len(pending)) > 1:
+        log.warning("--allow-network: the %d workers share this machine's network, so a task can reach another "
+                    "worker's browser and display; run task files you do not trust with --workers 1",
+                    min(s.workers, len(pending)))
+
     def on_event(kind: str, worker: Any, payload: Any) -> None:
         if kind == "done":
             view.finished(payload)
