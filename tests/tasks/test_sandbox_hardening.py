@@ -76,6 +76,14 @@ def _seen(out: Path, task_id: str) -> str:
     return str(record["metrics"][0]["result"])
 
 
+def _contained(run: tuple[Path, dict[str, TaskResult]], *task_ids: str) -> None:
+    """Each of these tasks scored 1 (its probe saw the attack contained), all on one worker."""
+    out, by_id = run
+    assert len({by_id[t].worker for t in task_ids}) == 1
+    for t in task_ids:
+        assert (by_id[t].status, by_id[t].score) == ("success", 1.0), _seen(out, t)
+
+
 @pytest.fixture(scope="module")
 def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, TaskResult]]]:
     """One run, one worker, the attacks in order. `--out` lies inside a folder on sys.path (bound
@@ -151,11 +159,7 @@ def test_a_module_a_task_writes_in_its_home_is_never_imported(hardening_run: tup
 @needs_bwrap
 def test_a_process_a_task_leaves_is_killed_before_the_next_task(hardening_run: tuple[Path, dict[str, TaskResult]]
                                                                 ) -> None:
-    out, by_id = hardening_run
-    start, gone = by_id["linger-start"], by_id["linger-gone"]
-    assert start.worker == gone.worker
-    assert (start.status, start.score) == ("success", 1.0), _seen(out, "linger-start")  # it ran during its task
-    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "linger-gone")  # ... and not after
+    _contained(hardening_run, "linger-start", "linger-gone")  # it ran during its task, and not after
 
 
 @needs_desktop
@@ -165,22 +169,14 @@ def test_a_process_a_task_leaves_is_killed_before_the_next_task(hardening_run: t
 def test_a_process_the_window_manager_started_for_a_task_is_gone_before_the_next_task(
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # a child of the desktop, not of the task: it outlived every reset, and forged later tasks' files
-    out, by_id = hardening_run
-    start, gone = by_id["wm-start"], by_id["wm-gone"]
-    assert start.worker == gone.worker
-    assert (start.status, start.score) == ("success", 1.0), _seen(out, "wm-start")
-    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "wm-gone")
+    _contained(hardening_run, "wm-start", "wm-gone")
 
 
 @needs_desktop
 @needs_bwrap
 def test_what_a_task_leaves_in_tmp_is_gone_before_the_next_task(hardening_run: tuple[Path, dict[str, TaskResult]]
                                                                 ) -> None:
-    out, by_id = hardening_run
-    leave, gone = by_id["scratch-leave"], by_id["scratch-gone"]
-    assert leave.worker == gone.worker
-    assert (leave.status, leave.score) == ("success", 1.0), _seen(out, "scratch-leave")
-    assert (gone.status, gone.score) == ("success", 1.0), _seen(out, "scratch-gone")  # the display's socket stays
+    _contained(hardening_run, "scratch-leave", "scratch-gone")  # the display's socket stays
 
 
 @needs_desktop
@@ -197,22 +193,18 @@ def test_the_runs_out_folder_is_hidden_inside_a_bound_folder(hardening_run: tupl
 @needs_desktop
 @needs_bwrap
 def test_root_only_files_of_etc_read_as_nothing(hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
-    out, by_id = hardening_run
-    read = by_id["read-secrets"]
-    assert (read.status, read.score) == ("success", 1.0), _seen(out, "read-secrets")
+    _contained(hardening_run, "read-secrets")
 
 
 @needs_desktop
 @needs_bwrap
 def test_a_task_is_an_unprivileged_user_that_cannot_remount_the_hosts_files(
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
-    out, by_id = hardening_run
     try:
         assert not ESCAPE.exists()
     finally:
         ESCAPE.unlink(missing_ok=True)
-    root = by_id["root-inside"]
-    assert (root.status, root.score) == ("success", 1.0), _seen(out, "root-inside")
+    _contained(hardening_run, "root-inside")
 
 
 @needs_desktop
@@ -220,9 +212,7 @@ def test_a_task_is_an_unprivileged_user_that_cannot_remount_the_hosts_files(
 def test_a_tasks_commands_cannot_attach_to_their_worker(hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # the same user as the worker: without PR_SET_DUMPABLE 0 they read its memory and its descriptors
     # (among them its channel to the runner, which pidfd_getfd would copy)
-    out, by_id = hardening_run
-    attach = by_id["attach-worker"]
-    assert (attach.status, attach.score) == ("success", 1.0), _seen(out, "attach-worker")
+    _contained(hardening_run, "attach-worker")
 
 
 @needs_bwrap
