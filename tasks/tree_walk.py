@@ -24,6 +24,7 @@ from typing import Any
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 COPY_CHUNK = 1 << 20
+MAX_NOTES = 50  # notes copy_tree returns at most (then the first ones, a count and the last)
 
 
 class TreeTooLarge(Exception):
@@ -121,7 +122,8 @@ def copy_tree(src: Path, dst: Path, *, max_depth: int, max_entries: int, max_byt
     """Copy `src`'s folders and regular files into the new folder `dst` (created here; only this
     process writes there): links, FIFOs, sockets and devices are left out, set-id bits dropped, files
     cut at `max_bytes` in all, the walk stopped at its bounds. Returns notes on what was left out or
-    changed ("<rel> (<kind>)", "the set-id bits of <rel>", ...). OSError when `src` is not a folder."""
+    changed ("left out <rel> (<kind>)", "dropped the set-id bits of <rel>", ...; at most MAX_NOTES + 1,
+    the last one kept). OSError when `src` is not a folder."""
     dst.mkdir(mode=0o755)
     notes: list[str] = []
     copied = 0
@@ -149,6 +151,8 @@ def copy_tree(src: Path, dst: Path, *, max_depth: int, max_entries: int, max_byt
                 notes.append(f"left out {e.rel} ({err.strerror or err})")
     except TreeTooLarge as err:
         notes.append(f"stopped copying: {err}")
+    if len(notes) > MAX_NOTES:  # a task's result stays small whatever it planted
+        notes[MAX_NOTES - 1:] = [f"... and {len(notes) - MAX_NOTES + 1} more like these", notes[-1]]
     return notes
 
 

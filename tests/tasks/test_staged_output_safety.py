@@ -198,6 +198,11 @@ def test_copy_tree_stops_at_its_bounds(tmp_path: Path) -> None:
     assert notes[-1] == "stopped copying: folders nested more than 5 deep"
     notes = copy_tree(src, tmp_path / "many", max_depth=64, max_entries=3, max_bytes=1 << 20)
     assert notes[-1] == "stopped copying: more than 3 files and folders"
+    for i in range(200):
+        os.mkfifo(src / f"p{i:03d}")
+    notes = copy_tree(src, tmp_path / "fifos", max_depth=64, max_entries=1000, max_bytes=1 << 20)
+    assert len(notes) == 51 and notes[-2] == "... and 151 more like these", notes  # 200 notes, one per FIFO
+    assert all(n.startswith("left out p") and n.endswith(" (FIFO)") for n in notes[:49] + notes[-1:]), notes
 
 
 def test_a_tree_deeper_than_any_limit_is_removed_with_one_folder_open_at_a_time(tmp_path: Path) -> None:
