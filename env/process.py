@@ -20,15 +20,22 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import IO, Any
 
-_PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG = 1  # Linux prctl options (linux/prctl.h)
+PR_SET_DUMPABLE = 4
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 _LOCK = threading.Lock()
 _HANDLERS_INSTALLED = False
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def prctl(option: int, arg: int) -> None:
+    """Linux `prctl(option, arg, 0, 0, 0)` on the calling thread; OSError when the kernel refuses."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if libc.prctl(option, arg, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}, {arg}) failed")
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(cmd: Sequence[str], *, env: dict[str, str] | None = None, pass_fds: Sequence[int] = (),

@@ -122,6 +122,7 @@ class LocalHost:
         self._pw: Any = None
         self._playwright_acquired = False
         self._scratch_kept = {d: set(os.listdir(d)) for d in SCRATCH_DIRS if os.path.isdir(d)} if own_pid_namespace else {}
+        self._used = False  # a task ran since this host was made (its first reset() has nothing to clear)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class LocalHost:
         for proc in self._launched:
             process.terminate(proc, timeout_s=3.0, group=True)
         self._launched.clear()
-        if self.own_pid_namespace:
+        if self.own_pid_namespace and self._used:  # a new host comes after clear_sandbox() or at start
             left = kill_strays(launched)
             if left:
                 log.warning("processes of the last task outlived SIGKILL: %s", left)
@@ -148,6 +149,7 @@ class LocalHost:
         self.paths.default_profile.mkdir(parents=True)
         (self.paths.home / "Desktop").mkdir()
         (self.paths.default_profile / "Preferences").write_text(json.dumps({}), encoding="utf-8")
+        self._used = True
 
     def clear_sandbox(self) -> None:
         """After `close()` and the desktop's: kill every process of the sandbox but this worker (its

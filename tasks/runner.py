@@ -20,7 +20,6 @@ task that was running keeps what its worker had written (its partial trajectory)
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kimi_agent.env.process import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from kimi_agent.errors import AgentError, ArtifactError, ConfigError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd
 from kimi_agent.tasks.loader import LoadedTask, TaskSet, id_problem, load_tasks
@@ -380,8 +380,7 @@ def die_with_parent() -> None:
     """SIGTERM this process when its parent dies, even by SIGKILL (Linux parent-death signal); a
     worker's SIGTERM handling then stops its browser and display."""
     parent = os.getppid()
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
@@ -391,9 +390,7 @@ def keep_tasks_out() -> None:
     user in the worker's sandbox, and could otherwise attach to the worker (ptrace, `/proc/<pid>/mem`,
     `pidfd_getfd` on its channel to the runner) and forge what it reports. Children it starts are
     dumpable again once they exec."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    prctl(PR_SET_DUMPABLE, 0)
 
 
 # ---------------------------------------------------------------- the parent

@@ -12,8 +12,8 @@ one of its processes for memory is an `error` too; elsewhere the tree's resident
 Each worker writes its task folders into its own staging folder (`<out>/.workers/w<i>/tasks`,
 the only host folder it can write besides its home); the pool moves a finished task's folder to
 `<out>/<task id>` and rewrites its result there. What those host folders hold is measured every
-`DISK_CHECK_S` (tasks/disk_use.py): a worker over `--worker-disk` is killed, its task is an error,
-and its folders are removed. Ctrl-C stops every worker (none of them gets the
+`DISK_CHECK_S` (tasks/disk_use.py), on a thread of its own so that the loop's tick stays short: a
+worker over `--worker-disk` is killed, its task is an error, and its folders are removed. Ctrl-C stops every worker (none of them gets the
 terminal's SIGINT) and the caller writes the partial results.
 """
 
@@ -244,7 +244,9 @@ class WorkerPool:
         n = min(self.settings.workers, len(pending))
         for i in range(n):
             self._start(i)
-        last_mem = last_disk = 0.0
+        last_mem = 0.0
+        done = threading.Event()
+        threading.Thread(target=self._watch_disk, args=(done,), name="kimi-worker-disk", daemon=True).start()
         try:
             while self.workers and (queue_ or any(w.task_id for w in self.workers.values())):
                 try:
@@ -257,12 +259,11 @@ class WorkerPool:
                 now = time.monotonic()
                 check_memory = now - last_mem > MEMORY_CHECK_S
                 last_mem = now if check_memory else last_mem
-                check_disk = now - last_disk > DISK_CHECK_S
-                last_disk = now if check_disk else last_disk
                 for w in list(self.workers.values()):
-                    self._police(w, check_memory, queue_, results, specs, domains, check_disk=check_disk)
+                    self._police(w, check_memory, queue_, results, specs, domains)
                 on_tick()
         finally:
+            done.set()
             self.stop_all()
         for spec, domain in queue_:  # no worker could be started for these
             why = "; ".join(f"w{i}: {self._log_tail(i)}" for i in sorted(self._start_failures)) or "no worker"
@@ -275,6 +276,12 @@ class WorkerPool:
             if msg.get("proc") != id(w.proc):
                 return  # a replaced worker's reader
             self._exited(w, queue_, results, specs, domains, why=f"worker exited (exit code {w.proc.wait(10)})")
+        elif kind == "over_disk":
+            if msg.get("proc") != id(w.proc) or w.proc.poll() is not None:
+                return  # measured before it was replaced, or already gone (its exit says why)
+            reason = str(msg.get("why"))
+            log.warning("worker %d: %s", w.index, reason)
+            self._exited(w, queue_, results, specs, domains, why=reason, purge=True)
         elif kind == "ready":
             w.ready = True
             w.display, w.port, w.profile = str(msg.get("display")), int(msg.get("port") or 0), str(msg.get("profile"))
@@ -386,6 +393,16 @@ class WorkerPool:
         return (f"the kernel killed a process of the worker's sandbox: its tree went over the "
                 f"{self.settings.worker_memory_mb} MiB memory limit (worker killed)")
 
+    def _watch_disk(self, done: threading.Event) -> None:
+        """Thread: every `DISK_CHECK_S`, measure each live worker's host folders; one over its limit
+        is reported to the loop as an `over_disk` event (the loop kills it)."""
+        while not done.wait(DISK_CHECK_S):
+            for w in list(self.workers.values()):
+                if done.is_set() or w.proc.poll() is not None:
+                    continue
+                if (why := self._over_disk(w)) is not None:
+                    self.events.put((w.index, {"type": "over_disk", "why": why, "proc": id(w.proc)}))
+
     def _over_disk(self, w: Worker) -> str | None:
         """Why the worker must go if its host folders (home, staging, log) hold too much."""
         limit = self.settings.worker_disk_mb
@@ -422,16 +439,11 @@ class WorkerPool:
             self._start(w.index)
 
     def _police(self, w: Worker, check_memory: bool, queue_: deque[tuple[TaskSpec, str]],
-                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str], *,
-                check_disk: bool = False) -> None:
-        """Kill a worker whose task ran past its budget, whose tree uses too much memory or whose
-        host folders too much disk, or that never became ready; its task is recorded as an error."""
+                results: dict[str, TaskResult], specs: dict[str, TaskSpec], domains: dict[str, str]) -> None:
+        """Kill a worker whose task ran past its budget or whose tree uses too much memory, or that
+        never became ready; its task is recorded as an error (disk: `_watch_disk`)."""
         s = self.settings
         why = None
-        if check_disk and w.proc.poll() is None and (why := self._over_disk(w)) is not None:
-            log.warning("worker %d: %s", w.index, why)
-            self._exited(w, queue_, results, specs, domains, why=why, purge=True)
-            return
         if w.task_id is not None and time.monotonic() - w.started_mono > s.task_timeout_s + KILL_GRACE_S:
             why = f"timed out after {s.task_timeout_s:g} s (worker killed)"
         elif not w.ready and time.monotonic() - w.launched > READY_TIMEOUT_S:
