@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent setup for kimi-agent on Debian (run as root, or with sudo available):
-#   1. system packages: Chromium, Xvfb, xdotool, xclip, openbox, socat, bubblewrap, fonts, ffmpeg (recordings), tkinter,
+#   1. system packages: Chromium, Xvfb, xdotool, xclip, openbox, socat, bubblewrap, slirp4netns (each sandboxed
+#      worker's own network under --allow-network), fonts, ffmpeg (recordings), tkinter,
 #      user-mode-linux (the tests boot it as a kernel whose only cgroup hierarchy is v2)
 #   2. a virtual environment at .venv (or $KIMI_AGENT_VENV) with kimi-agent installed editable + [dev]
 #   3. with --osworld: the OSWorld bridge environment .venv-osworld (desktop-env and what its
@@ -21,7 +22,7 @@ done
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PKGS=(chromium xvfb xauth xdotool x11-utils xclip wmctrl openbox socat sqlite3 jq bubblewrap
+APT_PKGS=(chromium xvfb xauth xdotool x11-utils xclip wmctrl openbox socat sqlite3 jq bubblewrap slirp4netns
           fonts-dejavu-core fonts-liberation ffmpeg user-mode-linux)
 "$PY" -c 'import tkinter' 2>/dev/null || APT_PKGS+=(python3-tk)   # pyautogui exits without tkinter
 

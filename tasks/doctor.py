@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from kimi_agent.doctor import Check
-from kimi_agent.tasks import cgroups, sandbox
+from kimi_agent.tasks import cgroups, sandbox, uplink
 
 
 def run_checks() -> list[Check]:
-    """The sandbox (bubblewrap) and the workers' kernel limits (cgroups); both optional: without
-    them the runner refuses host-acting task files, or polls memory instead."""
+    """The sandbox (bubblewrap), the workers' kernel limits (cgroups) and their own networks
+    (slirp4netns); all optional: without them the runner refuses host-acting task files, polls
+    memory instead, or lets `--allow-network` workers share this machine's network."""
     why = sandbox.probe()
     bwrap = Check("sandbox (bwrap)", why is None, "task workers run in a bubblewrap sandbox" if why is None else why,
                   "" if why is None else "apt-get install bubblewrap; without it, task files whose steps run "
@@ -22,4 +23,10 @@ def run_checks() -> list[Check]:
                    "" if why is None else "run the runner as root, or alone in a delegated cgroup v2 "
                    "(`systemd-run --scope -p Delegate=yes kimi-agent run ...`); meanwhile its memory is polled "
                    "and nothing limits processes or CPU", optional=True)
-    return [bwrap, limits]
+    why = uplink.uplink_problem()
+    network = Check("worker networks (slirp4netns)", why is None,
+                    "with --allow-network each worker's sandbox gets a network of its own" if why is None else why,
+                    "" if why is None else "apt-get install slirp4netns, and run the runner as root; without it, "
+                    "workers of an --allow-network run share this machine's network (and can reach its loopback "
+                    "services and each other's browser and display)", optional=True)
+    return [bwrap, limits, network]

@@ -411,7 +411,7 @@ def run_tasks(tasks: TaskSet | Iterable[str | Path] | str | Path, backend_factor
     """
     s = settings or RunSettings()
     if not isinstance(tasks, TaskSet):
-        tasks = load_tasks(tasks, allow_network=s.allow_network)  # type: ignore[arg-type]
+        tasks = load_tasks(tasks, allow_network=s.allow_network)
     make_out_dir(s.out_dir)
     results: dict[str, TaskResult] = {}  # runnable tasks by id (unique), skipped ones by "#<index>"
     order: list[str] = []
@@ -525,6 +525,7 @@ def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, wo
 def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: BackendFactory, s: RunSettings,
                  results: dict[str, TaskResult], view: Any) -> None:
     from kimi_agent.tasks.sandbox import host_acting, probe
+    from kimi_agent.tasks.uplink import uplink_problem
     from kimi_agent.tasks.worker_pool import WorkerPool
 
     if not pending:
@@ -546,10 +547,15 @@ def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: Back
             view.finished(results[spec.id])
         pending = runnable
 
-    if s.allow_network and min(s.workers, len(pending)) > 1:
-        log.warning("--allow-network: the %d workers share this machine's network, so a task can reach another "
-                    "worker's browser and display; run task files you do not trust with --workers 1",
-                    min(s.workers, len(pending)))
+    if s.allow_network and sandbox and pending and (why := uplink_problem()) is not None:
+        n = min(s.workers, len(pending))
+        if n > 1:
+            log.warning("--allow-network: the %d workers share this machine's network (none can have its own: %s), "
+                        "so a task can reach this machine's loopback services and another worker's browser and "
+                        "display; run task files you do not trust with --workers 1", n, why)
+        else:
+            log.warning("--allow-network: the worker shares this machine's network (it cannot have its own: %s), "
+                        "so a task can reach this machine's loopback services", why)
 
     def on_event(kind: str, worker: Any, payload: Any) -> None:
         if kind == "done":

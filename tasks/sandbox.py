@@ -8,7 +8,9 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
   namespace it could turn a read-only bind of the host's `/etc` writable);
 - its own pid namespace (`pkill chrome` there kills only that worker's browser; when the worker
   ends, the kernel kills everything left in it), ipc, uts and cgroup namespaces, and its own
-  network namespace with only loopback unless the run allows the network;
+  network namespace: loopback only, or, when the run allows the network, loopback and an uplink
+  that the runner attaches from outside (tasks/uplink.py; where none can be made, the host's
+  network, shared by every worker);
 - the system (`/usr`, `/etc`), Python and the project read-only, nothing else of the host
   (no `/root`, no `/home`, no other project folders); in `/etc` every file or folder that is not
   world-readable (`/etc/shadow`, `/etc/ssl/private`...), `/etc/ssh` and `/etc/sudoers*` are masked
@@ -44,6 +46,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from kimi_agent.tasks.context import VM_HOME
@@ -73,13 +76,18 @@ class SandboxPlan:
     readable: bound read-only at the same path (Python, the project, import paths).
     hidden: folders covered by an empty tmpfs, in order, after the read-only binds (the run's
     `--out`); a readable path inside one is bound again on top, and `writable` and `home` after.
+    network: "loopback" (a namespace of its own with loopback only), "uplink" (the same, for an
+    uplink attached from outside: `resolv_conf` is bound over `/etc/resolv.conf`, and bwrap writes
+    its first process's pid to `info_fd`, see tasks/uplink.py) or "host" (this machine's network).
     """
 
     home: Path
     writable: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
-    allow_network: bool = False
+    network: Literal["loopback", "uplink", "host"] = "loopback"
+    resolv_conf: Path | None = None
+    info_fd: int | None = None
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -175,8 +183,10 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
     """The `bwrap ...` prefix for a command run inside the plan's sandbox (working folder `/`)."""
     argv = [bwrap_exe(), "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--cap-drop", "ALL", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
-    if plan.allow_network:
+    if plan.network == "host":
         argv.append("--share-net")
+    if plan.info_fd is not None:
+        argv += ["--info-fd", str(plan.info_fd)]
     for d in SYSTEM_DIRS:
         if os.path.exists(d):
             argv += ["--ro-bind", d, d]
@@ -189,6 +199,8 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
             argv += ["--ro-bind", d, d]
     argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
              "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--dir", "/home"]  # PRIVATE_DIRS
+    if plan.network == "uplink" and plan.resolv_conf is not None:
+        argv += _resolv_conf_bind(plan.resolv_conf)
     for p in plan.readable:
         argv += ["--ro-bind", str(p), str(p)]
     hidden = [h for h in plan.hidden if h.is_dir()]
@@ -204,6 +216,17 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
     for k, v in sorted(plan.env.items()):
         argv += ["--setenv", k, v]
     return [*argv, "--"]
+
+
+def _resolv_conf_bind(source: Path) -> list[str]:
+    """bwrap arguments that make `source` the sandbox's `/etc/resolv.conf`; where that is a link
+    (systemd-resolved's into /run), its target is made in the sandbox's private /run and bound."""
+    target = os.path.realpath("/etc/resolv.conf")
+    if any(Path(target).is_relative_to(d) for d in PRIVATE_DIRS):
+        return ["--dir", os.path.dirname(target), "--ro-bind", str(source), target]
+    if not os.path.isfile(target):  # a bind there would create the file on this machine: no DNS then
+        return []
+    return ["--ro-bind", str(source), target]
 
 
 @functools.cache

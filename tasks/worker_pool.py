@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kimi_agent.env.process import proc_stats
+from kimi_agent.errors import EnvironmentStartError
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, default_cpus, place, sweep_stale
 from kimi_agent.tasks.channel import Channel, ChannelClosed
 from kimi_agent.tasks.disk_use import disk_use
@@ -59,6 +60,7 @@ from kimi_agent.tasks.sandbox import (
     scrubbed_env,
 )
 from kimi_agent.tasks.tree_walk import remove_tree
+from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
 
 if TYPE_CHECKING:
     from kimi_agent.model_runtime.backends.base import Backend
@@ -98,6 +100,8 @@ class Worker:
     peak_since_task: bool = False  # the cgroup's peak memory was reset when the current task started (a cgroup)
     sampled_peak: int = 0  # otherwise: the most memory (bytes) seen by the runner's polls during the task
     peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
+    sandbox_pid: int | None = None  # its sandbox's first process, known where it gets an uplink
+    uplink: Uplink | None = None  # its sandbox's own network (--allow-network), ended with it
 
     @property
     def staging(self) -> Path:
@@ -186,14 +190,26 @@ class WorkerPool:
         pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
         # -P: neither the working folder nor a script's folder goes on the worker's sys.path
         worker_argv = [sys.executable, "-P", "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
+        info_r = info_w = None  # bwrap reports its sandbox's pid here, for the uplink
+        keep_fds = [child_end.fileno()]
         if self.sandbox:
+            network = "loopback"
+            if self.settings.allow_network:
+                network = "uplink" if uplink_problem() is None else "host"
+            resolv = None
+            if network == "uplink":
+                info_r, info_w = os.pipe()
+                keep_fds.append(info_w)
+                resolv = root / "resolv.conf"
+                resolv.write_text(f"nameserver {UPLINK_DNS}\n", encoding="ascii")
             readable = python_paths()
             writable = (root.resolve() / "tasks",)
             pythonpath = sandbox_pythonpath(sys.path, readable, (*writable, home.resolve()))
             env = scrubbed_env({"PYTHONPATH": pythonpath, SANDBOX_ENV: "1"})
             out = self.settings.out_dir.resolve()
             plan = SandboxPlan(home=home.resolve(), writable=writable, readable=readable,
-                               hidden=(out, out / ".workers"), allow_network=self.settings.allow_network, env=env)
+                               hidden=(out, out / ".workers"), network=network,
+                               resolv_conf=resolv, info_fd=info_w, env=env)
             argv = [*bwrap_argv(plan), *worker_argv]
             worker_home = "/home/user"
         else:
@@ -205,11 +221,16 @@ class WorkerPool:
         if cgroup is not None:
             argv = cgroup.enter_argv(argv)
         with open(root / "worker.log", "ab") as logf:
-            proc = subprocess.Popen(argv, pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, env=env if not self.sandbox else {"PATH": env["PATH"]},
-                                    start_new_session=True, cwd=str(root))
-        child_end.close()
-        w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup)
+            try:
+                proc = subprocess.Popen(argv, pass_fds=keep_fds, stdin=subprocess.DEVNULL, stdout=logf,
+                                        stderr=subprocess.STDOUT, env=env if not self.sandbox else {"PATH": env["PATH"]},
+                                        start_new_session=True, cwd=str(root))
+            finally:
+                child_end.close()
+                if info_w is not None:
+                    os.close(info_w)
+            sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, logf)
+        w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup, sandbox_pid=sandbox_pid)
         settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
         factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
         _send(w, {"type": "init", "worker": index, "settings": settings.model_dump_json(), "factory": factory,
@@ -217,6 +238,33 @@ class WorkerPool:
         threading.Thread(target=self._read, args=(w,), name=f"kimi-worker-reader-{index}", daemon=True).start()
         self.workers[index] = w
         return w
+
+    @staticmethod
+    def _sandbox_pid(index: int, proc: subprocess.Popen[bytes], info_r: int, logf: Any) -> int | None:
+        """The new worker's sandbox's first process, as bwrap reports it (at once); None, with the
+        reason in its log and the worker killed, if it does not (its exit counts as a failed start)."""
+        try:
+            return child_pid(info_r)
+        except EnvironmentStartError as e:
+            log.warning("worker %d: %s", index, e)
+            logf.write(f"kimi-agent: {e}\n".encode())
+            proc.kill()
+            return None
+
+    def _attach_uplink(self, w: Worker) -> bool:
+        """Give a worker that just said it is ready its network (tasks/uplink.py), before any task:
+        by then bwrap has set its sandbox up (attaching earlier races bwrap's own loopback setup).
+        False, with the reason in its log and the worker killed, if that fails."""
+        assert w.sandbox_pid is not None
+        with open(w.root / "worker.log", "ab") as logf:
+            try:
+                w.uplink = Uplink.attach(w.sandbox_pid, parent=w.proc.pid, log=logf)
+                return True
+            except EnvironmentStartError as e:
+                log.warning("worker %d: %s", w.index, e)
+                logf.write(f"kimi-agent: {e}\n".encode())
+        self._kill(w)
+        return False
 
     def _read(self, w: Worker) -> None:
         """Reader thread: events to the queue; generation requests answered here."""
@@ -283,6 +331,8 @@ class WorkerPool:
             log.warning("worker %d: %s", w.index, reason)
             self._exited(w, queue_, results, specs, domains, why=reason, purge=True)
         elif kind == "ready":
+            if w.sandbox_pid is not None and w.uplink is None and not self._attach_uplink(w):
+                return  # killed: its exit (a failed start) is reported by its reader
             w.ready = True
             w.display, w.port, w.profile = str(msg.get("display")), int(msg.get("port") or 0), str(msg.get("profile"))
             self._start_failures.pop(w.index, None)
@@ -476,6 +526,8 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             log.warning("worker %d (pid %d) did not exit after SIGKILL", w.index, w.proc.pid)
         w.channel.close()
+        if w.uplink is not None:
+            w.uplink.close()
         if w.cgroup is not None and not w.cgroup.remove():
             log.warning("worker %d: its cgroup %s still has processes after 10 s", w.index, w.cgroup.folders[0])
 

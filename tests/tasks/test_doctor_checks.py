@@ -10,6 +10,7 @@ from support.cli import run_cli
 
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import probe
+from kimi_agent.tasks.uplink import uplink_problem
 
 
 def _doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -32,3 +33,12 @@ def test_doctor_without_bubblewrap_says_what_that_means_and_how_to_fix_it(tmp_pa
     done = _doctor(tmp_path, KIMI_AGENT_BWRAP=str(tmp_path / "no-such-bwrap"))
     row = _row(done.stdout, "sandbox (bwrap)")
     assert "optional" in row and "not installed" in row and "apt-get install bubblewrap" in row, done.stdout
+
+
+def test_doctor_says_whether_workers_get_networks_of_their_own(tmp_path: Path) -> None:
+    missing = _row(_doctor(tmp_path, KIMI_AGENT_SLIRP4NETNS=str(tmp_path / "no-slirp")).stdout, "worker networks")
+    assert "optional" in missing and "slirp4netns is not installed" in missing, missing
+    assert "apt-get install slirp4netns" in missing and "share this" in missing, missing
+    if uplink_problem() is None:
+        here = _row(_doctor(tmp_path).stdout, "worker networks")
+        assert " ok " in here and "a network of its own" in here, here

@@ -310,16 +310,3 @@ def test_without_bwrap_tasks_that_read_this_machine_are_unsupported(tmp_path: Pa
         assert r["status"] == "unsupported", r
         assert where in r["reason"] and "--no-sandbox" in r["reason"] and "bubblewrap" in r["reason"], r
     assert results["browser-only"]["status"] == "success", results["browser-only"]
-
-
-@needs_desktop
-@needs_bwrap
-def test_several_workers_on_the_network_are_warned_of(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    tasks = [include_exclude_task("a", [], "true", [], []), include_exclude_task("b", [], "true", [], [])]
-    with caplog.at_level("WARNING", logger="kimi_agent"):
-        summary = run_tasks(_write(tmp_path / "tasks", tasks), do_nothing_backend,
-                            RunSettings(workers=2, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
-                            progress=False)
-    assert [r.status for r in summary.results] == ["success", "success"]
-    assert any("the 2 workers share this machine's network" in r.getMessage() and "--workers 1" in r.getMessage()
-               for r in caplog.records), caplog.text

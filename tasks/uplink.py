@@ -1,0 +1,160 @@
+"""A network of its own for each sandboxed worker of a run with `--allow-network`.
+
+Without the network a worker's sandbox has a network namespace with loopback only. With it, the
+sandbox keeps that namespace of its own and gets an uplink: `slirp4netns` (a user-mode TCP/IP stack,
+Debian package `slirp4netns`) attached to the namespace from outside, which gives it a `tap0`
+device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resolv.conf` names
+`UPLINK_DNS`) and carries its connections out as connections of this machine. So:
+
+- a task reaches the internet (and this machine's other addresses, as any program here does);
+- it does not reach this machine's loopback (`--disable-host-loopback`): no local service, no
+  `kimi-agent serve`, no other worker's browser debugging port on 127.0.0.1;
+- loopback and abstract unix sockets are per namespace, so no worker reaches another worker's
+  browser or display (Xvfb's `@/tmp/.X11-unix/X<n>`), which a shared network (`bwrap --share-net`)
+  would allow.
+
+slirp4netns itself runs confined (`--enable-sandbox`, `--enable-seccomp`) and ends when the runner
+closes its exit pipe (`Uplink.close`) or dies. Attaching needs root here (`uplink_problem`): the
+sandbox's network namespace belongs to a user namespace that only root outside can enter. Where an
+uplink cannot be made the runner falls back to the shared network and says so.
+
+    pid = child_pid(info_fd, timeout_s=10)       # from `bwrap --info-fd`, at once
+    ...                                          # once the sandbox runs its command (not before:
+    uplink = Uplink.attach(pid, log=logfile)     # bwrap sets up its loopback); ready on return
+    ...
+    uplink.close()
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from typing import IO, Any
+
+from kimi_agent.errors import EnvironmentStartError
+
+UPLINK_DNS = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
+UPLINK_MTU = 65520
+READY_TIMEOUT_S = 10.0  # slirp4netns is ready in ~10 ms here
+MAX_INFO_BYTES = 4096  # bwrap's --info-fd JSON is about 60 bytes
+
+
+def slirp4netns_exe() -> str:
+    """The slirp4netns program: `$KIMI_AGENT_SLIRP4NETNS` or `slirp4netns` on PATH."""
+    return os.environ.get("KIMI_AGENT_SLIRP4NETNS") or "slirp4netns"
+
+
+@functools.cache
+def uplink_problem() -> str | None:
+    """None when each sandboxed worker can get a network of its own here; otherwise why not."""
+    if shutil.which(slirp4netns_exe()) is None:
+        return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
+    if os.geteuid() != 0:
+        return "attaching a network to a worker's sandbox needs the runner to run as root"
+    return None
+
+
+def child_pid(info_fd: int, *, timeout_s: float = READY_TIMEOUT_S) -> int:
+    """The sandbox's first process (its pid here) from what `bwrap --info-fd` wrote to `info_fd`
+    (the read end; it is closed here). EnvironmentStartError if bwrap wrote nothing usable in time."""
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(data) < MAX_INFO_BYTES:
+            try:
+                return int(json.loads(data)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                pass  # not all of it yet
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([info_fd], [], [], left)[0]:
+                raise EnvironmentStartError(f"bwrap did not report its sandbox's pid within {timeout_s:g} s")
+            chunk = os.read(info_fd, MAX_INFO_BYTES)
+            if not chunk:
+                raise EnvironmentStartError(f"bwrap exited before it reported its sandbox's pid ({data[:200]!r})")
+            data += chunk
+        raise EnvironmentStartError(f"bwrap's sandbox report is not JSON with a child-pid: {data[:200]!r}")
+    finally:
+        os.close(info_fd)
+
+
+def _open_netns(pid: int, parent: int) -> int:
+    """A descriptor of process `pid`'s network namespace, checked to be that of `parent`'s child
+    (a pid reused meanwhile would be some other process) and not this process's own (an uplink
+    attached there would change this machine's network)."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise EnvironmentStartError(f"the sandbox (pid {pid}) is gone: {e.strerror}") from e
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        same = os.fstat(fd).st_ino == os.stat("/proc/self/ns/net").st_ino
+    except (OSError, ValueError, IndexError) as e:
+        os.close(fd)
+        raise EnvironmentStartError(f"the sandbox (pid {pid}) is gone: {e}") from e
+    if ppid != parent or same:
+        os.close(fd)
+        why = f"is no longer bwrap's ({parent}) child" if ppid != parent else "shares this machine's network"
+        raise EnvironmentStartError(f"the sandbox (pid {pid}) {why}: no uplink attached")
+    return fd
+
+
+class Uplink:
+    """One worker's slirp4netns; `close()` ends it (idempotent)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], exit_fd: int) -> None:
+        self.proc = proc
+        self._exit_fd: int | None = exit_fd  # our end of its exit pipe: closing it ends slirp4netns
+
+    @classmethod
+    def attach(cls, pid: int, *, parent: int, log: IO[Any] | int = subprocess.DEVNULL,
+               timeout_s: float = READY_TIMEOUT_S) -> Uplink:
+        """Give the network namespace of process `pid`, a child of `parent` (bwrap), a `tap0` uplink;
+        returns once it is configured. EnvironmentStartError (slirp4netns's own messages go to `log`)
+        when it is not, or when `pid` is no longer that child or shares this process's namespace."""
+        netns = _open_netns(pid, parent)
+        ready_r, ready_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        # by path, not pid: given a pid, slirp4netns also enters its user namespace, which for a
+        # sandbox that has set itself up is bwrap's inner one, without rights over the network's
+        argv = [slirp4netns_exe(), "--configure", f"--mtu={UPLINK_MTU}", "--disable-host-loopback",
+                "--enable-sandbox", "--enable-seccomp", "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
+                "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
+        try:
+            proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, start_new_session=True)
+        except OSError as e:
+            for fd in (ready_r, ready_w, exit_r, exit_w):
+                os.close(fd)
+            raise EnvironmentStartError(f"slirp4netns could not start: {e}") from e
+        finally:
+            os.close(netns)
+        os.close(ready_w)
+        os.close(exit_r)
+        uplink = cls(proc, exit_w)
+        try:
+            said = os.read(ready_r, 1) if select.select([ready_r], [], [], timeout_s)[0] else None
+        finally:
+            os.close(ready_r)
+        if said != b"1":
+            uplink.close()
+            when = f"was not ready within {timeout_s:g} s" if said is None else f"exited ({proc.returncode})"
+            raise EnvironmentStartError(f"slirp4netns did not attach a network to the sandbox (pid {pid}): it {when} "
+                                        "(its messages are in the worker's log)")
+        return uplink
+
+    def close(self) -> None:
+        """End slirp4netns (it exits when its exit pipe closes; killed if it has not after 2 s)."""
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        try:
+            self.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5.0)

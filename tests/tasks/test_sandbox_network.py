@@ -1,0 +1,247 @@
+"""With `--allow-network`, each sandboxed worker gets a network of its own (tasks/uplink.py).
+
+Real bwrap, real slirp4netns, real Xvfb and Chromium, the real runner with the do-nothing backend;
+the probe is a task's getter command. The host side is real too: an HTTP server on this machine's
+loopback (a local service no task may reach), one on its outward address (what the uplink must
+reach), and an abstract unix socket (how another worker's Xvfb is reached on a shared network).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.task_files import include_exclude_task
+
+from kimi_agent.errors import EnvironmentStartError
+from kimi_agent.tasks import RunSettings, TaskResult, run_tasks
+from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
+from kimi_agent.tasks.suites.solutions import do_nothing_backend
+from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
+
+needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
+                                   reason="needs Xvfb and Chromium")
+needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
+needs_uplink = pytest.mark.skipif(uplink_problem() is not None, reason=f"no uplink here: {uplink_problem()}")
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), None if it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.123", 9))
+        except OSError:
+            return None
+        addr = str(s.getsockname()[0])
+    return None if addr.startswith("127.") else addr
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture()
+def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """HTTP servers on 127.0.0.1 and on the outward address, and an abstract unix socket, all in
+    this machine's network namespace."""
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no address besides loopback")
+    servers = [http.server.ThreadingHTTPServer((host, 0), _Quiet) for host in ("127.0.0.1", outward)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    abstract = f"kimi-net-test-{os.getpid()}"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind("\0" + abstract)
+    unix.listen(8)
+    try:
+        yield {"loopback_port": servers[0].server_address[1], "outward": outward,
+               "outward_port": servers[1].server_address[1], "abstract": abstract}
+    finally:
+        unix.close()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+def _probe_command(svc: dict[str, Any]) -> str:
+    """A shell command that prints what the task's network namespace reaches, a line each."""
+    script = f"""
+import os, socket, time, urllib.request
+print("NETNS", os.readlink("/proc/self/ns/net"))
+def tcp(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError:
+        return "closed"
+print("LOOPBACK", tcp("127.0.0.1", {svc["loopback_port"]}))
+print("GATEWAY-LOOPBACK", tcp("10.0.2.2", {svc["loopback_port"]}))
+u = socket.socket(socket.AF_UNIX)
+try:
+    u.connect("\\0{svc["abstract"]}")
+    print("ABSTRACT open")
+except OSError:
+    print("ABSTRACT closed")
+try:
+    print("OUTWARD", urllib.request.urlopen("http://{svc["outward"]}:{svc["outward_port"]}/", timeout=5).status)
+except OSError as e:
+    print("OUTWARD failed", e)
+print("RESOLV", " ".join(open("/etc/resolv.conf").read().split()))
+time.sleep(4)  # both workers are up while each probes
+"""
+    return f"python3 -c '{script}'"
+
+
+def _run(tmp_path: Path, svc: dict[str, Any], include: list[str], exclude: list[str]) -> tuple[Path, list[TaskResult]]:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for task_id in ("a", "b"):
+        task = include_exclude_task(task_id, [], _probe_command(svc), include, exclude)
+        (folder / f"{task_id}.json").write_text(json.dumps(task), encoding="utf-8")
+    out = tmp_path / "out"
+    summary = run_tasks(folder, do_nothing_backend,
+                        RunSettings(workers=2, max_steps=2, out_dir=out, allow_network=True), progress=False)
+    return out, summary.results
+
+
+def _seen(out: Path, task_id: str) -> dict[str, str]:
+    """The probe's lines, by their first word."""
+    record = json.loads((out / task_id / "result.json").read_text(encoding="utf-8"))["evaluation"]
+    lines = str(record["metrics"][0]["result"]).splitlines()
+    return {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in lines if " " in line}
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_machines_loopback(
+        tmp_path: Path, host_services: dict[str, Any]) -> None:
+    out, results = _run(tmp_path, host_services,
+                        include=["LOOPBACK closed", "GATEWAY-LOOPBACK closed", "ABSTRACT closed", "OUTWARD 200",
+                                 f"RESOLV nameserver {UPLINK_DNS}"], exclude=["failed"])
+    assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
+    assert results[0].worker != results[1].worker
+    namespaces = {_seen(out, r.task_id)["NETNS"] for r in results}
+    assert len(namespaces) == 2 and os.readlink("/proc/self/ns/net") not in namespaces, namespaces
+    left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
+    assert left.stdout == "", "an uplink outlived its worker"
+
+
+@needs_desktop
+@needs_bwrap
+def test_without_slirp4netns_the_workers_share_this_machines_network_and_the_run_says_so(
+        tmp_path: Path, host_services: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", "/nonexistent/slirp4netns")
+    uplink_problem.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="kimi_agent"):
+            out, results = _run(tmp_path, host_services, include=["LOOPBACK open", "ABSTRACT open", "OUTWARD 200"],
+                                exclude=["failed"])
+    finally:
+        monkeypatch.undo()
+        uplink_problem.cache_clear()
+    # the probe sees what a shared network exposes (so it would see it with an uplink too)
+    assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
+    assert {_seen(out, r.task_id)["NETNS"] for r in results} == {os.readlink("/proc/self/ns/net")}
+    assert any("the 2 workers share this machine's network" in r.getMessage() and "slirp4netns is not installed"
+               in r.getMessage() and "--workers 1" in r.getMessage() for r in caplog.records), caplog.text
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", "/bin/false")  # starts, never reports ready
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "t.json").write_text(json.dumps(include_exclude_task("t", [], "echo ran", ["ran"], [])))
+    summary = run_tasks(folder, do_nothing_backend,
+                        RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
+                        progress=False)
+    (r,) = summary.results
+    assert r.status == "error" and "slirp4netns did not attach a network" in r.reason, r
+
+
+@needs_bwrap
+@needs_uplink
+def test_uplink_attach_and_close_with_a_real_sandbox(tmp_path: Path) -> None:
+    info_r, info_w = os.pipe()
+    plan = SandboxPlan(home=tmp_path, network="uplink", resolv_conf=None, info_fd=info_w)
+    sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", "read line; ip -4 route"], pass_fds=(info_w,),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    os.close(info_w)
+    try:
+        uplink = Uplink.attach(child_pid(info_r), parent=sandbox.pid)
+        routes, _ = sandbox.communicate("go\n", timeout=30)
+        assert "default via 10.0.2.2 dev tap0" in routes
+        uplink.close()
+        assert uplink.proc.returncode == 0  # it ended because its exit pipe closed
+        uplink.close()  # idempotent
+    finally:
+        sandbox.kill()
+        sandbox.wait(10)
+
+
+def test_child_pid_names_what_went_wrong() -> None:
+    r, w = os.pipe()
+    os.write(w, b'{"child-pid": 4321}')
+    assert child_pid(r) == 4321
+    r, w = os.pipe()
+    os.close(w)
+    with pytest.raises(EnvironmentStartError, match="exited before it reported"):
+        child_pid(r)
+    r, w = os.pipe()
+    try:
+        with pytest.raises(EnvironmentStartError, match=r"within 0\.2 s"):
+            child_pid(r, timeout_s=0.2)
+    finally:
+        os.close(w)
+
+
+@needs_uplink
+def test_attaching_to_a_process_that_is_gone_fails_in_bounded_time() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with pytest.raises(EnvironmentStartError, match="is gone"):
+        Uplink.attach(gone.pid, parent=os.getpid(), timeout_s=5)
+
+
+@needs_uplink
+def test_an_uplink_is_never_attached_to_this_machines_own_network() -> None:
+    here = subprocess.Popen(["sleep", "30"])  # a child of ours, in our network namespace
+    try:
+        with pytest.raises(EnvironmentStartError, match="shares this machine's network"):
+            Uplink.attach(here.pid, parent=os.getpid(), timeout_s=5)
+        with pytest.raises(EnvironmentStartError, match="no longer bwrap's"):
+            Uplink.attach(here.pid, parent=1, timeout_s=5)
+    finally:
+        here.kill()
+        here.wait(10)
+
+
+def test_resolv_conf_is_bound_only_for_an_uplink(tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text(f"nameserver {UPLINK_DNS}\n")
+    up = bwrap_argv(SandboxPlan(home=tmp_path, network="uplink", resolv_conf=resolv, info_fd=7))
+    target = os.path.realpath("/etc/resolv.conf")
+    if os.path.isfile(target):
+        i = up.index(str(resolv))
+        assert up[i - 1:i + 2] == ["--ro-bind", str(resolv), target]
+    assert up[up.index("--info-fd") + 1] == "7" and "--share-net" not in up
+    host = bwrap_argv(SandboxPlan(home=tmp_path, network="host", resolv_conf=resolv))
+    assert "--share-net" in host and str(resolv) not in host and "--info-fd" not in host
+    alone = bwrap_argv(SandboxPlan(home=tmp_path))
+    assert "--share-net" not in alone and str(resolv) not in alone
