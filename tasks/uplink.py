@@ -13,8 +13,9 @@ device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resol
   browser or display (Xvfb's `@/tmp/.X11-unix/X<n>`), which a shared network (`bwrap --share-net`)
   would allow.
 
-slirp4netns itself runs confined (`--enable-sandbox`, `--enable-seccomp`) and ends when the runner
-closes its exit pipe (`Uplink.close`) or dies. Attaching needs root here (`uplink_problem`): the
+slirp4netns itself runs confined (`--enable-sandbox`, `--enable-seccomp`), in the worker's cgroup
+where there is one (what it spends on a task's traffic counts against the worker's limits), and
+ends when the runner closes its exit pipe (`Uplink.close`) or dies. Attaching needs root here (`uplink_problem`): the
 sandbox's network namespace belongs to a user namespace that only root outside can enter. Where an
 uplink cannot be made the runner falls back to the shared network and says so.
 
@@ -34,6 +35,7 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from kimi_agent.errors import EnvironmentStartError
@@ -113,10 +115,12 @@ class Uplink:
 
     @classmethod
     def attach(cls, pid: int, *, parent: int, log: IO[Any] | int = subprocess.DEVNULL,
-               timeout_s: float = READY_TIMEOUT_S) -> Uplink:
+               timeout_s: float = READY_TIMEOUT_S, wrap: Callable[[list[str]], list[str]] | None = None) -> Uplink:
         """Give the network namespace of process `pid`, a child of `parent` (bwrap), a `tap0` uplink;
         returns once it is configured. EnvironmentStartError (slirp4netns's own messages go to `log`)
-        when it is not, or when `pid` is no longer that child or shares this process's namespace."""
+        when it is not, or when `pid` is no longer that child or shares this process's namespace.
+        wrap: makes the command that starts slirp4netns (the worker's cgroup's `enter_argv`, so that
+        the memory and CPU it spends on the sandbox's traffic count against the worker's limits)."""
         netns = _open_netns(pid, parent)
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
@@ -125,6 +129,8 @@ class Uplink:
         argv = [slirp4netns_exe(), "--configure", f"--mtu={UPLINK_MTU}", "--disable-host-loopback",
                 "--enable-sandbox", "--enable-seccomp", "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
                 "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
+        if wrap is not None:
+            argv = wrap(argv)
         try:
             proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns), stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=log, start_new_session=True)

@@ -258,7 +258,8 @@ class WorkerPool:
         assert w.sandbox_pid is not None
         with open(w.root / "worker.log", "ab") as logf:
             try:
-                w.uplink = Uplink.attach(w.sandbox_pid, parent=w.proc.pid, log=logf)
+                w.uplink = Uplink.attach(w.sandbox_pid, parent=w.proc.pid, log=logf,
+                                         wrap=None if w.cgroup is None else w.cgroup.enter_argv)
                 return True
             except EnvironmentStartError as e:
                 log.warning("worker %d: %s", w.index, e)

@@ -24,6 +24,8 @@ from support.task_files import include_exclude_task
 
 from kimi_agent.errors import EnvironmentStartError
 from kimi_agent.tasks import RunSettings, TaskResult, run_tasks
+from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, place
+from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
@@ -177,14 +179,19 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
 
 @needs_bwrap
 @needs_uplink
-def test_uplink_attach_and_close_with_a_real_sandbox(tmp_path: Path) -> None:
+@pytest.mark.skipif(cgroup_probe() is not None, reason=f"no worker cgroups here: {cgroup_probe()}")
+def test_uplink_attach_and_close_with_a_real_sandbox_and_cgroup(tmp_path: Path) -> None:
+    group = place(f"kimi-agent-{os.getpid()}-uplink", Limits(256 * 2**20, 64, 1.0))
+    assert isinstance(group, WorkerCgroup), group
     info_r, info_w = os.pipe()
     plan = SandboxPlan(home=tmp_path, network="uplink", resolv_conf=None, info_fd=info_w)
     sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", "read line; ip -4 route"], pass_fds=(info_w,),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     os.close(info_w)
     try:
-        uplink = Uplink.attach(child_pid(info_r), parent=sandbox.pid)
+        uplink = Uplink.attach(child_pid(info_r), parent=sandbox.pid, wrap=group.enter_argv)
+        # slirp4netns spends its memory and CPU in the worker's cgroup
+        assert group.name in Path(f"/proc/{uplink.proc.pid}/cgroup").read_text(encoding="ascii")
         routes, _ = sandbox.communicate("go\n", timeout=30)
         assert "default via 10.0.2.2 dev tap0" in routes
         uplink.close()
@@ -193,6 +200,7 @@ def test_uplink_attach_and_close_with_a_real_sandbox(tmp_path: Path) -> None:
     finally:
         sandbox.kill()
         sandbox.wait(10)
+        assert group.remove()
 
 
 def test_child_pid_names_what_went_wrong() -> None:
