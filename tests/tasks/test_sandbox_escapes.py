@@ -117,10 +117,26 @@ def test_writes_reads_env_and_lingering_processes_are_contained(tmp_path: Path,
     assert _processes("sleep 311") == [] and _processes("sleep 312") == []
 
 
+# The decoy: waits for a catchable ending signal and writes who sent it (pid, uid, command line)
+DECOY = """import signal, sys
+ends = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2}
+signal.pthread_sigmask(signal.SIG_BLOCK, ends)
+info = signal.sigtimedwait(ends, 300)
+if info is not None:
+    try:
+        cmd = open(f"/proc/{info.si_pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode(errors="replace")
+    except OSError as e:
+        cmd = f"(no command line: {e})"
+    open(sys.argv[1], "w").write(f"signal {info.si_signo} from pid {info.si_pid} (uid {info.si_uid}): {cmd}")
+    sys.exit(100 + info.si_signo)
+"""
+
+
 def test_pkill_and_kill_all_stay_inside_their_own_worker(tmp_path: Path) -> None:
     decoy_exe = tmp_path / "chrome"  # a process of this machine named like the browser
-    shutil.copy("/usr/bin/sleep", decoy_exe)
-    decoy = subprocess.Popen([str(decoy_exe), "300"])
+    shutil.copy(os.path.realpath(sys.executable), decoy_exe)
+    sender = tmp_path / "decoy-signalled-by.txt"  # who signalled it, if anyone did (a failure then says)
+    decoy = subprocess.Popen([str(decoy_exe), "-I", "-c", DECOY, str(sender)], stderr=subprocess.DEVNULL)
     launch = {"type": "launch", "parameters": {"command": ["google-chrome", "--remote-debugging-port=1337"]}}
     running = "ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == \"chromium\"' | grep -q ."  # zombies are dead
     alive = f"for i in $(seq 40); do {running} || echo GONE; sleep 0.25; done; echo checked"
@@ -136,7 +152,8 @@ def test_pkill_and_kill_all_stay_inside_their_own_worker(tmp_path: Path) -> None
     try:
         summary = run_tasks(_write(tmp_path / "tasks", tasks), do_nothing_backend,
                             RunSettings(workers=2, max_steps=2, out_dir=out), progress=False)
-        assert decoy.poll() is None, "a sandboxed pkill killed a process of this machine"
+        assert decoy.poll() is None, ("a process of this machine was signalled: "
+                                      f"{sender.read_text() if sender.exists() else 'by SIGKILL, or it did not start'}")
     finally:
         decoy.kill()
         decoy.wait(10)
