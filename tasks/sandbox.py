@@ -24,9 +24,9 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
   task writes never lands on its import path; the worker also runs `python -P`);
 - a scrubbed environment: only the variables in `ENV_ALLOWLIST` pass, plus what the worker needs;
 - `--die-with-parent` and `--new-session`: nothing outlives the runner, nothing reaches its
-  terminal; between tasks the worker kills every process of its pid namespace but its own
-  and empties its private `/tmp`, `/var/tmp` and `/dev/shm` (`host.LocalHost.reset`), so nothing
-  a task started or left there survives into the next one.
+  terminal; after each task the worker kills every process of its pid namespace but its own (its
+  desktop's too), empties its private `/tmp`, `/var/tmp` and `/dev/shm` and starts a fresh desktop
+  (`host.LocalHost.clear_sandbox`), so nothing a task started or left there survives into the next.
 
 Wall time is enforced by the runner (tasks/worker_pool.py), which kills the whole tree; memory,
 processes and CPU by the kernel, in the worker's own cgroup (tasks/cgroups.py), or, where no cgroup

@@ -13,8 +13,10 @@ Each worker writes its task folders into its own staging folder (`<out>/.workers
 the only host folder it can write besides its home); the pool moves a finished task's folder to
 `<out>/<task id>` and rewrites its result there. What those host folders hold is measured every
 `DISK_CHECK_S` (tasks/disk_use.py), on a thread of its own so that the loop's tick stays short: a
-worker over `--worker-disk` is killed, its task is an error, and its folders are removed. Ctrl-C stops every worker (none of them gets the
-terminal's SIGINT) and the caller writes the partial results.
+worker over `--worker-disk` is killed, its task is an error, and its folders are removed. With
+`--allow-network` each sandbox gets its own network once its worker is ready (tasks/uplink.py).
+Ctrl-C stops every worker (none of them gets the terminal's SIGINT) and the caller writes the
+partial results.
 """
 
 from __future__ import annotations
