@@ -75,6 +75,7 @@ DISK_CHECK_S = 5.0  # how often a worker's host folders are measured (tasks/disk
 MAX_WORKER_FILES = 100_000  # entries a worker's host folders may hold (the measuring walk stays bounded)
 MAX_WORKER_DEPTH = 64  # and how deep their folders may nest
 MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
+NETWORK_OWN = "its own (slirp4netns: the internet, not this machine's loopback nor other workers)"
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Worker:
     peak_mb: int | None = None  # the current task's peak memory, read before the worker was killed
     sandbox_pid: int | None = None  # its sandbox's first process, known where it gets an uplink
     uplink: Uplink | None = None  # its sandbox's own network (--allow-network), ended with it
+    network: str = ""  # what its tasks' network was, in words (each result's host.network)
 
     @property
     def staging(self) -> Path:
@@ -194,10 +196,13 @@ class WorkerPool:
         worker_argv = [sys.executable, "-P", "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
         info_r = info_w = None  # bwrap reports its sandbox's pid here, for the uplink
         keep_fds = [child_end.fileno()]
+        described = "this machine's (no sandbox)"
         if self.sandbox:
-            network = "loopback"
-            if self.settings.allow_network:
-                network = "uplink" if uplink_problem() is None else "host"
+            network, described = "loopback", "loopback only"
+            if self.settings.allow_network and (why := uplink_problem()) is None:
+                network, described = "uplink", NETWORK_OWN
+            elif self.settings.allow_network:
+                network, described = "host", f"this machine's, shared by the workers ({why})"
             resolv = None
             if network == "uplink":
                 info_r, info_w = os.pipe()
@@ -232,7 +237,7 @@ class WorkerPool:
                 if info_w is not None:
                     os.close(info_w)
             sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, logf)
-        w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup, sandbox_pid=sandbox_pid)
+        w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup, sandbox_pid=sandbox_pid, network=described)
         settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
         factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
         _send(w, {"type": "init", "worker": index, "settings": settings.model_dump_json(), "factory": factory,
@@ -392,6 +397,7 @@ class WorkerPool:
             log.warning("%s: could not move its folder out of staging: %s", r.task_id, e)
             notes = [*(notes or []), f"its staged folder could not be moved: {e}"]
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
+                "network": w.network,
                 "limits": self.limits_note(w)}
         host.pop("notes", None)  # only the runner's own notes
         if notes:

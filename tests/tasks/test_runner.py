@@ -40,6 +40,7 @@ def test_two_workers_in_parallel_do_not_interfere(tmp_path: Path) -> None:
     assert font.host and nav.host
     # each worker is its own sandbox: the same display number and /home/user inside, different worlds
     assert font.host["sandbox"] == nav.host["sandbox"] == "bwrap"
+    assert font.host["network"] == nav.host["network"] == "loopback only"  # no --allow-network
     assert font.host["worker_dir"] != nav.host["worker_dir"]
     assert font.host["home"] == nav.host["home"] == "/home/user"
     # each finished episode's result.json sits next to its trajectory, and the run outputs exist

@@ -201,6 +201,7 @@ def test_without_bwrap_host_acting_tasks_need_no_sandbox(tmp_path: Path) -> None
     results = {r["task_id"]: r for r in json.loads((tmp_path / "b" / "results.json").read_text())["results"]}
     assert results["acts-on-host"]["status"] == "success"  # it ran, on this machine
     assert results["acts-on-host"]["host"]["sandbox"] == "none"
+    assert results["acts-on-host"]["host"]["network"] == "this machine's (no sandbox)"
 
 
 def test_a_runner_started_from_tmp_shows_the_sandbox_none_of_this_machines_tmp(tmp_path: Path,

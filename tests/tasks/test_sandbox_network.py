@@ -29,6 +29,7 @@ from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
+from kimi_agent.tasks.worker_pool import NETWORK_OWN
 
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
                                    reason="needs Xvfb and Chromium")
@@ -134,6 +135,7 @@ def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_mach
                                  f"RESOLV nameserver {UPLINK_DNS}"], exclude=["failed"])
     assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
     assert results[0].worker != results[1].worker
+    assert all(r.host and r.host["network"] == NETWORK_OWN for r in results), results  # each result says so
     namespaces = {_seen(out, r.task_id)["NETNS"] for r in results}
     assert len(namespaces) == 2 and os.readlink("/proc/self/ns/net") not in namespaces, namespaces
     left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
@@ -157,8 +159,46 @@ def test_without_slirp4netns_the_workers_share_this_machines_network_and_the_run
     # the probe sees what a shared network exposes (so it would see it with an uplink too)
     assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
     assert {_seen(out, r.task_id)["NETNS"] for r in results} == {os.readlink("/proc/self/ns/net")}
+    assert all(r.host and r.host["network"].startswith("this machine's, shared by the workers (slirp4netns is not")
+               for r in results), results
     assert any("the 2 workers share this machine's network" in r.getMessage() and "slirp4netns is not installed"
                in r.getMessage() and "--workers 1" in r.getMessage() for r in caplog.records), caplog.text
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+def test_the_workers_browser_loads_pages_through_its_own_network(tmp_path: Path) -> None:
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this machine has no address besides loopback")
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "page.html").write_text("<html><head><title>kimi uplink page</title></head><body>hi</body></html>")
+
+    class Handler(_Quiet):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(www), **kwargs)
+
+    srv = http.server.ThreadingHTTPServer((outward, 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://{outward}:{srv.server_address[1]}/page.html"
+    task = {"id": "browse", "instruction": "Do nothing.", "config": [],
+            "evaluator": {"func": "check_direct_json_object", "result": {"type": "page_info", "url": url},
+                          "expected": {"type": "rule", "rules": {"expected": {"title": "kimi uplink page",
+                                                                              "url": url}}}}}
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "browse.json").write_text(json.dumps(task), encoding="utf-8")
+    try:
+        summary = run_tasks(folder, do_nothing_backend, RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out",
+                                                                     allow_network=True), progress=False)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    (r,) = summary.results
+    assert (r.status, r.score) == ("success", 1.0), r  # Chromium, over CDP in the sandbox, through the uplink
+    assert r.host and r.host["network"] == NETWORK_OWN
 
 
 @needs_desktop
