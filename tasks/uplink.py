@@ -34,8 +34,10 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from kimi_agent.errors import EnvironmentStartError
@@ -53,11 +55,44 @@ def slirp4netns_exe() -> str:
 
 @functools.cache
 def uplink_problem() -> str | None:
-    """None when each sandboxed worker can get a network of its own here; otherwise why not."""
+    """None when each sandboxed worker can get a network of its own here; otherwise why not, in one
+    sentence. Past the quick checks it attaches an uplink to a throwaway sandbox (about 0.1 s, once
+    per process), so that a machine where that cannot work (no `/dev/net/tun`, a seccomp or LSM
+    policy) is known before any worker starts."""
     if shutil.which(slirp4netns_exe()) is None:
         return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
     if os.geteuid() != 0:
         return "attaching a network to a worker's sandbox needs the runner to run as root"
+    from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
+
+    if (why := probe()) is not None:
+        return f"there is no sandbox to attach it to: {why}"
+    with tempfile.TemporaryDirectory(prefix="kimi-uplink-probe-") as home, \
+            tempfile.TemporaryFile() as said:  # what slirp4netns says, for the reason
+        info_r, info_w = os.pipe()
+        argv = [*bwrap_argv(SandboxPlan(home=Path(home), network="uplink", info_fd=info_w)),
+                "/bin/sh", "-c", "echo up; read line"]  # says when bwrap's own setup is done
+        try:
+            proc = subprocess.Popen(argv, pass_fds=(info_w,), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except OSError as e:
+            os.close(info_r)
+            return f"bwrap could not start: {e}"
+        finally:
+            os.close(info_w)
+        try:
+            pid = child_pid(info_r)
+            assert proc.stdout is not None
+            if not select.select([proc.stdout], [], [], READY_TIMEOUT_S)[0] or proc.stdout.readline() != b"up\n":
+                return f"a probe sandbox did not start within {READY_TIMEOUT_S:g} s"
+            Uplink.attach(pid, parent=proc.pid, log=said).close()
+        except EnvironmentStartError as e:
+            said.seek(0)
+            last = [ln for ln in said.read(65536).decode(errors="replace").splitlines() if ln.strip()][-1:]
+            return f"slirp4netns cannot attach a network here: {e}" + (f" ({last[0].strip()[:200]})" if last else "")
+        finally:
+            proc.kill()
+            proc.wait(10)
     return None
 
 
@@ -150,8 +185,7 @@ class Uplink:
         if said != b"1":
             uplink.close()
             when = f"was not ready within {timeout_s:g} s" if said is None else f"exited ({proc.returncode})"
-            raise EnvironmentStartError(f"slirp4netns did not attach a network to the sandbox (pid {pid}): it {when} "
-                                        "(its messages are in the worker's log)")
+            raise EnvironmentStartError(f"slirp4netns did not attach a network to the sandbox (pid {pid}): it {when}")
         return uplink
 
     def close(self) -> None:

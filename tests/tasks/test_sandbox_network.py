@@ -206,15 +206,46 @@ def test_the_workers_browser_loads_pages_through_its_own_network(tmp_path: Path)
 @needs_uplink
 def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", "/bin/false")  # starts, never reports ready
-    folder = tmp_path / "tasks"
-    folder.mkdir()
-    (folder / "t.json").write_text(json.dumps(include_exclude_task("t", [], "echo ran", ["ran"], [])))
-    summary = run_tasks(folder, do_nothing_backend,
-                        RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
-                        progress=False)
+    # a test double of slirp4netns: the real one until the marker exists (the runner's probe passes),
+    # then a failure, as when something on this machine changes between the probe and a worker's start
+    marker = tmp_path / "fail-now"
+    double = tmp_path / "slirp4netns"
+    double.write_text(f"#!/bin/sh\nif [ -e {marker} ]; then echo 'test double: no tap device' >&2; exit 1; fi\n"
+                      f"exec {shutil.which('slirp4netns')} \"$@\"\n")
+    double.chmod(0o755)
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
+    uplink_problem.cache_clear()
+    try:
+        assert uplink_problem() is None
+        marker.touch()
+        folder = tmp_path / "tasks"
+        folder.mkdir()
+        (folder / "t.json").write_text(json.dumps(include_exclude_task("t", [], "echo ran", ["ran"], [])))
+        summary = run_tasks(folder, do_nothing_backend,
+                            RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
+                            progress=False)
+    finally:
+        monkeypatch.undo()
+        uplink_problem.cache_clear()
     (r,) = summary.results
     assert r.status == "error" and "slirp4netns did not attach a network" in r.reason, r
+    assert "not run: every worker exited before it was ready" in r.reason, r
+
+
+@needs_bwrap
+@needs_uplink
+def test_the_probe_says_why_no_uplink_can_be_attached_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    double = tmp_path / "slirp4netns"  # a test double that fails as slirp4netns does without /dev/net/tun
+    double.write_text("#!/bin/sh\necho 'open(\"/dev/net/tun\"): No such file or directory' >&2\nexit 1\n")
+    double.chmod(0o755)
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
+    uplink_problem.cache_clear()
+    try:
+        why = uplink_problem()
+    finally:
+        monkeypatch.undo()
+        uplink_problem.cache_clear()
+    assert why is not None and why.startswith("slirp4netns cannot attach a network here") and "/dev/net/tun" in why
 
 
 @needs_bwrap
