@@ -145,8 +145,8 @@ class Agent:
             raise TypeError(f"listener must be a kimi_agent.Listener (a subclass of it), got {type(listener).__name__}")
         self.backend = backend
         made_later = callable(env) and (isinstance(env, type) or not hasattr(env, "execute"))
-        self._env: Environment | None = None if made_later else env  # type: ignore[assignment]
-        self._make_env: Callable[[], Environment] | None = env if made_later else None  # type: ignore[assignment]
+        self._env: Environment | None = None if made_later else env
+        self._make_env: Callable[[], Environment] | None = env if made_later else None
         self.settings = settings or AgentSettings()
         self.safety = SafetyPolicy(self.settings.safety, confirm=confirm)
         self.ask = ask

@@ -183,7 +183,7 @@ class BrowserEnv:
         try:
             data = page.screenshot(type="jpeg", quality=self.screenshot_quality, scale="css", caret="initial",
                                    animations="allow", timeout=OBSERVE_TIMEOUT_S * 1000.0)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             image.load()
             self._last_image = image
             title = self._title(page)

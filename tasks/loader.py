@@ -239,12 +239,13 @@ def _mark_duplicates(tasks: list[LoadedTask]) -> list[LoadedTask]:
     first: dict[str, Path] = {}
     out: list[LoadedTask] = []
     for t in tasks:
-        if t.spec is not None and t.status != "invalid":
-            if t.spec.id in first:
-                t = LoadedTask(t.path, t.spec, "invalid",
-                               error=f"{t.path}: duplicate id {t.spec.id!r} (already used by {first[t.spec.id]})")
+        spec = t.spec
+        if spec is not None and t.status != "invalid":
+            if spec.id in first:
+                t = LoadedTask(t.path, spec, "invalid",
+                               error=f"{t.path}: duplicate id {spec.id!r} (already used by {first[spec.id]})")
             else:
-                first[t.spec.id] = t.path
+                first[spec.id] = t.path
         out.append(t)
     return out
 

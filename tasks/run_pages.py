@@ -189,10 +189,11 @@ def _value(v: Any) -> str:
 def task_page_html(out: Path, r: TaskResult) -> str:
     """`<out>/<task id>/report.html`: the task's score and the evaluator's inputs, with links."""
     ev = r.evaluation or {}
+    metrics = ev.get("metrics")
     metric_rows = "".join(
         f"<tr><td>{_e(str(m.get('func')))}</td><td>{_number(m.get('score'))}</td><td>{_value(m.get('result'))}</td>"
         f"<td>{_value(m.get('expected'))}</td><td>{_e(str(m.get('note') or ''))}</td></tr>"
-        for m in (ev.get("metrics") if isinstance(ev.get("metrics"), list) else []) if isinstance(m, dict))
+        for m in (metrics if isinstance(metrics, list) else []) if isinstance(m, dict))
     evaluation = ("<p>Not scored: " + _e(r.reason) + "</p>") if not ev else (
         f"<p>score <b>{_number(ev.get('score'))}</b>{' — ' + _e(str(ev['note'])) if ev.get('note') else ''}</p>"
         "<table class='eval'><tr><th>metric</th><th>score</th><th>result (what the getter returned)</th>"

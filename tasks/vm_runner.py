@@ -110,7 +110,7 @@ def run_vm_task(job: _Job, bridge: Bridge, factory: BackendFactory, settings: Ru
         raise
     except AgentError as e:
         return done(reason=f"setup failed: {e}")
-    backend = SharedBackend(factory(spec, None, ""))  # type: ignore[arg-type]  # no local host on a VM
+    backend = SharedBackend(factory(spec, None, ""))  # no local host on a VM
     env = OSWorldVMEnv(reset.server, browser_shortcuts=False)
     try:
         episode = Agent(backend, env, episode_settings(settings, task_dir), listener=listener).run_episode(spec.instruction)
