@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -168,3 +171,24 @@ def test_settle_ignores_a_caret_and_sees_a_dialog() -> None:
     assert frames_differ(base, dialog, VM_SETTLE.tolerance)
     assert _screen(False) != _screen(True)  # byte equality would call the caret a change
 
+
+
+def test_the_stand_ins_pkill_ends_what_it_launched_and_nothing_else_of_this_machine(xvfb: Any, tmp_path: Any) -> None:
+    """OSWorld task files run `pkill chrome`; on a VM that reaches only the VM. The stand-in runs on
+    this machine, where it would end every test's browser (it once ended another test's decoy)."""
+    named_chrome = tmp_path / "chrome"
+    shutil.copy("/usr/bin/sleep", named_chrome)
+    decoy = subprocess.Popen([str(named_chrome), "300"])  # a process of this machine, same name
+    server = StandInServer(xvfb.display, tmp_path).start()
+    try:
+        for command in ([str(named_chrome), "300"], ["pkill", "chrome"]):
+            r = httpx.post(f"{server.url}/setup/launch", json={"command": command, "shell": False}, timeout=10)
+            assert r.status_code == 200, r.text
+            if command[0] != "pkill":
+                launched = server.launched[-1]
+        assert launched.wait(10) == -15  # the "VM"'s own chrome got pkill's SIGTERM
+        assert decoy.poll() is None, "the stand-in's pkill reached a process it did not launch"
+    finally:
+        server.stop()
+        decoy.kill()
+        decoy.wait(10)

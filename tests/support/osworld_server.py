@@ -10,12 +10,15 @@ successfully"), `POST /file` (form file_path; 404 {"error": "File not found"}), 
 (wmctrl). It runs commands on the test's own display with HOME set to the test's folder (its "VM
 user"), and, like the real server on ARM machines, swaps `google-chrome` for this machine's
 Chromium (and `python` for the tests' interpreter, which has pyautogui as the VM's does); the fixed ports of OSWorld task files (Chrome's 1337, the 9222 relay) are mapped to free
-ports so parallel tests never collide. `faults` makes an endpoint fail on purpose:
+ports so parallel tests never collide. `pkill` and `killall` reach only what the stand-in launched
+(each launched program has a session of its own; the kill is limited to those sessions), as a VM's
+reach only that VM: on this machine `pkill chrome` would end every other test's browser too. `faults` makes an endpoint fail on purpose:
 {path: (status, body)} answers that, {path: "drip"} sends its answer one byte per second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -80,8 +83,19 @@ class StandInServer(ThreadingHTTPServer):
                     proc.wait(5)
 
     def rewrite(self, command: list[str]) -> list[str]:
-        """`~/` to the VM home, google-chrome to Chromium (own profile in the VM home), fixed ports."""
+        """`~/` to the VM home, google-chrome to Chromium (own profile in the VM home), fixed ports,
+        pkill/killall to the sessions of what this stand-in launched."""
         out = [str(self.home) + arg[1:] if arg.startswith("~/") else arg for arg in command]
+        if out and out[0] in ("pkill", "killall"):
+            sessions = set()
+            for proc in self.launched:
+                with contextlib.suppress(ProcessLookupError):
+                    if proc.poll() is None:
+                        sessions.add(os.getsid(proc.pid))
+            if not sessions:
+                return ["true"]  # nothing of this "VM" is running
+            exact = ["-x"] if out[0] == "killall" else []
+            out = ["pkill", "-s", ",".join(map(str, sorted(sessions))), *exact, *out[1:]]
         if out and out[0] in ("python", "python3"):  # the VM's Python has pyautogui; so does the tests'
             out[0] = sys.executable
         if out and out[0] in ("google-chrome", "google-chrome-stable"):
@@ -203,7 +217,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.server.launched.append(subprocess.Popen(command, shell=shell, env=self.server.env,
                                                          cwd=self.server.home, stdout=subprocess.DEVNULL,
-                                                         stderr=subprocess.DEVNULL))
+                                                         stderr=subprocess.DEVNULL, start_new_session=True))
         except OSError as e:
             self._json({"status": "error", "message": str(e)}, 500)
             return
