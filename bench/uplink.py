@@ -2,7 +2,9 @@
 shared network it replaced (`bwrap --share-net`), side by side in one run.
 
 A sandbox (the runner's own `bwrap_argv`) runs a Python client against an HTTP server of this
-machine on its outward address (the uplink never reaches loopback). Per mode it prints the median of
+machine on its outward address, which stands for the internet here: the uplink never reaches
+loopback, and the bench leaves that one address out of the fence that keeps a worker off this
+machine (`fenced_prefixes`; the fence itself is timed in the attach). Per mode it prints the median of
 `--rounds`: the time to attach the uplink (none when shared), the time of 100 small GETs one after
 another (each a new TCP connection) and the throughput of one `--mb` MB download.
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
-from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
+from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, fenced_prefixes, uplink_problem
 
 CLIENT = """
 import sys, time, urllib.request
@@ -75,7 +77,9 @@ def one(mode: str, base: str, tmp: Path) -> tuple[float | None, float, float]:
         if mode == "uplink":
             time.sleep(0.2)  # the runner attaches once the worker is up; so does this
             t = time.monotonic()
-            uplink = Uplink.attach(pid, parent=proc.pid)
+            server = base.split("//", 1)[1].rsplit(":", 1)[0]
+            fence = [p for p in fenced_prefixes() if p != f"{server}/32"]  # as Uplink.attach would, less the server
+            uplink = Uplink.attach(pid, parent=proc.pid, fence=fence)
             attach = time.monotonic() - t
         out, _ = proc.communicate("go\n", timeout=300)
     finally:

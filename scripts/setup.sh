@@ -22,7 +22,7 @@ done
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-APT_PKGS=(chromium xvfb xauth xdotool x11-utils xclip wmctrl openbox socat sqlite3 jq bubblewrap slirp4netns
+APT_PKGS=(chromium xvfb xauth xdotool x11-utils xclip wmctrl openbox socat sqlite3 jq bubblewrap slirp4netns iproute2
           fonts-dejavu-core fonts-liberation ffmpeg user-mode-linux)
 "$PY" -c 'import tkinter' 2>/dev/null || APT_PKGS+=(python3-tk)   # pyautogui exits without tkinter
 

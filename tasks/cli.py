@@ -97,8 +97,8 @@ def run_command(
         min=1.0, max=600.0, metavar="S", help="seconds a worker's display and each task's Chromium may take to "
                                               "start (raise it on a slow or loaded machine)")] = 20.0,
     allow_network: Annotated[bool, typer.Option(
-        help="also run tasks that need the internet (each sandboxed worker gets a network of its own, without "
-             "this machine's loopback; `kimi-agent doctor` says if it can)")] = False,
+        help="also run tasks that need the internet (each sandboxed worker gets a network of its own that does not "
+             "reach this machine; `kimi-agent doctor` says if it can)")] = False,
     backend: Annotated[str | None, typer.Option(
         metavar="NAME", help="native | openai | transformers | scripted, or the test doubles solutions | do-nothing")] = None,
     model: Annotated[str | None, typer.Option(metavar="ID|DIR", help="hub id or local snapshot dir (served model name for --endpoint)")]

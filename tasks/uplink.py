@@ -2,13 +2,18 @@
 
 Without the network a worker's sandbox has a network namespace with loopback only. With it, the
 sandbox keeps that namespace of its own and gets an uplink: `slirp4netns` (a user-mode TCP/IP stack,
-Debian package `slirp4netns`) attached to the namespace from outside, which gives it a `tap0`
+Debian package `slirp4netns`; the fence below needs `ip` (iproute2) and `nsenter` (util-linux)) attached to the namespace from outside, which gives it a `tap0`
 device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resolv.conf` names
 `UPLINK_DNS`) and carries its connections out as connections of this machine. So:
 
-- a task reaches the internet (and this machine's other addresses, as any program here does);
+- a task reaches the internet and the machines of this one's networks;
 - it does not reach this machine's loopback (`--disable-host-loopback`): no local service, no
   `kimi-agent serve`, no other worker's browser debugging port on 127.0.0.1;
+- it does not reach this machine by its other addresses either (a service bound to 0.0.0.0), nor a
+  cloud's instance-metadata service (169.254.169.254: credentials): before the uplink is attached,
+  the sandbox's routing table gets a `prohibit` route for each of `fenced_prefixes()` (this machine's
+  IPv4 addresses when the worker starts, and `FENCED_PREFIXES`), which a task, without capabilities,
+  cannot remove; a connection there fails at once ("Permission denied");
 - loopback and abstract unix sockets are per namespace, so no worker reaches another worker's
   browser or display (Xvfb's `@/tmp/.X11-unix/X<n>`), which a shared network (`bwrap --share-net`)
   would allow.
@@ -29,6 +34,7 @@ uplink cannot be made the runner falls back to the shared network and says so.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import os
 import select
@@ -36,7 +42,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +52,11 @@ UPLINK_DNS = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
 UPLINK_MTU = 65520
 READY_TIMEOUT_S = 10.0  # slirp4netns is ready in ~10 ms here
 MAX_INFO_BYTES = 4096  # bwrap's --info-fd JSON is about 60 bytes
+UPLINK_NET = ipaddress.ip_network("10.0.2.0/24")  # slirp4netns's own network (gateway .2, DNS .3, sandbox .100)
+# besides this machine's own addresses, what no sandbox reaches: link-local, where clouds serve
+# instance metadata and credentials (169.254.169.254), and Alibaba Cloud's metadata address
+FENCED_PREFIXES = ("169.254.0.0/16", "100.100.100.200/32")
+FENCE_TIMEOUT_S = 10.0  # `ip` takes a few ms
 
 
 def slirp4netns_exe() -> str:
@@ -63,6 +74,9 @@ def uplink_problem() -> str | None:
         return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
     if os.geteuid() != 0:
         return "attaching a network to a worker's sandbox needs the runner to run as root"
+    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is not installed (Debian: apt-get install {package}); it fences this machine off"
     from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
 
     if (why := probe()) is not None:
@@ -119,6 +133,46 @@ def child_pid(info_fd: int, *, timeout_s: float = READY_TIMEOUT_S) -> int:
         os.close(info_fd)
 
 
+def this_machines_addresses() -> list[str]:
+    """This machine's IPv4 addresses (every interface's), from `ip -j addr`.
+    EnvironmentStartError if `ip` fails."""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, timeout=FENCE_TIMEOUT_S,
+                             check=True, stdin=subprocess.DEVNULL).stdout
+        links = json.loads(out)
+        found = [str(a["local"]) for link in links for a in link.get("addr_info", []) if "local" in a]
+    except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise EnvironmentStartError(f"could not list this machine's addresses with `ip -j addr`: {e}") from e
+    return found
+
+
+def fenced_prefixes(addresses: Sequence[str] | None = None) -> list[str]:
+    """What a sandbox with an uplink must not reach, as IPv4 prefixes: `FENCED_PREFIXES` and each
+    of `addresses` (default: `this_machines_addresses()`) as a /32, except loopback (the sandbox's
+    own), those already covered, those in slirp4netns's own network (a sandbox reaches nothing there
+    but its gateway and DNS) and IPv6 ones (an uplink carries IPv4 only)."""
+    fenced = [ipaddress.ip_network(p) for p in FENCED_PREFIXES]
+    for a in this_machines_addresses() if addresses is None else addresses:
+        addr = ipaddress.ip_address(a)
+        if addr.version == 4 and not addr.is_loopback and addr not in UPLINK_NET and not any(addr in n for n in fenced):
+            fenced.append(ipaddress.ip_network(addr))
+    return [str(net) for net in fenced]
+
+
+def _fence(netns: int, prefixes: Sequence[str], pid: int) -> None:
+    """Add a `prohibit` route for each of `prefixes` to the routing table of the network namespace
+    open as `netns` (entered with nsenter, which needs root). EnvironmentStartError if it fails."""
+    script = "".join(f"route add prohibit {p}\n" for p in prefixes).encode()
+    try:
+        done = subprocess.run(["nsenter", f"--net=/proc/self/fd/{netns}", "ip", "-4", "-batch", "-"],
+                              input=script, pass_fds=(netns,), capture_output=True, timeout=FENCE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {e}") from e
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {said[0][:200]}")
+
+
 def _open_netns(pid: int, parent: int) -> int:
     """A descriptor of process `pid`'s network namespace, checked to be that of `parent`'s child
     (a pid reused meanwhile would be some other process) and not this process's own (an uplink
@@ -150,13 +204,21 @@ class Uplink:
 
     @classmethod
     def attach(cls, pid: int, *, parent: int, log: IO[Any] | int = subprocess.DEVNULL,
-               timeout_s: float = READY_TIMEOUT_S, wrap: Callable[[list[str]], list[str]] | None = None) -> Uplink:
+               timeout_s: float = READY_TIMEOUT_S, wrap: Callable[[list[str]], list[str]] | None = None,
+               fence: Sequence[str] | None = None) -> Uplink:
         """Give the network namespace of process `pid`, a child of `parent` (bwrap), a `tap0` uplink;
         returns once it is configured. EnvironmentStartError (slirp4netns's own messages go to `log`)
         when it is not, or when `pid` is no longer that child or shares this process's namespace.
         wrap: makes the command that starts slirp4netns (the worker's cgroup's `enter_argv`, so that
-        the memory and CPU it spends on the sandbox's traffic count against the worker's limits)."""
+        the memory and CPU it spends on the sandbox's traffic count against the worker's limits).
+        fence: the prefixes the sandbox must not reach (default `fenced_prefixes()`), routed to
+        `prohibit` before the uplink exists."""
         netns = _open_netns(pid, parent)
+        try:
+            _fence(netns, fenced_prefixes() if fence is None else fence, pid)
+        except EnvironmentStartError:
+            os.close(netns)
+            raise
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
         # by path, not pid: given a pid, slirp4netns also enters its user namespace, which for a

@@ -75,7 +75,7 @@ DISK_CHECK_S = 5.0  # how often a worker's host folders are measured (tasks/disk
 MAX_WORKER_FILES = 100_000  # entries a worker's host folders may hold (the measuring walk stays bounded)
 MAX_WORKER_DEPTH = 64  # and how deep their folders may nest
 MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
-NETWORK_OWN = "its own (slirp4netns: the internet, not this machine's loopback nor other workers)"
+NETWORK_OWN = "its own (slirp4netns: the internet, not this machine nor other workers)"
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Real bwrap, real slirp4netns, real Xvfb and Chromium, the real runner with the do-nothing backend;
 the probe is a task's getter command. The host side is real too: an HTTP server on this machine's
-loopback (a local service no task may reach), one on its outward address (what the uplink must
-reach), and an abstract unix socket (how another worker's Xvfb is reached on a shared network).
+loopback and one on its outward address (local services no task may reach), an abstract unix
+socket (how another worker's Xvfb is reached on a shared network), and another machine on this
+one's network (tests/support/another_machine.py: what the uplink must reach).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.another_machine import another_machine, another_machine_problem
 from support.task_files import include_exclude_task
 
 from kimi_agent.errors import EnvironmentStartError
@@ -28,13 +30,22 @@ from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, place
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
-from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
+from kimi_agent.tasks.uplink import (
+    FENCED_PREFIXES,
+    UPLINK_DNS,
+    Uplink,
+    child_pid,
+    fenced_prefixes,
+    uplink_problem,
+)
 from kimi_agent.tasks.worker_pool import NETWORK_OWN
 
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
                                    reason="needs Xvfb and Chromium")
 needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
 needs_uplink = pytest.mark.skipif(uplink_problem() is not None, reason=f"no uplink here: {uplink_problem()}")
+needs_another_machine = pytest.mark.skipif(another_machine_problem() is not None,
+                                           reason=f"no other machine here: {another_machine_problem()}")
 
 
 def _outward_address() -> str | None:
@@ -56,10 +67,12 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture()
 def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """HTTP servers on 127.0.0.1 and on the outward address, and an abstract unix socket, all in
-    this machine's network namespace."""
+    this machine's network namespace; and another machine's HTTP server."""
     outward = _outward_address()
     if outward is None:
         pytest.skip("this machine has no address besides loopback")
+    if (why := another_machine_problem()) is not None:
+        pytest.skip(f"no other machine here: {why}")
     servers = [http.server.ThreadingHTTPServer((host, 0), _Quiet) for host in ("127.0.0.1", outward)]
     for srv in servers:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -67,9 +80,13 @@ def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind("\0" + abstract)
     unix.listen(8)
+    www = tmp_path / "elsewhere"
+    www.mkdir()
+    (www / "index.html").write_text("another machine")
     try:
-        yield {"loopback_port": servers[0].server_address[1], "outward": outward,
-               "outward_port": servers[1].server_address[1], "abstract": abstract}
+        with another_machine(www) as elsewhere:
+            yield {"loopback_port": servers[0].server_address[1], "outward": outward,
+                   "outward_port": servers[1].server_address[1], "abstract": abstract, "elsewhere": elsewhere}
     finally:
         unix.close()
         for srv in servers:
@@ -82,14 +99,23 @@ def _probe_command(svc: dict[str, Any]) -> str:
     script = f"""
 import os, socket, time, urllib.request
 print("NETNS", os.readlink("/proc/self/ns/net"))
-def tcp(host, port):
+def tcp(host, port, device=None):
+    s = socket.socket()
+    s.settimeout(2)
     try:
-        socket.create_connection((host, port), timeout=3).close()
+        if device:  # past the routing table: the destination taken as on the link
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device)
+        s.connect((host, port))
         return "open"
     except OSError:
         return "closed"
+    finally:
+        s.close()
 print("LOOPBACK", tcp("127.0.0.1", {svc["loopback_port"]}))
 print("GATEWAY-LOOPBACK", tcp("10.0.2.2", {svc["loopback_port"]}))
+print("OUTWARD", tcp("{svc["outward"]}", {svc["outward_port"]}))
+print("OUTWARD-ON-LINK", tcp("{svc["outward"]}", {svc["outward_port"]}, b"tap0"))
+print("METADATA", tcp("169.254.169.254", 80))
 u = socket.socket(socket.AF_UNIX)
 try:
     u.connect("\\0{svc["abstract"]}")
@@ -97,9 +123,9 @@ try:
 except OSError:
     print("ABSTRACT closed")
 try:
-    print("OUTWARD", urllib.request.urlopen("http://{svc["outward"]}:{svc["outward_port"]}/", timeout=5).status)
+    print("ELSEWHERE", urllib.request.urlopen("{svc["elsewhere"]}/", timeout=5).status)
 except OSError as e:
-    print("OUTWARD failed", e)
+    print("ELSEWHERE failed", e)
 print("RESOLV", " ".join(open("/etc/resolv.conf").read().split()))
 time.sleep(4)  # both workers are up while each probes
 """
@@ -128,10 +154,11 @@ def _seen(out: Path, task_id: str) -> dict[str, str]:
 @needs_desktop
 @needs_bwrap
 @needs_uplink
-def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_machines_loopback(
+def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_machine(
         tmp_path: Path, host_services: dict[str, Any]) -> None:
     out, results = _run(tmp_path, host_services,
-                        include=["LOOPBACK closed", "GATEWAY-LOOPBACK closed", "ABSTRACT closed", "OUTWARD 200",
+                        include=["LOOPBACK closed", "GATEWAY-LOOPBACK closed", "ABSTRACT closed", "OUTWARD closed",
+                                 "OUTWARD-ON-LINK closed", "METADATA closed", "ELSEWHERE 200",
                                  f"RESOLV nameserver {UPLINK_DNS}"], exclude=["failed"])
     assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
     assert results[0].worker != results[1].worker
@@ -151,8 +178,8 @@ def test_without_slirp4netns_the_workers_share_this_machines_network_and_the_run
     uplink_problem.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="kimi_agent"):
-            out, results = _run(tmp_path, host_services, include=["LOOPBACK open", "ABSTRACT open", "OUTWARD 200"],
-                                exclude=["failed"])
+            out, results = _run(tmp_path, host_services, include=["LOOPBACK open", "ABSTRACT open", "OUTWARD open",
+                                                                  "ELSEWHERE 200"], exclude=["failed"])
     finally:
         monkeypatch.undo()
         uplink_problem.cache_clear()
@@ -168,34 +195,22 @@ def test_without_slirp4netns_the_workers_share_this_machines_network_and_the_run
 @needs_desktop
 @needs_bwrap
 @needs_uplink
+@needs_another_machine
 def test_the_workers_browser_loads_pages_through_its_own_network(tmp_path: Path) -> None:
-    outward = _outward_address()
-    if outward is None:
-        pytest.skip("this machine has no address besides loopback")
     www = tmp_path / "www"
     www.mkdir()
     (www / "page.html").write_text("<html><head><title>kimi uplink page</title></head><body>hi</body></html>")
-
-    class Handler(_Quiet):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(www), **kwargs)
-
-    srv = http.server.ThreadingHTTPServer((outward, 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = f"http://{outward}:{srv.server_address[1]}/page.html"
-    task = {"id": "browse", "instruction": "Do nothing.", "config": [],
-            "evaluator": {"func": "check_direct_json_object", "result": {"type": "page_info", "url": url},
-                          "expected": {"type": "rule", "rules": {"expected": {"title": "kimi uplink page",
-                                                                              "url": url}}}}}
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "browse.json").write_text(json.dumps(task), encoding="utf-8")
-    try:
+    with another_machine(www) as elsewhere:
+        url = f"{elsewhere}/page.html"
+        task = {"id": "browse", "instruction": "Do nothing.", "config": [],
+                "evaluator": {"func": "check_direct_json_object", "result": {"type": "page_info", "url": url},
+                              "expected": {"type": "rule", "rules": {"expected": {"title": "kimi uplink page",
+                                                                                  "url": url}}}}}
+        (folder / "browse.json").write_text(json.dumps(task), encoding="utf-8")
         summary = run_tasks(folder, do_nothing_backend, RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out",
                                                                      allow_network=True), progress=False)
-    finally:
-        srv.shutdown()
-        srv.server_close()
     (r,) = summary.results
     assert (r.status, r.score) == ("success", 1.0), r  # Chromium, over CDP in the sandbox, through the uplink
     assert r.host and r.host["network"] == NETWORK_OWN
@@ -265,6 +280,8 @@ def test_uplink_attach_and_close_with_a_real_sandbox_and_cgroup(tmp_path: Path) 
         assert group.name in Path(f"/proc/{uplink.proc.pid}/cgroup").read_text(encoding="ascii")
         routes, _ = sandbox.communicate("go\n", timeout=30)
         assert "default via 10.0.2.2 dev tap0" in routes
+        for prefix in fenced_prefixes():  # this machine and the metadata service are fenced off
+            assert f"prohibit {prefix.removesuffix('/32')}" in routes, (prefix, routes)
         uplink.close()
         assert uplink.proc.returncode == 0  # it ended because its exit pipe closed
         uplink.close()  # idempotent
@@ -324,3 +341,30 @@ def test_resolv_conf_is_bound_only_for_an_uplink(tmp_path: Path) -> None:
     assert "--share-net" in host and str(resolv) not in host and "--info-fd" not in host
     alone = bwrap_argv(SandboxPlan(home=tmp_path))
     assert "--share-net" not in alone and str(resolv) not in alone
+
+
+def test_the_fence_is_this_machines_addresses_and_the_metadata_services() -> None:
+    fence = fenced_prefixes(["127.0.0.1", "192.0.2.2", "10.0.2.15", "169.254.3.4", "198.18.0.1", "::1", "fe80::1"])
+    # loopback is the sandbox's own; slirp4netns's network holds nothing to reach; link-local is fenced
+    # as a whole; IPv6 has no uplink
+    assert fence == [*FENCED_PREFIXES, "192.0.2.2/32", "198.18.0.1/32"]
+    here = fenced_prefixes()
+    outward = _outward_address()
+    assert outward is None or f"{outward}/32" in here, here
+
+
+@needs_uplink
+def test_a_fence_that_cannot_be_set_fails_the_attach_and_names_the_route(tmp_path: Path) -> None:
+    info_r, info_w = os.pipe()
+    plan = SandboxPlan(home=tmp_path, network="uplink", resolv_conf=None, info_fd=info_w)
+    sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", "read line"], pass_fds=(info_w,),
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    os.close(info_w)
+    try:
+        with pytest.raises(EnvironmentStartError, match=r"could not fence the sandbox's network .*not-a-prefix"):
+            Uplink.attach(child_pid(info_r), parent=sandbox.pid, fence=["192.0.2.9/32", "not-a-prefix"])
+        left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
+        assert left.stdout == "", "slirp4netns started although the fence failed"
+    finally:
+        sandbox.kill()
+        sandbox.wait(10)
