@@ -113,7 +113,11 @@ def make_backend(opts: BackendOptions) -> Backend:
                      image_format=opts.image_format)
     check_device_name(opts.device, "device")  # names only: before minutes of loading
     check_dtype_name(opts.dtype, "dtype")
-    model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
+    try:
+        model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
+    except ModelUnavailableError as e:  # the runtime's words, with the options that mend it
+        raise ModelUnavailableError(f"{e} (--model DIR: a local snapshot; --endpoint URL: an OpenAI-compatible "
+                                    "server)") from None
     if name == "native" and opts.slots > 1:
         return _make(name, model_dir, device=opts.device, dtype=opts.dtype, slots=opts.slots)
     return _make(name, model_dir, device=opts.device, dtype=opts.dtype)

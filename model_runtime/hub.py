@@ -56,6 +56,6 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
                                     "(or log in with `hf auth login`).") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         raise ModelUnavailableError(
-            f"Could not get {where} from the Hugging Face hub ({type(e).__name__}); pass a local "
-            "snapshot directory with --model DIR, or an OpenAI-compatible server with --endpoint URL."
+            f"Could not get {where} from the Hugging Face hub ({type(e).__name__}); use a local snapshot "
+            "directory instead, or an OpenAI-compatible server."
         ) from None

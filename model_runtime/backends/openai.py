@@ -130,7 +130,7 @@ class OpenAIBackend:
                 if last or attempt >= self.connect_retries:
                     raise ModelUnavailableError(
                         f"Cannot reach the model server at {self.endpoint} ({e}); start it (e.g. `vllm serve "
-                        f"{self.model}`) or pass the right --endpoint URL.") from None
+                        f"{self.model}`) or check the endpoint URL.") from None
                 time.sleep(self._delay(attempt, None))
                 continue
             except httpx.TimeoutException as e:
@@ -138,7 +138,7 @@ class OpenAIBackend:
                     raise BackendError(
                         f"the model server at {self.endpoint} sent nothing for {self.timeout_s:g} s, {attempt + 1} "
                         f"time(s) in a row ({type(e).__name__}); is it overloaded or stuck? Check its log, or "
-                        f"pass the right --endpoint URL.") from None
+                        f"check the endpoint URL.") from None
                 time.sleep(self._delay(attempt, None))
                 continue
             except httpx.HTTPError as e:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SUPPORTED = ((4, 48, 2), (4, 52, 0))  # [low, high)
 INSTALL_HINT = ("the official Kimi-VL remote code supports transformers 4.48.2-4.51.x: "
-                "pip install 'kimi-agent[reference]' (or 'transformers>=4.48.2,<4.52'), or use --backend native")
+                "pip install 'kimi-agent[reference]' (or 'transformers>=4.48.2,<4.52'), or use the native backend")
 
 
 def _version_tuple(v: str) -> tuple[int, int, int]:

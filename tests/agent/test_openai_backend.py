@@ -137,7 +137,7 @@ def test_unreachable_endpoint_is_a_clear_error() -> None:
     url = s.url
     s.server_close()  # nothing listens on that port now
     backend = OpenAIBackend(url, model="kimi", backoff_s=0.01)
-    with pytest.raises(ModelUnavailableError, match="--endpoint"):
+    with pytest.raises(ModelUnavailableError, match="check the endpoint URL"):
         backend.generate(*_messages(), Sampling())
 
 
