@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kimi_agent.doctor import Check
-from kimi_agent.tasks import cgroups, sandbox, uplink
+from kimi_agent.tasks import cgroups, sandbox, sandbox_user, uplink
 
 
 def run_checks() -> list[Check]:
@@ -23,6 +23,12 @@ def run_checks() -> list[Check]:
                    "" if why is None else "run the runner as root, or alone in a delegated cgroup v2 "
                    "(`systemd-run --scope -p Delegate=yes kimi-agent run ...`); meanwhile its memory is polled "
                    "and nothing limits processes or CPU", optional=True)
+    why = sandbox_user.sandbox_user_problem() or sandbox_user.shut_folders(sandbox.python_paths())
+    user = Check("sandbox user", why is None,
+                 f"tasks run as uid {sandbox_user.sandbox_host_uid()} of this machine, a user of its own"
+                 if why is None else why,
+                 "" if why is None or "not root" in why else "tasks run as this machine's root, without capabilities "
+                 "but with root's rights on the files the sandbox shows them; see the reason", optional=True)
     why = uplink.uplink_problem()
     network = Check("worker networks (slirp4netns)", why is None,
                     "with --allow-network each worker's sandbox gets a network of its own, fenced off this machine"
@@ -30,4 +36,4 @@ def run_checks() -> list[Check]:
                     "" if why is None else "apt-get install slirp4netns iproute2, and run the runner as root; without it, "
                     "workers of an --allow-network run share this machine's network (and can reach its loopback "
                     "services and each other's browser and display)", optional=True)
-    return [bwrap, limits, network]
+    return [bwrap, user, limits, network]

@@ -5,7 +5,9 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
 
 - uid 1000 (OSWorld's `user`) in a user namespace of its own, with no capability and no way to
   make further user namespaces: it cannot mount, unmount or remount anything (as root in its own
-  namespace it could turn a read-only bind of the host's `/etc` writable);
+  namespace it could turn a read-only bind of the host's `/etc` writable); on this machine that uid
+  is an unprivileged id of its own where the runner is root (`host_uid`, tasks/sandbox_user.py), and
+  the runner's user otherwise;
 - its own pid namespace (`pkill chrome` there kills only that worker's browser; when the worker
   ends, the kernel kills everything left in it), ipc, uts and cgroup namespaces, and its own
   network namespace: loopback only, or, when the run allows the network, loopback and an uplink
@@ -14,7 +16,7 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
 - the system (`/usr`, `/etc`), Python and the project read-only, nothing else of the host
   (no `/root`, no `/home`, no other project folders); in `/etc` every file or folder that is not
   world-readable (`/etc/shadow`, `/etc/ssl/private`...), `/etc/ssh` and `/etc/sudoers*` are masked
-  (the host's root owns them, and the namespace maps the sandbox's uid onto the runner's, root's);
+  (the host's root owns them; where the sandbox's uid is the runner's, root's, it would read them);
 - the run's `--out` folder hidden under an empty tmpfs (it may lie inside the project, which is
   bound read-only): other tasks' results and other workers' homes are out of sight;
 - a private `/tmp`, `/var/tmp` and `/dev/shm`, a private home bound at the real path `/home/user`
@@ -64,6 +66,8 @@ ETC_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "
 # Who a task is inside the sandbox: OSWorld's "user", without capabilities (as uid 0 with them, a task's
 # command could remount the /etc bind read-write and write the host's /etc as root).
 SANDBOX_UID = 1000
+# The capabilities `setpriv` needs to become SANDBOX_UID with nothing (where the runner maps the user).
+SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 # Set (to "1") in a sandboxed worker's environment: it is alone in its pid namespace with bwrap's init.
 SANDBOX_ENV = "KIMI_AGENT_SANDBOXED"
 
@@ -79,6 +83,9 @@ class SandboxPlan:
     network: "loopback" (a namespace of its own with loopback only), "uplink" (the same, for an
     uplink attached from outside: `resolv_conf` is bound over `/etc/resolv.conf`, and bwrap writes
     its first process's pid to `info_fd`, see tasks/uplink.py) or "host" (this machine's network).
+    host_uid: the id of this machine the sandbox's user is (tasks/sandbox_user.py); bwrap then waits,
+    reading `block_fd`, until the runner has mapped it (`info_fd` says whose namespace to map), and
+    the command runs under `setpriv` as that user. None: the user is the one that runs bwrap.
     """
 
     home: Path
@@ -88,7 +95,13 @@ class SandboxPlan:
     network: Literal["loopback", "uplink", "host"] = "loopback"
     resolv_conf: Path | None = None
     info_fd: int | None = None
+    host_uid: int | None = None
+    block_fd: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.host_uid is not None and (self.block_fd is None or self.info_fd is None):
+            raise ValueError("a sandbox with a host_uid needs a block_fd and an info_fd")
 
 
 def scrubbed_env(extra: dict[str, str] | None = None, *, home: str = VM_HOME) -> dict[str, str]:
@@ -181,8 +194,13 @@ def masked_secrets(root: str = "/etc") -> tuple[tuple[str, bool], ...]:
 
 def bwrap_argv(plan: SandboxPlan) -> list[str]:
     """The `bwrap ...` prefix for a command run inside the plan's sandbox (working folder `/`)."""
-    argv = [bwrap_exe(), "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--cap-drop", "ALL", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
+    if plan.host_uid is None:
+        argv = [bwrap_exe(), "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                "--cap-drop", "ALL", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"]
+    else:  # bwrap sets up as root (mapped by the runner); the command drops to SANDBOX_UID below
+        argv = [bwrap_exe(), "--unshare-all", "--unshare-user", "--userns-block-fd", str(plan.block_fd),
+                "--cap-drop", "ALL", *(a for cap in SETPRIV_CAPS for a in ("--cap-add", cap)),
+                "--die-with-parent", "--new-session", "--clearenv"]
     if plan.network == "host":
         argv.append("--share-net")
     if plan.info_fd is not None:
@@ -197,25 +215,40 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
             argv += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             argv += ["--ro-bind", d, d]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-             "--tmpfs", "/run", "--tmpfs", "/var/tmp", "--dir", "/home"]  # PRIVATE_DIRS
+    # /proc/sys read-only: bwrap leaves it writable, and where the sandbox's user is this machine's root
+    # (tasks/sandbox_user.py) a task could set kernel.core_pattern (a program it wrote, run as root)
+    argv += ["--dev", "/dev", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777",
+             "--tmpfs", "/dev/shm", "--tmpfs", "/run", "--perms", "1777", "--tmpfs", "/var/tmp",
+             "--dir", "/home"]  # PRIVATE_DIRS
     if plan.network == "uplink" and plan.resolv_conf is not None:
         argv += _resolv_conf_bind(plan.resolv_conf)
     for p in plan.readable:
-        argv += ["--ro-bind", str(p), str(p)]
+        argv += [*_open_parents(p), "--ro-bind", str(p), str(p)]
     hidden = [h for h in plan.hidden if h.is_dir()]
     for h in hidden:
-        argv += ["--tmpfs", str(h)]
-        argv += [a for p in plan.readable if p.is_relative_to(h) for a in ("--ro-bind", str(p), str(p))]
+        argv += [*_open_parents(h), "--tmpfs", str(h)]
+        argv += [a for p in plan.readable if p.is_relative_to(h) for a in (*_open_parents(p), "--ro-bind", str(p), str(p))]
     for p in plan.writable:
-        argv += ["--bind", str(p), str(p)]
+        argv += [*_open_parents(p), "--bind", str(p), str(p)]
     argv += ["--bind", str(plan.home), VM_HOME]
     for folder in ["/", *map(str, hidden)]:  # once the binds inside made their mount points (not recursive)
         argv += ["--remount-ro", folder]
     argv += ["--chdir", "/"]
     for k, v in sorted(plan.env.items()):
         argv += ["--setenv", k, v]
-    return [*argv, "--"]
+    argv.append("--")
+    if plan.host_uid is not None:
+        argv += ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups", "--inh-caps=-all",
+                 "--bounding-set=-all", "--no-new-privs", "--"]
+    return argv
+
+
+def _open_parents(path: Path) -> list[str]:
+    """bwrap arguments that make `path`'s missing parent folders in the sandbox traversable (0755):
+    bwrap would copy this machine's modes, and a parent such as `/root` (0700) would shut the
+    sandbox's user out of a bind below it. Parents that exist there already are left as they are."""
+    return [a for parent in reversed(path.parents) if str(parent) != "/" for a in ("--perms", "0755", "--dir",
+                                                                                  str(parent))]
 
 
 def _resolv_conf_bind(source: Path) -> list[str]:

@@ -53,9 +53,16 @@ UPLINK_MTU = 65520
 READY_TIMEOUT_S = 10.0  # slirp4netns is ready in ~10 ms here
 MAX_INFO_BYTES = 4096  # bwrap's --info-fd JSON is about 60 bytes
 UPLINK_NET = ipaddress.ip_network("10.0.2.0/24")  # slirp4netns's own network (gateway .2, DNS .3, sandbox .100)
-# besides this machine's own addresses, what no sandbox reaches: link-local, where clouds serve
-# instance metadata and credentials (169.254.169.254), and Alibaba Cloud's metadata address
-FENCED_PREFIXES = ("169.254.0.0/16", "100.100.100.200/32")
+# besides this machine's own addresses, what no sandbox reaches: loopback and "this network" (the
+# sandbox's own loopback routes come first; these catch a socket bound to tap0, SO_BINDTODEVICE, which
+# slirp4netns would carry to this machine's 127.0.0.1), link-local, where clouds serve instance
+# metadata and credentials (169.254.169.254), and Alibaba Cloud's metadata address. Past the routing
+# table (a destination taken as on tap0's link) nothing answers: slirp4netns answers ARP only for its
+# own network's addresses.
+FENCED_PREFIXES = ("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "100.100.100.200/32")
+# slirp4netns holds a socket of this machine per connection or UDP flow of the sandbox (UDP ones for
+# about 4 minutes): its own limit keeps a task from using up this machine's ports and descriptors
+UPLINK_MAX_FILES = 1024
 FENCE_TIMEOUT_S = 10.0  # `ip` takes a few ms
 
 
@@ -74,7 +81,7 @@ def uplink_problem() -> str | None:
         return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
     if os.geteuid() != 0:
         return "attaching a network to a worker's sandbox needs the runner to run as root"
-    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux")):
+    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("prlimit", "util-linux")):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (Debian: apt-get install {package}); it fences this machine off"
     from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
@@ -223,8 +230,8 @@ class Uplink:
         exit_r, exit_w = os.pipe()
         # by path, not pid: given a pid, slirp4netns also enters its user namespace, which for a
         # sandbox that has set itself up is bwrap's inner one, without rights over the network's
-        argv = [slirp4netns_exe(), "--configure", f"--mtu={UPLINK_MTU}", "--disable-host-loopback",
-                "--enable-sandbox", "--enable-seccomp", "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
+        argv = ["prlimit", f"--nofile={UPLINK_MAX_FILES}", "--", slirp4netns_exe(), "--configure", f"--mtu={UPLINK_MTU}",
+                "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
                 "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
         if wrap is not None:
             argv = wrap(argv)

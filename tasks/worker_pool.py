@@ -61,6 +61,12 @@ from kimi_agent.tasks.sandbox import (
     sandbox_pythonpath,
     scrubbed_env,
 )
+from kimi_agent.tasks.sandbox_user import (
+    map_sandbox_user,
+    sandbox_host_uid,
+    sandbox_user_problem,
+    shut_folders,
+)
 from kimi_agent.tasks.tree_walk import remove_tree
 from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
 
@@ -152,6 +158,15 @@ class WorkerPool:
         self.settings = settings
         self.factory = factory
         self.sandbox = sandbox
+        # the id of this machine its tasks run as: one of their own where the runner is root
+        why_not = (sandbox_user_problem() or shut_folders(python_paths())) if sandbox else None
+        self.sandbox_uid = sandbox_host_uid() if sandbox and why_not is None else None
+        self.user_note = ("the runner's (no sandbox)" if not sandbox
+                          else f"uid {self.sandbox_uid} of this machine, a user of its own" if self.sandbox_uid is not None
+                          else f"the runner's (uid {os.geteuid()}; {why_not})")
+        if sandbox and why_not is not None and os.geteuid() == 0:
+            log.warning("sandboxed tasks run as this machine's root (without capabilities, but with root's rights "
+                        "on files the sandbox sees): %s", why_not)
         self.on_event = on_event  # ("start"|"step"|"done", worker, payload)
         self.in_worker = bool(getattr(factory, "in_worker", True))
         self.model = ModelHost()
@@ -194,9 +209,11 @@ class WorkerPool:
         pythonpath = os.pathsep.join(p for p in sys.path if p and os.path.isabs(p))
         # -P: neither the working folder nor a script's folder goes on the worker's sys.path
         worker_argv = [sys.executable, "-P", "-m", "kimi_agent.tasks.worker", str(child_end.fileno())]
-        info_r = info_w = None  # bwrap reports its sandbox's pid here, for the uplink
+        info_r = info_w = None  # bwrap reports its sandbox's pid here, for the uplink and the user's map
+        block_r = block_w = None  # bwrap waits on this until the runner has mapped its user
         keep_fds = [child_end.fileno()]
         described = "this machine's (no sandbox)"
+        host_uid = self.sandbox_uid
         if self.sandbox:
             network, described = "loopback", "loopback only"
             if self.settings.allow_network and (why := uplink_problem()) is None:
@@ -204,9 +221,15 @@ class WorkerPool:
             elif self.settings.allow_network:
                 network, described = "host", f"this machine's, shared by the workers ({why})"
             resolv = None
-            if network == "uplink":
+            if network == "uplink" or host_uid is not None:
                 info_r, info_w = os.pipe()
                 keep_fds.append(info_w)
+            if host_uid is not None:
+                block_r, block_w = os.pipe()
+                keep_fds.append(block_r)
+                for d in (home, root / "tasks"):  # the only folders of this machine the sandbox's user owns
+                    os.chown(d, host_uid, host_uid)
+            if network == "uplink":
                 resolv = root / "resolv.conf"
                 resolv.write_text(f"nameserver {UPLINK_DNS}\n", encoding="ascii")
             readable = python_paths()
@@ -216,7 +239,7 @@ class WorkerPool:
             out = self.settings.out_dir.resolve()
             plan = SandboxPlan(home=home.resolve(), writable=writable, readable=readable,
                                hidden=(out, out / ".workers"), network=network,
-                               resolv_conf=resolv, info_fd=info_w, env=env)
+                               resolv_conf=resolv, info_fd=info_w, host_uid=host_uid, block_fd=block_r, env=env)
             argv = [*bwrap_argv(plan), *worker_argv]
             worker_home = "/home/user"
         else:
@@ -234,9 +257,10 @@ class WorkerPool:
                                         start_new_session=True, cwd=str(root))
             finally:
                 child_end.close()
-                if info_w is not None:
-                    os.close(info_w)
-            sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, logf)
+                for fd in (info_w, block_r):
+                    if fd is not None:
+                        os.close(fd)
+            sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, block_w, host_uid, logf)
         w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup, sandbox_pid=sandbox_pid, network=described)
         settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
         factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
@@ -247,11 +271,21 @@ class WorkerPool:
         return w
 
     @staticmethod
-    def _sandbox_pid(index: int, proc: subprocess.Popen[bytes], info_r: int, logf: Any) -> int | None:
-        """The new worker's sandbox's first process, as bwrap reports it (at once); None, with the
-        reason in its log and the worker killed, if it does not (its exit counts as a failed start)."""
+    def _sandbox_pid(index: int, proc: subprocess.Popen[bytes], info_r: int, block_w: int | None,
+                     host_uid: int | None, logf: Any) -> int | None:
+        """The new worker's sandbox's first process, as bwrap reports it (at once), with its user
+        mapped to `host_uid` where bwrap waits for that on `block_w` (closed here); None, with the
+        reason in its log and the worker killed, if either fails (its exit counts as a failed start)."""
         try:
-            return child_pid(info_r)
+            try:
+                pid = child_pid(info_r)
+            except EnvironmentStartError:
+                if block_w is not None:
+                    os.close(block_w)  # bwrap, unmapped, exits
+                raise
+            if block_w is not None and host_uid is not None:
+                map_sandbox_user(pid, block_w, host_uid)
+            return pid
         except EnvironmentStartError as e:
             log.warning("worker %d: %s", index, e)
             logf.write(f"kimi-agent: {e}\n".encode())
@@ -339,7 +373,7 @@ class WorkerPool:
             log.warning("worker %d: %s", w.index, reason)
             self._exited(w, queue_, results, specs, domains, why=reason, purge=True)
         elif kind == "ready":
-            if w.sandbox_pid is not None and w.uplink is None and not self._attach_uplink(w):
+            if w.network == NETWORK_OWN and w.sandbox_pid is not None and w.uplink is None and not self._attach_uplink(w):
                 return  # killed: its exit (a failed start) is reported by its reader
             w.ready = True
             w.display, w.port, w.profile = str(msg.get("display")), int(msg.get("port") or 0), str(msg.get("profile"))
@@ -397,7 +431,7 @@ class WorkerPool:
             log.warning("%s: could not move its folder out of staging: %s", r.task_id, e)
             notes = [*(notes or []), f"its staged folder could not be moved: {e}"]
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
-                "network": w.network,
+                "user": self.user_note, "network": w.network,
                 "limits": self.limits_note(w)}
         host.pop("notes", None)  # only the runner's own notes
         if notes:

@@ -10,6 +10,7 @@ from support.cli import run_cli
 
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import probe
+from kimi_agent.tasks.sandbox_user import sandbox_user_problem
 from kimi_agent.tasks.uplink import uplink_problem
 
 
@@ -42,3 +43,11 @@ def test_doctor_says_whether_workers_get_networks_of_their_own(tmp_path: Path) -
     if uplink_problem() is None:
         here = _row(_doctor(tmp_path).stdout, "worker networks")
         assert " ok " in here and "a network of its own" in here, here
+
+
+def test_doctor_says_which_user_the_sandboxed_tasks_are(tmp_path: Path) -> None:
+    taken = _row(_doctor(tmp_path, KIMI_AGENT_SANDBOX_UID="0").stdout, "sandbox user")
+    assert "optional" in taken and "uid 0 is not a valid unprivileged id" in taken, taken
+    if sandbox_user_problem() is None:
+        here = _row(_doctor(tmp_path).stdout, "sandbox user")
+        assert " ok " in here and "tasks run as uid 2000000 of this machine, a user of its own" in here, here

@@ -35,6 +35,7 @@ from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, host_acting, masked_secrets, probe
+from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
@@ -58,6 +59,7 @@ WM_KEYBIND = ("mkdir -p /home/user/.config/openbox && cat > /home/user/.config/o
               f'<keybind key="F12"><action name="Execute"><command>sh -c "sleep 600 # {WM_MARKER}"</command>'
               "</action></keybind></keyboard></openbox_config>\nEOF\n"
               "openbox --reconfigure; sleep 1; xdotool key F12")
+ROOT_ONLY_SECRET = "kimi-root-only-secret-93c2"
 ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
@@ -89,6 +91,10 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     """One run, one worker, the attacks in order. `--out` lies inside a folder on sys.path (bound
     read-only into the sandbox, as the project is for `--out runs/...`), next to an earlier run."""
     root = tmp_path_factory.mktemp("hardening")
+    root.chmod(0o755)  # as a project folder is (pytest makes its folders 0700)
+    key = root / "root-only.key"  # a secret of the runner's user (root) in a folder the sandbox sees
+    key.write_text(ROOT_ONLY_SECRET, encoding="utf-8")
+    key.chmod(0o600)
     out = root / "out"
     (out / "earlier-task").mkdir(parents=True)
     (out / "earlier-task" / "result.json").write_text(SECRET, encoding="utf-8")
@@ -99,6 +105,7 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
               ">/dev/null 2>&1 < /dev/null &")
     check_linger = ("sleep 1; ps -eo args; a=$(wc -l < /tmp/linger.log); sleep 1; b=$(wc -l < /tmp/linger.log); "
                     "test -s /tmp/linger.log && echo LINGER-RAN-BEFORE; [ \"$a\" = \"$b\" ] && echo STOPPED-WRITING")
+    own_user = sandbox_user_problem() is None  # a root runner: tasks run as an unprivileged id of their own
     tasks = [
         {"id": "inject-pypdf", "instruction": "Do nothing.", "config": [shell_step(pypdf)],
          "evaluator": {"func": "compare_pdfs",
@@ -128,6 +135,11 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
                                                       "unshare -Urm true && echo NESTED-USERNS) > /home/user/m.txt 2>&1; true")],
               "id -u; grep CapEff /proc/self/status; cat /home/user/m.txt; echo END",
               include=["1000\n", "CapEff:\t0000000000000000", "END"], exclude=["UMOUNTED", "NESTED-USERNS"]),
+        include_exclude_task("user-of-its-own", [],
+              f"awk '{{print $1 \":\" $2}}' /proc/self/uid_map; cat {key} 2>&1; "
+              "echo core > /proc/sys/kernel/core_pattern && echo SYSCTL-WRITTEN; echo END",
+              include=["END", *([f"1000:{sandbox_host_uid()}"] if own_user else [])],
+              exclude=["SYSCTL-WRITTEN", *([ROOT_ONLY_SECRET] if own_user else [])]),  # else: the key's owner
         include_exclude_task("attach-worker", [],  # the worker: the child of the sandbox's init (pid 1)
               "w=$(ps -eo pid=,ppid=,args= | awk '$2 == 1 && /kimi_agent.tasks.worker/ {print $1}'); echo worker=$w.; "
               "cat /proc/$w/environ > /dev/null 2>&1 && echo ENVIRON-READ; ls /proc/$w/fd > /dev/null 2>&1 && "
@@ -310,3 +322,18 @@ def test_without_bwrap_tasks_that_read_this_machine_are_unsupported(tmp_path: Pa
         assert r["status"] == "unsupported", r
         assert where in r["reason"] and "--no-sandbox" in r["reason"] and "bubblewrap" in r["reason"], r
     assert results["browser-only"]["status"] == "success", results["browser-only"]
+
+
+@needs_desktop
+@needs_bwrap
+def test_a_task_runs_as_a_user_of_its_own_that_neither_reads_the_runners_files_nor_sets_the_kernel(
+        hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    # as this machine's root (the runner's user, root here), a task read root's mode-600 files in every
+    # folder it sees, and wrote /proc/sys (kernel.core_pattern: a program of its own, run as root)
+    _contained(hardening_run, "user-of-its-own")
+    r = hardening_run[1]["user-of-its-own"]
+    assert r.host is not None
+    if sandbox_user_problem() is None:
+        assert r.host["user"] == f"uid {sandbox_host_uid()} of this machine, a user of its own", r.host
+    else:
+        assert r.host["user"].startswith("the runner's"), r.host

@@ -12,10 +12,12 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,15 +82,42 @@ def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind("\0" + abstract)
     unix.listen(8)
+    hits: list[str] = []  # what reached this machine's loopback canaries (a TCP and a UDP one)
+    canary_tcp = socket.create_server(("127.0.0.1", 0))
+    canary_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    canary_udp.bind(("127.0.0.1", 0))
+
+    def watch() -> None:
+        while True:
+            try:
+                ready = select.select([canary_tcp, canary_udp], [], [], 0.2)[0]
+            except (OSError, ValueError):
+                return  # closed
+            try:
+                for s in ready:
+                    if s is canary_tcp:
+                        conn, peer = canary_tcp.accept()
+                        hits.append(f"tcp from {peer}")
+                        conn.close()
+                    else:
+                        hits.append(f"udp {s.recvfrom(256)}")
+            except OSError:
+                return  # closed meanwhile
+
+    threading.Thread(target=watch, daemon=True).start()
     www = tmp_path / "elsewhere"
     www.mkdir()
     (www / "index.html").write_text("another machine")
     try:
         with another_machine(www) as elsewhere:
             yield {"loopback_port": servers[0].server_address[1], "outward": outward,
-                   "outward_port": servers[1].server_address[1], "abstract": abstract, "elsewhere": elsewhere}
+                   "outward_port": servers[1].server_address[1], "abstract": abstract, "elsewhere": elsewhere,
+                   "canary_tcp": canary_tcp.getsockname()[1], "canary_udp": canary_udp.getsockname()[1],
+                   "hits": hits}
     finally:
         unix.close()
+        canary_tcp.close()
+        canary_udp.close()
         for srv in servers:
             srv.shutdown()
             srv.server_close()
@@ -116,6 +145,14 @@ print("GATEWAY-LOOPBACK", tcp("10.0.2.2", {svc["loopback_port"]}))
 print("OUTWARD", tcp("{svc["outward"]}", {svc["outward_port"]}))
 print("OUTWARD-ON-LINK", tcp("{svc["outward"]}", {svc["outward_port"]}, b"tap0"))
 print("METADATA", tcp("169.254.169.254", 80))
+print("CANARY-TCP", tcp("127.0.0.1", {svc["canary_tcp"]}, b"tap0"))
+try:  # past the sandbox loopback, out through tap0: this machine 127.0.0.1 must not get it (no quotes here)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"tap0")
+    u.sendto(b"kimi-canary", ("127.0.0.1", {svc["canary_udp"]}))
+    print("CANARY-UDP sent")
+except OSError as e:
+    print("CANARY-UDP refused", e.errno)
 u = socket.socket(socket.AF_UNIX)
 try:
     u.connect("\\0{svc["abstract"]}")
@@ -158,8 +195,10 @@ def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_mach
         tmp_path: Path, host_services: dict[str, Any]) -> None:
     out, results = _run(tmp_path, host_services,
                         include=["LOOPBACK closed", "GATEWAY-LOOPBACK closed", "ABSTRACT closed", "OUTWARD closed",
-                                 "OUTWARD-ON-LINK closed", "METADATA closed", "ELSEWHERE 200",
+                                 "OUTWARD-ON-LINK closed", "METADATA closed", "ELSEWHERE 200", "CANARY-TCP closed",
                                  f"RESOLV nameserver {UPLINK_DNS}"], exclude=["failed"])
+    time.sleep(0.5)  # a datagram slirp4netns carried would have arrived by now
+    assert host_services["hits"] == [], host_services["hits"]  # nothing reached this machine's loopback
     assert [(r.status, r.score) for r in results] == [("success", 1.0)] * 2, results
     assert results[0].worker != results[1].worker
     assert all(r.host and r.host["network"] == NETWORK_OWN for r in results), results  # each result says so
