@@ -169,7 +169,7 @@ def fenced_prefixes(addresses: Sequence[str] | None = None) -> list[str]:
 def _fence(netns: int, prefixes: Sequence[str], pid: int) -> None:
     """Add a `prohibit` route for each of `prefixes` to the routing table of the network namespace
     open as `netns` (entered with nsenter, which needs root). EnvironmentStartError if it fails."""
-    script = "".join(f"route add prohibit {p}\n" for p in prefixes).encode()
+    script = "".join(f"route replace prohibit {p}\n" for p in prefixes).encode()  # again: the same
     try:
         done = subprocess.run(["nsenter", f"--net=/proc/self/fd/{netns}", "ip", "-4", "-batch", "-"],
                               input=script, pass_fds=(netns,), capture_output=True, timeout=FENCE_TIMEOUT_S)

@@ -409,6 +409,8 @@ class WorkerPool:
         if not queue_:
             self._stop(w)
             return
+        if w.network == NETWORK_OWN and w.uplink is None and not self._attach_uplink(w):
+            return  # its uplink ended during the last task and none could be attached again: killed
         spec, domain = queue_.popleft()
         w.task_id, w.started, w.started_mono, w.step = spec.id, time.time(), time.monotonic(), "starting"
         w.step_no, w.phase = 0, ""
@@ -424,6 +426,11 @@ class WorkerPool:
         what was removed) go in the result's `host.notes`."""
         out = self.settings.out_dir
         final = _task_dir(out, r.task_id)
+        if w.uplink is not None and (code := w.uplink.proc.poll()) is not None:  # the next task gets a new one
+            notes = [*(notes or []), f"its network's slirp4netns ended during the task (exit {code}): from then on "
+                     "the task had no network"]
+            w.uplink.close()
+            w.uplink = None
         try:
             notes = [*(notes or []), *adopt_staged(w.staging / r.task_id, final,
                                                    max_bytes=self.settings.worker_disk_mb << 20)]

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from support.another_machine import another_machine, another_machine_problem
-from support.task_files import include_exclude_task
+from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.errors import EnvironmentStartError
 from kimi_agent.tasks import RunSettings, TaskResult, run_tasks
@@ -284,6 +284,44 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
     (r,) = summary.results
     assert r.status == "error" and "slirp4netns did not attach a network" in r.reason, r
     assert "not run: every worker exited before it was ready" in r.reason, r
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+@needs_another_machine
+def test_a_worker_whose_uplink_ends_during_a_task_gets_a_new_one_for_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a test double of slirp4netns: the real one, killed after 8 s (as a crash would end it)
+    double = tmp_path / "slirp4netns"
+    double.write_text(f"#!/bin/sh\nexec timeout -s KILL 8 {shutil.which('slirp4netns')} \"$@\"\n")
+    double.chmod(0o755)
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
+    uplink_problem.cache_clear()
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("another machine")
+    fetch = "python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).status)' {}"
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    try:
+        with another_machine(www) as elsewhere:
+            # a fetches in its getter, after the first frame's wait (8 s: its uplink has ended), b in its setup
+            a_task = include_exclude_task("a", [], f"sleep 1; {fetch.format(elsewhere)} 2>&1", ["200"], [])
+            b_task = include_exclude_task("b", [shell_step(f"{fetch.format(elsewhere)} > /home/user/got 2>&1")],
+                                          "cat /home/user/got", ["200"], [])
+            for task in (a_task, b_task):
+                (folder / f"{task['id']}.json").write_text(json.dumps(task))
+            summary = run_tasks(folder, do_nothing_backend,
+                                RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
+                                progress=False)
+    finally:
+        monkeypatch.undo()
+        uplink_problem.cache_clear()
+    a, b = sorted(summary.results, key=lambda r: r.task_id)
+    assert a.worker == b.worker and (a.status, a.score) == ("fail", 0.0), a
+    assert a.host and any("slirp4netns ended during the task (exit " in n for n in a.host.get("notes", [])), a.host
+    assert (b.status, b.score) == ("success", 1.0), b  # a new uplink, same worker (which this double ends too)
 
 
 @needs_bwrap
