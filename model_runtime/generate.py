@@ -9,7 +9,7 @@ stops on `<|im_end|>` (163586) or `[EOS]` (163585).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -22,7 +22,7 @@ __all__ = ["STOP_TOKEN_IDS", "decode_step", "generate_batch", "prefill", "sample
 
 IM_END_ID, EOS_ID = 163586, 163585
 STOP_TOKEN_IDS: tuple[int, ...] = (IM_END_ID, EOS_ID)
-Cache = MLACache | FullKVCache
+Cache: TypeAlias = MLACache | FullKVCache
 
 
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 0.0,

@@ -150,7 +150,8 @@ def pad_right_bottom(image: Image.Image, pad_w: int, pad_h: int) -> Image.Image:
     fill: float | tuple[float, ...] = (0,) * bands if bands > 1 else 0
     if image.mode == "F":
         fill = 0.0
-    out = ImageOps.expand(image, border=(0, 0, pad_w, pad_h), fill=fill)
+    # PIL's annotation of `fill` leaves out the float fill that mode "F" takes
+    out = ImageOps.expand(image, border=(0, 0, pad_w, pad_h), fill=fill)  # type: ignore[arg-type]
     if image.mode == "P":
         out.putpalette(image.getpalette())  # type: ignore[arg-type]
     return out

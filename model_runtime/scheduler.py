@@ -414,7 +414,7 @@ class BatchScheduler:
                     ready.record()
             for s in active:
                 s.cache.advance(1)  # its token is fed: the cache holds every token the host accepts
-            self._inflight = _InFlight([(s, s.handle) for s in active], picked, host, ready)  # type: ignore[misc]
+            self._inflight = _InFlight([(s, s.handle) for s in active], picked, host, ready)
         if previous is not None:
             for (s, handle), tok in zip(previous.rows, previous.read(), strict=True):
                 if s.handle is handle:  # not cancelled or failed since it was queued

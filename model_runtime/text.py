@@ -11,6 +11,8 @@ Softmax scale 192^-0.5, softmax in fp32. Names equal the checkpoint keys under `
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,7 @@ from kimi_agent.model_runtime.kv_cache import FullKVCache, MLACache
 from kimi_agent.model_runtime.moe import DeepseekV3MLP, DeepseekV3MoE
 from kimi_agent.model_runtime.rope import PairedRopeTable, paired_cos_sin, rotate_paired, text_rope_cos_sin
 
-Cache = MLACache | FullKVCache
+Cache: TypeAlias = MLACache | FullKVCache
 
 
 class DeepseekV3RMSNorm(nn.Module):
@@ -159,10 +161,11 @@ class DeepseekV3Attention(nn.Module):
             static = kv_cache is not None and kv_cache.static
             if kv_cache is not None:
                 latent = kv_cache.store(self.layer_idx, positions, latent)  # [B, S, 576]
-            mask, causal = mask if mask is not None else attention_mask(positions, latent.shape[1], static)
+            attn_mask, causal = (mask if mask is not None
+                                 else attention_mask(positions, latent.shape[1], static))
             attend = mla_absorbed if t <= self.absorb_max_tokens else mla_naive
             out = attend(q_nope, q_pe, latent, self.kv_b_proj.weight, cfg.v_head_dim, cfg.softmax_scale,
-                         mask, causal)
+                         attn_mask, causal)
         return self.o_proj(out.flatten(2))
 
     def _decode_one(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
@@ -240,6 +243,7 @@ class DeepseekV3Model(nn.Module):
         mask = None
         if static and inputs_embeds.shape[1] > 1:
             # every layer reads the same max_len slots (one new token: `mla_decode` masks by itself)
+            assert kv_cache is not None
             mask = attention_mask(positions, kv_cache.max_len, True)
         x, pending = inputs_embeds, None
         for layer in self.layers:

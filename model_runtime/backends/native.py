@@ -71,7 +71,7 @@ class NativeBackend:
             raise ValueError(f"slots must be >= 1, got {slots}")
         self.model, self.processor = model, processor
         self.engine = Engine(model, processor) if slots == 1 else None
-        self.scheduler = (BatchScheduler(model, processor, slots=slots, max_len=max_len, decode=decode)  # type: ignore[arg-type]
+        self.scheduler = (BatchScheduler(model, processor, slots=slots, max_len=max_len, decode=decode)
                           if slots > 1 else None)
         self.concurrent = self.scheduler is not None  # callers may call generate from several threads
         if self.scheduler is not None:

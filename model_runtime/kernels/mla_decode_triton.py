@@ -33,7 +33,7 @@ BLOCK_S = 32  # positions per step inside one
 
 
 @triton.jit
-def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):
+def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):  # type: ignore[no-untyped-def]
     """rotate_paired: x * cos2 + swap_pairs(x) * sin2, each product and the sum rounded to dt."""
     offs = tl.arange(0, DR)
     x = tl.load(x_ptr + offs).to(tl.float32)
@@ -44,7 +44,8 @@ def _rotate(x_ptr, cos_ptr, sin_ptr, DR: tl.constexpr, dt: tl.constexpr):
 
 
 @triton.jit
-def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr, kvb_ptr, qf_ptr, eps,
+def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr,  # type: ignore[no-untyped-def]
+                norm_w_ptr, kvb_ptr, qf_ptr, eps,
                 q_stride, kva_stride, cos_stride, pos_stride, cache_row_stride,
                 H: tl.constexpr, DN: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, DV: tl.constexpr,
                 BLOCK_DN: tl.constexpr, BLOCK_R: tl.constexpr):
@@ -80,7 +81,8 @@ def prep_kernel(q_ptr, kva_ptr, cos_ptr, sin_ptr, pos_ptr, cache_ptr, norm_w_ptr
 
 
 @triton.jit
-def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale, pos_stride, cache_row_stride, splits,
+def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale,  # type: ignore[no-untyped-def]
+                  pos_stride, cache_row_stride, splits,
                   H: tl.constexpr, DR: tl.constexpr, R: tl.constexpr, BLOCK_H: tl.constexpr,
                   CHUNK_S: tl.constexpr, BLOCK_S: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
@@ -123,7 +125,8 @@ def attend_kernel(qf_ptr, cache_ptr, pos_ptr, acc_ptr, ml_ptr, scale, pos_stride
 
 
 @triton.jit
-def combine_kernel(acc_ptr, ml_ptr, pos_ptr, kvb_ptr, out_ptr, pos_stride, splits,
+def combine_kernel(acc_ptr, ml_ptr, pos_ptr, kvb_ptr, out_ptr,  # type: ignore[no-untyped-def]
+                   pos_stride, splits,
                    H: tl.constexpr, DN: tl.constexpr, R: tl.constexpr, DV: tl.constexpr, CHUNK_S: tl.constexpr,
                    BLOCK_SP: tl.constexpr, BLOCK_V: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)

@@ -30,7 +30,7 @@ from kimi_agent.model_runtime.kernels import Overrides, Settings, with_overrides
 
 
 @triton.jit
-def route_kernel(x_ptr, gate_ptr, bias_ptr, idx_ptr, wt_ptr, scale,
+def route_kernel(x_ptr, gate_ptr, bias_ptr, idx_ptr, wt_ptr, scale,  # type: ignore[no-untyped-def]
                  D: tl.constexpr, E: tl.constexpr, K: tl.constexpr, SLOTS: tl.constexpr,
                  HAS_SHARED: tl.constexpr, RENORM: tl.constexpr,
                  BLOCK_E: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -67,7 +67,7 @@ def route_kernel(x_ptr, gate_ptr, bias_ptr, idx_ptr, wt_ptr, scale,
 
 
 @triton.jit
-def gate_up_kernel(x_ptr, w13_ptr, idx_ptr, act_ptr,
+def gate_up_kernel(x_ptr, w13_ptr, idx_ptr, act_ptr,  # type: ignore[no-untyped-def]
                    D: tl.constexpr, INTER: tl.constexpr, INTER_S: tl.constexpr, E: tl.constexpr, SLOTS: tl.constexpr,
                    BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
     slot = tl.program_id(0)
@@ -96,7 +96,8 @@ def gate_up_kernel(x_ptr, w13_ptr, idx_ptr, act_ptr,
 
 
 @triton.jit
-def _row_dots(a_ptr, w_ptr, rows, rmask, N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+def _row_dots(a_ptr, w_ptr, rows, rmask,  # type: ignore[no-untyped-def]
+              N: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """fp32 dot products of the [BLOCK_R, N] row-major rows `rows` of w_ptr with the N values at a_ptr."""
     acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for c0 in range(0, N, BLOCK_C):
@@ -110,7 +111,7 @@ def _row_dots(a_ptr, w_ptr, rows, rmask, N: tl.constexpr, BLOCK_R: tl.constexpr,
 
 
 @triton.jit
-def down_combine_kernel(act_ptr, w2_ptr, idx_ptr, wt_ptr, out_ptr,
+def down_combine_kernel(act_ptr, w2_ptr, idx_ptr, wt_ptr, out_ptr,  # type: ignore[no-untyped-def]
                         D: tl.constexpr, INTER: tl.constexpr, INTER_S: tl.constexpr, E: tl.constexpr, K: tl.constexpr,
                         SLOTS: tl.constexpr, HAS_SHARED: tl.constexpr,
                         BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr):

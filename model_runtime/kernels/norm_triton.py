@@ -17,7 +17,7 @@ import triton.language as tl
 
 
 @triton.jit
-def rms_norm_kernel(x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, eps,
+def rms_norm_kernel(x_ptr, res_ptr, w_ptr, sum_ptr, out_ptr, eps,  # type: ignore[no-untyped-def]
                     D: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)

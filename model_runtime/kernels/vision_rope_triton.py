@@ -17,7 +17,8 @@ import triton.language as tl
 
 
 @triton.jit
-def _rotate_store(src, dst, cos, sin, offs_h, offs_p, mask, l_stride, D: tl.constexpr):
+def _rotate_store(src, dst, cos, sin, offs_h, offs_p,  # type: ignore[no-untyped-def]
+                  mask, l_stride, D: tl.constexpr):
     x0 = tl.load(src + offs_h[:, None] * D + 2 * offs_p[None, :], mask=mask, other=0.0).to(tl.float32)
     x1 = tl.load(src + offs_h[:, None] * D + 2 * offs_p[None, :] + 1, mask=mask, other=0.0).to(tl.float32)
     dt = dst.dtype.element_ty
@@ -27,7 +28,7 @@ def _rotate_store(src, dst, cos, sin, offs_h, offs_p, mask, l_stride, D: tl.cons
 
 
 @triton.jit
-def vision_rope_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, L,
+def vision_rope_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, L,  # type: ignore[no-untyped-def]
                        H: tl.constexpr, D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr):
     patch = tl.program_id(0).to(tl.int64)
     offs_h = tl.arange(0, BLOCK_H)

@@ -108,6 +108,7 @@ async def _error_response(_: Request, exc: Exception) -> Response:
     elif not isinstance(exc, ApiError):
         exc = ApiError(500, f"the server failed on this request ({type(exc).__name__}); its log has the details",
                        type="server_error")
+    assert isinstance(exc, ApiError)
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 

@@ -166,7 +166,8 @@ def describe(value: Any, *, quote_only: bool = False, limit: int = 40) -> str:
     if isinstance(value, int):
         text = str(value)
         return text if len(text) <= limit else f"an integer of {len(text)} digits"
-    return {list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def convert_messages(messages: list[dict[str, Any]], limits: RequestLimits,
