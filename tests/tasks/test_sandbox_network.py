@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,22 @@ def _run(tmp_path: Path, svc: dict[str, Any], include: list[str], exclude: list[
     return out, summary.results
 
 
+@contextmanager
+def _slirp4netns_double(folder: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Iterator[None]:
+    """Within: `script` (a shell script's body) is slirp4netns, a test double written in `folder`; the
+    runner's uplink probe is asked afresh on the way in and out."""
+    double = folder / "slirp4netns"
+    double.write_text("#!/bin/sh\n" + script)
+    double.chmod(0o755)
+    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
+    uplink_problem.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        uplink_problem.cache_clear()
+
+
 def _seen(out: Path, task_id: str) -> dict[str, str]:
     """The probe's lines, by their first word."""
     record = json.loads((out / task_id / "result.json").read_text(encoding="utf-8"))["evaluation"]
@@ -263,13 +280,8 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
     # a test double of slirp4netns: the real one until the marker exists (the runner's probe passes),
     # then a failure, as when something on this machine changes between the probe and a worker's start
     marker = tmp_path / "fail-now"
-    double = tmp_path / "slirp4netns"
-    double.write_text(f"#!/bin/sh\nif [ -e {marker} ]; then echo 'test double: no tap device' >&2; exit 1; fi\n"
-                      f"exec {shutil.which('slirp4netns')} \"$@\"\n")
-    double.chmod(0o755)
-    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
-    uplink_problem.cache_clear()
-    try:
+    with _slirp4netns_double(tmp_path, monkeypatch, f"if [ -e {marker} ]; then echo 'test double: no tap device' >&2; "
+                             f"exit 1; fi\nexec {shutil.which('slirp4netns')} \"$@\"\n"):
         assert uplink_problem() is None
         marker.touch()
         folder = tmp_path / "tasks"
@@ -278,9 +290,6 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
         summary = run_tasks(folder, do_nothing_backend,
                             RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
                             progress=False)
-    finally:
-        monkeypatch.undo()
-        uplink_problem.cache_clear()
     (r,) = summary.results
     assert r.status == "error" and "slirp4netns did not attach a network" in r.reason, r
     assert "not run: every worker exited before it was ready" in r.reason, r
@@ -292,32 +301,24 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
 @needs_another_machine
 def test_a_worker_whose_uplink_ends_during_a_task_gets_a_new_one_for_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a test double of slirp4netns: the real one, killed after 8 s (as a crash would end it)
-    double = tmp_path / "slirp4netns"
-    double.write_text(f"#!/bin/sh\nexec timeout -s KILL 8 {shutil.which('slirp4netns')} \"$@\"\n")
-    double.chmod(0o755)
-    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
-    uplink_problem.cache_clear()
     www = tmp_path / "www"
     www.mkdir()
     (www / "index.html").write_text("another machine")
     fetch = "python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).status)' {}"
     folder = tmp_path / "tasks"
     folder.mkdir()
-    try:
-        with another_machine(www) as elsewhere:
-            # a fetches in its getter, after the first frame's wait (8 s: its uplink has ended), b in its setup
-            a_task = include_exclude_task("a", [], f"sleep 1; {fetch.format(elsewhere)} 2>&1", ["200"], [])
-            b_task = include_exclude_task("b", [shell_step(f"{fetch.format(elsewhere)} > /home/user/got 2>&1")],
-                                          "cat /home/user/got", ["200"], [])
-            for task in (a_task, b_task):
-                (folder / f"{task['id']}.json").write_text(json.dumps(task))
-            summary = run_tasks(folder, do_nothing_backend,
-                                RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
-                                progress=False)
-    finally:
-        monkeypatch.undo()
-        uplink_problem.cache_clear()
+    # a test double of slirp4netns: the real one, killed after 8 s (as a crash would end it)
+    kill_at_8s = f"exec timeout -s KILL 8 {shutil.which('slirp4netns')} \"$@\"\n"
+    with _slirp4netns_double(tmp_path, monkeypatch, kill_at_8s), another_machine(www) as elsewhere:
+        # a fetches in its getter, after the first frame's wait (8 s: its uplink has ended), b in its setup
+        a_task = include_exclude_task("a", [], f"sleep 1; {fetch.format(elsewhere)} 2>&1", ["200"], [])
+        b_task = include_exclude_task("b", [shell_step(f"{fetch.format(elsewhere)} > /home/user/got 2>&1")],
+                                      "cat /home/user/got", ["200"], [])
+        for task in (a_task, b_task):
+            (folder / f"{task['id']}.json").write_text(json.dumps(task))
+        summary = run_tasks(folder, do_nothing_backend,
+                            RunSettings(workers=1, max_steps=2, out_dir=tmp_path / "out", allow_network=True),
+                            progress=False)
     a, b = sorted(summary.results, key=lambda r: r.task_id)
     assert a.worker == b.worker and (a.status, a.score) == ("fail", 0.0), a
     assert a.host and any("slirp4netns ended during the task (exit " in n for n in a.host.get("notes", [])), a.host
@@ -327,16 +328,9 @@ def test_a_worker_whose_uplink_ends_during_a_task_gets_a_new_one_for_the_next(
 @needs_bwrap
 @needs_uplink
 def test_the_probe_says_why_no_uplink_can_be_attached_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    double = tmp_path / "slirp4netns"  # a test double that fails as slirp4netns does without /dev/net/tun
-    double.write_text("#!/bin/sh\necho 'open(\"/dev/net/tun\"): No such file or directory' >&2\nexit 1\n")
-    double.chmod(0o755)
-    monkeypatch.setenv("KIMI_AGENT_SLIRP4NETNS", str(double))
-    uplink_problem.cache_clear()
-    try:
+    # a test double that fails as slirp4netns does without /dev/net/tun
+    with _slirp4netns_double(tmp_path, monkeypatch, "echo 'open(\"/dev/net/tun\"): No such file or directory' >&2\nexit 1\n"):
         why = uplink_problem()
-    finally:
-        monkeypatch.undo()
-        uplink_problem.cache_clear()
     assert why is not None and why.startswith("slirp4netns cannot attach a network here") and "/dev/net/tun" in why
 
 
