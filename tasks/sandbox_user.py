@@ -15,10 +15,17 @@ treat a task as any other unprivileged user. The namespace's `user.max_user_name
 which keeps a task from making nested user namespaces (what bwrap's `--disable-userns` does, which
 cannot be combined with a map written from outside).
 
-    plan = SandboxPlan(..., host_uid=SANDBOX_HOST_UID, info_fd=info_w, block_fd=block_r)
-    proc = subprocess.Popen([*bwrap_argv(plan), ...], pass_fds=(info_w, block_r))
+What the kernel counts per user, a worker does not share: each worker slot has an id of its own
+(`SANDBOX_HOST_UID` + its index: epoll watches, key quotas, pipe pages), and what it counts against
+the namespace's creator, root (inotify instances and watches, POSIX message-queue bytes), is held
+to a share of root's limits (`shared_limits`: half of each, split among the workers), so one task
+cannot starve the other workers or the runner.
+
+    limits = shared_limits(workers)
+    plan = SandboxPlan(..., host_uid=SANDBOX_HOST_UID + i, info_fd=info_w, block_fd=block_r)
+    proc = subprocess.Popen([*limits.prlimit_argv(), *bwrap_argv(plan), ...], pass_fds=(info_w, block_r))
     pid = child_pid(info_r)                        # tasks/uplink.py
-    map_sandbox_user(pid, block_w, SANDBOX_HOST_UID)   # the sandbox goes on
+    map_sandbox_user(pid, block_w, SANDBOX_HOST_UID + i, limits)   # the sandbox goes on
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from __future__ import annotations
 import functools
 import os
 import pwd
+import resource
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from kimi_agent.errors import EnvironmentStartError
@@ -38,8 +47,42 @@ SANDBOX_HOST_UID = 2_000_000  # no account's id (checked); uid and gid alike
 SETUP_TIMEOUT_S = 10.0  # nsenter takes a few ms
 
 
+@dataclass(frozen=True)
+class SharedLimits:
+    """A worker's share of what the kernel counts against root, its namespace's creator.
+    inotify_instances, inotify_watches: the namespace's `user.max_inotify_*` (counts).
+    msgqueue_bytes: RLIMIT_MSGQUEUE of its bwrap (bytes), which its namespace keeps as its maximum."""
+
+    inotify_instances: int
+    inotify_watches: int
+    msgqueue_bytes: int
+
+    def prlimit_argv(self) -> list[str]:
+        """The prefix that starts bwrap with this message-queue limit."""
+        return ["prlimit", f"--msgqueue={self.msgqueue_bytes}", "--"]
+
+
+def shared_limits(workers: int) -> SharedLimits:
+    """Half of root's inotify and message-queue limits here, split among `workers` (with a floor
+    that a desktop and a browser need: 8 instances, 1024 watches, 64 KiB)."""
+
+    def read(path: str, default: int) -> int:
+        try:
+            return int(Path(path).read_text(encoding="ascii").split()[0])
+        except (OSError, ValueError, IndexError):
+            return default
+
+    n = 2 * max(1, workers)
+    soft = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[0]
+    msgqueue = 819200 if soft == resource.RLIM_INFINITY else soft
+    return SharedLimits(max(8, read("/proc/sys/fs/inotify/max_user_instances", 128) // n),
+                        max(1024, read("/proc/sys/fs/inotify/max_user_watches", 8192) // n),
+                        max(65536, msgqueue // n))
+
+
 def sandbox_host_uid() -> int:
-    """The id sandboxed tasks get on this machine: `$KIMI_AGENT_SANDBOX_UID` or `SANDBOX_HOST_UID`."""
+    """The id the tasks of worker 0 get on this machine (worker i's: this + i):
+    `$KIMI_AGENT_SANDBOX_UID` or `SANDBOX_HOST_UID`."""
     text = os.environ.get("KIMI_AGENT_SANDBOX_UID", "")
     try:
         return int(text) if text else SANDBOX_HOST_UID
@@ -62,7 +105,7 @@ def sandbox_user_problem() -> str | None:
         return f"uid {uid} is the account {name!r} of this machine; set KIMI_AGENT_SANDBOX_UID to a free id"
     except KeyError:
         pass
-    for tool in ("nsenter", "setpriv"):
+    for tool in ("nsenter", "setpriv", "prlimit"):
         if shutil.which(tool) is None:
             return f"`{tool}` (util-linux) is not installed"
     if (why := probe()) is not None:
@@ -85,7 +128,7 @@ def sandbox_user_problem() -> str | None:
         try:
             from kimi_agent.tasks.uplink import child_pid
 
-            map_sandbox_user(child_pid(info_r), block_w, uid)
+            map_sandbox_user(child_pid(info_r), block_w, uid, shared_limits(1))
             out, err = proc.communicate(timeout=SETUP_TIMEOUT_S)
         except (EnvironmentStartError, subprocess.TimeoutExpired) as e:
             return f"a sandbox cannot run as uid {uid} here: {e}"
@@ -114,10 +157,22 @@ def shut_folders(folders: tuple[Path, ...] | list[Path]) -> str | None:
     return f"the sandbox's own user could not read {', '.join(shut[:3])} (not readable by other users)"
 
 
-def map_sandbox_user(pid: int, block_w: int, host_uid: int) -> None:
+def taken_ids(first: int, count: int) -> str | None:
+    """None when no account has an id in first..first+count-1 (the workers' ids), else which does."""
+    for uid in range(first, first + count):
+        try:
+            return f"uid {uid} is the account {pwd.getpwuid(uid).pw_name!r} of this machine; set " \
+                   "KIMI_AGENT_SANDBOX_UID to the first of a free range"
+        except KeyError:
+            continue
+    return None
+
+
+def map_sandbox_user(pid: int, block_w: int, host_uid: int, limits: SharedLimits) -> None:
     """Map the user namespace of the sandbox whose first process is `pid` (bwrap blocked on the
     read end of `block_w`): 0 to root, for bwrap's setup only, and `SANDBOX_UID` to `host_uid`;
-    forbid nested user namespaces in it; then let bwrap go on. `block_w` is closed here.
+    forbid nested user namespaces in it and hold its inotify use to `limits`; then let bwrap go on.
+    `block_w` is closed here.
     EnvironmentStartError when a step fails (the sandbox then never starts its command)."""
     try:
         mapping = f"0 0 1\n{SANDBOX_UID} {host_uid} 1\n"
@@ -128,7 +183,9 @@ def map_sandbox_user(pid: int, block_w: int, host_uid: int) -> None:
         except OSError as e:
             raise EnvironmentStartError(f"could not map the sandbox's user (pid {pid}): {e.strerror or e}") from e
         nested = ["nsenter", f"--user=/proc/{pid}/ns/user", "-S", "0", "-G", "0", "/bin/sh", "-c",
-                  "echo 0 > /proc/sys/user/max_user_namespaces"]
+                  "echo 0 > /proc/sys/user/max_user_namespaces"
+                  f" && echo {limits.inotify_instances} > /proc/sys/user/max_inotify_instances"
+                  f" && echo {limits.inotify_watches} > /proc/sys/user/max_inotify_watches"]
         try:
             done = subprocess.run(nested, capture_output=True, timeout=SETUP_TIMEOUT_S, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as e:

@@ -62,10 +62,13 @@ from kimi_agent.tasks.sandbox import (
     scrubbed_env,
 )
 from kimi_agent.tasks.sandbox_user import (
+    SharedLimits,
     map_sandbox_user,
     sandbox_host_uid,
     sandbox_user_problem,
+    shared_limits,
     shut_folders,
+    taken_ids,
 )
 from kimi_agent.tasks.tree_walk import remove_tree
 from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, uplink_problem
@@ -159,11 +162,11 @@ class WorkerPool:
         self.factory = factory
         self.sandbox = sandbox
         # the id of this machine its tasks run as: one of their own where the runner is root
-        why_not = (sandbox_user_problem() or shut_folders(python_paths())) if sandbox else None
-        self.sandbox_uid = sandbox_host_uid() if sandbox and why_not is None else None
-        self.user_note = ("the runner's (no sandbox)" if not sandbox
-                          else f"uid {self.sandbox_uid} of this machine, a user of its own" if self.sandbox_uid is not None
-                          else f"the runner's (uid {os.geteuid()}; {why_not})")
+        why_not = (sandbox_user_problem() or taken_ids(sandbox_host_uid(), settings.workers)
+                   or shut_folders(python_paths())) if sandbox else None
+        self.sandbox_uid = sandbox_host_uid() if sandbox and why_not is None else None  # worker i's: + i
+        self.shared_limits = shared_limits(settings.workers)
+        self.user_why_not = why_not
         if sandbox and why_not is not None and os.geteuid() == 0:
             log.warning("sandboxed tasks run as this machine's root (without capabilities, but with root's rights "
                         "on files the sandbox sees): %s", why_not)
@@ -178,6 +181,14 @@ class WorkerPool:
         self.limits = Limits(s.worker_memory_mb * 2**20, s.worker_pids, s.worker_cpus or default_cpus(s.workers))
         self.no_cgroup: str | None = None  # why workers run without a cgroup (logged once)
         sweep_stale()  # folders of runners that were killed before they could remove them
+
+    def user_note(self, w: Worker) -> str:
+        """Who this worker's tasks are on this machine, for its task results."""
+        if not self.sandbox:
+            return "the runner's (no sandbox)"
+        if self.sandbox_uid is not None:
+            return f"uid {self.sandbox_uid + w.index} of this machine, a user of its own"
+        return f"the runner's (uid {os.geteuid()}; {self.user_why_not})"
 
     def limits_note(self, w: Worker) -> str:
         """How this worker's limits are enforced, for its task results."""
@@ -213,7 +224,7 @@ class WorkerPool:
         block_r = block_w = None  # bwrap waits on this until the runner has mapped its user
         keep_fds = [child_end.fileno()]
         described = "this machine's (no sandbox)"
-        host_uid = self.sandbox_uid
+        host_uid = None if self.sandbox_uid is None else self.sandbox_uid + index
         if self.sandbox:
             network, described = "loopback", "loopback only"
             if self.settings.allow_network and (why := uplink_problem()) is None:
@@ -241,6 +252,8 @@ class WorkerPool:
                                hidden=(out, out / ".workers"), network=network,
                                resolv_conf=resolv, info_fd=info_w, host_uid=host_uid, block_fd=block_r, env=env)
             argv = [*bwrap_argv(plan), *worker_argv]
+            if host_uid is not None:  # its namespace keeps bwrap's limit as its maximum
+                argv = [*self.shared_limits.prlimit_argv(), *argv]
             worker_home = "/home/user"
         else:
             env = scrubbed_env({"PYTHONPATH": pythonpath}, home=str(home.resolve()))
@@ -260,7 +273,8 @@ class WorkerPool:
                 for fd in (info_w, block_r):
                     if fd is not None:
                         os.close(fd)
-            sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, block_w, host_uid, logf)
+            sandbox_pid = None if info_r is None else self._sandbox_pid(index, proc, info_r, block_w, host_uid, logf,
+                                                                        self.shared_limits)
         w = Worker(index, proc, Channel(parent_end), root, cgroup=cgroup, sandbox_pid=sandbox_pid, network=described)
         settings = self.settings.model_copy(update={"out_dir": (root / "tasks").resolve()})
         factory = base64.b64encode(pickle.dumps(self.factory)).decode() if self.in_worker else None
@@ -272,7 +286,7 @@ class WorkerPool:
 
     @staticmethod
     def _sandbox_pid(index: int, proc: subprocess.Popen[bytes], info_r: int, block_w: int | None,
-                     host_uid: int | None, logf: Any) -> int | None:
+                     host_uid: int | None, logf: Any, limits: SharedLimits) -> int | None:
         """The new worker's sandbox's first process, as bwrap reports it (at once), with its user
         mapped to `host_uid` where bwrap waits for that on `block_w` (closed here); None, with the
         reason in its log and the worker killed, if either fails (its exit counts as a failed start)."""
@@ -284,7 +298,7 @@ class WorkerPool:
                     os.close(block_w)  # bwrap, unmapped, exits
                 raise
             if block_w is not None and host_uid is not None:
-                map_sandbox_user(pid, block_w, host_uid)
+                map_sandbox_user(pid, block_w, host_uid, limits)
             return pid
         except EnvironmentStartError as e:
             log.warning("worker %d: %s", index, e)
@@ -438,7 +452,7 @@ class WorkerPool:
             log.warning("%s: could not move its folder out of staging: %s", r.task_id, e)
             notes = [*(notes or []), f"its staged folder could not be moved: {e}"]
         host = {**(r.host or {}), "worker_dir": str(w.root), "sandbox": "bwrap" if self.sandbox else "none",
-                "user": self.user_note, "network": w.network,
+                "user": self.user_note(w), "network": w.network,
                 "limits": self.limits_note(w)}
         host.pop("notes", None)  # only the runner's own notes
         if notes:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PORT = 8000
+_made = 0  # machines made by this process
 START_TIMEOUT_S = 10.0
 
 
@@ -44,11 +45,22 @@ def _ip(*args: str) -> None:
 def another_machine(www: Path) -> Iterator[str]:
     """A machine at a 198.18.0.0/15 address serving `www` over HTTP on port 8000; yields its base URL.
     Its namespace, its link and its server are gone on exit."""
+    global _made
+    _made += 1
     pid = os.getpid()
     net = ipaddress.ip_network("198.18.0.0/15")
-    here, there = (net.network_address + 4 * (pid % 32768) + k for k in (1, 2))  # a /30 per test process
-    name, link = f"kimi-other-{pid}", f"kother{pid % 100000}"
-    _ip("netns", "add", name)
+    slot = (pid * 8 + _made % 8) % 32768  # a /30 and names per call: the kernel ends a deleted namespace's
+    here, there = (net.network_address + 4 * slot + k for k in (1, 2))  # link a moment later
+    name, link = f"kimi-other-{pid}-{_made}", f"ko{pid % 1000000}x{_made % 1000}"
+    for attempt in range(3):  # two first `ip netns add`s at once race to set /run/netns up: once more
+        try:
+            _ip("netns", "add", name)
+            break
+        except RuntimeError:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
     server: subprocess.Popen[bytes] | None = None
     try:
         _ip("link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name)
@@ -74,4 +86,5 @@ def another_machine(www: Path) -> Iterator[str]:
         if server is not None:
             server.kill()
             server.wait(10)
-        _ip("netns", "del", name)  # its end of the link goes with it, and so does ours
+        subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=10)  # both ends
+        _ip("netns", "del", name)

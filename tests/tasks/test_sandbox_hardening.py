@@ -35,7 +35,7 @@ from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, host_acting, masked_secrets, probe
-from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem
+from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem, shared_limits
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
@@ -60,6 +60,15 @@ WM_KEYBIND = ("mkdir -p /home/user/.config/openbox && cat > /home/user/.config/o
               "</action></keybind></keyboard></openbox_config>\nEOF\n"
               "openbox --reconfigure; sleep 1; xdotool key F12")
 ROOT_ONLY_SECRET = "kimi-root-only-secret-93c2"
+# Opens inotify instances until the kernel refuses one (at most 1000): what the worker's namespace allows.
+INOTIFY_HOG = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 1000 and libc.inotify_init1(0) >= 0:
+    fds.append(1)
+print("INOTIFY", len(fds))
+"""
 ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
               "class PdfReader:\n    def __init__(self, path):\n        self.pages = []\n")
@@ -140,6 +149,7 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
               "echo core > /proc/sys/kernel/core_pattern && echo SYSCTL-WRITTEN; echo END",
               include=["END", *([f"1000:{sandbox_host_uid()}"] if own_user else [])],
               exclude=["SYSCTL-WRITTEN", *([ROOT_ONLY_SECRET] if own_user else [])]),  # else: the key's owner
+        include_exclude_task("inotify-hog", [], f"/usr/bin/python3 -c {shlex.quote(INOTIFY_HOG)}", ["INOTIFY"], []),
         include_exclude_task("attach-worker", [],  # the worker: the child of the sandbox's init (pid 1)
               "w=$(ps -eo pid=,ppid=,args= | awk '$2 == 1 && /kimi_agent.tasks.worker/ {print $1}'); echo worker=$w.; "
               "cat /proc/$w/environ > /dev/null 2>&1 && echo ENVIRON-READ; ls /proc/$w/fd > /dev/null 2>&1 && "
@@ -337,3 +347,16 @@ def test_a_task_runs_as_a_user_of_its_own_that_neither_reads_the_runners_files_n
         assert r.host["user"] == f"uid {sandbox_host_uid()} of this machine, a user of its own", r.host
     else:
         assert r.host["user"].startswith("the runner's"), r.host
+
+
+@needs_desktop
+@needs_bwrap
+@pytest.mark.skipif(sandbox_user_problem() is not None, reason=f"tasks run as the runner's user: {sandbox_user_problem()}")
+def test_a_task_cannot_take_the_inotify_instances_of_the_runner_and_the_other_workers(
+        hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    # the kernel counts them against the namespace's creator, root: without the namespace's own limit
+    # a task took all of root's (128 here), and the runner's next inotify_init1 failed (EMFILE)
+    _contained(hardening_run, "inotify-hog")
+    took = int(_seen(hardening_run[0], "inotify-hog").split()[1])
+    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    assert took <= shared_limits(1).inotify_instances < limit, (took, limit)

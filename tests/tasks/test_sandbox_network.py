@@ -32,6 +32,7 @@ from kimi_agent.tasks import RunSettings, TaskResult, run_tasks
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, place
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
+from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 from kimi_agent.tasks.uplink import (
     FENCED_PREFIXES,
@@ -129,6 +130,7 @@ def _probe_command(svc: dict[str, Any]) -> str:
     script = f"""
 import os, socket, time, urllib.request
 print("NETNS", os.readlink("/proc/self/ns/net"))
+print("HOSTUID", open("/proc/self/uid_map").read().split()[-2])
 def tcp(host, port, device=None):
     s = socket.socket()
     s.settimeout(2)
@@ -221,6 +223,9 @@ def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_mach
     assert all(r.host and r.host["network"] == NETWORK_OWN for r in results), results  # each result says so
     namespaces = {_seen(out, r.task_id)["NETNS"] for r in results}
     assert len(namespaces) == 2 and os.readlink("/proc/self/ns/net") not in namespaces, namespaces
+    if sandbox_user_problem() is None:  # and an id of its own: nothing the kernel counts per user is shared
+        ids = {_seen(out, r.task_id)["HOSTUID"] for r in results}
+        assert ids == {str(sandbox_host_uid()), str(sandbox_host_uid() + 1)}, ids
     left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
     assert left.stdout == "", "an uplink outlived its worker"
 
