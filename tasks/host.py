@@ -55,7 +55,7 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
 STRAY_WAIT_S = 5.0  # how long reset() keeps killing what a task left running
 # The sandbox's private scratch folders (tmpfs): emptied between tasks of a sandboxed worker, but
 # for what was there when its host was made (its display's socket and lock).
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/dev/mqueue")  # mqueue: queues outlive their processes
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:
@@ -163,7 +163,7 @@ class LocalHost:
         self._empty_scratch()
 
     def _empty_scratch(self) -> None:
-        """Remove what the last task left in the sandbox's /tmp, /var/tmp and /dev/shm (each task
+        """Remove what the last task left in the sandbox's /tmp, /var/tmp, /dev/shm and /dev/mqueue (each task
         starts from them as OSWorld's from its VM snapshot); what cannot be removed is logged."""
         for folder, kept in self._scratch_kept.items():
             for name in set(os.listdir(folder)) - kept:

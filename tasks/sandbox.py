@@ -19,7 +19,7 @@ every getter that runs a command or reads a file) is one `bwrap` process tree:
   (the host's root owns them; where the sandbox's uid is the runner's, root's, it would read them);
 - the run's `--out` folder hidden under an empty tmpfs (it may lie inside the project, which is
   bound read-only): other tasks' results and other workers' homes are out of sight;
-- a private `/tmp`, `/var/tmp` and `/dev/shm`, a private home bound at the real path `/home/user`
+- a private `/tmp`, `/var/tmp`, `/dev/shm` and `/dev/mqueue` (its ipc namespace's POSIX message queues), a private home bound at the real path `/home/user`
   (OSWorld's paths need no rewriting), and one writable host folder: the worker's staging folder
   under `--out`, where its task folders are written before the runner moves them into place;
   everything else, `/` included, is read-only, and the worker's working folder is `/` (so a file a
@@ -218,7 +218,7 @@ def bwrap_argv(plan: SandboxPlan) -> list[str]:
     # /proc/sys read-only: bwrap leaves it writable, and where the sandbox's user is this machine's root
     # (tasks/sandbox_user.py) a task could set kernel.core_pattern (a program it wrote, run as root)
     argv += ["--dev", "/dev", "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777",
-             "--tmpfs", "/dev/shm", "--tmpfs", "/run", "--perms", "1777", "--tmpfs", "/var/tmp",
+             "--tmpfs", "/dev/shm", "--mqueue", "/dev/mqueue", "--tmpfs", "/run", "--perms", "1777", "--tmpfs", "/var/tmp",
              "--dir", "/home"]  # PRIVATE_DIRS
     if plan.network == "uplink" and plan.resolv_conf is not None:
         argv += _resolv_conf_bind(plan.resolv_conf)

@@ -58,7 +58,8 @@ WM_KEYBIND = ("mkdir -p /home/user/.config/openbox && cat > /home/user/.config/o
               '<?xml version="1.0"?><openbox_config xmlns="http://openbox.org/3.4/rc"><keyboard>'
               f'<keybind key="F12"><action name="Execute"><command>sh -c "sleep 600 # {WM_MARKER}"</command>'
               "</action></keybind></keyboard></openbox_config>\nEOF\n"
-              "openbox --reconfigure; sleep 1; xdotool key F12")
+              "openbox --reconfigure; for i in 1 2 3 4 5 6 7 8; do sleep 1; xdotool key F12; "  # until it took the binding
+              f"ps -eo args | grep -q '[{WM_MARKER[0]}]{WM_MARKER[1:]}' && break; done")
 ROOT_ONLY_SECRET = "kimi-root-only-secret-93c2"
 # Opens inotify instances until the kernel refuses one (at most 1000): what the worker's namespace allows.
 INOTIFY_HOG = """
@@ -68,6 +69,20 @@ fds = []
 while len(fds) < 1000 and libc.inotify_init1(0) >= 0:
     fds.append(1)
 print("INOTIFY", len(fds))
+"""
+# Leaves a POSIX message queue (it outlives its process, in the worker's ipc namespace).
+MQUEUE_LEFT = """
+import ctypes
+assert ctypes.CDLL(None, use_errno=True).syscall(240, b"left-queue", 0o102, 0o600, None) >= 0
+"""
+# Makes POSIX message queues (10 messages of 8 KiB each, the default) until the kernel refuses one.
+MQUEUE_HOG = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+n = 0
+while n < 100 and libc.syscall(240, ("kimi-hog-%d" % n).encode(), 0o102, 0o600, None) >= 0:
+    n += 1
+print("MQUEUES", n)
 """
 ESCAPE = Path(f"/etc/kimi-escape-{os.getpid()}")  # what a task that could remount /etc would write
 FAKE_PYPDF = ("open('/home/user/IMPORTED', 'w').write('pwned')\n"
@@ -125,13 +140,14 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
         include_exclude_task("linger-start", [shell_step(linger)], "sleep 0.5; ps -eo args", include=[LINGER], exclude=[]),
         include_exclude_task("linger-gone", [], check_linger, include=["LINGER-RAN-BEFORE", "STOPPED-WRITING", "ps -eo args"],
               exclude=[LINGER]),
-        include_exclude_task("wm-start", [shell_step(WM_KEYBIND)], "sleep 2; ps -eo args", include=[WM_MARKER], exclude=[]),
+        include_exclude_task("wm-start", [shell_step(WM_KEYBIND)], "ps -eo args", include=[WM_MARKER], exclude=[]),
         include_exclude_task("wm-gone", [], "ps -eo args; echo END", include=["END"], exclude=[WM_MARKER]),
         include_exclude_task("scratch-leave", [shell_step("for d in /tmp /var/tmp /dev/shm; do echo 1 > $d/left-behind; "
-                                                        "mkdir -p $d/left-dir/sub; done")],
-              "ls -A /tmp /var/tmp /dev/shm", include=["left-behind", "left-dir"], exclude=[]),
-        include_exclude_task("scratch-gone", [], "ls -A /tmp /var/tmp /dev/shm; echo END",
-              include=["END", ".X11-unix"], exclude=["left-behind", "left-dir"]),
+                                                        "mkdir -p $d/left-dir/sub; done; /usr/bin/python3 -c "
+                                                        + shlex.quote(MQUEUE_LEFT))],
+              "ls -A /tmp /var/tmp /dev/shm /dev/mqueue", include=["left-behind", "left-dir", "left-queue"], exclude=[]),
+        include_exclude_task("scratch-gone", [], "ls -A /tmp /var/tmp /dev/shm /dev/mqueue; echo END",
+              include=["END", ".X11-unix"], exclude=["left-behind", "left-dir", "left-queue"]),
         include_exclude_task("read-out", [shell_step(f"find {out} > /home/user/seen.txt 2>&1; cat {out}/*/result.json "
                                   f"{out}/.workers/*/home/* >> /home/user/seen.txt 2>&1; true")],
               "cat /home/user/seen.txt", include=[], exclude=[SECRET, "earlier-task", "inject-pypdf", "linger"]),
@@ -150,6 +166,7 @@ def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
               include=["END", *([f"1000:{sandbox_host_uid()}"] if own_user else [])],
               exclude=["SYSCTL-WRITTEN", *([ROOT_ONLY_SECRET] if own_user else [])]),  # else: the key's owner
         include_exclude_task("inotify-hog", [], f"/usr/bin/python3 -c {shlex.quote(INOTIFY_HOG)}", ["INOTIFY"], []),
+        include_exclude_task("mqueue-hog", [], f"/usr/bin/python3 -c {shlex.quote(MQUEUE_HOG)}", ["MQUEUES"], []),
         include_exclude_task("attach-worker", [],  # the worker: the child of the sandbox's init (pid 1)
               "w=$(ps -eo pid=,ppid=,args= | awk '$2 == 1 && /kimi_agent.tasks.worker/ {print $1}'); echo worker=$w.; "
               "cat /proc/$w/environ > /dev/null 2>&1 && echo ENVIRON-READ; ls /proc/$w/fd > /dev/null 2>&1 && "
@@ -360,3 +377,15 @@ def test_a_task_cannot_take_the_inotify_instances_of_the_runner_and_the_other_wo
     took = int(_seen(hardening_run[0], "inotify-hog").split()[1])
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     assert took <= shared_limits(1).inotify_instances < limit, (took, limit)
+
+
+@needs_desktop
+@needs_bwrap
+@pytest.mark.skipif(sandbox_user_problem() is not None, reason=f"tasks run as the runner's user: {sandbox_user_problem()}")
+def test_a_task_cannot_take_the_message_queue_bytes_of_the_runner_and_the_other_workers(
+        hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
+    # counted against root too: without the worker's own RLIMIT_MSGQUEUE a task made 9 queues of
+    # 80 KiB, all of root's 800 KiB, and the runner's next mq_open failed
+    _contained(hardening_run, "mqueue-hog")
+    made = int(_seen(hardening_run[0], "mqueue-hog").split()[1])
+    assert 1 <= made <= shared_limits(1).msgqueue_bytes // (10 * 8192), made
