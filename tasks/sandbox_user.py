@@ -100,11 +100,8 @@ def sandbox_user_problem() -> str | None:
     uid = sandbox_host_uid()
     if uid <= 0 or uid >= 2**32 - 1:
         return f"the sandbox's uid {uid} is not a valid unprivileged id"
-    try:
-        name = pwd.getpwuid(uid).pw_name
-        return f"uid {uid} is the account {name!r} of this machine; set KIMI_AGENT_SANDBOX_UID to a free id"
-    except KeyError:
-        pass
+    if (taken := taken_ids(uid, 1)) is not None:
+        return taken
     for tool in ("nsenter", "setpriv", "prlimit"):
         if shutil.which(tool) is None:
             return f"`{tool}` (util-linux) is not installed"

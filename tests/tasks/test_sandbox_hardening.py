@@ -110,6 +110,12 @@ def _contained(run: tuple[Path, dict[str, TaskResult]], *task_ids: str) -> None:
         assert (by_id[t].status, by_id[t].score) == ("success", 1.0), _seen(out, t)
 
 
+def _counted(run: tuple[Path, dict[str, TaskResult]], task_id: str) -> int:
+    """What a hog task (contained: it scored 1) printed after its label: how many it got."""
+    _contained(run, task_id)
+    return int(_seen(run[0], task_id).split()[1])
+
+
 @pytest.fixture(scope="module")
 def hardening_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, TaskResult]]]:
     """One run, one worker, the attacks in order. `--out` lies inside a folder on sys.path (bound
@@ -373,8 +379,7 @@ def test_a_task_cannot_take_the_inotify_instances_of_the_runner_and_the_other_wo
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # the kernel counts them against the namespace's creator, root: without the namespace's own limit
     # a task took all of root's (128 here), and the runner's next inotify_init1 failed (EMFILE)
-    _contained(hardening_run, "inotify-hog")
-    took = int(_seen(hardening_run[0], "inotify-hog").split()[1])
+    took = _counted(hardening_run, "inotify-hog")
     limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     assert took <= shared_limits(1).inotify_instances < limit, (took, limit)
 
@@ -386,6 +391,5 @@ def test_a_task_cannot_take_the_message_queue_bytes_of_the_runner_and_the_other_
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # counted against root too: without the worker's own RLIMIT_MSGQUEUE a task made 9 queues of
     # 80 KiB, all of root's 800 KiB, and the runner's next mq_open failed
-    _contained(hardening_run, "mqueue-hog")
-    made = int(_seen(hardening_run[0], "mqueue-hog").split()[1])
+    made = _counted(hardening_run, "mqueue-hog")
     assert 1 <= made <= shared_limits(1).msgqueue_bytes // (10 * 8192), made
