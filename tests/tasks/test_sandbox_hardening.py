@@ -58,8 +58,9 @@ WM_KEYBIND = ("mkdir -p /home/user/.config/openbox && cat > /home/user/.config/o
               '<?xml version="1.0"?><openbox_config xmlns="http://openbox.org/3.4/rc"><keyboard>'
               f'<keybind key="F12"><action name="Execute"><command>sh -c "sleep 600 # {WM_MARKER}"</command>'
               "</action></keybind></keyboard></openbox_config>\nEOF\n"
-              "openbox --reconfigure; for i in 1 2 3 4 5 6 7 8; do sleep 1; xdotool key F12; "  # until it took the binding
-              f"ps -eo args | grep -q '[{WM_MARKER[0]}]{WM_MARKER[1:]}' && break; done")
+              "openbox --reconfigure; for i in $(seq 20); do sleep 1; xdotool key F12; "  # until it took the binding:
+              # the binding's own process, not this step's command line (which holds the marker too)
+              f"ps -eo args | grep -qx 'sh -c sleep 600 # {WM_MARKER}' && break; done")
 ROOT_ONLY_SECRET = "kimi-root-only-secret-93c2"
 # Opens inotify instances until the kernel refuses one (at most 1000): what the worker's namespace allows.
 INOTIFY_HOG = """
@@ -107,7 +108,7 @@ def _contained(run: tuple[Path, dict[str, TaskResult]], *task_ids: str) -> None:
     out, by_id = run
     assert len({by_id[t].worker for t in task_ids}) == 1
     for t in task_ids:
-        assert (by_id[t].status, by_id[t].score) == ("success", 1.0), _seen(out, t)
+        assert (by_id[t].status, by_id[t].score) == ("success", 1.0), f"{t} saw: {_seen(out, t)}"
 
 
 def _counted(run: tuple[Path, dict[str, TaskResult]], task_id: str) -> int:
