@@ -33,7 +33,7 @@ def run_checks() -> list[Check]:
     network = Check("worker networks (slirp4netns)", why is None,
                     "with --allow-network each worker's sandbox gets a network of its own, fenced off this machine"
                     if why is None else why,
-                    "" if why is None else "apt-get install slirp4netns iproute2, and run the runner as root; without it, "
+                    "" if why is None else "apt-get install slirp4netns iproute2, and see the reason; without it, "
                     "workers of an --allow-network run share this machine's network (and can reach its loopback "
                     "services and each other's browser and display)", optional=True)
     return [bwrap, user, limits, network]

@@ -2,7 +2,7 @@
 
 Without the network a worker's sandbox has a network namespace with loopback only. With it, the
 sandbox keeps that namespace of its own and gets an uplink: `slirp4netns` (a user-mode TCP/IP stack,
-Debian package `slirp4netns`; the fence below needs `ip` (iproute2) and `nsenter` (util-linux)) attached to the namespace from outside, which gives it a `tap0`
+Debian package `slirp4netns`; the fence below needs `ip` (iproute2), `nsenter` and `prlimit` (util-linux)) attached to the namespace from outside, which gives it a `tap0`
 device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resolv.conf` names
 `UPLINK_DNS`) and carries its connections out as connections of this machine. So:
 
@@ -20,9 +20,12 @@ device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resol
 
 slirp4netns itself runs confined (`--enable-sandbox`, `--enable-seccomp`), in the worker's cgroup
 where there is one (what it spends on a task's traffic counts against the worker's limits), and
-ends when the runner closes its exit pipe (`Uplink.close`) or dies. Attaching needs root here (`uplink_problem`): the
-sandbox's network namespace belongs to a user namespace that only root outside can enter. Where an
-uplink cannot be made the runner falls back to the shared network and says so.
+ends when the runner closes its exit pipe (`Uplink.close`) or dies. Attaching does not need root: the
+sandbox's network namespace belongs to a user namespace that bwrap made as the runner's user, in which
+that user is root (bwrap maps it to 0); slirp4netns and the fence run there (`nsenter --user`), with
+rights over the sandbox's namespaces only. It needs `/dev/net/tun` open to that user (udev makes it
+0666 on most distributions; some containers keep it root's). Where an
+uplink cannot be made (`uplink_problem` says why) the runner falls back to the shared network and says so.
 
     pid = child_pid(info_fd, timeout_s=10)       # from `bwrap --info-fd`, at once
     ...                                          # once the sandbox runs its command (not before:
@@ -33,6 +36,7 @@ uplink cannot be made the runner falls back to the shared network and says so.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import ipaddress
 import json
@@ -64,6 +68,7 @@ FENCED_PREFIXES = ("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "100.100.100.20
 # about 4 minutes): its own limit keeps a task from using up this machine's ports and descriptors
 UPLINK_MAX_FILES = 1024
 FENCE_TIMEOUT_S = 10.0  # `ip` takes a few ms
+NS_GET_USERNS = 0xB701  # ioctl on a namespace's descriptor: a descriptor of the user namespace that owns it
 
 
 def slirp4netns_exe() -> str:
@@ -79,8 +84,6 @@ def uplink_problem() -> str | None:
     policy) is known before any worker starts."""
     if shutil.which(slirp4netns_exe()) is None:
         return "slirp4netns is not installed (Debian: apt-get install slirp4netns)"
-    if os.geteuid() != 0:
-        return "attaching a network to a worker's sandbox needs the runner to run as root"
     for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("prlimit", "util-linux")):
         if shutil.which(tool) is None:
             return f"`{tool}` is not installed (Debian: apt-get install {package}); it fences this machine off"
@@ -109,8 +112,13 @@ def uplink_problem() -> str | None:
             Uplink.attach(pid, parent=proc.pid, log=said).close()
         except EnvironmentStartError as e:
             said.seek(0)
-            last = [ln for ln in said.read(65536).decode(errors="replace").splitlines() if ln.strip()][-1:]
-            return f"slirp4netns cannot attach a network here: {e}" + (f" ({last[0].strip()[:200]})" if last else "")
+            lines = [ln.strip() for ln in said.read(65536).decode(errors="replace").splitlines() if ln.strip()]
+            tun = next((ln for ln in lines if "/dev/net/tun" in ln), None)  # the usual reason, named first
+            if tun is not None and os.geteuid() != 0:
+                return (f"slirp4netns cannot open /dev/net/tun as uid {os.geteuid()} ({tun[:200]}): the runner needs it "
+                        "readable and writable (udev's default, mode 0666), or to run as root")
+            last = tun or (lines[-1] if lines else None)
+            return f"slirp4netns cannot attach a network here: {e}" + (f" ({last[:200]})" if last else "")
         finally:
             proc.kill()
             proc.wait(10)
@@ -166,13 +174,14 @@ def fenced_prefixes(addresses: Sequence[str] | None = None) -> list[str]:
     return [str(net) for net in fenced]
 
 
-def _fence(netns: int, prefixes: Sequence[str], pid: int) -> None:
+def _fence(netns: int, userns: int, prefixes: Sequence[str], pid: int) -> None:
     """Add a `prohibit` route for each of `prefixes` to the routing table of the network namespace
-    open as `netns` (entered with nsenter, which needs root). EnvironmentStartError if it fails."""
+    open as `netns`, owned by the user namespace open as `userns`. EnvironmentStartError if it fails."""
     script = "".join(f"route replace prohibit {p}\n" for p in prefixes).encode()  # again: the same
+    argv = [*_in_sandbox(userns, netns), "ip", "-4", "-batch", "-"]
     try:
-        done = subprocess.run(["nsenter", f"--net=/proc/self/fd/{netns}", "ip", "-4", "-batch", "-"],
-                              input=script, pass_fds=(netns,), capture_output=True, timeout=FENCE_TIMEOUT_S)
+        done = subprocess.run(argv, input=script, pass_fds=(netns, userns), capture_output=True,
+                              timeout=FENCE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as e:
         raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {e}") from e
     if done.returncode != 0:
@@ -180,10 +189,20 @@ def _fence(netns: int, prefixes: Sequence[str], pid: int) -> None:
         raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {said[0][:200]}")
 
 
-def _open_netns(pid: int, parent: int) -> int:
-    """A descriptor of process `pid`'s network namespace, checked to be that of `parent`'s child
-    (a pid reused meanwhile would be some other process) and not this process's own (an uplink
-    attached there would change this machine's network)."""
+def _in_sandbox(userns: int, netns: int | None) -> list[str]:
+    """The command prefix that runs a program in the user namespace open as `userns`, whose root
+    this process's user is, and, unless None, in the network namespace open as `netns` (pass both
+    descriptors on). The program has that root's capabilities, which hold in the sandbox's
+    namespaces only; root is not needed: the runner's user made them (bwrap did, as that user)."""
+    return ["nsenter", "--preserve-credentials", f"--user=/proc/self/fd/{userns}",  # its uid there is 0 already
+            *([] if netns is None else [f"--net=/proc/self/fd/{netns}"])]
+
+
+def _open_netns(pid: int, parent: int) -> tuple[int, int]:
+    """Descriptors of process `pid`'s network namespace and of the user namespace that owns it
+    (bwrap's outer one: its inner one, the sandbox's, has no rights over the network), checked to
+    be those of `parent`'s child (a pid reused meanwhile would be some other process) and not this
+    process's own (an uplink attached there would change this machine's network)."""
     try:
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -199,7 +218,13 @@ def _open_netns(pid: int, parent: int) -> int:
         os.close(fd)
         why = f"is no longer bwrap's ({parent}) child" if ppid != parent else "shares this machine's network"
         raise EnvironmentStartError(f"the sandbox (pid {pid}) {why}: no uplink attached")
-    return fd
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)  # a new descriptor (close-on-exec)
+    except OSError as e:
+        os.close(fd)
+        raise EnvironmentStartError(f"the owner of the sandbox's (pid {pid}) network namespace is unknown: "
+                                    f"{e.strerror}") from e
+    return fd, owner
 
 
 class Uplink:
@@ -220,30 +245,33 @@ class Uplink:
         the memory and CPU it spends on the sandbox's traffic count against the worker's limits).
         fence: the prefixes the sandbox must not reach (default `fenced_prefixes()`), routed to
         `prohibit` before the uplink exists."""
-        netns = _open_netns(pid, parent)
+        netns, userns = _open_netns(pid, parent)
         try:
-            _fence(netns, fenced_prefixes() if fence is None else fence, pid)
+            _fence(netns, userns, fenced_prefixes() if fence is None else fence, pid)
         except EnvironmentStartError:
             os.close(netns)
+            os.close(userns)
             raise
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
-        # by path, not pid: given a pid, slirp4netns also enters its user namespace, which for a
-        # sandbox that has set itself up is bwrap's inner one, without rights over the network's
-        argv = ["prlimit", f"--nofile={UPLINK_MAX_FILES}", "--", slirp4netns_exe(), "--configure", f"--mtu={UPLINK_MTU}",
-                "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp", "--ready-fd", str(ready_w), "--exit-fd", str(exit_r),
-                "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
+        # slirp4netns runs as root of the user namespace that owns the network (its rights end
+        # there), which it enters by path: given a pid, it would enter the pid's user namespace,
+        # for a sandbox that has set itself up bwrap's inner one, without rights over the network
+        argv = [*_in_sandbox(userns, None), "prlimit", f"--nofile={UPLINK_MAX_FILES}", "--", slirp4netns_exe(),
+                "--configure", f"--mtu={UPLINK_MTU}", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
+                "--ready-fd", str(ready_w), "--exit-fd", str(exit_r), "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
         if wrap is not None:
             argv = wrap(argv)
         try:
-            proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=log, start_new_session=True)
+            proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns, userns), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=log, start_new_session=True)
         except OSError as e:
             for fd in (ready_r, ready_w, exit_r, exit_w):
                 os.close(fd)
             raise EnvironmentStartError(f"slirp4netns could not start: {e}") from e
         finally:
             os.close(netns)
+            os.close(userns)
         os.close(ready_w)
         os.close(exit_r)
         uplink = cls(proc, exit_w)

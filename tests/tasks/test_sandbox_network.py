@@ -16,6 +16,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -172,12 +173,18 @@ time.sleep(4)  # both workers are up while each probes
     return f"python3 -c '{script}'"
 
 
-def _run(tmp_path: Path, svc: dict[str, Any], include: list[str], exclude: list[str]) -> tuple[Path, list[TaskResult]]:
+def _write_probe_tasks(tmp_path: Path, svc: dict[str, Any], include: list[str], exclude: list[str]) -> Path:
+    """Two tasks (a, b) scored 1 when the probe prints `include` and not `exclude`; their folder."""
     folder = tmp_path / "tasks"
     folder.mkdir()
     for task_id in ("a", "b"):
         task = include_exclude_task(task_id, [], _probe_command(svc), include, exclude)
         (folder / f"{task_id}.json").write_text(json.dumps(task), encoding="utf-8")
+    return folder
+
+
+def _run(tmp_path: Path, svc: dict[str, Any], include: list[str], exclude: list[str]) -> tuple[Path, list[TaskResult]]:
+    folder = _write_probe_tasks(tmp_path, svc, include, exclude)
     out = tmp_path / "out"
     summary = run_tasks(folder, do_nothing_backend,
                         RunSettings(workers=2, max_steps=2, out_dir=out, allow_network=True), progress=False)
@@ -228,6 +235,47 @@ def test_each_worker_has_a_network_of_its_own_that_reaches_out_but_not_this_mach
         assert ids == {str(sandbox_host_uid()), str(sandbox_host_uid() + 1)}, ids
     left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
     assert left.stdout == "", "an uplink outlived its worker"
+
+
+# A runner that is not root, as a test double: this process in a user namespace of its own, as uid
+# 1000 with no capability on this machine, which is what the kernel checks when the runner enters
+# its sandboxes' namespaces. (This machine's root owns that namespace, so its files, /dev/net/tun
+# included, are the double's own: on a real account udev's mode 0666 for /dev/net/tun stands in.)
+AS_A_USER = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
+RUN_AS_A_USER = """
+import json, os, sys
+from pathlib import Path
+from kimi_agent.tasks import RunSettings, run_tasks
+from kimi_agent.tasks.suites.solutions import do_nothing_backend
+from kimi_agent.tasks.uplink import uplink_problem
+print(json.dumps({"euid": os.geteuid(), "uplink_problem": uplink_problem()}))
+summary = run_tasks(Path(sys.argv[1]), do_nothing_backend, RunSettings(workers=2, max_steps=2, out_dir=Path(sys.argv[2]),
+                    allow_network=True), progress=False)
+print(json.dumps([r.model_dump(mode="json") for r in summary.results]))
+"""
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_runner_that_is_not_root_gives_each_worker_a_network_of_its_own_too(
+        tmp_path: Path, host_services: dict[str, Any]) -> None:
+    include = ["LOOPBACK closed", "GATEWAY-LOOPBACK closed", "ABSTRACT closed", "OUTWARD closed", "OUTWARD-ON-LINK closed",
+               "METADATA closed", "ELSEWHERE 200", "CANARY-TCP closed", f"RESOLV nameserver {UPLINK_DNS}"]
+    folder = _write_probe_tasks(tmp_path, host_services, include, exclude=["failed"])
+    done = subprocess.run([*AS_A_USER, sys.executable, "-c", RUN_AS_A_USER, str(folder), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said, results = (json.loads(line) for line in done.stdout.splitlines()[-2:])
+    assert said == {"euid": 1000, "uplink_problem": None}  # not root, and an uplink can be attached all the same
+    time.sleep(0.5)  # a datagram slirp4netns carried would have arrived by now
+    assert host_services["hits"] == [], host_services["hits"]  # nothing reached this machine's loopback
+    assert [(r["status"], r["score"]) for r in results] == [("success", 1.0)] * 2, \
+        [_seen(tmp_path / "out", r["task_id"]) for r in results]
+    assert [r["host"]["network"] for r in results] == [NETWORK_OWN] * 2
+    namespaces = {_seen(tmp_path / "out", r["task_id"])["NETNS"] for r in results}
+    assert len(namespaces) == 2 and os.readlink("/proc/self/ns/net") not in namespaces, namespaces
 
 
 @needs_desktop
@@ -337,6 +385,20 @@ def test_the_probe_says_why_no_uplink_can_be_attached_here(tmp_path: Path, monke
     with _slirp4netns_double(tmp_path, monkeypatch, "echo 'open(\"/dev/net/tun\"): No such file or directory' >&2\nexit 1\n"):
         why = uplink_problem()
     assert why is not None and why.startswith("slirp4netns cannot attach a network here") and "/dev/net/tun" in why
+
+
+@needs_bwrap
+@needs_uplink
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_runner_that_is_not_root_is_told_when_it_may_not_open_dev_net_tun(tmp_path: Path) -> None:
+    double = tmp_path / "slirp4netns"  # a test double that fails as slirp4netns does where the device is root's
+    double.write_text("#!/bin/sh\necho 'open(\"/dev/net/tun\"): Permission denied' >&2\nexit 1\n")
+    double.chmod(0o755)
+    done = subprocess.run([*AS_A_USER, sys.executable, "-c", "from kimi_agent.tasks.uplink import uplink_problem; "
+                           "print(uplink_problem())"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "KIMI_AGENT_SLIRP4NETNS": str(double)})
+    assert done.stdout.startswith("slirp4netns cannot open /dev/net/tun as uid 1000 ("), done
+    assert "mode 0666" in done.stdout and "or to run as root" in done.stdout, done
 
 
 @needs_bwrap
