@@ -31,6 +31,8 @@ cannot starve the other workers or the runner.
 from __future__ import annotations
 
 import functools
+import grp
+import logging
 import os
 import pwd
 import resource
@@ -45,6 +47,8 @@ from kimi_agent.tasks.sandbox import SANDBOX_UID, SandboxPlan, bwrap_argv, probe
 
 SANDBOX_HOST_UID = 2_000_000  # no account's id (checked); uid and gid alike
 SETUP_TIMEOUT_S = 10.0  # nsenter takes a few ms
+SUBORDINATE_ID_FILES = ("/etc/subuid", "/etc/subgid")  # users' ranges for rootless containers (shadow-utils)
+log = logging.getLogger("kimi_agent.tasks")
 
 
 @dataclass(frozen=True)
@@ -155,14 +159,42 @@ def shut_folders(folders: tuple[Path, ...] | list[Path]) -> str | None:
 
 
 def taken_ids(first: int, count: int) -> str | None:
-    """None when no account has an id in first..first+count-1 (the workers' ids), else which does."""
-    for uid in range(first, first + count):
-        try:
-            return f"uid {uid} is the account {pwd.getpwuid(uid).pw_name!r} of this machine; set " \
-                   "KIMI_AGENT_SANDBOX_UID to the first of a free range"
-        except KeyError:
-            continue
+    """None when no account or group has an id in first..first+count-1 (the workers' ids: each is
+    both uid and gid) and no user's subordinate ids (`/etc/subuid`, `/etc/subgid`, which rootless
+    containers map their users to) overlap them; else which does."""
+    last = first + count - 1
+    for uid in range(first, last + 1):
+        for kind, lookup in (("uid", pwd.getpwuid), ("gid", grp.getgrgid)):
+            try:
+                name = lookup(uid)[0]
+            except KeyError:
+                continue
+            what = "account" if kind == "uid" else "group"
+            return f"{kind} {uid} is the {what} {name!r} of this machine; set KIMI_AGENT_SANDBOX_UID to the first of a free range"
+    for path in SUBORDINATE_ID_FILES:
+        for owner, start, length in subordinate_ranges(path):
+            if start <= last and first < start + length:
+                return (f"ids {start}-{start + length - 1} are {owner!r}'s subordinate ids ({path}); set "
+                        "KIMI_AGENT_SANDBOX_UID to the first of a free range")
     return None
+
+
+def subordinate_ranges(path: str | os.PathLike[str]) -> list[tuple[str, int, int]]:
+    """The (user, first id, count) ranges of a subuid/subgid file (`user:first:count` a line); none
+    where it does not exist. Lines that are not of that form are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        log.warning("could not read %s (the sandbox's ids are not checked against it): %s", path, e)
+        return []
+    ranges = []
+    for line in text.splitlines():
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            ranges.append((parts[0], int(parts[1]), int(parts[2])))
+    return ranges
 
 
 def map_sandbox_user(pid: int, block_w: int, host_uid: int, limits: SharedLimits) -> None:

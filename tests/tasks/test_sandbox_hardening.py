@@ -20,8 +20,10 @@ reports success at once); the attacks are OSWorld setup steps and getters:
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -33,9 +35,9 @@ from typing import Any
 import pytest
 from support.task_files import include_exclude_task, shell_step
 
-from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks
+from kimi_agent.tasks import RunSettings, TaskResult, load_tasks, run_tasks, sandbox_user
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, host_acting, masked_secrets, probe
-from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem, shared_limits
+from kimi_agent.tasks.sandbox_user import sandbox_host_uid, sandbox_user_problem, shared_limits, taken_ids
 from kimi_agent.tasks.suites.solutions import do_nothing_backend
 
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
@@ -394,3 +396,28 @@ def test_a_task_cannot_take_the_message_queue_bytes_of_the_runner_and_the_other_
     # 80 KiB, all of root's 800 KiB, and the runner's next mq_open failed
     made = _counted(hardening_run, "mqueue-hog")
     assert 1 <= made <= shared_limits(1).msgqueue_bytes // (10 * 8192), made
+
+
+def test_the_sandbox_ids_are_no_accounts_no_groups_and_no_users_subordinate_ids(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("ada:100000:65536\n# a comment\nbob:2000003:65536\nnot a range\n", encoding="utf-8")
+    monkeypatch.setattr(sandbox_user, "SUBORDINATE_ID_FILES", (str(subuid), str(subgid)))  # subgid: absent
+    assert taken_ids(2_000_000, 3) is None  # ends just below bob's range
+    why = taken_ids(2_000_000, 4)  # a fourth worker's id is bob's first subordinate id
+    assert why is not None and why.startswith(f"ids 2000003-2065538 are 'bob''s subordinate ids ({subuid})"), why
+    assert "KIMI_AGENT_SANDBOX_UID" in why
+    why = taken_ids(0, 1)
+    assert why is not None and why.startswith("uid 0 is the account 'root'"), why
+    lone = next((g for g in grp.getgrall() if g.gr_gid >= 1 and _no_account(g.gr_gid)), None)
+    if lone is not None:  # a group whose id no account has: its gid is taken all the same
+        why = taken_ids(lone.gr_gid, 1)
+        assert why is not None and why.startswith(f"gid {lone.gr_gid} is the group {lone.gr_name!r}"), why
+
+
+def _no_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return True
+    return False
