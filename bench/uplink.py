@@ -32,6 +32,7 @@ from kimi_agent.tasks.uplink import UPLINK_DNS, Uplink, child_pid, fenced_prefix
 CLIENT = """
 import sys, time, urllib.request
 base = sys.argv[1]
+print("up", flush=True)  # the sandbox has set itself up: attach now
 sys.stdin.readline()  # the uplink is attached
 t = time.monotonic()
 for _ in range(100):
@@ -74,8 +75,8 @@ def one(mode: str, base: str, tmp: Path) -> tuple[float | None, float, float]:
     pid = child_pid(info_r)
     uplink, attach = None, None
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"  # as the runner: once the worker is up
         if mode == "uplink":
-            time.sleep(0.2)  # the runner attaches once the worker is up; so does this
             t = time.monotonic()
             server = base.split("//", 1)[1].rsplit(":", 1)[0]
             fence = [p for p in fenced_prefixes() if p != f"{server}/32"]  # as Uplink.attach would, less the server

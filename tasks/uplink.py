@@ -9,10 +9,13 @@ device (10.0.2.100/24, gateway 10.0.2.2, DNS 10.0.2.3; the sandbox's `/etc/resol
 - a task reaches the internet and the machines of this one's networks;
 - it does not reach this machine's loopback (`--disable-host-loopback`): no local service, no
   `kimi-agent serve`, no other worker's browser debugging port on 127.0.0.1;
+- DNS goes to 10.0.2.3:53, which slirp4netns forwards to this machine's first nameserver, a local
+  resolver on loopback included (systemd-resolved, dnsmasq): the one loopback service a task reaches,
+  for DNS only; every other port of 10.0.2.2 and 10.0.2.3 is unreachable;
 - it does not reach this machine by its other addresses either (a service bound to 0.0.0.0), nor a
   cloud's instance-metadata service (169.254.169.254: credentials): before the uplink is attached,
   the sandbox's routing table gets a `prohibit` route for each of `fenced_prefixes()` (this machine's
-  IPv4 addresses when the worker starts, and `FENCED_PREFIXES`), which a task, without capabilities,
+  IPv4 addresses then, and `FENCED_PREFIXES`; each task gets a fresh uplink, fenced anew), which a task, without capabilities,
   cannot remove; a connection there fails at once ("Permission denied");
 - loopback and abstract unix sockets are per namespace, so no worker reaches another worker's
   browser or display (Xvfb's `@/tmp/.X11-unix/X<n>`), which a shared network (`bwrap --share-net`)
@@ -58,11 +61,12 @@ READY_TIMEOUT_S = 10.0  # slirp4netns is ready in ~10 ms here
 MAX_INFO_BYTES = 4096  # bwrap's --info-fd JSON is about 60 bytes
 UPLINK_NET = ipaddress.ip_network("10.0.2.0/24")  # slirp4netns's own network (gateway .2, DNS .3, sandbox .100)
 # besides this machine's own addresses, what no sandbox reaches: loopback and "this network" (the
-# sandbox's own loopback routes come first; these catch a socket bound to tap0, SO_BINDTODEVICE, which
-# slirp4netns would carry to this machine's 127.0.0.1), link-local, where clouds serve instance
-# metadata and credentials (169.254.169.254), and Alibaba Cloud's metadata address. Past the routing
-# table (a destination taken as on tap0's link) nothing answers: slirp4netns answers ARP only for its
-# own network's addresses.
+# sandbox's own loopback routes come first), link-local, where clouds serve instance metadata and
+# credentials (169.254.169.254), and Alibaba Cloud's metadata address. A socket bound to tap0
+# (SO_BINDTODEVICE) is not refused by these routes: the kernel then takes a prohibited destination as
+# one on tap0's link instead of sending it to the gateway (which would carry 127.0.0.1 to this
+# machine's), and on the link nothing answers: slirp4netns answers ARP only for its own network's
+# addresses. An uplink that answered ARP for every address would need another barrier.
 FENCED_PREFIXES = ("127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "100.100.100.200/32")
 # slirp4netns holds a socket of this machine per connection or UDP flow of the sandbox (UDP ones for
 # about 4 minutes): its own limit keeps a task from using up this machine's ports and descriptors
@@ -178,24 +182,26 @@ def _fence(netns: int, userns: int, prefixes: Sequence[str], pid: int) -> None:
     """Add a `prohibit` route for each of `prefixes` to the routing table of the network namespace
     open as `netns`, owned by the user namespace open as `userns`. EnvironmentStartError if it fails."""
     script = "".join(f"route replace prohibit {p}\n" for p in prefixes).encode()  # again: the same
-    argv = [*_in_sandbox(userns, netns), "ip", "-4", "-batch", "-"]
+    argv = [*_in_sandbox(f"/proc/self/fd/{userns}", f"/proc/self/fd/{netns}"), "ip", "-4", "-batch", "-"]
     try:
         done = subprocess.run(argv, input=script, pass_fds=(netns, userns), capture_output=True,
                               timeout=FENCE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as e:
         raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {e}") from e
     if done.returncode != 0:
-        said = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {said[0][:200]}")
+        lines = [ln.strip() for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
+        said = "; ".join(lines[-3:])[-300:] or f"exit {done.returncode}"  # `ip`'s reason, then "Command failed -:N"
+        raise EnvironmentStartError(f"could not fence the sandbox's network (pid {pid}): {said}")
 
 
-def _in_sandbox(userns: int, netns: int | None) -> list[str]:
-    """The command prefix that runs a program in the user namespace open as `userns`, whose root
-    this process's user is, and, unless None, in the network namespace open as `netns` (pass both
-    descriptors on). The program has that root's capabilities, which hold in the sandbox's
-    namespaces only; root is not needed: the runner's user made them (bwrap did, as that user)."""
-    return ["nsenter", "--preserve-credentials", f"--user=/proc/self/fd/{userns}",  # its uid there is 0 already
-            *([] if netns is None else [f"--net=/proc/self/fd/{netns}"])]
+def _in_sandbox(userns: str, netns: str | None) -> list[str]:
+    """The command prefix that runs a program in the user namespace at path `userns`, whose root
+    this process's user is, and, unless None, in the network namespace at path `netns` (nsenter
+    opens them, and closes them before the program starts). The program has that root's
+    capabilities, which hold in the sandbox's namespaces only; root is not needed: the runner's
+    user made them (bwrap did, as that user)."""
+    return ["nsenter", "--preserve-credentials", f"--user={userns}",  # its uid there is 0 already
+            *([] if netns is None else [f"--net={netns}"])]
 
 
 def _open_netns(pid: int, parent: int) -> tuple[int, int]:
@@ -228,7 +234,8 @@ def _open_netns(pid: int, parent: int) -> tuple[int, int]:
 
 
 class Uplink:
-    """One worker's slirp4netns; `close()` ends it (idempotent)."""
+    """One worker's slirp4netns, for one task (a task's flows and the ports they hold go with it);
+    `close()` ends it (idempotent)."""
 
     def __init__(self, proc: subprocess.Popen[bytes], exit_fd: int) -> None:
         self.proc = proc
@@ -255,23 +262,23 @@ class Uplink:
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
         # slirp4netns runs as root of the user namespace that owns the network (its rights end
-        # there), which it enters by path: given a pid, it would enter the pid's user namespace,
+        # there; nsenter opens it through this process, so that slirp4netns holds no descriptor of
+        # it), and enters the network by path: given a pid, it would enter the pid's user namespace,
         # for a sandbox that has set itself up bwrap's inner one, without rights over the network
-        argv = [*_in_sandbox(userns, None), "prlimit", f"--nofile={UPLINK_MAX_FILES}", "--", slirp4netns_exe(),
+        argv = [*_in_sandbox(f"/proc/{os.getpid()}/fd/{userns}", None), "prlimit", f"--nofile={UPLINK_MAX_FILES}", "--", slirp4netns_exe(),
                 "--configure", f"--mtu={UPLINK_MTU}", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp",
                 "--ready-fd", str(ready_w), "--exit-fd", str(exit_r), "--netns-type=path", f"/proc/self/fd/{netns}", "tap0"]
         if wrap is not None:
             argv = wrap(argv)
         try:
-            proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns, userns), stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, pass_fds=(ready_w, exit_r, netns), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=log, start_new_session=True)
         except OSError as e:
-            for fd in (ready_r, ready_w, exit_r, exit_w):
+            for fd in (ready_r, ready_w, exit_r, exit_w, userns):
                 os.close(fd)
             raise EnvironmentStartError(f"slirp4netns could not start: {e}") from e
         finally:
             os.close(netns)
-            os.close(userns)
         os.close(ready_w)
         os.close(exit_r)
         uplink = cls(proc, exit_w)
@@ -279,6 +286,7 @@ class Uplink:
             said = os.read(ready_r, 1) if select.select([ready_r], [], [], timeout_s)[0] else None
         finally:
             os.close(ready_r)
+            os.close(userns)  # nsenter has opened it by now (slirp4netns is ready or gone)
         if said != b"1":
             uplink.close()
             when = f"was not ready within {timeout_s:g} s" if said is None else f"exited ({proc.returncode})"

@@ -440,9 +440,10 @@ class WorkerPool:
         what was removed) go in the result's `host.notes`."""
         out = self.settings.out_dir
         final = _task_dir(out, r.task_id)
-        if w.uplink is not None and (code := w.uplink.proc.poll()) is not None:  # the next task gets a new one
-            notes = [*(notes or []), f"its network's slirp4netns ended during the task (exit {code}): from then on "
-                     "the task had no network"]
+        if w.uplink is not None:  # the next task gets a fresh one: no flow or port of this task's, a fence of now
+            if (code := w.uplink.proc.poll()) is not None:
+                notes = [*(notes or []), f"its network's slirp4netns ended during the task (exit {code}): from then "
+                         "on the task had no network"]
             w.uplink.close()
             w.uplink = None
         try:

@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import select
+import shlex
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from support.task_files import include_exclude_task, shell_step
 
 from kimi_agent.errors import EnvironmentStartError
 from kimi_agent.tasks import RunSettings, TaskResult, run_tasks
+from kimi_agent.tasks import uplink as uplink_module
 from kimi_agent.tasks.cgroups import Limits, WorkerCgroup, place
 from kimi_agent.tasks.cgroups import probe as cgroup_probe
 from kimi_agent.tasks.sandbox import SandboxPlan, bwrap_argv, probe
@@ -205,6 +207,25 @@ def _slirp4netns_double(folder: Path, monkeypatch: pytest.MonkeyPatch, script: s
     finally:
         monkeypatch.undo()
         uplink_problem.cache_clear()
+
+
+@contextmanager
+def _sandbox_up(home: Path, then: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A sandbox (network "uplink") that has set itself up, as a worker has when its uplink is
+    attached, and runs `then` (a shell command) once a line comes on its stdin; yields it and its
+    first process's pid. Killed on exit."""
+    info_r, info_w = os.pipe()
+    plan = SandboxPlan(home=home, network="uplink", resolv_conf=None, info_fd=info_w)
+    sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", f"echo up; read line; {then}"], pass_fds=(info_w,),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    os.close(info_w)
+    try:
+        pid = child_pid(info_r)
+        assert sandbox.stdout is not None and sandbox.stdout.readline() == "up\n"
+        yield sandbox, pid
+    finally:
+        sandbox.kill()
+        sandbox.wait(10)
 
 
 def _seen(out: Path, task_id: str) -> dict[str, str]:
@@ -407,26 +428,74 @@ def test_a_runner_that_is_not_root_is_told_when_it_may_not_open_dev_net_tun(tmp_
 def test_uplink_attach_and_close_with_a_real_sandbox_and_cgroup(tmp_path: Path) -> None:
     group = place(f"kimi-agent-{os.getpid()}-uplink", Limits(256 * 2**20, 64, 1.0))
     assert isinstance(group, WorkerCgroup), group
-    info_r, info_w = os.pipe()
-    plan = SandboxPlan(home=tmp_path, network="uplink", resolv_conf=None, info_fd=info_w)
-    sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", "read line; ip -4 route"], pass_fds=(info_w,),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    os.close(info_w)
     try:
-        uplink = Uplink.attach(child_pid(info_r), parent=sandbox.pid, wrap=group.enter_argv)
-        # slirp4netns spends its memory and CPU in the worker's cgroup
-        assert group.name in Path(f"/proc/{uplink.proc.pid}/cgroup").read_text(encoding="ascii")
-        routes, _ = sandbox.communicate("go\n", timeout=30)
-        assert "default via 10.0.2.2 dev tap0" in routes
-        for prefix in fenced_prefixes():  # this machine and the metadata service are fenced off
-            assert f"prohibit {prefix.removesuffix('/32')}" in routes, (prefix, routes)
-        uplink.close()
-        assert uplink.proc.returncode == 0  # it ended because its exit pipe closed
-        uplink.close()  # idempotent
+        with _sandbox_up(tmp_path, "ip -4 route") as (sandbox, pid):
+            uplink = Uplink.attach(pid, parent=sandbox.pid, wrap=group.enter_argv)
+            # slirp4netns spends its memory and CPU in the worker's cgroup
+            assert group.name in Path(f"/proc/{uplink.proc.pid}/cgroup").read_text(encoding="ascii")
+            held = [os.readlink(f) for f in Path(f"/proc/{uplink.proc.pid}/fd").iterdir()]
+            assert not [h for h in held if h.startswith("user:")], held  # it is in the namespace, holds no handle of it
+            routes, _ = sandbox.communicate("go\n", timeout=30)
+            assert "default via 10.0.2.2 dev tap0" in routes
+            for prefix in fenced_prefixes():  # this machine and the metadata service are fenced off
+                assert f"prohibit {prefix.removesuffix('/32')}" in routes, (prefix, routes)
+            uplink.close()
+            assert uplink.proc.returncode == 0  # it ended because its exit pipe closed
+            uplink.close()  # idempotent
     finally:
-        sandbox.kill()
-        sandbox.wait(10)
         assert group.remove()
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+@needs_another_machine
+def test_a_task_that_uses_up_its_uplink_leaves_the_next_task_a_network_that_works(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("another machine")
+    with another_machine(www) as elsewhere:
+        host = elsewhere.split("//", 1)[1].split(":", 1)[0]
+        # a UDP flow from each of 1100 ports: slirp4netns holds a socket for each for about 4 minutes,
+        # more than its 1024 descriptors
+        flood = ("import socket\nfor i in range(1100):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                 f"    s.sendto(b'x', ('{host}', 9))\n    s.close()\nprint('FLOODED')\n")
+        fetch = (f"import urllib.request\nprint('ELSEWHERE', urllib.request.urlopen('{elsewhere}/', timeout=10).status)\n")
+        folder = tmp_path / "tasks"
+        folder.mkdir()
+        for i, task in enumerate([include_exclude_task("flood", [], f"python3 -c {shlex.quote(flood)}", ["FLOODED"], []),
+                                  include_exclude_task("next", [], f"python3 -c {shlex.quote(fetch)} 2>&1",
+                                                       ["ELSEWHERE 200"], [])]):
+            (folder / f"t{i}.json").write_text(json.dumps(task), encoding="utf-8")
+        out = tmp_path / "out"
+        summary = run_tasks(folder, do_nothing_backend,
+                            RunSettings(workers=1, max_steps=2, out_dir=out, allow_network=True), progress=False)
+    assert [(r.task_id, r.status, r.score) for r in summary.results] == [("flood", "success", 1.0),
+                                                                        ("next", "success", 1.0)], \
+        [_seen(out, t) for t in ("flood", "next")]
+
+
+@needs_desktop
+@needs_bwrap
+@needs_uplink
+def test_an_address_this_machine_gains_during_a_run_is_fenced_before_the_next_task(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gained = "192.0.2.77"  # a test double of the address list: this machine gains one once the first task is done
+    out = tmp_path / "out"
+    real = uplink_module.this_machines_addresses
+    monkeypatch.setattr(uplink_module, "this_machines_addresses",
+                        lambda: [*real(), *([gained] if (out / "before" / "result.json").exists() else [])])
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for i, task in enumerate([include_exclude_task("before", [], "ip -4 route; echo END", ["END"], [gained]),
+                              include_exclude_task("after", [], "ip -4 route", [f"prohibit {gained}"], [])]):
+        (folder / f"t{i}.json").write_text(json.dumps(task), encoding="utf-8")
+    summary = run_tasks(folder, do_nothing_backend,
+                        RunSettings(workers=1, max_steps=2, out_dir=out, allow_network=True), progress=False)
+    assert [(r.task_id, r.status, r.score) for r in summary.results] == [("before", "success", 1.0),
+                                                                        ("after", "success", 1.0)], \
+        [_seen(out, t) for t in ("before", "after")]
+    assert summary.results[0].worker == summary.results[1].worker  # the same worker, whose fence followed
 
 
 def test_child_pid_names_what_went_wrong() -> None:
@@ -493,16 +562,8 @@ def test_the_fence_is_this_machines_addresses_and_the_metadata_services() -> Non
 
 @needs_uplink
 def test_a_fence_that_cannot_be_set_fails_the_attach_and_names_the_route(tmp_path: Path) -> None:
-    info_r, info_w = os.pipe()
-    plan = SandboxPlan(home=tmp_path, network="uplink", resolv_conf=None, info_fd=info_w)
-    sandbox = subprocess.Popen([*bwrap_argv(plan), "/bin/sh", "-c", "read line"], pass_fds=(info_w,),
-                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    os.close(info_w)
-    try:
+    with _sandbox_up(tmp_path, "true") as (sandbox, pid):
         with pytest.raises(EnvironmentStartError, match=r"could not fence the sandbox's network .*not-a-prefix"):
-            Uplink.attach(child_pid(info_r), parent=sandbox.pid, fence=["192.0.2.9/32", "not-a-prefix"])
+            Uplink.attach(pid, parent=sandbox.pid, fence=["192.0.2.9/32", "not-a-prefix"])
         left = subprocess.run(["pgrep", "-P", str(os.getpid()), "slirp4netns"], capture_output=True, text=True)
         assert left.stdout == "", "slirp4netns started although the fence failed"
-    finally:
-        sandbox.kill()
-        sandbox.wait(10)
