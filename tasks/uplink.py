@@ -59,7 +59,7 @@ UPLINK_DNS = "10.0.2.3"  # slirp4netns's built-in DNS forwarder
 UPLINK_MTU = 65520
 READY_TIMEOUT_S = 10.0  # slirp4netns is ready in ~10 ms here
 MAX_INFO_BYTES = 4096  # bwrap's --info-fd JSON is about 60 bytes
-UPLINK_NET = ipaddress.ip_network("10.0.2.0/24")  # slirp4netns's own network (gateway .2, DNS .3, sandbox .100)
+UPLINK_NET = ipaddress.IPv4Network("10.0.2.0/24")  # slirp4netns's own network (gateway .2, DNS .3, sandbox .100)
 # besides this machine's own addresses, what no sandbox reaches: loopback and "this network" (the
 # sandbox's own loopback routes come first), link-local, where clouds serve instance metadata and
 # credentials (169.254.169.254), and Alibaba Cloud's metadata address. A socket bound to tap0
@@ -153,28 +153,40 @@ def child_pid(info_fd: int, *, timeout_s: float = READY_TIMEOUT_S) -> int:
 
 
 def this_machines_addresses() -> list[str]:
-    """This machine's IPv4 addresses (every interface's), from `ip -j addr`.
-    EnvironmentStartError if `ip` fails."""
-    try:
-        out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, timeout=FENCE_TIMEOUT_S,
-                             check=True, stdin=subprocess.DEVNULL).stdout
-        links = json.loads(out)
-        found = [str(a["local"]) for link in links for a in link.get("addr_info", []) if "local" in a]
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError, AttributeError) as e:
-        raise EnvironmentStartError(f"could not list this machine's addresses with `ip -j addr`: {e}") from e
+    """This machine's IPv4 addresses and the prefixes it takes as its own: every interface's
+    address (`ip -j addr`) and the destination of every `local` route, in every table (`ip -j
+    route`: an AnyIP prefix such as `local 192.168.77.0/24 dev lo` answers on each of its
+    addresses without any interface having them). EnvironmentStartError if `ip` fails."""
+    found: list[str] = []
+    for argv in (["ip", "-j", "-4", "addr", "show"], ["ip", "-j", "-4", "route", "show", "table", "all", "type", "local"]):
+        try:
+            out = subprocess.run(argv, capture_output=True, timeout=FENCE_TIMEOUT_S, check=True,
+                                 stdin=subprocess.DEVNULL).stdout
+            entries = json.loads(out)
+            if argv[3] == "addr":
+                found += [str(a["local"]) for link in entries for a in link.get("addr_info", []) if "local" in a]
+            else:
+                found += [str(r["dst"]) for r in entries if "dst" in r]
+        except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError, AttributeError) as e:
+            raise EnvironmentStartError(f"could not list this machine's addresses with `{' '.join(argv[:4])}`: {e}") from e
     return found
 
 
 def fenced_prefixes(addresses: Sequence[str] | None = None) -> list[str]:
     """What a sandbox with an uplink must not reach, as IPv4 prefixes: `FENCED_PREFIXES` and each
-    of `addresses` (default: `this_machines_addresses()`) as a /32, except loopback (the sandbox's
-    own), those already covered, those in slirp4netns's own network (a sandbox reaches nothing there
-    but its gateway and DNS) and IPv6 ones (an uplink carries IPv4 only)."""
-    fenced = [ipaddress.ip_network(p) for p in FENCED_PREFIXES]
+    of `addresses` (default: `this_machines_addresses()`; an address, as a /32, or a prefix), except
+    loopback (the sandbox's own), those already covered, those in slirp4netns's own network (a
+    sandbox reaches nothing there but its gateway and DNS), IPv6 ones (an uplink carries IPv4 only)
+    and what is not an address."""
+    fenced = [ipaddress.IPv4Network(p) for p in FENCED_PREFIXES]
     for a in this_machines_addresses() if addresses is None else addresses:
-        addr = ipaddress.ip_address(a)
-        if addr.version == 4 and not addr.is_loopback and addr not in UPLINK_NET and not any(addr in n for n in fenced):
-            fenced.append(ipaddress.ip_network(addr))
+        try:
+            net = ipaddress.ip_network(a, strict=False)
+        except ValueError:
+            continue
+        if isinstance(net, ipaddress.IPv4Network) and not net.network_address.is_loopback \
+                and not net.subnet_of(UPLINK_NET) and not any(net.subnet_of(n) for n in fenced):
+            fenced.append(net)
     return [str(net) for net in fenced]
 
 

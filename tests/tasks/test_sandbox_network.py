@@ -551,13 +551,29 @@ def test_resolv_conf_is_bound_only_for_an_uplink(tmp_path: Path) -> None:
 
 
 def test_the_fence_is_this_machines_addresses_and_the_metadata_services() -> None:
-    fence = fenced_prefixes(["127.0.0.1", "192.0.2.2", "10.0.2.15", "169.254.3.4", "198.18.0.1", "::1", "fe80::1"])
+    fence = fenced_prefixes(["127.0.0.1", "192.0.2.2", "10.0.2.15", "169.254.3.4", "198.18.0.1", "::1", "fe80::1",
+                             "127.0.0.0/8", "192.168.77.0/24", "192.168.77.5", "10.0.2.0/28", "not-an-address"])
     # loopback is the sandbox's own; slirp4netns's network holds nothing to reach; link-local is fenced
-    # as a whole; IPv6 has no uplink
-    assert fence == [*FENCED_PREFIXES, "192.0.2.2/32", "198.18.0.1/32"]
+    # as a whole; IPv6 has no uplink; a prefix this machine answers on (AnyIP) is fenced whole
+    assert fence == [*FENCED_PREFIXES, "192.0.2.2/32", "198.18.0.1/32", "192.168.77.0/24"]
     here = fenced_prefixes()
     outward = _outward_address()
     assert outward is None or f"{outward}/32" in here, here
+
+
+@pytest.mark.skipif(another_machine_problem() is not None, reason=f"no network namespace here: {another_machine_problem()}")
+def test_this_machines_addresses_include_what_its_local_routes_answer_on() -> None:
+    name = f"kimi-anyip-{os.getpid()}"  # a machine of its own, as the red team's (redteam-rootless.md F2)
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=10)
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["route", "add", "local", "192.168.77.0/24", "dev", "lo"]):
+            subprocess.run(["ip", "-n", name, *cmd], check=True, timeout=10)
+        listed = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c",
+                                 "from kimi_agent.tasks.uplink import fenced_prefixes; print(fenced_prefixes())"],
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+    finally:
+        subprocess.run(["ip", "netns", "del", name], timeout=10)
+    assert "'192.168.77.0/24'" in listed, listed  # no interface has these addresses, yet they are this machine's
 
 
 @needs_uplink
