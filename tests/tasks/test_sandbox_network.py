@@ -71,6 +71,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         return
 
 
+def _www(folder: Path, name: str = "index.html", text: str = "another machine") -> Path:
+    """`folder` made, holding one file `name` with `text`: what another machine serves."""
+    folder.mkdir()
+    (folder / name).write_text(text)
+    return folder
+
+
 @pytest.fixture()
 def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """HTTP servers on 127.0.0.1 and on the outward address, and an abstract unix socket, all in
@@ -110,9 +117,7 @@ def host_services(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 return  # closed meanwhile
 
     threading.Thread(target=watch, daemon=True).start()
-    www = tmp_path / "elsewhere"
-    www.mkdir()
-    (www / "index.html").write_text("another machine")
+    www = _www(tmp_path / "elsewhere")
     try:
         with another_machine(www) as elsewhere:
             yield {"loopback_port": servers[0].server_address[1], "outward": outward,
@@ -327,9 +332,7 @@ def test_without_slirp4netns_the_workers_share_this_machines_network_and_the_run
 @needs_uplink
 @needs_another_machine
 def test_the_workers_browser_loads_pages_through_its_own_network(tmp_path: Path) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "page.html").write_text("<html><head><title>kimi uplink page</title></head><body>hi</body></html>")
+    www = _www(tmp_path / "www", "page.html", "<html><head><title>kimi uplink page</title></head><body>hi</body></html>")
     folder = tmp_path / "tasks"
     folder.mkdir()
     with another_machine(www) as elsewhere:
@@ -375,9 +378,7 @@ def test_a_worker_whose_uplink_fails_is_not_handed_a_task_and_the_run_says_why(
 @needs_another_machine
 def test_a_worker_whose_uplink_ends_during_a_task_gets_a_new_one_for_the_next(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "index.html").write_text("another machine")
+    www = _www(tmp_path / "www")
     fetch = "python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).status)' {}"
     folder = tmp_path / "tasks"
     folder.mkdir()
@@ -451,9 +452,7 @@ def test_uplink_attach_and_close_with_a_real_sandbox_and_cgroup(tmp_path: Path) 
 @needs_uplink
 @needs_another_machine
 def test_a_task_that_uses_up_its_uplink_leaves_the_next_task_a_network_that_works(tmp_path: Path) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "index.html").write_text("another machine")
+    www = _www(tmp_path / "www")
     with another_machine(www) as elsewhere:
         host = elsewhere.split("//", 1)[1].split(":", 1)[0]
         # a UDP flow from each of 1100 ports: slirp4netns holds a socket for each for about 4 minutes,
