@@ -218,7 +218,7 @@ def _in_sandbox(userns: str, netns: str | None) -> list[str]:
 
 def _open_netns(pid: int, parent: int) -> tuple[int, int]:
     """Descriptors of process `pid`'s network namespace and of the user namespace that owns it
-    (bwrap's outer one: its inner one, the sandbox's, has no rights over the network), checked to
+    (bwrap's outer one where it makes two: the inner one, the task's, has no rights over it), checked to
     be those of `parent`'s child (a pid reused meanwhile would be some other process) and not this
     process's own (an uplink attached there would change this machine's network)."""
     try:
