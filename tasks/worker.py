@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import os
 import pickle
+import resource
 import sys
 import time
 import traceback
@@ -124,6 +125,17 @@ def _run(spec: TaskSpec, env: Any, host: Any, settings: RunSettings, factory: An
                           reason=f"internal error: {type(e).__name__}: {e}", path=str(task_dir))
 
 
+def close_inherited(keep: int) -> None:
+    """Close every descriptor this (new) process inherited but 0, 1, 2 and `keep`, its channel:
+    bwrap's report pipe and the read end of its user-namespace pipe, and whatever else a launcher
+    left open, are of no use to a worker, and nothing of the runner's is left to a task that got
+    hold of it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    top = soft if 0 < soft < 1 << 20 else 1 << 20  # close_range(2) makes a wide range cheap
+    os.closerange(3, keep)
+    os.closerange(keep + 1, max(top, keep + 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     if os.environ.get(SANDBOX_ENV):
         keep_tasks_out()
+    close_inherited(keep=int(args[0]))
     from kimi_agent.logs import log_to_stderr
 
     log_to_stderr()  # into the worker's worker.log

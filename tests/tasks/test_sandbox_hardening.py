@@ -26,8 +26,10 @@ import os
 import pwd
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -421,3 +423,28 @@ def _no_account(uid: int) -> bool:
     except KeyError:
         return True
     return False
+
+
+def test_a_worker_keeps_no_descriptor_it_inherited_but_its_channel() -> None:
+    ours, theirs = socket.socketpair()
+    stray_r, stray_w = os.pipe()  # as bwrap's report pipe and the read end of its user-namespace pipe
+    worker = subprocess.Popen([sys.executable, "-P", "-m", "kimi_agent.tasks.worker", str(theirs.fileno())],
+                              pass_fds=(theirs.fileno(), stray_r), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    theirs.close()
+    os.close(stray_r)
+    try:
+        stray = os.readlink(f"/proc/self/fd/{stray_w}").replace("pipe:", "")
+        deadline = time.monotonic() + 30
+        while True:  # until it is past its start (it waits on its channel): what it holds then
+            held = {int(fd): os.readlink(f"/proc/{worker.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker.pid}/fd")}
+            if not any(stray in link for link in held.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert worker.poll() is None, "the worker exited"
+        assert not [fd for fd, link in held.items() if stray in link], held  # the pipe is gone from it
+        assert any(link.startswith("socket:") for fd, link in held.items() if fd > 2), held  # its channel is not
+    finally:
+        ours.close()  # the runner is gone: the worker exits
+        os.close(stray_w)
+        assert worker.wait(30) == 3
