@@ -57,7 +57,10 @@ class Channel:
             raise ChannelClosed(f"channel closed: {e}") from e
         try:
             (size,) = _LEN.unpack(self._read(_LEN.size, first=True))
-            self.sock.settimeout(PART_TIMEOUT_S)  # once a message has begun, the rest must follow
+            try:
+                self.sock.settimeout(PART_TIMEOUT_S)  # once a message has begun, the rest must follow
+            except OSError as e:  # closed by another thread just now (a run being interrupted)
+                raise ChannelClosed(f"channel closed: {e}") from e
             if size > MAX_HEADER_BYTES:
                 raise ChannelClosed(f"message header of {size} bytes is over the {MAX_HEADER_BYTES} limit")
             try:

@@ -77,6 +77,25 @@ def test_a_channel_closed_during_a_read_ends_with_channel_closed() -> None:
         closer.join()
 
 
+def test_a_channel_closed_right_after_a_message_began_ends_with_channel_closed() -> None:
+    """This end closed by another thread between a message's length and its body (a run being
+    interrupted as a worker reports): ChannelClosed, not EBADF from setting the body's timeout."""
+    a, b = _pair()
+    a.send({"type": "x"})
+    read = b._read
+
+    def read_then_closed(n: int, *, first: bool = False) -> bytes:
+        got = read(n, first=first)
+        if first:
+            b.close()  # the runner's main thread, at this very moment
+        return got
+
+    b._read = read_then_closed  # type: ignore[method-assign]
+    with pytest.raises(ChannelClosed, match="closed"):
+        b.recv(timeout_s=5)
+    a.close()
+
+
 class _Echo:
     """A test double for a model: answers with the sizes of the images it was given, streaming."""
 
