@@ -157,19 +157,23 @@ def this_machines_addresses() -> list[str]:
     address (`ip -j addr`) and the destination of every `local` route, in every table (`ip -j
     route`: an AnyIP prefix such as `local 192.168.77.0/24 dev lo` answers on each of its
     addresses without any interface having them). EnvironmentStartError if `ip` fails."""
-    found: list[str] = []
-    for argv in (["ip", "-j", "-4", "addr", "show"], ["ip", "-j", "-4", "route", "show", "table", "all", "type", "local"]):
-        try:
-            out = subprocess.run(argv, capture_output=True, timeout=FENCE_TIMEOUT_S, check=True,
-                                 stdin=subprocess.DEVNULL).stdout
-            entries = json.loads(out)
-            if argv[3] == "addr":
-                found += [str(a["local"]) for link in entries for a in link.get("addr_info", []) if "local" in a]
-            else:
-                found += [str(r["dst"]) for r in entries if "dst" in r]
-        except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError, AttributeError) as e:
-            raise EnvironmentStartError(f"could not list this machine's addresses with `{' '.join(argv[:4])}`: {e}") from e
-    return found
+    links = _ip_json("addr", "show")
+    routes = _ip_json("route", "show", "table", "all", "type", "local")
+    try:
+        return ([str(a["local"]) for link in links for a in link.get("addr_info", []) if "local" in a]
+                + [str(r["dst"]) for r in routes if "dst" in r])
+    except (TypeError, KeyError, AttributeError) as e:
+        raise EnvironmentStartError(f"`ip -j` listed this machine's addresses in a form not known here: {e}") from e
+
+
+def _ip_json(*args: str) -> Any:
+    """What `ip -j -4 ARGS` prints, parsed. EnvironmentStartError if it fails."""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", *args], capture_output=True, timeout=FENCE_TIMEOUT_S, check=True,
+                             stdin=subprocess.DEVNULL).stdout
+        return json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise EnvironmentStartError(f"could not list this machine's addresses with `ip -j -4 {' '.join(args)}`: {e}") from e
 
 
 def fenced_prefixes(addresses: Sequence[str] | None = None) -> list[str]:

@@ -133,7 +133,7 @@ def close_inherited(keep: int) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     top = soft if 0 < soft < 1 << 20 else 1 << 20  # close_range(2) makes a wide range cheap
     os.closerange(3, keep)
-    os.closerange(keep + 1, max(top, keep + 1))
+    os.closerange(keep + 1, top)  # nothing when keep is past top
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,13 @@ from kimi_agent.tasks.suites.solutions import do_nothing_backend
 needs_desktop = pytest.mark.skipif(shutil.which("Xvfb") is None or shutil.which("chromium") is None,
                                    reason="needs Xvfb and Chromium")
 needs_bwrap = pytest.mark.skipif(probe() is not None, reason=f"bubblewrap cannot run here: {probe()}")
+
+
+def needs_own_user(test: Callable[..., None]) -> Callable[..., None]:
+    """A test of the run where each worker's tasks have an id of their own (a root runner)."""
+    own = pytest.mark.skipif(sandbox_user_problem() is not None,
+                             reason=f"tasks run as the runner's user: {sandbox_user_problem()}")
+    return needs_desktop(needs_bwrap(own(test)))
 SECRET = "kimi-hardening-secret-7d41"
 LINGER = "kimi-linger-marker-93c2"
 # Copy the worker's descriptors (its channel to the runner among them) with pidfd_getfd (syscall 438)
@@ -377,9 +384,7 @@ def test_a_task_runs_as_a_user_of_its_own_that_neither_reads_the_runners_files_n
         assert r.host["user"].startswith("the runner's"), r.host
 
 
-@needs_desktop
-@needs_bwrap
-@pytest.mark.skipif(sandbox_user_problem() is not None, reason=f"tasks run as the runner's user: {sandbox_user_problem()}")
+@needs_own_user
 def test_a_task_cannot_take_the_inotify_instances_of_the_runner_and_the_other_workers(
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # the kernel counts them against the namespace's creator, root: without the namespace's own limit
@@ -389,9 +394,7 @@ def test_a_task_cannot_take_the_inotify_instances_of_the_runner_and_the_other_wo
     assert took <= shared_limits(1).inotify_instances < limit, (took, limit)
 
 
-@needs_desktop
-@needs_bwrap
-@pytest.mark.skipif(sandbox_user_problem() is not None, reason=f"tasks run as the runner's user: {sandbox_user_problem()}")
+@needs_own_user
 def test_a_task_cannot_take_the_message_queue_bytes_of_the_runner_and_the_other_workers(
         hardening_run: tuple[Path, dict[str, TaskResult]]) -> None:
     # counted against root too: without the worker's own RLIMIT_MSGQUEUE a task made 9 queues of
