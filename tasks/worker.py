@@ -74,6 +74,7 @@ def serve(channel: Channel) -> None:
     settings = RunSettings.model_validate_json(init["settings"])
     factory = pickle.loads(base64.b64decode(init["factory"])) if init.get("factory") else None
     home = Path(init["home"])
+    cap_file_size(settings.worker_disk_mb << 20)
 
     def fresh() -> tuple[DesktopEnv, LocalHost]:
         env = DesktopEnv(width=settings.screen[0], height=settings.screen[1],
@@ -123,6 +124,16 @@ def _run(spec: TaskSpec, env: Any, host: Any, settings: RunSettings, factory: An
         (task_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
         return TaskResult(task_id=spec.id, instruction=spec.instruction, status="error", worker=worker,
                           reason=f"internal error: {type(e).__name__}: {e}", path=str(task_dir))
+
+
+def cap_file_size(max_bytes: int) -> None:
+    """Hold every file this worker and what it starts write to `max_bytes` (RLIMIT_FSIZE, soft and
+    hard: nothing it starts can raise it): the runner measures its folders every half second or so,
+    and one file written at disk speed between two measurements stays within the limit anyway. A
+    process that writes past it gets SIGXFSZ (Python: OSError EFBIG)."""
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    cap = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
 
 
 def close_inherited(keep: int) -> None:

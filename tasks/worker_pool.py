@@ -12,8 +12,10 @@ one of its processes for memory is an `error` too; elsewhere the tree's resident
 Each worker writes its task folders into its own staging folder (`<out>/.workers/w<i>/tasks`,
 the only host folder it can write besides its home); the pool moves a finished task's folder to
 `<out>/<task id>` and rewrites its result there. What those host folders hold is measured every
-`DISK_CHECK_S` (tasks/disk_use.py), on a thread of its own so that the loop's tick stays short: a
-worker over `--worker-disk` is killed, its task is an error, and its folders are removed. With
+`DISK_CHECK_MIN_S` to `DISK_CHECK_S` (tasks/disk_use.py; the bigger they are, the less often), on a
+thread of its own so that the loop's tick stays short: a worker over `--worker-disk` is killed, its
+task is an error, and its folders are removed (and no one file can outgrow that limit in between:
+the worker caps its RLIMIT_FSIZE, tasks/worker.py). With
 `--allow-network` each sandbox gets its own network once its worker is ready (tasks/uplink.py).
 Ctrl-C stops every worker (none of them gets the terminal's SIGINT) and the caller writes the
 partial results.
@@ -80,7 +82,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kimi_agent.tasks")
 READY_TIMEOUT_S = 120.0
 MEMORY_CHECK_S = 2.0
-DISK_CHECK_S = 5.0  # how often a worker's host folders are measured (tasks/disk_use.py)
+DISK_CHECK_S = 5.0  # the longest wait between measurements of the workers' host folders (tasks/disk_use.py)
+DISK_CHECK_MIN_S = 0.5  # the shortest: a cheap walk (a few ms) runs this often
+DISK_CHECK_SHARE = 0.05  # the share of one core the measuring walks may take: the wait is 20x the last sweep
 MAX_WORKER_FILES = 100_000  # entries a worker's host folders may hold (the measuring walk stays bounded)
 MAX_WORKER_DEPTH = 64  # and how deep their folders may nest
 MAX_START_FAILURES = 2  # a worker slot that exits twice before it is ready is given up
@@ -125,6 +129,12 @@ class Worker:
         """The worker tree's memory now (MiB, page cache and tmpfs included), where its cgroup says."""
         used = None if self.cgroup is None else self.cgroup.memory_bytes()
         return None if used is None else round(used / 2**20)
+
+
+def disk_check_wait(sweep_s: float) -> float:
+    """Seconds to wait after a sweep of the workers' folders that took `sweep_s`: long enough that
+    the walks take at most `DISK_CHECK_SHARE` of a core, within [DISK_CHECK_MIN_S, DISK_CHECK_S]."""
+    return min(DISK_CHECK_S, max(DISK_CHECK_MIN_S, sweep_s / DISK_CHECK_SHARE))
 
 
 def _send(w: Worker, header: dict[str, Any]) -> bool:
@@ -509,14 +519,18 @@ class WorkerPool:
                 f"{self.settings.worker_memory_mb} MiB memory limit (worker killed)")
 
     def _watch_disk(self, done: threading.Event) -> None:
-        """Thread: every `DISK_CHECK_S`, measure each live worker's host folders; one over its limit
-        is reported to the loop as an `over_disk` event (the loop kills it)."""
-        while not done.wait(DISK_CHECK_S):
+        """Thread: measure each live worker's host folders, again and again; one over its limit is
+        reported to the loop as an `over_disk` event (the loop kills it). The wait between sweeps is
+        `disk_check_wait` of the last sweep's time: half a second while the folders are small."""
+        wait = DISK_CHECK_MIN_S
+        while not done.wait(wait):
+            began = time.monotonic()
             for w in list(self.workers.values()):
                 if done.is_set() or w.proc.poll() is not None:
                     continue
                 if (why := self._over_disk(w)) is not None:
                     self.events.put((w.index, {"type": "over_disk", "why": why, "proc": id(w.proc)}))
+            wait = disk_check_wait(time.monotonic() - began)
 
     def _over_disk(self, w: Worker) -> str | None:
         """Why the worker must go if its host folders (home, staging, log) hold too much."""

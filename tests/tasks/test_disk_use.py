@@ -44,3 +44,28 @@ def test_an_unreadable_folder_is_a_problem_not_an_empty_one(tmp_path: Path) -> N
         assert used.problem is None and used.bytes >= 4096
     else:
         assert used.problem is not None and "cannot be read" in used.problem
+
+
+def test_the_disk_check_waits_longer_the_longer_a_sweep_takes() -> None:
+    from kimi_agent.tasks.worker_pool import DISK_CHECK_MIN_S, DISK_CHECK_S, disk_check_wait
+
+    assert disk_check_wait(0.002) == DISK_CHECK_MIN_S  # a few ms of walking: every half second
+    assert disk_check_wait(0.1) == 2.0  # 5% of a core
+    assert disk_check_wait(3.0) == DISK_CHECK_S  # never more than 5 s apart
+
+
+def test_a_worker_and_what_it_starts_cannot_write_a_file_past_the_disk_limit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # the worker's own call, then a command as a task would run one: head is stopped by SIGXFSZ at
+    # the cap, and raising the cap again is refused
+    script = ("import resource, subprocess, sys; from kimi_agent.tasks.worker import cap_file_size; "
+              "cap_file_size(1 << 20); "
+              "rc = subprocess.run(['sh', '-c', 'head -c 3M /dev/zero > ' + sys.argv[1]]).returncode; "
+              "raised = subprocess.run(['sh', '-c', 'ulimit -f unlimited']).returncode; print(rc, raised)")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big")], capture_output=True, text=True,
+                          timeout=60, check=True)
+    rc, raised = map(int, done.stdout.split())
+    assert rc == 128 + 25 and raised != 0, done  # SIGXFSZ is 25 on Linux
+    assert (tmp_path / "big").stat().st_size == 1 << 20

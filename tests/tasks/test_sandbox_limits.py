@@ -104,7 +104,8 @@ def test_where_the_kernel_cannot_reset_the_peak_the_runner_samples_it(tmp_path: 
     assert hold.host["peak_memory_by"].startswith("sampled every 2 s (the cgroup's usage")
 
 
-FILL_DISK = "head -c 300M /dev/zero > /home/user/big; sleep 20"  # the home is a folder of this machine
+# the home is a folder of this machine; no one file may outgrow the limit (RLIMIT_FSIZE), so it takes several
+FILL_DISK = "for i in 1 2 3 4; do head -c 80M /dev/zero > /home/user/big$i; done; sleep 20"
 
 
 def test_a_task_that_fills_this_machines_disk_is_stopped_and_its_files_removed(tmp_path: Path) -> None:
