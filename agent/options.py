@@ -117,7 +117,8 @@ def make_backend(opts: BackendOptions) -> Backend:
         model_dir = resolve_model_dir(opts.model)  # fails fast, before torch is imported
     except ModelUnavailableError as e:  # the runtime's words, with the options that mend it
         raise ModelUnavailableError(f"{e} (--model DIR: a local snapshot; --endpoint URL: an OpenAI-compatible "
-                                    "server)") from None
+                                    "server; to try kimi-agent without a model: --backend scripted --replies FILE, "
+                                    "see the README's \"Without a model\")") from None
     if name == "native" and opts.slots > 1:
         return _make(name, model_dir, device=opts.device, dtype=opts.dtype, slots=opts.slots)
     return _make(name, model_dir, device=opts.device, dtype=opts.dtype)

@@ -137,7 +137,10 @@ def replay_run(run_dir: str | Path, env: Environment, *, out_dir: str | Path | N
     if not steps:
         raise ArtifactError(f"{run_dir} has no steps to replay (steps.jsonl missing or empty)")
     out = Path(out_dir) if out_dir is not None else run_dir / f"replay-{datetime.now():%Y%m%d-%H%M%S}"
-    (out / "frames").mkdir(parents=True, exist_ok=True)
+    try:
+        (out / "frames").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"the replay's folder {out} cannot be made: {e.strerror or e}") from None
     result = ReplayResult(run_dir, out, threshold, [])
     for step in steps:
         obs = env.observe()

@@ -33,7 +33,7 @@ def replay_command(
 ) -> None:
     """Re-execute RUN_DIR's recorded actions in a fresh environment; report where the screen differs."""
     from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, _pair, console
-    from kimi_agent.options import EnvOptions, open_env
+    from kimi_agent.options import EnvOptions, check_folder, open_env
     from kimi_agent.replay import read_recorded_run, replay_run
 
     try:
@@ -43,6 +43,8 @@ def replay_command(
         if not (run_dir / "steps.jsonl").is_file():
             raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
         run = read_recorded_run(run_dir)
+        if out is not None:
+            check_folder(out, "--out")
         recorded: dict[str, Any] = run["env"] if isinstance(run.get("env"), dict) else {}
         geometry = recorded.get("geometry") or {}
         kind = env or recorded.get("kind") or run.get("env_kind") or "desktop"

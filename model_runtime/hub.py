@@ -28,6 +28,8 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
     """
     p = Path(path_or_id).expanduser()
     if p.exists():
+        if not p.is_dir():
+            raise ModelUnavailableError(f"{p} is a file, not a folder; pass a Kimi-VL snapshot directory.")
         if not (p / "config.json").is_file():
             raise ModelUnavailableError(f"{p} has no config.json; pass a Kimi-VL snapshot directory.")
         return p
@@ -55,7 +57,10 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
         raise ModelUnavailableError(f"{text} is gated on the Hugging Face hub; accept its terms and pass token=... "
                                     "(or log in with `hf auth login`).") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        why = "not in the hub cache, and the hub cannot be reached" if isinstance(e, LocalEntryNotFoundError) else \
+            type(e).__name__
         raise ModelUnavailableError(
-            f"Could not get {where} from the Hugging Face hub ({type(e).__name__}); use a local snapshot "
-            "directory instead, or an OpenAI-compatible server."
+            f"Could not get {where} from the Hugging Face hub ({why}), and no folder {text} exists here; "
+            f"download it where the hub can be reached (`hf download {text} --local-dir DIR`) and pass that "
+            "folder, or use an OpenAI-compatible server."
         ) from None

@@ -4,7 +4,8 @@ Tasks come from files and folders, or from an OSWorld meta file (`--test-meta te
 --domain chrome`: ids under `examples/<domain>/<id>.json` next to it). The exit code is 0 only
 when every runnable task was scored; 1 when any task errored (rerun those with `--resume`); 2 when
 the run could not start (one `error:` line, before any worker starts or --out is written: a task
-path that does not exist, no task that can run, an unusable --out, --replies or --backend); 130
+path that does not exist, no task that can run, an unusable --out, --replies or --backend, a model
+that cannot be loaded: the native model is loaded before --out is touched); 130
 after Ctrl-C (the tasks it stopped are `interrupted`). The results print as a table on a terminal,
 else as plain whole lines, one per task.
 
@@ -61,10 +62,24 @@ class BackendChoice:
         opts = BackendOptions.model_validate(self.options)
         if opts.resolved() == "scripted":  # stateful: a fresh replay per task
             return make_backend(opts)
+        return self.load()
+
+    def load(self) -> Backend:
+        """The model backend, made once per process (a native model is loaded here: seconds to
+        minutes); raises what `make_backend` raises (ModelUnavailableError, ConfigError, ...). The
+        run command calls it before any worker starts or --out is touched; the test doubles and
+        the scripted backend have nothing to load (made per task)."""
+        from kimi_agent.options import BackendOptions, make_backend
+
         if self.name not in _MODEL_CACHE:
-            _MODEL_CACHE[self.name] = make_backend(opts)
+            _MODEL_CACHE[self.name] = make_backend(BackendOptions.model_validate(self.options))
         backend: Backend = _MODEL_CACHE[self.name]
         return backend
+
+    @property
+    def loads_a_model(self) -> bool:
+        """Whether `load` has a model to load (not a test double, not the scripted backend)."""
+        return not self.in_worker and self.name != "scripted"
 
 
 def run_command(
@@ -136,6 +151,7 @@ def run_command(
 ) -> None:
     """Run OSWorld-format tasks through the agent and score them."""
     from kimi_agent.errors import AgentError
+    from kimi_agent.options import check_folder
     from kimi_agent.tasks.runner import make_out_dir, run_tasks
 
     sources: list[Path] = list(paths or [])
@@ -154,6 +170,10 @@ def run_command(
                              confirm=confirm, max_seconds=max_seconds, temperature=temperature, thinking=thinking,
                              history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
                              worker_memory_mb=worker_memory, worker_disk_mb=worker_disk, worker_pids=worker_pids, worker_cpus=worker_cpus)
+        check_folder(out, "--out")
+        choice = BackendChoice(str(backend), options)
+        if choice.loads_a_model:  # a missing or broken model fails here, before --out is touched
+            choice.load()
         make_out_dir(out)
     except AgentError as e:  # the one place a bad input becomes `error: ...` and exit 2
         typer.echo(f"error: {e}", err=True)
@@ -167,10 +187,10 @@ def run_command(
 
         targets = ([BridgeTarget(vm=url, chromium_port=vm_chromium_port) for url in vm] if vm else
                    [BridgeTarget(provider=provider, provider_args=tuple(shlex.split(provider_args)))] * workers)
-        summary = run_vm_tasks(tasks, BackendChoice(str(backend), options), settings, targets,
+        summary = run_vm_tasks(tasks, choice, settings, targets,
                                progress=not no_progress)
     else:
-        summary = run_tasks(tasks, BackendChoice(str(backend), options), settings, progress=not no_progress)
+        summary = run_tasks(tasks, choice, settings, progress=not no_progress)
     # ----------------------------------------------------------------------------------------------
     _print_summary(summary, out)
     if summary.interrupted:

@@ -62,6 +62,8 @@ def load_script(path: str | Path) -> list[tuple[str, float]]:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{p}:{n}: not JSON ({e.msg})") from None
         out.append(script_item(item, f"{p}:{n}"))
+    if not out:
+        raise ConfigError(f"replies file {p} holds no replies (one JSON string or {{\"text\": ...}} object a line)")
     return out
 
 

@@ -119,6 +119,18 @@ def test_replay_and_report_refuse_a_folder_that_is_not_a_run_or_does_not_exist(t
         assert r.returncode == 2 and r.stderr.strip() == f"error: {gone} does not exist", (command, r.stderr)
 
 
+def test_replay_refuses_an_out_that_cannot_be_a_folder_before_any_environment_starts(
+        tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    run = _fake_run(tmp_path, fake_env, kimi_reply)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    r = _replay(run, "--out", str(afile))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: --out {afile} is a file, not a folder; pass a folder.", r
+    assert afile.read_text() == "mine"
+    with pytest.raises(ArtifactError, match=r"the replay's folder .*afile cannot be made: Not a directory"):
+        replay_run(run, type(fake_env)(), out_dir=afile)  # the library: a typed error, not an OSError
+
+
 def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
     step = {"step": 1, "actions": [
         {"action": {"type": "click", "point": {"x": 0.5, "y": 0.5}}, "executed": ["mouse.click"], "ok": True},

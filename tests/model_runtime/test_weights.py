@@ -165,7 +165,8 @@ def test_hub_id_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelUnavailableError, match="local snapshot directory"):  # at once: no download tried
+    with pytest.raises(ModelUnavailableError, match=r"not in the hub cache.*`hf download moonshotai/Kimi-VL-A3B-Instruct "
+                                                    r"--local-dir DIR`"):  # at once: no download tried
         KimiVL.from_pretrained("moonshotai/Kimi-VL-A3B-Instruct", device="cpu")
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 

@@ -55,7 +55,23 @@ def test_an_out_that_is_a_file_or_cannot_be_created_is_refused(tmp_path: Path) -
     assert afile.read_text() == "mine"
     _refused(_cli("run", FONT, "--backend", "solutions", "--out", str(afile / "sub")), f"--out {afile / 'sub'}")
     _refused(_cli("run", FONT, "--backend", "solutions", "--out", "/proc/kimi-agent-x"), "--out /proc/kimi-agent-x",
-             "cannot create")
+             "cannot be created")
+
+
+def test_a_model_that_cannot_be_loaded_is_refused_before_out_is_touched(tmp_path: Path) -> None:
+    """The native model is loaded before any worker starts: an earlier run's results in --out stay."""
+    out = tmp_path / "out"
+    earlier = _write(out / "suite-font-size" / "result.json", '{"status": "success"}')
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    afile = _write(tmp_path / "model-file", "x")
+    _refused(_cli("run", FONT, "--model", str(empty), "--out", str(out)), f"{empty} has no config.json")
+    _refused(_cli("run", FONT, "--model", str(afile), "--out", str(out)), f"{afile} is a file, not a folder")
+    assert earlier.read_text() == '{"status": "success"}'
+    assert [p.name for p in out.iterdir()] == ["suite-font-size"]  # no .workers, no results.json
+    fresh = tmp_path / "fresh"
+    _refused(_cli("run", FONT, "--model", str(empty), "--out", str(fresh)), "has no config.json")
+    assert not fresh.exists()
 
 
 def test_a_task_path_that_does_not_exist_is_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -102,6 +118,8 @@ def test_an_unreadable_replies_file_and_an_unknown_backend_are_refused(tmp_path:
              f"cannot read replies file {missing}")
     _refused(_cli("run", str(CHROME_SUITE), "--backend", "scripted", "--replies",
                   str(_write(tmp_path / "r.jsonl", "{not json\n")), "--out", str(out)), "r.jsonl:1: not JSON")
+    _refused(_cli("run", str(CHROME_SUITE), "--backend", "scripted", "--replies",
+                  str(_write(tmp_path / "empty.jsonl", "\n")), "--out", str(out)), "empty.jsonl holds no replies")
     last = _refused(_cli("run", str(CHROME_SUITE), "--backend", "nope", "--out", str(out)), "--backend must be")
     for name in RUN_BACKENDS:
         assert repr(name) in last, last
