@@ -10,6 +10,7 @@ graceful browser close when the task's postconfig did not close it, so Preferenc
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kimi_agent.errors import EvaluationError, SetupStepError
+from kimi_agent.errors import AgentError, EvaluationError, SetupStepError, TaskError
 from kimi_agent.tasks.context import EpisodeEnd, EvalContext, TaskHost
 from kimi_agent.tasks.registry import GETTERS, METRICS, SETUP_STEPS
 from kimi_agent.tasks.spec import GetterConfig, SetupStep, TaskSpec
@@ -29,6 +30,7 @@ PROFILE_FILE_GETTERS = frozenset({
     "default_search_engine", "profile_name", "chrome_font_size", "chrome_language",
     "data_delete_automacally", "bookmarks", "history", "cookie_data", "find_unpacked_extension_path",
 })
+log = logging.getLogger("kimi_agent.tasks")
 _LIVE_BROWSER_GETTERS = frozenset({"open_tabs_info", "active_tab_info", "active_url_from_accessTree", "page_info",
                                    "pdf_from_url", "chrome_appearance_mode_ui",
                                    "gotoRecreationPage_and_get_html_content"})
@@ -45,6 +47,18 @@ def run_steps(host: TaskHost, steps: Sequence[SetupStep], *, where: str = "confi
             raise SetupStepError(f"{where}[{i}] {step.type}: {e}") from e
         except (ValidationError, OSError, subprocess.SubprocessError) as e:
             raise SetupStepError(f"{where}[{i}] {step.type}: {type(e).__name__}: {e}") from e
+        except AgentError:
+            raise
+        except Exception as e:  # what a task file's values make a step raise (a browser's, a decoder's...)
+            raise _untyped(SetupStepError, f"{where}[{i}] {step.type}", e) from e
+
+
+def _untyped(kind: type[TaskError], where: str, e: Exception) -> TaskError:
+    """`kind` naming `where` for an exception that a step, getter or metric raised on a task file's
+    values (a page that never answers, a pattern that is no regex, bytes that are no text...): the
+    task's result then says where, and its episode is kept. The traceback goes to the worker's log."""
+    log.warning("%s raised %s", where, type(e).__name__, exc_info=e)
+    return kind(f"{where}: {type(e).__name__}: {str(e)[:500]}")
 
 
 @dataclass(slots=True)
@@ -82,8 +96,17 @@ def _short(value: Any, limit: int = 2000) -> Any:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _get(ctx: EvalContext, config: GetterConfig | None) -> Any:
-    return None if config is None else GETTERS.get(config.type)(ctx, config)
+def _get(ctx: EvalContext, config: GetterConfig | None, where: str) -> Any:
+    """The getter's value; FileNotFoundError passes (that metric scores 0), anything else but a
+    typed error becomes an EvaluationError naming `where` (`evaluator.result[0] vm_file`)."""
+    if config is None:
+        return None
+    try:
+        return GETTERS.get(config.type)(ctx, config)
+    except (FileNotFoundError, AgentError):
+        raise
+    except Exception as e:
+        raise _untyped(EvaluationError, f"{where} {config.type}", e) from e
 
 
 def _flush_profile_if_needed(spec: TaskSpec, host: TaskHost) -> None:
@@ -104,19 +127,25 @@ def evaluate(spec: TaskSpec, host: TaskHost, episode: EpisodeEnd, *, cache_dir: 
     _flush_profile_if_needed(spec, host)
     ctx = EvalContext(host=host, episode=episode, cache_dir=cache_dir)
     results: list[MetricResult] = []
-    for func, res_cfg, exp_cfg, options in zip(ev.func, ev.result, ev.expected, ev.options, strict=True):
+    for i, (func, res_cfg, exp_cfg, options) in enumerate(zip(ev.func, ev.result, ev.expected, ev.options,
+                                                               strict=True)):
         try:
-            result = _get(ctx, res_cfg)
+            result = _get(ctx, res_cfg, f"evaluator.result[{i}]")
         except FileNotFoundError as e:
             results.append(MetricResult(func, 0.0, note=f"file not found: {e}"))
         else:
-            expected = _get(ctx, exp_cfg)
+            expected = _get(ctx, exp_cfg, f"evaluator.expected[{i}]")
             metric = METRICS.get(func)
             try:
                 raw = metric(result, expected, **options) if exp_cfg is not None else metric(result, **options)
-            except (KeyError, TypeError) as e:
-                raise EvaluationError(f"metric {func}: {type(e).__name__}: {e}") from e
-            results.append(MetricResult(func, float(raw), result=result, expected=expected))
+                score = float(raw)
+            except EvaluationError as e:
+                raise EvaluationError(f"evaluator.func[{i}] {func}: {e}") from e
+            except AgentError:
+                raise
+            except Exception as e:  # a metric given values of the wrong shape (by the task file or the page)
+                raise _untyped(EvaluationError, f"evaluator.func[{i}] {func}", e) from e
+            results.append(MetricResult(func, score, result=result, expected=expected))
         last = results[-1].score
         if ev.conj == "and" and last == 0.0:
             return Evaluation(0.0, results)

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ def _remove_tree(path: Path, attempts: int = 5) -> None:
                 raise
             time.sleep(0.2)
 
+COMMAND_OUTPUT_LIMIT = 16 << 20  # bytes of a command's stdout (and of its stderr) kept; the rest is cut
 STRAY_WAIT_S = 5.0  # how long reset() keeps killing what a task left running
 # The sandbox's private scratch folders (tmpfs): emptied between tasks of a sandboxed worker, but
 # for what was there when its host was made (its display's socket and lock).
@@ -101,6 +103,17 @@ def kill_strays(launched: set[int] | frozenset[int] = frozenset(), *, keep_child
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.02)
     return []
+
+
+def _read_output(f: Any) -> str:
+    """The first `COMMAND_OUTPUT_LIMIT` bytes a command wrote to the file `f`, as text with universal
+    newlines (what `subprocess.run(..., text=True)` gives, as OSWorld's server reads it)."""
+    f.seek(0)
+    data = f.read(COMMAND_OUTPUT_LIMIT + 1)
+    text = data[:COMMAND_OUTPUT_LIMIT].decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    if len(data) > COMMAND_OUTPUT_LIMIT:
+        text += f"\n[output cut at {COMMAND_OUTPUT_LIMIT >> 20} MiB]"
+    return str(text)
 
 
 class LocalHost:
@@ -276,16 +289,20 @@ class LocalHost:
         self._launched.append(proc)
 
     def execute(self, argv: list[str] | str, *, shell: bool, timeout_s: float) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr) of a command run in the home, within `timeout_s`. The output is
+        decoded as UTF-8 with bad bytes replaced, and each stream keeps its first
+        `COMMAND_OUTPUT_LIMIT` bytes (it goes through a temporary file, never all into memory)."""
         cmd: list[str] | str = argv if shell or isinstance(argv, list) else argv.split()
-        try:
-            done = subprocess.run(cmd, shell=shell, env=self._env(), capture_output=True, text=True,
-                                  timeout=timeout_s, cwd=self.paths.home, check=False,
-                                  executable="/bin/bash" if shell else None)
-        except subprocess.TimeoutExpired as e:
-            raise SetupStepError(f"{argv!r} did not finish within {timeout_s} s") from e
-        except OSError as e:
-            raise SetupStepError(f"cannot run {argv!r}: {e}") from e
-        return done.returncode, done.stdout, done.stderr
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:
+                done = subprocess.run(cmd, shell=shell, env=self._env(), stdin=subprocess.DEVNULL, stdout=out,
+                                      stderr=err, timeout=timeout_s, cwd=self.paths.home, check=False,
+                                      executable="/bin/bash" if shell else None)
+            except subprocess.TimeoutExpired as e:
+                raise SetupStepError(f"{argv!r} did not finish within {timeout_s} s") from e
+            except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command
+                raise SetupStepError(f"cannot run {argv!r}: {e}") from e
+            return done.returncode, _read_output(out), _read_output(err)
 
     def _find_window(self, name: str, *, strict: bool, by_class: bool) -> int:
         pattern = f"^{re.escape(name)}$" if strict else re.escape(name)
