@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from kimi_agent import __version__
 from kimi_agent.cli.replay import replay_command
-from kimi_agent.errors import AgentError, ConfigError
+from kimi_agent.errors import AgentError, ArtifactError, ConfigError
 from kimi_agent.model_runtime.hub import DEFAULT_MODEL_ID
 
 SUBCOMMANDS = ("run", "report", "replay", "ground", "doctor", "serve", "osworld")
@@ -285,6 +285,13 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a ru
                else "is not a run folder (no run.json or steps.jsonl)")
         console.print(f"[bold red]error:[/] {escape(str(run_dir))} {why}", soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_START)
+    from kimi_agent.report import load_run
+
+    try:  # a run.json or steps.jsonl that is not JSON: named, nothing rewritten (as replay does)
+        load_run(run_dir)
+    except ArtifactError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}; nothing was rewritten", soft_wrap=True)
+        raise typer.Exit(EXIT_CANNOT_START) from None
     written = _finish_run(run_dir)
     missing = [name for name in ("report.html", "traj.jsonl") if name not in written]
     if missing:  # the reason was logged as it happened
