@@ -138,7 +138,9 @@ class ConsoleListener(Listener):
 
     def on_step(self, record: StepRecord) -> None:
         c = self.console
-        if not record.parsed:
+        if not record.parsed and "interrupted" in record.durations_ms:
+            c.print(f"[bold cyan]Step {record.step}[/] [dim]({escape(record.error or 'interrupted')})[/]")
+        elif not record.parsed:
             c.print(f"[bold cyan]Step {record.step}[/] [dim](no usable reply)[/]")
         elif record.parsed.get("code"):
             c.print(f"  [dim]code:[/] {escape(_short(self.redact(record.parsed.get('code') or ''), 160))}")

@@ -106,3 +106,20 @@ def test_the_spinner_turns_between_redraws() -> None:
         frames.add(console.file.getvalue().splitlines()[-1][0])  # type: ignore[attr-defined]
         time.sleep(0.1)
     assert len(frames) >= 3, frames
+
+
+def test_a_step_cut_short_says_where_it_was_interrupted_not_that_the_reply_was_unusable() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kimi_agent.progress import ConsoleListener
+    from kimi_agent.trajectory import StepRecord
+
+    out = io.StringIO()
+    listener = ConsoleListener(Console(file=out, width=200, force_terminal=False))
+    listener.on_step(StepRecord(step=2, started_at=0.0, obs_before={}, error="interrupted in generate after 0.3 s",
+                                durations_ms={"model": 300.0, "interrupted": 300.0}))
+    listener.on_step(StepRecord(step=3, started_at=0.0, obs_before={}, error="the reply has no ## Code section"))
+    headers = [line for line in out.getvalue().splitlines() if line.startswith("Step")]
+    assert headers == ["Step 2 (interrupted in generate after 0.3 s)", "Step 3 (no usable reply)"], out.getvalue()
