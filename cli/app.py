@@ -144,6 +144,16 @@ def check_not_a_command(instruction: str) -> None:
                               'say more in quotes, e.g. kimi-agent "open the settings page")')
 
 
+def not_a_run_folder(folder: Path) -> str:
+    """Why the folder `folder` is no run folder, naming the run folders inside it where it holds
+    some (a task folder of `kimi-agent run` holds its episode's)."""
+    inside = sorted(d for d in folder.iterdir() if d.is_dir() and not d.is_symlink() and (d / "steps.jsonl").is_file())
+    if not inside:
+        return "is not a run folder (no run.json or steps.jsonl)"
+    names = ", ".join(str(d) for d in inside[-3:])
+    return f"is not a run folder, but holds {'one' if len(inside) == 1 else len(inside)}: {names}"
+
+
 def _fail_start(err: BaseException) -> typer.Exit:
     """Print one `error:` line for `err` (a typed error or a bad option) and exit 2."""
     if isinstance(err, ValidationError):
@@ -282,7 +292,7 @@ def report(run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a ru
     """Write RUN_DIR/report.html (self-contained), traj.jsonl (OSWorld format) and recording.mp4."""
     if not (run_dir / "steps.jsonl").exists() and not (run_dir / "run.json").exists():
         why = ("does not exist" if not run_dir.exists() else "is a file, not a run folder" if not run_dir.is_dir()
-               else "is not a run folder (no run.json or steps.jsonl)")
+               else not_a_run_folder(run_dir))
         console.print(f"[bold red]error:[/] {escape(str(run_dir))} {why}", soft_wrap=True)
         raise typer.Exit(EXIT_CANNOT_START)
     from kimi_agent.report import load_run

@@ -32,7 +32,15 @@ def replay_command(
                                                           "that step's typing is skipped")] = None,
 ) -> None:
     """Re-execute RUN_DIR's recorded actions in a fresh environment; report where the screen differs."""
-    from kimi_agent.cli.app import EXIT_CANNOT_START, EXIT_FAILED, EXIT_SUCCESS, _fail_start, _pair, console
+    from kimi_agent.cli.app import (
+        EXIT_CANNOT_START,
+        EXIT_FAILED,
+        EXIT_SUCCESS,
+        _fail_start,
+        _pair,
+        console,
+        not_a_run_folder,
+    )
     from kimi_agent.options import EnvOptions, check_folder, open_env
     from kimi_agent.replay import read_recorded_run, replay_run
 
@@ -41,7 +49,8 @@ def replay_command(
         if not run_dir.exists():
             raise ConfigError(f"{run_dir} does not exist")
         if not (run_dir / "steps.jsonl").is_file():
-            raise ConfigError(f"{run_dir} is not a run folder (no steps.jsonl)")
+            raise ConfigError(f"{run_dir} {not_a_run_folder(run_dir)}" if run_dir.is_dir() else
+                              f"{run_dir} is a file, not a run folder")
         run = read_recorded_run(run_dir)
         if out is not None:
             check_folder(out, "--out")

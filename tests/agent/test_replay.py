@@ -131,6 +131,17 @@ def test_replay_refuses_an_out_that_cannot_be_a_folder_before_any_environment_st
         replay_run(run, type(fake_env)(), out_dir=afile)  # the library: a typed error, not an OSError
 
 
+def test_report_and_replay_of_a_task_folder_name_the_run_folder_inside(tmp_path: Path) -> None:
+    task = tmp_path / "out" / "suite-web-form"  # what `kimi-agent run` writes: the episode is one level down
+    episode = task / "20261129-070000_sign-up"
+    episode.mkdir(parents=True)
+    (episode / "steps.jsonl").write_text("")
+    for command in ("replay", "report"):
+        r = run_cli(command, str(task), tmp_path=tmp_path)
+        assert r.returncode == 2, (command, r.stderr)
+        assert r.stderr.strip() == f"error: {task} is not a run folder, but holds one: {episode}", (command, r.stderr)
+
+
 def test_recorded_actions_are_typed_and_refusals_are_skipped() -> None:
     step = {"step": 1, "actions": [
         {"action": {"type": "click", "point": {"x": 0.5, "y": 0.5}}, "executed": ["mouse.click"], "ok": True},
