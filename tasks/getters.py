@@ -239,6 +239,7 @@ def _file_getter(ctx: EvalContext, config: GetterConfig, *, mapped: bool) -> str
     dests = p["dest"] if p.get("multi") else [p.get("dest", Path(str(p["path"])).name)]
     gives = set(p.get("gives", [0]))
     out: list[str | None] = []
+    given: list[str] = []  # the task file's path of each entry of `out`
     for i, (path, dest) in enumerate(zip(paths, dests, strict=True)):
         src = ctx.host.paths.map_path(path) if mapped else Path(path)
         try:
@@ -247,9 +248,10 @@ def _file_getter(ctx: EvalContext, config: GetterConfig, *, mapped: bool) -> str
             local = None
         if i in gives:
             out.append(local)
+            given.append(str(path))
     if len(out) == 1:
         if out[0] is None:
-            raise FileNotFoundError(str(paths[0]))
+            raise FileNotFoundError(given[0])
         return out[0]
     return out
 

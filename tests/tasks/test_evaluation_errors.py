@@ -99,3 +99,12 @@ def test_command_output_is_text_whatever_its_bytes_and_is_cut_at_its_limit(tmp_p
         text = _read_output(f)
     assert len(text) == COMMAND_OUTPUT_LIMIT + len("\n[output cut at 16 MiB]")
     assert text.endswith("\n[output cut at 16 MiB]")
+
+
+def test_a_missing_file_of_several_is_named_by_its_own_path(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    host = FakeHost(tmp_path)
+    spec = _spec("exact_match", {"type": "vm_file", "multi": True, "path": ["/home/user/a.txt", "/home/user/b.txt"],
+                                 "dest": ["a.txt", "b.txt"], "gives": [1]}, {"type": "rule", "rules": {"expected": "x"}})
+    ev = evaluate(spec, host, EpisodeEnd("success"), cache_dir=tmp_path / "c")  # type: ignore[arg-type]
+    assert ev.score == 0.0 and ev.metrics[0].note == "file not found: /home/user/b.txt"  # not a.txt, the first
