@@ -16,7 +16,7 @@ from typing import Any
 from kimi_agent.errors import EvaluationError, SetupStepError
 from kimi_agent.tasks.context import EvalContext
 from kimi_agent.tasks.registry import getter
-from kimi_agent.tasks.spec import GetterConfig
+from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 # Programs whose output only an Ubuntu GNOME desktop (a real system bus, PulseAudio, systemd) gives.
 GNOME_ONLY = ("gsettings", "pactl", "timedatectl", "gnome-shell", "dconf")
@@ -24,11 +24,31 @@ COMMAND_TIMEOUT_S = 60.0
 
 
 def _command_text(config: GetterConfig) -> str:
-    command = config.params.get("command", "")
-    return command if isinstance(command, str) else " ".join(map(str, command))
+    """`command` as one string; `TaskFieldError` unless it is a non-empty string or list of strings
+    without a NUL byte (checked when the task loads, so a bad type never reaches the run)."""
+    command = config.params.get("command")
+    if isinstance(command, str):
+        words = [command]
+    elif isinstance(command, list) and all(isinstance(w, str) for w in command):
+        words = command
+    else:
+        raise TaskFieldError("command", f"must be a string or a list of strings, not {_kind(command)}")
+    if not "".join(words).strip():
+        raise TaskFieldError("command", "is empty")
+    if any("\0" in w for w in words):
+        raise TaskFieldError("command", "contains a NUL byte")
+    return " ".join(words)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list holding " + ", ".join(sorted({type(w).__name__ for w in value if not isinstance(w, str)}))
+    return "null" if value is None else type(value).__name__
 
 
 def gnome_only_reasons(config: GetterConfig) -> list[str]:
+    """Why this `vm_command_line` command cannot be judged here (it reads GNOME desktop state);
+    `TaskFieldError` for a malformed `command`."""
     text = _command_text(config)
     used = [p for p in GNOME_ONLY if re.search(rf"(?<![\w-]){re.escape(p)}(?![\w-])", text)]
     if not used:
@@ -76,7 +96,17 @@ def _tree(path: Path, depth: int = 0) -> dict[str, Any]:
     return {"name": path.name, "type": "file"}
 
 
-@getter("list_directory")
+def _check_path(config: GetterConfig) -> list[str]:
+    """`path` must be a non-empty string without a NUL byte (`TaskFieldError` when the task loads)."""
+    path = config.params.get("path")
+    if not isinstance(path, str) or not path:
+        raise TaskFieldError("path", f"must be a non-empty string, not {_kind(path)}")
+    if "\0" in path:
+        raise TaskFieldError("path", "contains a NUL byte")
+    return []
+
+
+@getter("list_directory", check=_check_path)
 def get_list_directory(ctx: EvalContext, config: GetterConfig) -> dict[str, Any]:
     """OSWorld's directory tree of the (mapped) `path`: {name, type, children: [...]}."""
     path = ctx.host.paths.map_path(str(config.params["path"]))

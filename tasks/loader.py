@@ -3,8 +3,10 @@
 Loading never raises for a bad task: each file becomes a `LoadedTask` whose `status` is
 `runnable`, `unsupported` (a step type, getter, metric or resource this machine lacks; `reasons`
 names each one exactly, e.g. "getter 'page_info'") or `invalid` (unreadable JSON, JSON
-nested too deep or with a number too long to convert, a schema error, an id that is not one safe
-path component, or an id already used by an earlier file; `error` names the file and the reason).
+nested too deep or with a number too long to convert, a schema error, a value a load-time check
+refuses, an id that is not one safe path component, or an id already used by an earlier file;
+`error` names the file and the reason, and the field where one is at fault, e.g.
+`config[0].parameters (sleep): seconds: ...` or `evaluator.result[0].command (vm_command_line): ...`).
 Tasks that need the internet are `unsupported` with "network: ..." reasons unless
 `allow_network=True`.
 """
@@ -21,8 +23,8 @@ from typing import Literal, overload
 from pydantic import ValidationError
 
 from kimi_agent.file_reads import FileTooLargeError, NotRegularFileError, read_regular_file
-from kimi_agent.tasks.registry import GETTERS, METRICS, SETUP_STEPS
-from kimi_agent.tasks.spec import TaskSpec
+from kimi_agent.tasks.registry import GETTERS, METRICS, SETUP_STEPS, StepCheck
+from kimi_agent.tasks.spec import GetterConfig, TaskFieldError, TaskSpec
 
 TaskStatus = Literal["runnable", "unsupported", "invalid"]
 
@@ -140,32 +142,50 @@ def _format_validation(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus, list[str], str | None]:
-    """(status, reasons, error) for a parsed task, from names and static checks only."""
-    reasons: list[str] = []
-    for where, step in spec.all_steps():
-        if step.type not in SETUP_STEPS:
-            reasons.append(f"setup step {step.type!r}")
-            continue
-        entry = SETUP_STEPS.entry(step.type)
-        params = step.parameters
-        if entry.params is not None:
-            try:
-                params = entry.params.model_validate(step.parameters)
-            except ValidationError as e:
-                return "invalid", [], f"{where}.parameters ({step.type}): {_format_validation(e)}"
-        if entry.check is not None:
-            reasons += [r for r in entry.check(params) if not (allow_network and r.startswith("network"))]
+def _checked(check: StepCheck, value: object, where: str, kind: str) -> list[str]:
+    """`check(value)`, with a `TaskFieldError` it raises re-raised naming `where` (a step's
+    `config[i].parameters` or a getter's `evaluator.result[i]`) and the step or getter type."""
+    try:
+        return check(value)
+    except TaskFieldError as e:
+        raise TaskFieldError(f"{where}.{e.field} ({kind})", e.reason) from None
+
+
+def _getters(spec: TaskSpec) -> list[tuple[str, GetterConfig]]:
+    """Every getter with where it sits: `evaluator.result[i]` or `evaluator.expected[i]`."""
     ev = spec.evaluator
-    reasons += [f"metric {f!r}" for f in ev.func if f not in METRICS]
-    for g in [*ev.result, *ev.expected]:
-        if g is None:
-            continue
-        if g.type not in GETTERS:
-            reasons.append(f"getter {g.type!r}")
-        elif (check := GETTERS.entry(g.type).check) is not None:
-            reasons += [r for r in check(g) if not (allow_network and r.startswith("network"))]
-    unique = list(dict.fromkeys(reasons))
+    return [(f"evaluator.{name}[{i}]", g) for name, items in (("result", ev.result), ("expected", ev.expected))
+            for i, g in enumerate(items) if g is not None]
+
+
+def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus, list[str], str | None]:
+    """(status, reasons, error) for a parsed task, from names and static checks only. A check's
+    `TaskFieldError` becomes the error, naming the step or getter and the field."""
+    reasons: list[str] = []
+    try:
+        for where, step in spec.all_steps():
+            if step.type not in SETUP_STEPS:
+                reasons.append(f"setup step {step.type!r}")
+                continue
+            entry = SETUP_STEPS.entry(step.type)
+            params: object = step.parameters
+            if entry.params is not None:
+                try:
+                    params = entry.params.model_validate(step.parameters)
+                except ValidationError as e:
+                    return "invalid", [], f"{where}.parameters ({step.type}): {_format_validation(e)}"
+            if entry.check is not None:
+                reasons += _checked(entry.check, params, f"{where}.parameters", step.type)
+        reasons += [f"metric {f!r}" for f in spec.evaluator.func if f not in METRICS]
+        for where, g in _getters(spec):
+            if g.type not in GETTERS:
+                reasons.append(f"getter {g.type!r}")
+            elif (check := GETTERS.entry(g.type).check) is not None:
+                reasons += _checked(check, g, where, g.type)
+    except TaskFieldError as e:
+        return "invalid", [], str(e)
+    kept = [r for r in reasons if not (allow_network and r.startswith("network"))]
+    unique = list(dict.fromkeys(kept))
     return ("unsupported" if unique else "runnable"), unique, None
 
 
@@ -210,15 +230,15 @@ def load_task(path: Path, *, allow_network: bool = False) -> LoadedTask:
         spec = TaskSpec.model_validate(raw)
     except ValidationError as e:
         return LoadedTask(path, None, "invalid", error=f"{path}: {_format_validation(e)}")
-    except (ValueError, RecursionError) as e:
+    except (ValueError, TypeError, RecursionError) as e:  # a validator that assumed a type
         return LoadedTask(path, None, "invalid", error=f"{path}: {type(e).__name__}: {e}")
     problem = id_problem(spec.id)
     if problem is not None:
         return LoadedTask(path, spec, "invalid", error=f"{path}: {problem}")
     try:
         status, reasons, error = classify(spec, allow_network=allow_network)
-    except ValueError as e:  # e.g. a command string shlex cannot split
-        return LoadedTask(path, spec, "invalid", error=f"{path}: {e}")
+    except (ValueError, TypeError) as e:  # a check that did not say which field: name at least the file
+        return LoadedTask(path, spec, "invalid", error=f"{path}: {type(e).__name__}: {e}")
     if error is not None:
         return LoadedTask(path, spec, "invalid", error=f"{path}: {error}")
     return LoadedTask(path, spec, status, tuple(reasons))

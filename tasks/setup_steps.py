@@ -10,6 +10,12 @@ against a `TaskHost`. Host mapping, without editing task files:
   and `{SCREEN_WIDTH}`-style tokens are substituted.
 - `sudo apt install X` is satisfied when X is already installed, and refused with the package
   names otherwise; `sudo -S` prefixes are dropped (we run as the current user).
+
+Task files are untrusted: every wait a task sets is bounded when the file loads (`MAX_WAIT_S`,
+`MAX_CHECK_INTERVAL_S`, `MAX_HISTORY_AGE_S`), numbers must be real numbers (not `true` or "5"),
+commands and paths must not contain a NUL byte, and one command may name at most
+`MAX_APT_PACKAGES` apt packages (all checked with one `dpkg-query`). A bad value makes the file
+`invalid`, naming the field.
 """
 
 from __future__ import annotations
@@ -21,29 +27,69 @@ import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlparse
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kimi_agent.errors import SetupStepError
 from kimi_agent.tasks.context import TaskHost
 from kimi_agent.tasks.metrics import compare_urls
 from kimi_agent.tasks.registry import setup_step
+from kimi_agent.tasks.spec import TaskFieldError
 
 BROWSER_NAMES = frozenset({"google-chrome", "google-chrome-stable", "chrome", "chromium", "chromium-browser"})
 _KILL_COMMANDS = frozenset({"pkill", "killall"})
 _BROWSER_OWN_FLAGS = ("--remote-debugging-port", "--user-data-dir", "--remote-debugging-address")
 
 
+# Bounds on what a task file may ask for. Every real OSWorld file (369 Linux + 49 Windows examples)
+# is far inside them: the longest `sleep` is 15 s, no file sets an `execute` timeout or
+# `execute_with_verification` waits, the oldest history visit is 12400 s ago, and no command names
+# more than one apt package.
+MAX_WAIT_S = 600.0  # sleep.seconds, execute.timeout, execute_with_verification.max_wait_time
+MAX_CHECK_INTERVAL_S = 60.0  # execute_with_verification.check_interval
+MAX_HISTORY_AGE_S = 100 * 365 * 24 * 3600.0  # update_browse_history visit_time_from_now_in_seconds
+MAX_APT_PACKAGES = 200  # distinct packages one command's `apt install` segments may name
+DPKG_QUERY_TIMEOUT_S = 10.0
+
+
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Command = list[str] | str
+def _no_nul(text: str) -> str:
+    """A string a program, path or window title can take: no NUL byte (the OS cannot pass one)."""
+    if "\0" in text:
+        raise ValueError("contains a NUL byte")
+    return text
+
+
+def _command_value(command: list[str] | str) -> list[str] | str:
+    """A command with words and no NUL byte (an empty command can only fail when it runs)."""
+    words = [command] if isinstance(command, str) else command
+    if not command or not "".join(words).strip():
+        raise ValueError("is empty")
+    for i, word in enumerate(words):
+        if "\0" in word:
+            raise ValueError("contains a NUL byte" if isinstance(command, str) else f"word {i} contains a NUL byte")
+    return command
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Command = Annotated[list[str] | str, AfterValidator(_command_value)]
+
+
+def _seconds(*, default: float | None = None, ge: float | None = None, gt: float | None = None,
+             le: float) -> Any:
+    """A number of seconds from the task file: a real number (not `true`, not "5") within bounds."""
+    if default is None:
+        return Field(ge=ge, gt=gt, le=le, strict=True, allow_inf_nan=False)
+    return Field(default=default, ge=ge, gt=gt, le=le, strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- helpers
@@ -94,11 +140,14 @@ def _is_browser_kill(argv: list[str]) -> bool:
 
 # "echo pw | sudo -S apt install -y jq", "sudo apt-get update", ...
 _SUDO_PREFIX = re.compile(r"^\s*(?:echo\s+\S+\s*\|\s*)?sudo\s+(?:-\S+\s+)*")
-_APT = re.compile(r"^\s*(?:apt|apt-get)\s+(?P<verb>\S+)(?P<rest>.*)$")
+# Possessive quantifiers: the same matches, without the quadratic backtracking of `\S+` then `.*`
+# on a long word followed by a newline.
+_APT = re.compile(r"^\s*+(?:apt|apt-get)\s++(?P<verb>\S++)(?P<rest>.*+)$")
 
 
 def _apt_packages(segment: str) -> list[str] | None:
-    """Packages an `apt install` segment asks for ([] for `apt update`); None if not apt."""
+    """Packages an `apt install` segment asks for ([] for `apt update`); None if not apt.
+    Raises ValueError when the words cannot be split (an unclosed quote)."""
     m = _APT.match(_SUDO_PREFIX.sub("", segment))
     if m is None:
         return None
@@ -107,36 +156,65 @@ def _apt_packages(segment: str) -> list[str] | None:
     return [t for t in shlex.split(m["rest"]) if not t.startswith("-")]
 
 
-def _package_installed(name: str) -> bool:
-    if shutil.which(name):
-        return True
+def _installed(names: list[str]) -> set[str]:
+    """Which of `names` are here: a program of that name on PATH, or a package dpkg lists as
+    installed (one `dpkg-query` for all of them, at most DPKG_QUERY_TIMEOUT_S; names may be dpkg
+    patterns such as `libc6*` or `libc6:amd64`). Without dpkg, only programs on PATH count."""
+    found = {n for n in names if shutil.which(n)}
+    rest = [n for n in names if n not in found]
+    if not rest:
+        return found
     try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True,
-                             timeout=10, check=False)
+        out = subprocess.run(["dpkg-query", "-W", "--showformat=${Status}\t${Package}\t${Package}:${Architecture}"
+                              "\t${binary:Package}\n", "--", *rest], capture_output=True, text=True,
+                             errors="replace", timeout=DPKG_QUERY_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "ok installed" in out.stdout
+        return found
+    rows = [line.split("\t") for line in out.stdout.splitlines()]
+    here = [row[1:] for row in rows if len(row) == 4 and "ok installed" in row[0]]  # its names, with arch or not
+    found.update(n for n in rest if any(fnmatchcase(name, n) for names in here for name in names))
+    return found
 
 
 def _split_shell(command: str) -> list[str]:
-    return [s for s in re.split(r"\s*&&\s*", command) if s.strip()]
+    """The `&&`-separated segments, with the blanks around each `&&` dropped (linear time; a
+    regex split with `\\s*` on both sides is quadratic on a long run of blanks)."""
+    parts = command.split("&&")
+    last = len(parts) - 1
+    trimmed = [(p.lstrip() if i > 0 else p) for i, p in enumerate(parts)]
+    trimmed = [(p.rstrip() if i < last else p) for i, p in enumerate(trimmed)]
+    return [p for p in trimmed if p.strip()]
 
 
-def _missing_apt(command: Command) -> list[str]:
+def _missing_apt(command: list[str] | str) -> list[str]:
+    """The packages the command's `apt install` segments name that are not installed, in order,
+    each once. `TaskFieldError` on `command` for a segment that cannot be split into words or
+    for more than MAX_APT_PACKAGES distinct names."""
     text = command if isinstance(command, str) else " ".join(command)
-    missing: list[str] = []
+    wanted: dict[str, None] = {}
     for seg in _split_shell(text):
-        for pkg in _apt_packages(seg) or []:
-            if not _package_installed(pkg):
-                missing.append(pkg)
-    return missing
+        try:
+            names = _apt_packages(seg) or []
+        except ValueError as e:
+            raise TaskFieldError("command", f"apt segment {seg[:200]!r} cannot be split into words ({e})") from None
+        wanted.update(dict.fromkeys(names))
+        if len(wanted) > MAX_APT_PACKAGES:
+            raise TaskFieldError("command", f"names more than {MAX_APT_PACKAGES} apt packages")
+    if not wanted:
+        return []
+    here = _installed(list(wanted))
+    return [name for name in wanted if name not in here]
+
+
+def _is_apt(segment: str) -> bool:
+    return _APT.match(_SUDO_PREFIX.sub("", segment)) is not None
 
 
 def _localize_shell(command: str) -> str | None:
     """Drop satisfied apt segments and sudo prefixes; None when nothing is left to run."""
     kept = []
     for seg in _split_shell(command):
-        if _apt_packages(seg) is not None:
+        if _is_apt(seg):
             continue  # checked at load time by `_missing_apt`
         kept.append(_SUDO_PREFIX.sub("", seg))
     return " && ".join(kept) if kept else None
@@ -149,14 +227,17 @@ class LaunchParams(_Params):
     shell: bool = False
 
 
-def _check_command(p: LaunchParams | ExecuteParams) -> list[str]:
-    """What the host lacks for the command (apt packages); `ValueError` (the task is invalid) for a
-    command string that does not split into words, found at load time rather than mid-task."""
+def _check_command(p: LaunchParams | ExecuteParams | ExecuteWithVerificationParams) -> list[str]:
+    """What the host lacks for the command (apt packages); `TaskFieldError` on `command` (the task
+    is invalid) for a command string that does not split into words, found at load time rather
+    than mid-task."""
     if not p.shell and isinstance(p.command, str):
         try:
-            shlex.split(p.command)
+            words = shlex.split(p.command)
         except ValueError as e:
-            raise ValueError(f"command {p.command[:200]!r} cannot be split into words ({e})") from None
+            raise TaskFieldError("command", f"{p.command[:200]!r} cannot be split into words ({e})") from None
+        if not words:
+            raise TaskFieldError("command", "has no words")
     return [f"apt package {pkg!r} not installed" for pkg in _missing_apt(p.command)]
 
 
@@ -200,10 +281,10 @@ class UntilSpec(_Params):
 class ExecuteParams(_Params):
     command: Command
     shell: bool = False
-    stdout: str = ""
-    stderr: str = ""
+    stdout: Text = ""
+    stderr: Text = ""
     until: UntilSpec | None = None
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: float = _seconds(default=120.0, gt=0, le=MAX_WAIT_S)
 
 
 def _until_met(u: UntilSpec, rc: int, out: str, err: str) -> bool:
@@ -246,15 +327,15 @@ setup_step("command", params=ExecuteParams, check=_check_command)(execute)
 
 
 class VerificationSpec(_Params):
-    window_exists: str | None = None
+    window_exists: Text | None = None
     command_success: Command | None = None
 
 
 class ExecuteWithVerificationParams(_Params):
     command: Command
     verification: VerificationSpec = Field(default_factory=VerificationSpec)
-    max_wait_time: float = 10.0
-    check_interval: float = 1.0
+    max_wait_time: float = _seconds(default=10.0, ge=0, le=MAX_WAIT_S)
+    check_interval: float = _seconds(default=1.0, gt=0, le=MAX_CHECK_INTERVAL_S)
     shell: bool = False
 
 
@@ -284,7 +365,7 @@ def execute_with_verification(host: TaskHost, p: ExecuteWithVerificationParams) 
 
 
 class SleepParams(_Params):
-    seconds: float = Field(ge=0)
+    seconds: float = _seconds(ge=0, le=MAX_WAIT_S)
 
 
 @setup_step("sleep", params=SleepParams)
@@ -293,7 +374,7 @@ def sleep(host: TaskHost, p: SleepParams) -> None:
 
 
 class OpenParams(_Params):
-    path: str = Field(min_length=1)
+    path: Text = Field(min_length=1)
 
 
 @setup_step("open", params=OpenParams)
@@ -321,7 +402,7 @@ def open_path(host: TaskHost, p: OpenParams) -> None:
 # ---------------------------------------------------------------- windows
 
 class WindowParams(_Params):
-    window_name: str = Field(min_length=1)
+    window_name: Text = Field(min_length=1)
     strict: bool = False
     by_class: bool = False
 
@@ -418,8 +499,8 @@ def chrome_close_tabs(host: TaskHost, p: CloseTabsParams) -> None:
 # ---------------------------------------------------------------- files
 
 class DownloadFile(_Params):
-    url: str = Field(min_length=1)
-    path: str = Field(min_length=1)
+    url: Text = Field(min_length=1)
+    path: Text = Field(min_length=1)
 
 
 class DownloadParams(_Params):
@@ -456,7 +537,7 @@ def download(host: TaskHost, p: DownloadParams) -> None:
 class HistoryItem(_Params):
     url: str
     title: str = ""
-    visit_time_from_now_in_seconds: float = 0.0
+    visit_time_from_now_in_seconds: float = _seconds(default=0.0, ge=0, le=MAX_HISTORY_AGE_S)
 
 
 class BrowseHistoryParams(_Params):

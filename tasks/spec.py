@@ -11,7 +11,22 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+
+class TaskFieldError(ValueError):
+    """A load-time check found a bad value: `field` is its dotted path inside the step's parameters
+    or the getter (e.g. "command"); the loader prefixes where the step or getter sits."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+#: Steps one `config` (or one `postconfig`) may hold. Real OSWorld files have at most 11; the bound
+#: keeps a file from asking for thousands of load-time checks (each may run `dpkg-query`) and steps.
+MAX_SETUP_STEPS = 100
 
 
 class SetupStep(BaseModel):
@@ -57,7 +72,7 @@ class EvaluatorSpec(BaseModel):
     result: list[GetterConfig | None] = Field(default_factory=list)
     expected: list[GetterConfig | None] = Field(default_factory=list)
     options: list[dict[str, Any]] = Field(default_factory=list)
-    postconfig: list[SetupStep] = Field(default_factory=list)
+    postconfig: list[SetupStep] = Field(default_factory=list, max_length=MAX_SETUP_STEPS)
 
     @model_validator(mode="before")
     @classmethod
@@ -74,9 +89,10 @@ class EvaluatorSpec(BaseModel):
             data[key] = items if items or key == "result" else [None] * n
         raw_options = data.get("options")
         if isinstance(raw_options, list):
-            data["options"] = [o or {} for o in raw_options]
-        else:
+            data["options"] = [{} if o is None else o for o in raw_options]
+        elif raw_options is None or isinstance(raw_options, dict):
             data["options"] = [dict(raw_options or {}) for _ in range(n)]
+        # anything else (5, true, "ab") is left as is: the field's own validation names `options`
         return data
 
     @model_validator(mode="after")
@@ -106,12 +122,12 @@ class TaskSpec(BaseModel):
     snapshot: str = ""
     instruction: str = Field(min_length=1)
     source: str = ""
-    config: list[SetupStep] = Field(default_factory=list)
+    config: list[SetupStep] = Field(default_factory=list, max_length=MAX_SETUP_STEPS)
     trajectory: str = "trajectories/"
     related_apps: list[str] = Field(default_factory=list)
     evaluator: EvaluatorSpec
-    proxy: bool = False
-    fixed_ip: bool = False
+    proxy: StrictBool = False  # every real OSWorld file has true/false; "yes" is a mistake
+    fixed_ip: StrictBool = False
     possibility_of_env_change: str | None = None
 
     @property

@@ -190,5 +190,5 @@ def test_a_fifo_infinity_and_an_unsplittable_command_are_invalid_at_load_time(tm
     assert errors == {
         "fifo.json": f"{tmp_path / 'fifo.json'}: not a regular file",
         "inf.json": f"{tmp_path / 'inf.json'}: not loadable JSON: Infinity is not a number a task may use",
-        "unsplit.json": f"{tmp_path / 'unsplit.json'}: command \"echo 'open\" cannot be split into words "
-                        "(No closing quotation)"}
+        "unsplit.json": f"{tmp_path / 'unsplit.json'}: config[0].parameters.command (execute): \"echo 'open\" "
+                        "cannot be split into words (No closing quotation)"}
