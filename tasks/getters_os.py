@@ -84,15 +84,22 @@ def get_vm_terminal_output(ctx: EvalContext, config: GetterConfig) -> str:
 
 
 MAX_TREE_DEPTH = 64  # deeper folders are listed without their children
+MAX_TREE_ENTRIES = 10_000  # files and folders list_directory lists at most
 
 
-def _tree(path: Path, depth: int = 0) -> dict[str, Any]:
+def _tree(path: Path, depth: int = 0, seen: list[int] | None = None) -> dict[str, Any]:
     """The tree under `path`; a linked folder is a directory whose children are not listed (a link
-    loop, or a link out of the task's home, is never walked)."""
+    loop, or a link out of the task's home, is never walked). More than `MAX_TREE_ENTRIES` entries
+    is an EvaluationError (a task's folders hold a few; `/usr` holds 100,000s)."""
+    seen = [0] if seen is None else seen
+    seen[0] += 1
+    if seen[0] > MAX_TREE_ENTRIES:
+        raise EvaluationError(f"list_directory: more than {MAX_TREE_ENTRIES} files and folders")
     if path.is_dir():
         walk = not path.is_symlink() and depth < MAX_TREE_DEPTH
         return {"name": path.name, "type": "directory",
-                "children": [_tree(p, depth + 1) for p in sorted(path.iterdir(), key=lambda p: p.name)] if walk else []}
+                "children": [_tree(p, depth + 1, seen) for p in sorted(path.iterdir(), key=lambda p: p.name)]
+                if walk else []}
     return {"name": path.name, "type": "file"}
 
 

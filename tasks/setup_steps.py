@@ -521,12 +521,14 @@ def download(host: TaskHost, p: DownloadParams) -> None:
         if scheme in ("http", "https"):
             if not _is_loopback(f.url):
                 raise SetupStepError(f"download: {f.url} is not on this machine and runs are offline")
-            try:
-                resp = httpx.get(f.url, timeout=60.0, follow_redirects=True)
-                resp.raise_for_status()
+            try:  # streamed to the file: the worker's RLIMIT_FSIZE and disk limit bound it, not its memory
+                with httpx.stream("GET", f.url, timeout=60.0, follow_redirects=True) as resp:
+                    resp.raise_for_status()
+                    with open(dest, "wb") as out:
+                        for chunk in resp.iter_bytes(1 << 20):
+                            out.write(chunk)
             except httpx.HTTPError as e:
                 raise SetupStepError(f"download {f.url}: {e}") from e
-            dest.write_bytes(resp.content)
             continue
         src = Path(urlparse(f.url).path) if scheme == "file" else host.paths.map_path(f.url)
         if not src.is_file():

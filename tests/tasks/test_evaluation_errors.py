@@ -108,3 +108,15 @@ def test_a_missing_file_of_several_is_named_by_its_own_path(tmp_path: Path) -> N
                                  "dest": ["a.txt", "b.txt"], "gives": [1]}, {"type": "rule", "rules": {"expected": "x"}})
     ev = evaluate(spec, host, EpisodeEnd("success"), cache_dir=tmp_path / "c")  # type: ignore[arg-type]
     assert ev.score == 0.0 and ev.metrics[0].note == "file not found: /home/user/b.txt"  # not a.txt, the first
+
+
+def test_a_download_from_a_loopback_server_is_streamed_to_its_file(tmp_path: Path) -> None:
+    from support.page_server import page_server
+
+    from kimi_agent.tasks.setup_steps import DownloadParams, download
+
+    body = bytes(range(256)) * 20_000  # 5 MB, in chunks of 1 MiB
+    with page_server(lambda path: (body, "application/octet-stream")) as base:
+        download(FakeHost(tmp_path), DownloadParams.model_validate(  # type: ignore[arg-type]
+            {"files": [{"url": f"{base}/data.bin", "path": "/home/user/in/data.bin"}]}))
+    assert (tmp_path / "in" / "data.bin").read_bytes() == body

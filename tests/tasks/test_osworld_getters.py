@@ -263,6 +263,20 @@ def test_active_tab_html_parse_categories_on_a_real_page(headless_browser: Any) 
         page.close()
 
 
+def test_list_directory_of_a_huge_folder_is_an_evaluation_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimi_agent.errors import EvaluationError
+    from kimi_agent.tasks import getters_os
+
+    monkeypatch.setattr(getters_os, "MAX_TREE_ENTRIES", 20)  # 10,000 in a run
+    for i in range(10):
+        (tmp_path / "d" / f"s{i}").mkdir(parents=True)
+        (tmp_path / "d" / f"s{i}" / "f").write_text("x")
+    with pytest.raises(EvaluationError, match="list_directory: more than 20 files and folders"):
+        getters_os._tree(tmp_path / "d")
+    assert len(getters_os._tree(tmp_path / "d" / "s0")["children"]) == 1
+
+
 def test_list_directory_does_not_walk_into_links(tmp_path: Path) -> None:
     """A task can leave a link loop (or a link to / ) in its home: the tree lists the link, not its inside."""
     from kimi_agent.tasks.getters_os import _tree
