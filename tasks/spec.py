@@ -80,7 +80,8 @@ class EvaluatorSpec(BaseModel):
         """The one place where OSWorld's "str or list" fields become parallel lists."""
         if not isinstance(data, dict):
             return data
-        data = dict(data)
+        # keys starting with "_" are notes for people (OSWorld's `_config_note`), which OSWorld ignores
+        data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("_"))}
         funcs = _as_list(data.get("func"))
         n = len(funcs)
         data["func"] = funcs
@@ -121,7 +122,7 @@ class TaskSpec(BaseModel):
     id: str = Field(min_length=1)
     snapshot: str = ""
     instruction: str = Field(min_length=1)
-    source: str = ""
+    source: str | list[str] = ""  # where the task came from: a URL, or several (OSWorld ignores it)
     config: list[SetupStep] = Field(default_factory=list, max_length=MAX_SETUP_STEPS)
     trajectory: str = "trajectories/"
     related_apps: list[str] = Field(default_factory=list)

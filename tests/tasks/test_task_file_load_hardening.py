@@ -235,3 +235,12 @@ def test_an_unsplittable_command_names_the_step_and_field(tmp_path: Path) -> Non
     path, error = _invalid(tmp_path, _task(postconfig=[_step("launch", command="echo 'open")]))
     assert error == (f"{path}: evaluator.postconfig[0].parameters.command (launch): \"echo 'open\" "
                      "cannot be split into words (No closing quotation)")
+
+
+def test_notes_in_the_evaluator_and_a_list_of_sources_load_as_osworld_reads_them(tmp_path: Path) -> None:
+    # two real OSWorld files (7ae48c60: evaluator._config_note; ea98c5d7: source as a list), which OSWorld ignores
+    data = {**_task(_config_note="the expected value was checked by hand"),
+            "source": ["https://support.example.com/a", "https://forum.example.com/b"]}
+    t = load_task(_write(tmp_path, data))
+    assert t.status == "runnable", t
+    assert t.spec is not None and t.spec.source == ["https://support.example.com/a", "https://forum.example.com/b"]
