@@ -27,13 +27,19 @@ Cache: TypeAlias = MLACache | FullKVCache
 
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 0.0,
            top_p: float = 1.0) -> torch.Tensor:
-    """Next token per row from logits [B, V] -> [B] int64. temperature 0 is greedy (argmax)."""
+    """Next token per row from logits [B, V] -> [B] int64. temperature 0 is greedy (argmax).
+    Any positive temperature and top_p give a distribution: the logits are shifted so that the
+    largest is 0 before they are divided (a temperature of 1e-38 makes the others -inf, not NaN:
+    greedy, in effect), and the most likely token is always kept by top_p (a top_p that is 0 in
+    float32, such as 1e-46, keeps that one token)."""
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # [B, V]
+    x = logits.float()
+    probs = torch.softmax((x - x.amax(-1, keepdim=True)) / temperature, dim=-1)  # [B, V]
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p  # smallest prefix whose mass reaches top_p
+        keep[:, 0] = True
         sorted_p = sorted_p * keep
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
