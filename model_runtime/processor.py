@@ -150,15 +150,15 @@ class KimiVLProcessor:
             pieces += [(False, rendered[at:found.start()]), (True, texts[int(found.group(1))])]
             at = found.end()
         pieces.append((False, rendered[at:]))
-        merged: list[tuple[bool, str]] = []
+        merged: list[tuple[bool, list[str]]] = []  # joined once each: linear in the prompt's length
         for is_text, piece in pieces:
             if not piece:
                 continue
             if merged and merged[-1][0] == is_text:
-                merged[-1] = (is_text, merged[-1][1] + piece)
+                merged[-1][1].append(piece)
             else:
-                merged.append((is_text, piece))
-        return [t for is_text, piece in merged for t in self._tokenizer.encode(piece, allow_special=not is_text)]
+                merged.append((is_text, [piece]))
+        return [t for is_text, parts in merged for t in self._tokenizer.encode("".join(parts), allow_special=not is_text)]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special-token strings become specials; no BOS."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -46,6 +47,9 @@ from kimi_agent.model_runtime.serving.protocol import (
 from kimi_agent.model_runtime.serving.scheduler import PreparedPrompt, SamplingParams, Scheduler, TextStream
 
 log = logging.getLogger(__name__)
+BODY_TIMEOUT_S = 60.0  # a request's body arrives within this, or the request is a 408
+MIN_MESSAGE_TOKENS = 3  # the least a message takes in Kimi's template: its role token, <|im_middle|>, <|im_end|>
+_SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: a str from JSON can hold them, UTF-8 cannot
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
@@ -150,7 +154,8 @@ class _Api:
                                 f"{self.config.model_name!r}", param="model", code="model_not_found")
 
     async def chat_completions(self, request: Request) -> Response:
-        req = parse_request(await _read_json(request, self.config.limits.max_body_bytes))
+        body = await _read_body(request, self.config.limits.max_body_bytes)
+        req = await run_in_threadpool(_parse_body, body)  # a 64 MiB body parses for seconds: off the event loop
         self._check_model(req.model)
         if self.closing:
             raise _shutdown_error()
@@ -181,14 +186,19 @@ class _Api:
                                             usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
 
     def _prepare(self, req: ChatCompletionRequest) -> PreparedPrompt:
-        """Decode images and tokenize (runs in a worker thread); 400 when it is too long."""
+        """Decode images and tokenize (runs in a worker thread); 400 when it is too long: at once when
+        its messages alone cannot fit (each takes at least `MIN_MESSAGE_TOKENS`)."""
+        limit = self.config.max_model_len
+        if len(req.messages) * MIN_MESSAGE_TOKENS > limit:
+            raise ApiError(400, f"This model's maximum context length is {limit} tokens; {len(req.messages)} "
+                                f"messages take at least {len(req.messages) * MIN_MESSAGE_TOKENS}. Send fewer messages.",
+                           param="messages", code="context_length_exceeded")
         messages, images = convert_messages(req.messages, self.config.limits)
         try:
             batch = self.processor(messages=messages, images=images)
         except (AgentError, ValueError) as e:
             raise ApiError(400, f"messages could not be turned into a prompt: {e}", param="messages") from None
         prompt = PreparedPrompt(batch["input_ids"], batch.get("pixel_values"), batch.get("image_grid_hws"))
-        limit = self.config.max_model_len
         want = req.max_new_tokens or 1
         if prompt.num_tokens + want > limit:
             raise ApiError(400, f"This model's maximum context length is {limit} tokens; the prompt has "
@@ -238,18 +248,59 @@ def _sse(obj: Mapping[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, read at most `limit` bytes (413 beyond)."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most `limit` bytes (413 beyond), within `BODY_TIMEOUT_S` (408 beyond: a
+    client that trickles its body, or stops sending it, does not hold a connection and its memory)."""
+    timeout_s = BODY_TIMEOUT_S
     declared = request.headers.get("content-length")
     too_big = ApiError(413, f"the request body is larger than the server's limit of {limit} bytes",
                        code="request_too_large")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_big
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_big
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_big
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
+                       headers={"Connection": "close"}) from None
+    return bytes(body)
+
+
+def _parse_body(body: bytes) -> ChatCompletionRequest:
+    """The request of a body (runs in a worker thread): JSON, free of lone surrogates, validated."""
+    data = _loads(body)
+    if (where := lone_surrogate(data)) is not None:
+        raise ApiError(400, f"the request body holds a lone UTF-16 surrogate (\\u{where[1]:04x}) at {where[0]}, "
+                            "which is not a Unicode character", param=where[0] or None)
+    return parse_request(data)
+
+
+def lone_surrogate(value: Any, where: str = "") -> tuple[str, int] | None:
+    """(where, code point) of the first lone surrogate (`"\\ud800"` in JSON) in a parsed body's keys and
+    strings, or None. Such a string cannot be encoded as UTF-8: not tokenized, not even echoed in an
+    error. Iterative: a body nests at most as deep as the JSON parser allowed."""
+    todo: list[tuple[str, Any]] = [(where, value)]
+    while todo:
+        at, v = todo.pop()
+        if isinstance(v, str):
+            if (bad := _SURROGATE.search(v)) is not None:
+                return at, ord(bad.group())
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                if (bad := _SURROGATE.search(k)) is not None:
+                    return at, ord(bad.group())
+                todo.append((f"{at}.{k}" if at else k, item))
+        elif isinstance(v, list):
+            todo.extend((f"{at}[{i}]", item) for i, item in enumerate(v))
+    return None
+
+
+def _loads(body: bytes) -> Any:
+    """`json.loads(body)` with every failure a 400 that says why."""
     try:
         return json.loads(body)
     except RecursionError:  # `[[[[...` deeper than Python's stack; a client's mistake, not the server's

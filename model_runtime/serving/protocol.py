@@ -243,10 +243,10 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
         if w * h > limits.max_image_pixels:
             raise ApiError(400, f"{where}: image is {w}x{h} = {w * h} pixels; the limit is "
                                 f"{limits.max_image_pixels}", param=where, code="image_too_large")
-        if image.format not in ("PNG", "JPEG"):
+        if image.format not in ("PNG", "JPEG", "MPO"):  # MPO: a JPEG with more pictures after it (phones, cameras)
             raise ApiError(400, f"{where}: image is {image.format}, not PNG or JPEG", param=where,
                            code="invalid_image")
-        return image.convert("RGB")  # decodes every pixel: a truncated file fails here
+        return to_rgb(image)  # decodes every pixel: a truncated file fails here
     except Image.DecompressionBombError:
         raise ApiError(400, f"{where}: the image is too large to decode; the limit is {limits.max_image_pixels} "
                             "pixels", param=where, code="image_too_large") from None
@@ -256,6 +256,21 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
     except (OSError, SyntaxError, ValueError, EOFError):  # a damaged or truncated file (PIL raises all four)
         raise ApiError(400, f"{where}: not a readable PNG or JPEG image: the image data is damaged or "
                             "truncated", param=where, code="invalid_image") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The RGB picture of a decoded PNG or JPEG (the first picture of an MPO). 16- and 32-bit grey
+    (PNG modes I;16, I) is scaled to 8 bits first: PIL's convert clips it, so every pixel above 255
+    (nearly all of a 16-bit image) became white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+        from PIL import Image
+
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.rint(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return image.convert("RGB")
 
 
 # ---- responses --------------------------------------------------------------------------------

@@ -283,6 +283,67 @@ def test_unparsable_bodies_are_openai_shaped_400s(server: RunningServer) -> None
     assert httpx.get(f"{server.base_url[:-3]}/health", timeout=60).json() == {"status": "ok"}
 
 
+def test_a_lone_surrogate_is_a_400_naming_where_it_is(server: RunningServer) -> None:
+    """JSON may escape half a UTF-16 pair ("\\ud800"): no UTF-8 text holds it, so it could be neither
+    tokenized nor echoed in an error (a 500 whose handler crashed). The server keeps serving."""
+    for body, where in (
+            (b'{"model": "%s", "messages": [{"role": "\\ud800", "content": "hi"}]}' % MODEL.encode(), "messages[0].role"),
+            (b'{"model": "%s", "messages": [{"role": "user", "content": "a\\udfffb"}]}' % MODEL.encode(),
+             "messages[0].content")):
+        r = _post_raw(server, body)
+        error = _error_of(r)
+        assert r.status_code == 400 and error["param"] == where, (r.status_code, error)
+        assert "lone UTF-16 surrogate" in error["message"], error
+    assert httpx.get(f"{server.base_url}/models", timeout=60).status_code == 200
+
+
+def test_messages_that_cannot_fit_are_refused_before_the_prompt_is_built(server: RunningServer) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": ""}] * 100_000, "max_tokens": 2}
+    r = _post_raw(server, json.dumps(body).encode())  # 3 MB; 200,000 took 49 s to render when prompts grew quadratically
+    error = _error_of(r)
+    assert r.status_code == 400 and error["code"] == "context_length_exceeded", error
+    assert "100000 messages take at least 300000" in error["message"], error
+
+
+def test_a_body_that_stops_arriving_is_a_408(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from kimi_agent.model_runtime.serving import app as app_module
+
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT_S", 1.0)  # 60 s in a real server
+    with RunningServer(build(tiny_checkpoint)) as running:
+        host, port = running.base_url.split("//")[1].split("/")[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"model\": ")  # and nothing more
+            reply = b""
+            while chunk := sock.recv(65536):  # the 408 says Connection: close, so the server closes after it
+                reply += chunk
+    text = reply.decode()
+    assert text.startswith("HTTP/1.1 408"), text[:200]
+    assert '"code":"request_timeout"' in text.replace(" ", ""), text
+
+
+def test_a_16_bit_png_keeps_its_greys_and_an_mpo_jpeg_is_read(server: RunningServer) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from kimi_agent.model_runtime.serving.protocol import to_rgb
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    buf = io.BytesIO()
+    Image.fromarray(ramp).save(buf, format="PNG")
+    grey = np.asarray(to_rgb(Image.open(io.BytesIO(buf.getvalue()))))[..., 0]
+    assert grey[0, 0] == 0 and grey[-1, -1] == 255 and 120 <= grey[32, 0] <= 135  # not all white (PIL clips)
+    mpo = io.BytesIO()  # what phones and cameras write: a JPEG with a second picture after it
+    Image.new("RGB", (56, 42), (200, 30, 30)).save(mpo, format="MPO", save_all=True,
+                                                   append_images=[Image.new("RGB", (56, 42), (0, 0, 0))])
+    url = "data:image/jpeg;base64," + base64.b64encode(mpo.getvalue()).decode()
+    reply = server.client().chat.completions.create(model=MODEL, messages=image_message("What is this?", url),
+                                                    max_tokens=2, temperature=0)
+    assert reply.choices[0].finish_reason in ("length", "stop")
+
+
 NAN, INF = float("nan"), float("inf")
 
 
