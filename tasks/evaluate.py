@@ -139,8 +139,9 @@ def evaluate(spec: TaskSpec, host: TaskHost, episode: EpisodeEnd, *, cache_dir: 
             try:
                 raw = metric(result, expected, **options) if exp_cfg is not None else metric(result, **options)
                 score = float(raw)
-            except EvaluationError as e:
-                raise EvaluationError(f"evaluator.func[{i}] {func}: {e}") from e
+            except EvaluationError as e:  # its message may start with the metric's name already
+                said = str(e).removeprefix(f"{func}: ")
+                raise EvaluationError(f"evaluator.func[{i}] {func}: {said}") from e
             except AgentError:
                 raise
             except Exception as e:  # a metric given values of the wrong shape (by the task file or the page)

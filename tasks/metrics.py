@@ -2,53 +2,155 @@
 
 Semantics follow OSWorld's `desktop_env/evaluators/metrics/{general,chrome}.py` (same names, same
 rule shapes, same edge cases such as "an empty result scores 0"); the code is our own. An unknown
-rule `type` raises `EvaluationError` instead of silently scoring.
+rule `type`, a rule field of the wrong JSON type, and a regex that is invalid or too slow raise
+`EvaluationError` naming the metric and the field. Work on task-file input is bounded: regexes run
+with a timeout, expected lists are capped at `MAX_ITEMS`, and no check is quadratic.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import importlib
 import json
 import re
-from collections.abc import Callable, Sequence
-from itertools import product
+import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse, urlunparse
+
+import regex
+import tldextract
 
 from kimi_agent.errors import EvaluationError
 from kimi_agent.tasks.registry import metric
 
-# Second-level public suffixes common in OSWorld URLs; OSWorld drops the whole public suffix
-# (tldextract) so that airbnb.com and airbnb.com.sg compare equal.
-_TWO_LABEL_SUFFIXES = frozenset({
-    "co.uk", "org.uk", "ac.uk", "gov.uk", "com.sg", "com.au", "com.cn", "com.hk", "com.br", "co.jp",
-    "co.in", "co.kr", "com.tw", "com.mx", "co.nz", "co.za", "com.tr", "com.ar", "net.au", "org.au",
-})
+MAX_ITEMS = 10_000  # entries of one expected list (keywords, domains, urls...)
+MAX_BOOKMARK_OPTIONS = 1_000  # URL strings in `liked_authors_websites_urls`, all lists together
+REGEX_TIMEOUT_S = 2.0  # all patterns of one metric call together
+MAX_REGEX_EXPANSION = 10_000  # pattern nodes; `regex` unrolls counted repeats when compiling (a{5000000}: 1.3 GB)
+
+# OSWorld drops the public suffix with tldextract's default extractor; this one reads the snapshot
+# of the public suffix list that the package ships and never fetches it.
+_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+_SRE: Any = importlib.import_module("re._parser")  # re's own parser, to size a pattern before compiling
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {str: "string", int: "number", float: "number", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__)
+
+
+def require_object(fn: str, value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise EvaluationError(f"{fn}: {field} must be an object, not {_kind(value)}")
+    return value
+
+
+def require_key(fn: str, obj: dict[str, Any], key: str, field: str) -> Any:
+    if key not in obj:
+        raise EvaluationError(f"{fn}: {field}.{key} is missing")
+    return obj[key]
+
+
+def require_str(fn: str, value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise EvaluationError(f"{fn}: {field} must be a string, not {_kind(value)}")
+    return value
+
+
+def require_str_list(fn: str, value: Any, field: str, *, cap: int = MAX_ITEMS) -> list[str]:
+    """`value` as a list of at most `cap` strings (a string is refused, not read letter by letter)."""
+    if not isinstance(value, list):
+        raise EvaluationError(f"{fn}: {field} must be an array of strings, not {_kind(value)}")
+    if len(value) > cap:
+        raise EvaluationError(f"{fn}: {field} has {len(value)} entries, more than {cap}")
+    for i, v in enumerate(value):
+        require_str(fn, v, f"{field}[{i}]")
+    return value
 
 
 def _rule_type_error(fn: str, rule: dict[str, Any]) -> EvaluationError:
     return EvaluationError(f"{fn}: rule type {rule.get('type')!r} is not supported")
 
 
+def _rule(fn: str, rule: Any) -> tuple[dict[str, Any], Any]:
+    """The rules object and its `type`."""
+    rule = require_object(fn, rule, "rules")
+    return rule, require_key(fn, rule, "type", "rules")
+
+
+def _expanded_size(items: Any) -> int:
+    """How many nodes `regex` builds for a parsed `re` pattern: counted repeats are unrolled to their minimum."""
+    total = 0
+    for op, av in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            total += max(av[0], 1) * _expanded_size(av[2])
+        elif name == "SUBPATTERN":
+            total += _expanded_size(av[3])
+        elif name == "BRANCH":
+            total += sum(_expanded_size(b) for b in av[1])
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            total += _expanded_size(av[1])
+        elif name == "ATOMIC_GROUP":
+            total += _expanded_size(av)
+        elif name == "GROUPREF_EXISTS":
+            total += _expanded_size(av[1]) + (_expanded_size(av[2]) if av[2] else 0)
+        else:
+            total += 1
+        if total > MAX_REGEX_EXPANSION:
+            return total
+    return total
+
+
+def check_pattern(fn: str, field: str, pattern: Any) -> Any:
+    """`pattern` compiled (Python `re` syntax, run by `regex`, whose VERSION0 has `re`'s semantics);
+    `EvaluationError` when it is not a string, not a valid `re` pattern, or too large to compile."""
+    pattern = require_str(fn, pattern, field)
+    if len(pattern) > MAX_REGEX_EXPANSION:
+        raise EvaluationError(f"{fn}: {field} is a regex of {len(pattern)} characters, more than {MAX_REGEX_EXPANSION}")
+    try:
+        re.compile(pattern)
+        size = _expanded_size(_SRE.parse(pattern))
+    except (re.error, OverflowError, RecursionError) as e:
+        raise EvaluationError(f"{fn}: {field} {pattern[:200]!r} is not a valid regex: {e}") from None
+    if size > MAX_REGEX_EXPANSION:
+        raise EvaluationError(f"{fn}: {field} {pattern[:200]!r} repeats too much (over "
+                              f"{MAX_REGEX_EXPANSION} nodes once counted repeats are unrolled)")
+    try:
+        return regex.compile(pattern, flags=regex.VERSION0)
+    except (regex.error, OverflowError, RecursionError, MemoryError) as e:
+        raise EvaluationError(f"{fn}: {field} {pattern[:200]!r} is not a valid regex: {e}") from None
+
+
+def regex_search(fn: str, field: str, compiled: Any, text: str, *, deadline: float) -> bool:
+    """Whether `compiled` (from `check_pattern`) is found in `text`, like `re.search`;
+    `EvaluationError` when the search runs past `deadline` (`time.monotonic()`)."""
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            raise TimeoutError
+        return compiled.search(text, timeout=left) is not None
+    except TimeoutError:
+        raise EvaluationError(f"{fn}: {field} {compiled.pattern[:200]!r} did not finish within "
+                              f"{REGEX_TIMEOUT_S:g} s on a {len(text)}-character text "
+                              f"(catastrophic backtracking?)") from None
+
+
 def _normalize_host(netloc: str) -> str:
-    """Host without a leading lone `www` and without its public suffix; IPs and ports are kept."""
+    """Host without a lone `www` subdomain and without its public suffix (OSWorld's tldextract rule);
+    IPs are kept whole, and so is the port (OSWorld drops it: docs/osworld-compat.md)."""
     host, sep, port = netloc.lower().rpartition(":")
     if not sep or not port.isdigit():
         host, port = netloc.lower(), ""
-    suffix = f":{port}" if port else ""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-        return host + suffix
-    except ValueError:
-        pass
-    labels = [label for label in host.split(".") if label]
-    if len(labels) <= 1:
-        return host + suffix
-    cut = 2 if len(labels) > 2 and ".".join(labels[-2:]) in _TWO_LABEL_SUFFIXES else 1
-    rest = labels[:-cut]
-    if rest[:1] == ["www"] and len(rest) == 2:
-        rest = rest[1:]
-    return ".".join(rest) + suffix
+    parts = _TLD(host)
+    sub = "" if parts.subdomain == "www" else parts.subdomain
+    name = f"{sub}.{parts.domain}" if sub else parts.domain
+    return name + (f":{port}" if port else "")
 
 
 def normalize_url(url: str, *, full: bool = True) -> str:
@@ -67,8 +169,12 @@ def compare_urls(a: str | None, b: str | None, *, full: bool = True) -> bool:
     return normalize_url(a, full=full) == normalize_url(b, full=full)
 
 
-def _lists_equal(xs: Sequence[Any], ys: Sequence[Any], eq: Callable[[Any, Any], bool]) -> bool:
-    return len(xs) == len(ys) and all(any(eq(x, y) for y in ys) for x in xs)
+def _normalized(fn: str, url: Any, field: str) -> str:
+    """`normalize_url(url)`; `EvaluationError` naming `field` when `url` is no string or no URL."""
+    try:
+        return normalize_url(require_str(fn, url, field))
+    except ValueError as e:
+        raise EvaluationError(f"{fn}: {field} {url[:200]!r} is not a URL: {e}") from None
 
 
 def _url_of(info: Any) -> str | None:
@@ -78,22 +184,41 @@ def _url_of(info: Any) -> str | None:
     return info if isinstance(info, str) else None
 
 
+def _rules_expected(fn: str, rules: Any) -> Any:
+    return require_key(fn, require_object(fn, rules, "rules"), "expected", "rules")
+
+
 @metric("exact_match")
 def exact_match(result: Any, rules: dict[str, Any]) -> float:
-    return 1.0 if result == rules["expected"] else 0.0
+    return 1.0 if result == _rules_expected("exact_match", rules) else 0.0
 
 
 @metric("match_in_list")
 def match_in_list(result: Any, rules: dict[str, Any]) -> float:
-    return 1.0 if result in rules["expected"] else 0.0
+    """1 if `result` is in `rules["expected"]`: an element of a list or, as in OSWorld, a substring
+    of a string."""
+    expected = _rules_expected("match_in_list", rules)
+    if isinstance(expected, str):
+        return 1.0 if isinstance(result, str) and result in expected else 0.0
+    if not isinstance(expected, list):
+        raise EvaluationError(f"match_in_list: rules.expected must be an array or a string, not {_kind(expected)}")
+    return 1.0 if result in expected else 0.0
 
 
 @metric("is_in_list")
 def is_in_list(result: Any, rules: dict[str, Any]) -> float:
     """1 if `rules["expected"]` is an element of (or substring of) `result`."""
+    expected = _rules_expected("is_in_list", rules)
     if result is None:
         return 0.0
-    return 1.0 if rules["expected"] in result else 0.0
+    if isinstance(result, str) and not isinstance(expected, str):
+        raise EvaluationError(f"is_in_list: rules.expected must be a string to find in a text, not {_kind(expected)}")
+    if not isinstance(result, str | list | tuple | dict):
+        raise EvaluationError(f"is_in_list: the result must be an array or a string, not {_kind(result)}")
+    try:
+        return 1.0 if expected in result else 0.0
+    except TypeError as e:  # an array or object looked up among an object's keys
+        raise EvaluationError(f"is_in_list: rules.expected cannot be looked up in the result: {e}") from None
 
 
 @metric("literal_match")
@@ -106,96 +231,198 @@ def literal_match(result: Any, expected: Any, *, type: str = "str", ignore_case:
         if not isinstance(result, list | tuple) or not isinstance(expected, list | tuple):
             return 0.0
         return float([norm(v) for v in result] == [norm(v) for v in expected])
-    raise EvaluationError(f"literal_match: type {type!r} is not supported")
+    raise EvaluationError(f"literal_match: options.type {type!r} is not supported")
+
+
+def _number(fn: str, value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EvaluationError(f"{fn}: {field} must be a number, not {_kind(value)}")
+    return value
 
 
 @metric("check_font_size")
 def check_font_size(font_size: dict[str, Any], rule: dict[str, Any]) -> float:
-    size = font_size["default_font_size"]
-    if rule["type"] == "value":
-        return 1.0 if size == rule["value"] else 0.0
-    if rule["type"] == "range":
-        return 1.0 if rule["min"] < size < rule["max"] else 0.0
-    raise _rule_type_error("check_font_size", rule)
+    fn = "check_font_size"
+    size = require_key(fn, require_object(fn, font_size, "the result"), "default_font_size", "the result")
+    rule, kind = _rule(fn, rule)
+    if kind == "value":
+        return 1.0 if size == require_key(fn, rule, "value", "rules") else 0.0
+    if kind == "range":
+        low = _number(fn, require_key(fn, rule, "min", "rules"), "rules.min")
+        high = _number(fn, require_key(fn, rule, "max", "rules"), "rules.max")
+        return 1.0 if low < _number(fn, size, "the result's default_font_size") < high else 0.0
+    raise _rule_type_error(fn, rule)
+
+
+def _bookmark_entries(fn: str, node: Any, field: str) -> list[dict[str, Any]]:
+    """The dict entries of a bookmark folder's `children`."""
+    children = require_object(fn, node, field).get("children", [])
+    if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
+        raise EvaluationError(f"{fn}: {field}.children must be an array of objects")
+    return children
+
+
+def _bookmark_options(fn: str, urls: Any) -> list[list[str]]:
+    """`rules.urls` of `liked_authors_websites_urls`: one entry per bookmark, a URL or a list of
+    acceptable URLs."""
+    if not isinstance(urls, list):
+        raise EvaluationError(f"{fn}: rules.urls must be an array, not {_kind(urls)}")
+    options = [[u] if isinstance(u, str) else require_str_list(fn, u, f"rules.urls[{i}]")
+               for i, u in enumerate(urls)]
+    if sum(len(o) for o in options) > MAX_BOOKMARK_OPTIONS:
+        raise EvaluationError(f"{fn}: rules.urls holds more than {MAX_BOOKMARK_OPTIONS} URLs")
+    return options
+
+
+def can_pick_exactly(options: list[list[str]], have: set[str]) -> bool:
+    """Whether one pick from each list in `options` gives exactly the set `have` (OSWorld tries every
+    combination of `product(*options)`: 2**40 of them for 40 pairs)."""
+    # Picks c_i in O_i with {c_i} == H exist iff every O_i meets H and H matches into distinct lists
+    # (h in O_i): a surjection holds such a matching; conversely the unmatched lists pick any h in O_i.
+    allowed = [[u for u in dict.fromkeys(o) if u in have] for o in options]
+    if len(have) > len(options) or not all(allowed):
+        return False
+    lists_of: dict[str, list[int]] = {h: [] for h in have}
+    for i, a in enumerate(allowed):
+        for u in a:
+            lists_of[u].append(i)
+    owner: dict[int, str] = {}  # list index -> the element of `have` it is matched to
+    return all(_augment(h, lists_of, owner) for h in have)
+
+
+def _augment(start: str, lists_of: dict[str, list[int]], owner: dict[int, str]) -> bool:
+    """Kuhn's step, iteratively: match `start` to a list, moving earlier matches along an alternating path."""
+    seen: set[int] = set()
+    stack = [(start, iter(lists_of[start]))]
+    path: list[int] = []  # path[k]: the list that frame k's element takes if the path completes
+    while stack:
+        for i in stack[-1][1]:
+            if i in seen:
+                continue
+            seen.add(i)
+            path.append(i)
+            if i not in owner:
+                for (h, _), j in zip(stack, path, strict=True):
+                    owner[j] = h
+                return True
+            stack.append((owner[i], iter(lists_of[owner[i]])))
+            break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return False
 
 
 @metric("is_expected_bookmarks")
 def is_expected_bookmarks(bookmarks: dict[str, Any] | None, rule: dict[str, Any]) -> float:
     """`bookmarks` is the `roots` object of Chromium's Bookmarks file."""
+    fn = "is_expected_bookmarks"
+    rule, kind = _rule(fn, rule)
     if not bookmarks:
         return 0.0
-    bar = bookmarks.get("bookmark_bar", {}).get("children", [])
-    kind = rule["type"]
+    bar = _bookmark_entries(fn, require_object(fn, bookmarks, "the result").get("bookmark_bar", {}),
+                            "the result's bookmark_bar")
     if kind == "bookmark_bar_folders_names":
-        names = {b["name"] for b in bar if b.get("type") == "folder"}
-        return 1.0 if names == set(rule["names"]) else 0.0
+        names = {b.get("name") for b in bar if b.get("type") == "folder"}
+        return 1.0 if names == set(require_str_list(fn, require_key(fn, rule, "names", "rules"), "rules.names")) else 0.0
     if kind == "bookmark_bar_websites_urls":
-        urls = {b["url"] for b in bar if b.get("type") == "url"}
-        return 1.0 if urls == set(rule["urls"]) else 0.0
+        urls = {b.get("url") for b in bar if b.get("type") == "url"}
+        return 1.0 if urls == set(require_str_list(fn, require_key(fn, rule, "urls", "rules"), "rules.urls")) else 0.0
     if kind == "liked_authors_websites_urls":
+        options = _bookmark_options(fn, require_key(fn, rule, "urls", "rules"))
         folder = next((b for b in bar if b.get("type") == "folder" and b.get("name") == "Liked Authors"), None)
         if folder is None:
             return 0.0
-        have = {b["url"] for b in folder.get("children", []) if b.get("type") == "url"}
-        options = [[u] if isinstance(u, str) else list(u) for u in rule["urls"]]
-        return 1.0 if any(set(combo) == have for combo in product(*options)) else 0.0
-    raise _rule_type_error("is_expected_bookmarks", rule)
+        have: set[str] = set()
+        for b in _bookmark_entries(fn, folder, "the 'Liked Authors' folder"):
+            if b.get("type") == "url":
+                if not isinstance(b.get("url"), str):
+                    return 0.0  # a bookmark without a URL string equals no expected URL
+                have.add(b["url"])
+        return 1.0 if can_pick_exactly(options, have) else 0.0
+    raise _rule_type_error(fn, rule)
 
 
 @metric("is_expected_tabs")
 def is_expected_tabs(open_tabs: list[dict[str, str]] | None, rule: dict[str, Any]) -> float:
+    """The open tabs' URLs equal `rules.urls` as sets of normalized URLs, with the same length."""
+    fn = "is_expected_tabs"
+    rule, kind = _rule(fn, rule)
+    if kind != "url":
+        raise _rule_type_error(fn, rule)
+    expected = require_str_list(fn, require_key(fn, rule, "urls", "rules"), "rules.urls")
     if not open_tabs:
         return 0.0
-    if rule["type"] != "url":
-        raise _rule_type_error("is_expected_tabs", rule)
-    actual = [tab["url"] for tab in open_tabs]
-    return 1.0 if _lists_equal(rule["urls"], actual, compare_urls) else 0.0
+    if not isinstance(open_tabs, list) or not all(isinstance(t, dict) and "url" in t for t in open_tabs):
+        raise EvaluationError(f"{fn}: the result must be an array of tabs with a url")
+    if len(expected) != len(open_tabs):
+        return 0.0
+    # OSWorld: every expected URL equals (compare_urls) some tab's URL; a tab URL of null equals none.
+    have = {_normalized(fn, t["url"], f"the result's tab {i} url")
+            for i, t in enumerate(open_tabs) if t["url"] is not None}
+    return 1.0 if all(_normalized(fn, u, f"rules.urls[{i}]") in have for i, u in enumerate(expected)) else 0.0
 
 
 @metric("is_expected_active_tab")
 def is_expected_active_tab(active_tab: Any, rule: dict[str, Any]) -> float:
+    fn = "is_expected_active_tab"
+    rule, kind = _rule(fn, rule)
+    if kind != "url":
+        raise _rule_type_error(fn, rule)
+    want = _normalized(fn, require_key(fn, rule, "url", "rules"), "rules.url")
     if not active_tab:
         return 0.0
-    if rule["type"] != "url":
-        raise _rule_type_error("is_expected_active_tab", rule)
-    return 1.0 if compare_urls(rule["url"], _url_of(active_tab)) else 0.0
+    actual = _url_of(active_tab)
+    return 1.0 if actual is not None and _normalized(fn, actual, "the result's url") == want else 0.0
 
 
-def _strip_query(url: str) -> str:
-    return urlunparse(urlparse(url)._replace(query=""))
+def _strip_query(fn: str, url: str, field: str) -> str:
+    try:
+        return urlunparse(urlparse(url)._replace(query=""))
+    except ValueError as e:
+        raise EvaluationError(f"{fn}: {field} {url[:200]!r} is not a URL: {e}") from None
 
 
 @metric("is_expected_active_tab_approximate")
 def is_expected_active_tab_approximate(active_tab: Any, rule: dict[str, Any]) -> float:
+    fn = "is_expected_active_tab_approximate"
+    rule, kind = _rule(fn, rule)
+    if kind != "url":
+        raise _rule_type_error(fn, rule)
+    want = _strip_query(fn, require_str(fn, require_key(fn, rule, "url", "rules"), "rules.url"), "rules.url")
     if not active_tab:
         return 0.0
-    if rule["type"] != "url":
-        raise _rule_type_error("is_expected_active_tab_approximate", rule)
     actual = _url_of(active_tab)
-    return 1.0 if actual is not None and _strip_query(rule["url"]) == _strip_query(actual) else 0.0
+    return 1.0 if actual is not None and _strip_query(fn, actual, "the result's url") == want else 0.0
 
 
 @metric("is_expected_url_pattern_match")
 def is_expected_url_pattern_match(result: Any, rules: dict[str, Any]) -> float:
-    """Every regex in `rules["expected"]` must be found in the URL."""
+    """Every regex in `rules["expected"]` must be found in the URL (`re.search`, with a time bound)."""
+    fn = "is_expected_url_pattern_match"
+    patterns = [(f"rules.expected[{i}]", check_pattern(fn, f"rules.expected[{i}]", p))
+                for i, p in enumerate(require_str_list(fn, _rules_expected(fn, rules), "rules.expected"))]
     url = _url_of(result)
     if not url:
         return 0.0
-    return 1.0 if all(re.search(p, url) for p in rules["expected"]) else 0.0
+    deadline = time.monotonic() + REGEX_TIMEOUT_S
+    return 1.0 if all(regex_search(fn, field, c, url, deadline=deadline) for field, c in patterns) else 0.0
 
 
 @metric("check_direct_json_object")
 def check_direct_json_object(result: Any, rules: dict[str, Any]) -> float:
     """Compare a JSON object with `rules["expected"]` key by key (or by containment with
     `expect_in_result`); a result that is not a JSON object scores 0."""
+    fn = "check_direct_json_object"
+    expected = require_object(fn, _rules_expected(fn, rules), "rules.expected")
     if isinstance(result, str):
         try:
             result = json.loads(result.strip().replace("'", '"'))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # not JSON, or nested deeper than the parser goes
             return 0.0
     if not isinstance(result, dict):
         return 0.0
-    expected: dict[str, Any] = rules.get("expected") or {}
     if any(v == "__EVALUATION_FAILED__" for v in expected.values()):
         return 0.0
     # OSWorld reads `ignore_list_order` inside `expected` only, but the real task that uses it
@@ -205,7 +432,12 @@ def check_direct_json_object(result: Any, rules: dict[str, Any]) -> float:
         for key, want in expected.items():
             have = result.get(key)
             if ignore_order:
-                if not isinstance(want, list) or not isinstance(have, list) or sorted(want) != sorted(have):
+                if not isinstance(want, list) or not isinstance(have, list):
+                    return 0.0
+                try:
+                    if sorted(want) != sorted(have):
+                        return 0.0
+                except TypeError:  # values that do not order: OSWorld's except scores 0
                     return 0.0
             elif want != have:
                 return 0.0
@@ -217,29 +449,58 @@ def check_direct_json_object(result: Any, rules: dict[str, Any]) -> float:
                        for w in want):
                 return 0.0
         elif isinstance(want, str):
-            if not isinstance(have, str) or want not in have:
+            # OSWorld's `want in have`: a substring of a string, an element of an array, a key of an object
+            if not isinstance(have, str | list | dict) or want not in have:
                 return 0.0
         else:
             return 0.0
     return 1.0
 
 
+def _column(fn: str, rows: Any, index: int, what: str) -> list[Any]:
+    """Column `index` of SQL result rows."""
+    if not isinstance(rows, list | tuple) or not all(isinstance(r, Sequence) and not isinstance(r, str)
+                                                     and len(r) > index for r in rows):
+        raise EvaluationError(f"{fn}: the result must be rows with a {what} column")
+    return [r[index] for r in rows]
+
+
 @metric("is_cookie_deleted")
 def is_cookie_deleted(cookie_data: list[Sequence[Any]] | None, rule: dict[str, Any]) -> float:
     """`cookie_data` rows are `SELECT * FROM cookies` rows; column 1 is `host_key`."""
-    if rule["type"] != "domains":
-        raise _rule_type_error("is_cookie_deleted", rule)
-    hosts = [row[1] for row in cookie_data or []]
-    return 0.0 if any(compare_urls(d, h) for d in rule["domains"] for h in hosts) else 1.0
+    fn = "is_cookie_deleted"
+    rule, kind = _rule(fn, rule)
+    if kind != "domains":
+        raise _rule_type_error(fn, rule)
+    domains = require_str_list(fn, require_key(fn, rule, "domains", "rules"), "rules.domains")
+    hosts = [h for h in _column(fn, cookie_data or [], 1, "host_key") if h is not None]
+    if not hosts:
+        return 1.0
+    # OSWorld: 0 when some domain equals (compare_urls) some host; the same as sets of normal forms.
+    gone = {_normalized(fn, d, f"rules.domains[{i}]") for i, d in enumerate(domains)}
+    return 0.0 if any(_normalized(fn, h, "a cookie's host_key") in gone for h in hosts) else 1.0
 
 
 @metric("check_history_deleted")
 def check_history_deleted(history_data: list[Sequence[Any]] | None, rule: dict[str, Any]) -> float:
     """`history_data` rows are `(url, title, last_visit_time)`."""
-    if rule["type"] != "keywords":
-        raise _rule_type_error("check_history_deleted", rule)
-    urls = [row[0] for row in history_data or []]
-    return 0.0 if any(k in u for k in rule["keywords"] for u in urls) else 1.0
+    fn = "check_history_deleted"
+    rule, kind = _rule(fn, rule)
+    if kind != "keywords":
+        raise _rule_type_error(fn, rule)
+    keywords = require_str_list(fn, require_key(fn, rule, "keywords", "rules"), "rules.keywords")
+    urls = _column(fn, history_data or [], 0, "url")
+    if not all(isinstance(u, str) for u in urls):
+        raise EvaluationError(f"{fn}: a history url is not a string")
+    if not urls:
+        return 1.0
+    # OSWorld: 0 when a keyword is in some URL. One text with a separator the keyword lacks has the
+    # same answer (a match cannot span two URLs); "" is in every URL and, as there is one, in the text.
+    text = "\0".join(urls)
+    for k in dict.fromkeys(keywords):
+        if (k in text) if "\0" not in k else any(k in u for u in urls):
+            return 0.0
+    return 1.0
 
 
 @metric("infeasible")

@@ -77,7 +77,8 @@ def test_a_metric_that_raises_is_an_evaluation_error_naming_the_metric(tmp_path:
                  {"type": "rule", "rules": {"expected": ["("]}})
     with pytest.raises(EvaluationError) as err:
         evaluate(spec, host, EpisodeEnd("success"), cache_dir=tmp_path / "c")  # type: ignore[arg-type]
-    assert str(err.value).startswith("evaluator.func[0] is_expected_url_pattern_match: "), err.value
+    assert str(err.value).startswith("evaluator.func[0] is_expected_url_pattern_match: rules.expected[0] '(' is "
+                                     "not a valid regex"), err.value  # the metric named once
     # and a score that is not a number
     spec = _spec("test_metric_overflows", {"type": "test_value", "value": 1}, {"type": "test_value", "value": 2})
     with pytest.raises(EvaluationError, match=r"^evaluator\.func\[0\] test_metric_overflows: OverflowError: "):
