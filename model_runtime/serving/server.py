@@ -16,6 +16,7 @@ the caller decides where log records go.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -38,6 +39,7 @@ DEFAULT_MAX_MODEL_LEN = 32768
 #: How long uvicorn waits for open connections once the requests in flight were ended (a backstop:
 #: they end at once; only a client that stops reading its stream can hold the server this long).
 GRACEFUL_SHUTDOWN_S = 5
+HEADER_TIMEOUT_S = 30.0  # a request's headers arrive within this after its connection (or last answer), or it closes
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,14 @@ def build_app(options: ServeOptions) -> Starlette:
 
 
 def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Run `app` on `sock` until interrupted (Ctrl-C or SIGTERM stop it gracefully)."""
+    """Run `app` on `sock` until interrupted (Ctrl-C or SIGTERM stop it gracefully). The process may
+    then open as many files as its hard limit allows (each client holds one: a soft limit of 1,024
+    is soon reached by many idle agents)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     server = make_server(app, log_level=log_level)
     server.run(sockets=[sock])
 
@@ -141,7 +150,44 @@ def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
             shutdown_requests(app)
             await super().shutdown(sockets)
 
-    return _Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    return _Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                                  http=_header_deadline_protocol()))
+
+
+def _header_deadline_protocol() -> type:
+    """uvicorn's h11 protocol with a deadline on each request's headers: `HEADER_TIMEOUT_S` after the
+    connection opens, or after the previous answer, a connection still waiting for a whole request
+    head is closed. uvicorn has none: a client trickling its headers a byte a second (slowloris), or
+    connecting and sending nothing, held its connection, and 1,000 of them its file descriptors."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._head_late)
+
+        def _head_late(self) -> None:
+            waiting = self.cycle is None or self.cycle.response_complete  # no request head since the timer began
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 class BackgroundServer:

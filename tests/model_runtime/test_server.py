@@ -324,6 +324,27 @@ def test_a_body_that_stops_arriving_is_a_408(tiny_checkpoint: Path, monkeypatch:
     assert '"code":"request_timeout"' in text.replace(" ", ""), text
 
 
+def test_a_connection_that_never_finishes_its_request_head_is_closed(tiny_checkpoint: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from kimi_agent.model_runtime.serving import server as server_module
+
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT_S", 1.0)  # 30 s in a real server
+    with RunningServer(build(tiny_checkpoint)) as running:
+        host, port = running.base_url.split("//")[1].split("/")[0].split(":")
+        for first in (b"", b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: "):  # silent, then a trickle
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(first)
+                assert sock.recv(65536) == b""  # closed by the server, without an answer
+        with socket.create_connection((host, int(port)), timeout=30) as sock:  # a whole request is answered
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):  # until the server closes the idle kept-alive connection
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"]}"), answer[:300]
+
+
 def test_a_16_bit_png_keeps_its_greys_and_an_mpo_jpeg_is_read(server: RunningServer) -> None:
     import numpy as np
     from PIL import Image
