@@ -20,10 +20,10 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +47,7 @@ from kimi_agent.model_runtime.serving.protocol import (
 from kimi_agent.model_runtime.serving.scheduler import PreparedPrompt, SamplingParams, Scheduler, TextStream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BODY_TIMEOUT_S = 60.0  # a request's body arrives within this, or the request is a 408
 MIN_MESSAGE_TOKENS = 3  # the least a message takes in Kimi's template: its role token, <|im_middle|>, <|im_end|>
 _SURROGATE = re.compile("[\ud800-\udfff]")  # lone surrogates: a str from JSON can hold them, UTF-8 cannot
@@ -123,10 +124,13 @@ class _Api:
     config: ServeConfig
     live: set[TextStream] = field(default_factory=set)  # requests submitted and not yet answered
     closing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # set with `closing`, on the event loop
 
     def shutdown(self) -> int:
-        """Refuse new requests; end those in flight with a 503 (see the module docstring)."""
+        """Refuse new requests; end those in flight with a 503 (see the module docstring), those still
+        arriving or being prepared too."""
         self.closing = True
+        self.closed.set()
         streams = list(self.live)
         if streams:
             log.info("shutting down: stopping %d request(s) in flight", len(streams))
@@ -154,14 +158,11 @@ class _Api:
                                 f"{self.config.model_name!r}", param="model", code="model_not_found")
 
     async def chat_completions(self, request: Request) -> Response:
-        body = await _read_body(request, self.config.limits.max_body_bytes)
-        req = await run_in_threadpool(_parse_body, body)  # a 64 MiB body parses for seconds: off the event loop
+        body = await self._unless_closed(_read_body(request, self.config.limits.max_body_bytes))
+        # a 64 MiB body parses for seconds: off the event loop
+        req = await self._unless_closed(run_in_threadpool(_parse_body, body))
         self._check_model(req.model)
-        if self.closing:
-            raise _shutdown_error()
-        prompt = await run_in_threadpool(self._prepare, req)
-        if self.closing:
-            raise _shutdown_error()
+        prompt = await self._unless_closed(run_in_threadpool(self._prepare, req))
         params = self._sampling(req, prompt.num_tokens)
         stream = self.scheduler.submit(prompt, params)
         self.live.add(stream)
@@ -184,6 +185,26 @@ class _Api:
         assert c is not None
         return JSONResponse(completion_body(cid, self.config.model_name, text, c.finish_reason,
                                             usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
+
+    async def _unless_closed(self, step: Awaitable[T]) -> T:
+        """`await step`, unless the server starts shutting down first: then a 503 `shutdown` (a request
+        still arriving or being prepared gets OpenAI's error shape too, not uvicorn's plain 500 once
+        its grace period ends; a preparing thread runs on, its result unused)."""
+        if self.closing:
+            raise _shutdown_error()
+        work = asyncio.ensure_future(step)
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            closed.cancel()
+        if not work.done():
+            work.cancel()
+            raise _shutdown_error()
+        return work.result()
 
     def _prepare(self, req: ChatCompletionRequest) -> PreparedPrompt:
         """Decode images and tokenize (runs in a worker thread); 400 when it is too long: at once when

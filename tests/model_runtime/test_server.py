@@ -345,6 +345,26 @@ def test_a_connection_that_never_finishes_its_request_head_is_closed(tiny_checkp
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"]}"), answer[:300]
 
 
+def test_a_request_still_arriving_at_shutdown_gets_the_503_shutdown_error(tiny_checkpoint: Path) -> None:
+    """Not uvicorn's plain-text 500 once its grace period ends, with a traceback in the log."""
+    import socket
+
+    running = RunningServer(build(tiny_checkpoint))
+    with running:
+        host, port = running.base_url.split("//")[1].split("/")[0].split(":")
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"model\": ")  # the rest never comes
+        time.sleep(0.5)
+    with sock:  # leaving the block shut the server down
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    text = reply.decode()
+    assert text.startswith("HTTP/1.1 503"), text[:300]
+    assert '"code":"shutdown"' in text.replace(" ", ""), text  # uvicorn's grace period ends in a plain 500
+
+
 def test_a_16_bit_png_keeps_its_greys_and_an_mpo_jpeg_is_read(server: RunningServer) -> None:
     import numpy as np
     from PIL import Image
