@@ -107,9 +107,9 @@ def _shutdown_error() -> ApiError:
 async def _error_response(_: Request, exc: Exception) -> Response:
     """The one place where errors become responses (OpenAI's error shape). Any other exception is a bug:
     a 500 in the same shape (Starlette re-raises it, so the server still logs its traceback)."""
-    if isinstance(exc, HTTPException):
+    if isinstance(exc, HTTPException):  # its headers stay (a 405's Allow)
         exc = ApiError(exc.status_code, f"{exc.detail}", type="invalid_request_error",
-                       code="not_found" if exc.status_code == 404 else None)
+                       code="not_found" if exc.status_code == 404 else None, headers=dict(exc.headers or {}))
     elif not isinstance(exc, ApiError):
         exc = ApiError(500, f"the server failed on this request ({type(exc).__name__}); its log has the details",
                        type="server_error")
@@ -222,8 +222,9 @@ class _Api:
         prompt = PreparedPrompt(batch["input_ids"], batch.get("pixel_values"), batch.get("image_grid_hws"))
         want = req.max_new_tokens or 1
         if prompt.num_tokens + want > limit:
+            asked = want if want < 10**12 else f"a {len(str(want))}-digit number of"  # not 4,300 digits back
             raise ApiError(400, f"This model's maximum context length is {limit} tokens; the prompt has "
-                                f"{prompt.num_tokens} tokens (images included) and {want} more were requested. "
+                                f"{prompt.num_tokens} tokens (images included) and {asked} more were requested. "
                                 "Shorten the messages, send fewer or smaller images, or lower max_tokens.",
                            param="messages", code="context_length_exceeded")
         return prompt

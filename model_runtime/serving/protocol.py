@@ -229,12 +229,13 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
                             f"does not fetch remote images such as {shown!r}", param=where,
                        code="remote_image_url")
     header, sep, payload = url[5:].partition(",")
-    mime, _, encoding = header.partition(";")
-    if not sep or encoding != "base64" or mime.lower() not in IMAGE_FORMATS:
+    mime, *params = (part.strip() for part in header.split(";"))  # parameters such as charset=... are ignored
+    if not sep or not params or params[-1].lower() != "base64" or mime.lower() not in IMAGE_FORMATS:
         raise ApiError(400, f"{where}: expected data:image/png;base64,... or data:image/jpeg;base64,..., "
                             f"got data:{header[:40]}", param=where, code="invalid_image")
-    try:
-        raw = base64.b64decode(payload, validate=True)
+    try:  # MIME base64 wraps its lines, and some clients write the URL-safe alphabet
+        compact = "".join(payload.split()).translate(_URLSAFE_B64)
+        raw = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise ApiError(400, f"{where}: the data URL is not valid base64", param=where, code="invalid_image") from None
     try:
@@ -258,10 +259,16 @@ def decode_image_url(value: Any, where: str, limits: RequestLimits) -> Image.Ima
                             "truncated", param=where, code="invalid_image") from None
 
 
+_URLSAFE_B64 = str.maketrans("-_", "+/")
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """The RGB picture of a decoded PNG or JPEG (the first picture of an MPO). 16- and 32-bit grey
-    (PNG modes I;16, I) is scaled to 8 bits first: PIL's convert clips it, so every pixel above 255
-    (nearly all of a 16-bit image) became white."""
+    """The RGB picture of a decoded PNG or JPEG (the first picture of an MPO), upright as its EXIF
+    orientation says (a phone's photo). 16- and 32-bit grey (PNG modes I;16, I) is scaled to 8 bits
+    first: PIL's convert clips it, so every pixel above 255 (nearly all of a 16-bit image) became white."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image) or image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         import numpy as np
         from PIL import Image

@@ -89,7 +89,7 @@ def build_app(options: ServeOptions) -> Starlette:
     and return the app serving them through the scheduler the options choose."""
     import torch
 
-    from kimi_agent.model_runtime.config import GenerationConfig
+    from kimi_agent.model_runtime.config import GenerationConfig, KimiVLConfig
     from kimi_agent.model_runtime.engine import Engine
     from kimi_agent.model_runtime.hub import resolve_model_dir
     from kimi_agent.model_runtime.kimi_vl import KimiVL
@@ -100,12 +100,17 @@ def build_app(options: ServeOptions) -> Starlette:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
     processor = KimiVLProcessor.from_pretrained(options.model)  # a missing model fails here, before the log line
+    snapshot = resolve_model_dir(options.model, allow_patterns=PROCESSOR_FILES)  # config.json and the processor's
+    positions = KimiVLConfig.from_pretrained_dir(snapshot).text.max_position_embeddings
+    max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, positions)
+    if max_len < 2:
+        raise ConfigError(f"--max-model-len must be >= 2 tokens, got {max_len}")
+    if max_len > positions:  # before minutes of loading
+        raise ConfigError(f"--max-model-len {max_len} is more than the model's {positions} positions "
+                          "(max_position_embeddings in its config.json)")
     log.info("loading %s on %s (%s)", options.model, device, options.dtype)
     model = KimiVL.from_pretrained(options.model, device=device, torch_dtype=options.dtype)
     log.info("loaded %s in %.1f s", options.model, time.perf_counter() - started)
-    max_len = options.max_model_len or min(DEFAULT_MAX_MODEL_LEN, model.config.text.max_position_embeddings)
-    if max_len < 2:
-        raise ConfigError(f"--max-model-len must be >= 2 tokens, got {max_len}")
     if options.max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {options.max_batch}")
     scheduler: Scheduler

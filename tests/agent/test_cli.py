@@ -286,6 +286,7 @@ def test_report_of_a_run_whose_files_are_not_json_is_one_error_line_and_exit_2(t
     ("--device", "tpu", "error: --device 'tpu': use auto, cpu, cuda or cuda:N."),
     ("--device", "cuda", "error: --device cuda needs a CUDA GPU"),
     ("--dtype", "int8", "error: --dtype 'int8': use bfloat16, float16, float32 or auto (the checkpoint's)."),
+    ("--max-model-len", "200000", "error: --max-model-len 200000 is more than the model's 131072 positions"),
 ])
 def test_serve_checks_the_device_and_dtype_before_loading(option: str, value: str, message: str,
                                                           tmp_path: Path) -> None:

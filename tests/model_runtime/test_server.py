@@ -242,6 +242,11 @@ def test_request_errors_are_openai_shaped(client: Any, server: RunningServer) ->
     assert junk.status_code == 400 and "not valid JSON" in junk.json()["error"]["message"]
     missing = httpx.get(f"{server.base_url}/no/such/route", timeout=60)
     assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}
+    wrong_method = httpx.get(f"{server.base_url}/chat/completions", timeout=60)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST", wrong_method.headers
+    huge_budget = _post_raw(server, json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                                "max_tokens": 10**4000}).encode())
+    assert huge_budget.status_code == 400 and "a 4001-digit number of more" in huge_budget.json()["error"]["message"]
 
 
 
@@ -363,6 +368,28 @@ def test_a_request_still_arriving_at_shutdown_gets_the_503_shutdown_error(tiny_c
     text = reply.decode()
     assert text.startswith("HTTP/1.1 503"), text[:300]
     assert '"code":"shutdown"' in text.replace(" ", ""), text  # uvicorn's grace period ends in a plain 500
+
+
+def test_data_urls_as_other_clients_write_them_are_read() -> None:
+    """MIME base64 with line breaks, the URL-safe alphabet, a charset parameter; and a phone's JPEG
+    whose EXIF orientation says it is turned is read upright."""
+    from PIL import Image
+
+    from kimi_agent.model_runtime.serving.protocol import RequestLimits, decode_image_url
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (250, 250, 250)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    urlsafe = base64.urlsafe_b64encode(buf.getvalue()).decode()
+    for url in ("data:image/png;base64," + "\r\n".join(b64[i:i + 76] for i in range(0, len(b64), 76)),
+                "data:image/png;base64," + urlsafe, "data:image/png;charset=utf-8;base64," + b64):
+        assert decode_image_url({"url": url}, "part", RequestLimits()).size == (40, 30)
+    turned = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the picture is stored turned; shown rotated 90 degrees clockwise
+    Image.new("RGB", (40, 30), (10, 200, 10)).save(turned, format="JPEG", exif=exif)
+    url = "data:image/jpeg;base64," + base64.b64encode(turned.getvalue()).decode()
+    assert decode_image_url({"url": url}, "part", RequestLimits()).size == (30, 40)
 
 
 def test_a_16_bit_png_keeps_its_greys_and_an_mpo_jpeg_is_read(server: RunningServer) -> None:
