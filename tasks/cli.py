@@ -171,6 +171,10 @@ def run_command(
                              history_images=history, history_policy=history_policy, sandbox=not no_sandbox,
                              worker_memory_mb=worker_memory, worker_disk_mb=worker_disk, worker_pids=worker_pids, worker_cpus=worker_cpus)
         check_folder(out, "--out")
+        if vm or provider:  # OSWorld's own machinery runs in its bridge environment: it must be there
+            from kimi_agent.tasks.osworld_bridge import bridge_python
+
+            bridge_python()
         choice = BackendChoice(str(backend), options)
         if choice.loads_a_model:  # a missing or broken model fails here, before --out is touched
             choice.load()

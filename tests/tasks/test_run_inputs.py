@@ -58,6 +58,16 @@ def test_an_out_that_is_a_file_or_cannot_be_created_is_refused(tmp_path: Path) -
              "cannot be created")
 
 
+def test_a_vm_run_without_the_bridge_environment_is_refused_before_out_is_made(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "kimi_agent.cli", "run", FONT, "--backend", "solutions", "--vm", "http://127.0.0.1:1",
+           "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "KIMI_AGENT_OSWORLD_VENV": str(tmp_path / "no-venv")})
+    _refused(r, f"no OSWorld bridge environment at {tmp_path / 'no-venv'}")
+    assert not out.exists()
+
+
 def test_a_model_that_cannot_be_loaded_is_refused_before_out_is_touched(tmp_path: Path) -> None:
     """The native model is loaded before any worker starts: an earlier run's results in --out stay."""
     out = tmp_path / "out"
