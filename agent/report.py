@@ -54,12 +54,17 @@ nav.steps a.has-error{background:#fbd5da} nav.steps a.final{background:#d5ecda}
 _COLOURS = {True: "#e0182d", False: "#777"}
 
 
+#: The backends that stand in for a model, as their runs are labelled.
+TEST_DOUBLES = {"scripted": "scripted replies (test double)", "solutions": "scripted solutions of the built-in suite (test double)",
+                "do-nothing": "do-nothing replies (test double)", "give-up": "give-up replies (test double)"}
+
+
 def model_label(run: dict[str, Any]) -> str:
     """What produced the replies, for people: the model name, or what stood in for one."""
     backend = run.get("backend")
     model = run.get("model")
-    if backend == "scripted":
-        return "scripted replies (test double)"
+    if backend in TEST_DOUBLES:
+        return TEST_DOUBLES[str(backend)]
     if isinstance(model, str) and model:
         return model
     return f"{backend} backend (model not recorded)" if backend else "not recorded"

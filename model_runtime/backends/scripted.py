@@ -86,10 +86,12 @@ class ScriptedBackend:
     name = "scripted"
 
     def __init__(self, replies: Sequence[str | dict[str, object]] | ReplyFn | str | Path, *,
-                 chunk_chars: int = 64) -> None:
+                 chunk_chars: int = 64, name: str = "scripted") -> None:
         """replies: a list of reply strings (or `{"text": ..., "stream_s": ...}` objects, as the JSONL
         file's lines), the path of a JSONL file, or a function of the `ScriptCall`; `ConfigError`
-        naming the item otherwise."""
+        naming the item otherwise. name: what runs record as the backend (a test double that is not
+        a replay, such as the suite's scripted solutions, says so)."""
+        self.name = name
         self._fn: ReplyFn | None = None
         if isinstance(replies, str | Path):
             script = load_script(replies)

@@ -250,17 +250,17 @@ def solution_backend(spec: TaskSpec, host: LocalHost, local_server: str = "") ->
             apply_solution(task_id, host, local_server=local_server)
         return terminate("success")
 
-    return ScriptedBackend(step)
+    return ScriptedBackend(step, name="solutions")
 
 
 def do_nothing_backend(spec: TaskSpec, host: LocalHost, local_server: str = "") -> ScriptedBackend:
     """Ends every episode at once with a success report (the "do nothing" baseline)."""
-    return ScriptedBackend(lambda call: terminate("success"))
+    return ScriptedBackend(lambda call: terminate("success"), name="do-nothing")
 
 
 def give_up_backend(spec: TaskSpec, host: LocalHost, local_server: str = "") -> ScriptedBackend:
     """Ends every episode at once with a failure report."""
-    return ScriptedBackend(lambda call: terminate("failure"))
+    return ScriptedBackend(lambda call: terminate("failure"), name="give-up")
 
 
 class CrashingBackend:

@@ -74,6 +74,7 @@ def test_report_header_index_marks_timings_errors_and_final_screen(tmp_path: Pat
 
 def test_model_label_never_says_none() -> None:
     assert model_label({"backend": "scripted", "model": None}) == "scripted replies (test double)"
+    assert model_label({"backend": "solutions", "model": None}) == "scripted solutions of the built-in suite (test double)"
     assert model_label({"backend": "openai", "model": "moonshotai/Kimi-VL-A3B-Instruct"}) == \
         "moonshotai/Kimi-VL-A3B-Instruct"
     assert model_label({"backend": "native", "model": None}) == "native backend (model not recorded)"

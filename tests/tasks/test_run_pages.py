@@ -144,4 +144,5 @@ def test_a_real_run_leaves_osworlds_files_and_the_pages_in_the_task_folder(tmp_p
     page = (task_dir / "report.html").read_text()
     assert "<td>is_expected_active_tab</td><td>1.0</td>" in page and "<video src='recording.mp4'" in page
     index = (tmp_path / "index.html").read_text()
-    assert "scripted replies (test double)" in index and "<td>step budget</td><td>6 steps per task</td>" in index
+    assert "scripted solutions of the built-in suite (test double)" in index  # not "scripted replies"
+    assert "<td>backend</td><td>solutions</td>" in index and "<td>step budget</td><td>6 steps per task</td>" in index
