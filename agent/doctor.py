@@ -123,6 +123,13 @@ def run_checks(*, model: str) -> list[Check]:
 
 
 def print_checks(checks: list[Check], console: Console) -> None:
+    """A table on a terminal; elsewhere (a file, a pipe) one plain line a check, tab-separated:
+    name, status, detail, fix (what grep and a log read best)."""
+    if not console.is_terminal:
+        for c in checks:
+            status = "ok" if c.ok else ("optional" if c.optional else "missing")
+            console.file.write("\t".join((c.name, status, c.detail, c.fix)).rstrip() + "\n")
+        return
     table = Table(title="kimi-agent doctor")
     for col in ("check", "status", "detail", "how to fix"):
         table.add_column(col)
