@@ -498,28 +498,34 @@ def keep_interrupted(out: Path, staged: Path, spec: TaskSpec, domain: str, *, wo
     """The result of a task that was running at Ctrl-C: what its worker wrote (`staged`, its task
     folder in the worker's staging folder) moves to `<out>/<task id>` with a `result.json` whose
     status is `interrupted` (`--resume` reruns it), its steps so far and its partial trajectory."""
-    from kimi_agent.trajectory import read_steps
-
     final = _task_dir(out, spec.id)
     r = TaskResult(task_id=spec.id, instruction=spec.instruction, status="interrupted", reason=INTERRUPTED,
                    worker=worker, seconds=round(seconds, 3), domain=domain)
     try:
         notes = adopt_staged(staged, final)
-        runs = sorted((d for d in final.iterdir() if d.is_dir() and not d.is_symlink() and
-                       (d / "run.json").is_file()), key=lambda d: d.name) if final.is_dir() else []
-        if runs:
-            try:
-                steps = len(read_steps(runs[-1]))
-            except ArtifactError as e:
-                log.warning("%s: %s", spec.id, e)
-                steps = 0
-            r = r.model_copy(update={"steps": steps,
-                                     "trajectory": os.path.relpath(runs[-1], out)})
-        r = r.model_copy(update={"path": str(final), "host": {"notes": notes} if notes else None})
+        r = r.model_copy(update={**partial_episode(out, final), "path": str(final),
+                                 "host": {"notes": notes} if notes else None})
         write_result(out, r)
     except OSError as e:  # the result still says interrupted in results.json
         log.warning("%s: could not keep its partial folder: %s", spec.id, e)
     return r
+
+
+def partial_episode(out: Path, final: Path) -> dict[str, Any]:
+    """What a task folder (`final`, in `out`) holds of an episode cut short (Ctrl-C, a task killed
+    past its budget or its memory): `{steps, trajectory}` of its newest run folder, or {} without one."""
+    from kimi_agent.trajectory import read_steps
+
+    runs = sorted((d for d in final.iterdir() if d.is_dir() and not d.is_symlink() and
+                   (d / "run.json").is_file()), key=lambda d: d.name) if final.is_dir() else []
+    if not runs:
+        return {}
+    try:
+        steps = len(read_steps(runs[-1]))
+    except ArtifactError as e:
+        log.warning("%s: %s", final.name, e)
+        steps = 0
+    return {"steps": steps, "trajectory": os.path.relpath(runs[-1], out)}
 
 
 def _run_pending(pending: list[TaskSpec], domains: dict[str, str], factory: BackendFactory, s: RunSettings,

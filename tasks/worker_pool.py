@@ -52,6 +52,7 @@ from kimi_agent.tasks.runner import (
     TaskResult,
     _task_dir,
     adopt_staged,
+    partial_episode,
     trajectory_problem,
     write_result,
 )
@@ -473,7 +474,8 @@ class WorkerPool:
         if (peak := w.peak_mb if w.peak_mb is not None else self._peak_mb(w)) is not None:
             host["peak_memory_mb"] = peak  # the worker's whole tree during this task
             host["peak_memory_by"] = self._peak_by(w)
-        r = r.model_copy(update={"path": str(final), "host": host})
+        kept = partial_episode(out, final) if r.status == "error" and r.trajectory is None else {}
+        r = r.model_copy(update={**kept, "path": str(final), "host": host})  # a killed task keeps its steps so far
         write_result(out, r)
         results[r.task_id] = r
         w.task_id, w.step, w.backend, w.step_no, w.phase = None, "", None, 0, ""

@@ -117,3 +117,15 @@ def test_a_task_that_fills_this_machines_disk_is_stopped_and_its_files_removed(t
     assert (after.status, after.score) == ("success", 1.0), after  # on a fresh worker
     big = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.stat().st_size > 10 << 20]
     assert big == []
+
+
+def test_a_task_killed_past_its_budget_keeps_the_steps_its_episode_took(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # the episode ends (one step), then scoring hangs in its postconfig; the runner kills the worker
+    monkeypatch.setattr(worker_pool_module, "KILL_GRACE_S", 1.0)  # 60 s in a run
+    task = include_exclude_task("hangs-scoring", [], "echo fine", ["fine"], [])
+    task["evaluator"]["postconfig"] = [{"type": "sleep", "parameters": {"seconds": 300}}]
+    hung = _run(tmp_path, [task], task_timeout_s=30)["hangs-scoring"]
+    assert hung.status == "error" and hung.reason.startswith("timed out after 30 s"), hung
+    assert hung.steps == 1 and hung.trajectory is not None, hung  # not steps 0 and no trajectory
+    assert (tmp_path / "out" / hung.trajectory / "steps.jsonl").is_file()
