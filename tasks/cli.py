@@ -199,12 +199,25 @@ def run_command(
     _print_summary(summary, out)
     if summary.interrupted:
         unfinished = len(summary.unfinished)
-        typer.echo(f"interrupted: the results above are partial ({unfinished} task(s) not finished, not scored); "
-                   "finish the run with --resume", err=True)
+        typer.echo(f"interrupted: the results above are partial ({_count(unfinished, 'task')} not finished, not "
+                   f"scored); finish the run with: {_resume_command()}", err=True)
         raise typer.Exit(130)
     if summary.errored:
-        typer.echo(f"{len(summary.errored)} task(s) errored (not scored); rerun them with --resume", err=True)
+        typer.echo(f"{_count(len(summary.errored), 'task')} errored (not scored); rerun them with: {_resume_command()}",
+                   err=True)
         raise typer.Exit(1)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _resume_command() -> str:
+    """This command line again, with --resume (what finishes an interrupted run or reruns its errors)."""
+    import shlex
+
+    args = sys.argv[1:]
+    return shlex.join(["kimi-agent", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 #: `run --backend`: the model backends (kimi_agent.options.BackendName) and the two test doubles.

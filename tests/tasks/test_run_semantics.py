@@ -58,7 +58,8 @@ def test_failed_setup_step_is_an_error_written_to_disk_and_resume_reruns_it(tmp_
     # --no-sandbox: the file:// source is a file of this machine, which a sandboxed worker cannot see
     first = _cli(str(task), "--backend", "scripted", "--replies", str(replies), "--out", str(out), "--no-sandbox")
     assert first.returncode == 1, first.stdout + first.stderr
-    assert "1 task(s) errored" in first.stderr
+    assert "1 task errored (not scored); rerun them with: kimi-agent run " in first.stderr
+    assert first.stderr.rstrip().endswith(" --no-sandbox --no-progress --max-steps 3 --resume"), first.stderr
     result = json.loads((out / "setup-fails" / "result.json").read_text())
     assert result["status"] == "error" and result["reason"].startswith("setup failed: config[0] download")
     assert str(src) in result["reason"]

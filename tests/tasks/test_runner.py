@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -134,7 +135,9 @@ def test_ctrl_c_marks_unfinished_tasks_interrupted_keeps_partial_folders_and_res
     assert any(line.startswith(f"{running}  interrupted  score -") for line in lines), stdout
     assert "chrome: 100% over 1 scored (0 errored, 2 interrupted)" in stdout
     assert "100% success over 1 scored tasks" in stdout
-    assert "interrupted: the results above are partial (2 task(s) not finished" in stderr
+    assert "interrupted: the results above are partial (2 tasks not finished" in stderr
+    resume_line = stderr.strip().splitlines()[-1]  # the command that finishes the run, ready to paste
+    assert resume_line.endswith(shlex.join(["kimi-agent", *cmd[3:], "--resume"])), resume_line
     mtime = (out / first / "result.json").stat().st_mtime_ns
     rerun = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
