@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 MEDIA_PAD = "<|media_pad|>"
 STOP_TOKENS = ("<|im_end|>", "[EOS]")
 # Files the processor reads; hub downloads fetch only these (not the 32 GB of weights).
+#: What a snapshot must hold for the processor (the chat template may also live in tokenizer_config.json).
+REQUIRED_FILES = ("config.json", "preprocessor_config.json", "tokenizer_config.json", "tiktoken.model")
 PROCESSOR_FILES = ["config.json", "preprocessor_config.json", "tokenizer_config.json", "tiktoken.model",
                    "chat_template.jinja", "generation_config.json"]
 
@@ -89,6 +91,10 @@ class KimiVLProcessor:
         for high-resolution screens; grids must stay under 512 patches a side).
         """
         path = resolve_model_dir(path_or_hub_id, allow_patterns=PROCESSOR_FILES, revision=revision, token=token)
+        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        if missing:  # all of them at once, not one a try
+            raise ConfigError(f"{path} is not a whole Kimi-VL snapshot: {', '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} missing.")
         proc = cls(Tokenizer.from_dir(path), ImageProcessor.from_dir(path, in_token_limit=in_token_limit),
                    ChatTemplate.from_dir(path))
         proc._check_placeholder_id(path / "config.json")

@@ -296,3 +296,14 @@ def test_messages_without_special_strings_encode_as_the_rendered_prompt(proc: Ki
     for chat in (msgs, _one_image(), [{"role": "user", "content": [{"type": "text", "text": "a"},
                                                                     {"type": "text", "text": "b c"}]}]):
         assert proc.encode_messages(chat) == proc.encode(proc.apply_chat_template(chat)), chat
+
+
+def test_a_partial_snapshot_names_every_file_it_lacks_at_once(tmp_path: Path) -> None:
+    from kimi_agent.errors import ConfigError
+    from kimi_agent.model_runtime.processor import KimiVLProcessor
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError) as err:
+        KimiVLProcessor.from_pretrained(tmp_path)
+    assert str(err.value) == (f"{tmp_path} is not a whole Kimi-VL snapshot: preprocessor_config.json, "
+                              "tokenizer_config.json, tiktoken.model are missing.")
