@@ -21,7 +21,7 @@ VenvOption = Annotated[Path | None, typer.Option(
     "--venv", metavar="DIR", help="the bridge environment (default: $KIMI_AGENT_OSWORLD_VENV or ./.venv-osworld)")]
 
 
-@osworld_app.command("setup")
+@osworld_app.command("setup", short_help="Build the bridge environment (desktop-env and what its evaluators import).")
 def setup_command(venv: VenvOption = None,
                   force: Annotated[bool, typer.Option(help="delete and recreate an existing environment")] = False,
                   ) -> None:
@@ -43,7 +43,7 @@ def setup_command(venv: VenvOption = None,
                f"{report.size_mb:.0f} MB")
 
 
-@osworld_app.command("inventory")
+@osworld_app.command("inventory", short_help="Count the task files the bridge loads and can run whole.")
 def inventory_command(paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="OSWorld task files or folders")],
                       venv: VenvOption = None,
                       show: Annotated[bool, typer.Option("--tasks", help="list every task that misses something")]
