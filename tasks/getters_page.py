@@ -22,7 +22,7 @@ from kimi_agent.tasks.context import EvalContext
 from kimi_agent.tasks.getters import cache_path, preferences
 from kimi_agent.tasks.registry import getter
 from kimi_agent.tasks.setup_steps import _network_reasons
-from kimi_agent.tasks.spec import GetterConfig
+from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -95,7 +95,10 @@ def _url_reasons(name: str, key: str, default: str | None = None) -> Callable[[G
     """A load-time check: "network: ..." when the getter's URL (config `key`) is on the internet."""
     def check(config: GetterConfig) -> list[str]:
         url = config.params.get(key, default)
-        return _network_reasons(f"getter {name!r}", [url]) if isinstance(url, str) else []
+        if not isinstance(url, str) or not url.strip() or "\0" in url:
+            kind = "null" if url is None else "an empty string" if url == "" else type(url).__name__
+            raise TaskFieldError(key, f"must be a URL (a non-empty string without NUL bytes), not {kind}")
+        return _network_reasons(f"getter {name!r}", [url])
     return check
 
 

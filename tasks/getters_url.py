@@ -14,7 +14,7 @@ from kimi_agent.tasks.context import EvalContext
 from kimi_agent.tasks.getters import get_active_url_from_access_tree
 from kimi_agent.tasks.registry import getter
 from kimi_agent.tasks.relative_time import local_now, resolve_relative_time
-from kimi_agent.tasks.spec import GetterConfig
+from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 
 def url_query(url: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +95,21 @@ def get_url_path_parse(ctx: EvalContext, config: GetterConfig) -> dict[str, Any]
     return None if url is None else macys_path_filters(url, list(config.params.get("parse_keys", [])))
 
 
-@getter("rule_relativeTime")
+def _check_relative_rules(config: GetterConfig) -> list[str]:
+    """`rules` must be an object with `relativeTime` (an object with a `from` string) and `expected`
+    (an object): `TaskFieldError` when the task loads, not a KeyError once it has run."""
+    rules = config.params.get("rules")
+    if not isinstance(rules, dict):
+        raise TaskFieldError("rules", "must be an object with relativeTime and expected")
+    rel = rules.get("relativeTime")
+    if not isinstance(rel, dict) or not isinstance(rel.get("from"), str):
+        raise TaskFieldError("rules.relativeTime", 'must be an object with a "from" string such as "tomorrow"')
+    if not isinstance(rules.get("expected"), dict):
+        raise TaskFieldError("rules.expected", "must be an object")
+    return []
+
+
+@getter("rule_relativeTime", check=_check_relative_rules)
 def get_rule_relative_time(ctx: EvalContext, config: GetterConfig) -> dict[str, Any]:
     """The `rules` with their relative days resolved against now (see tasks/relative_time.py)."""
     rules = config.params["rules"]

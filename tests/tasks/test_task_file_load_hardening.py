@@ -244,3 +244,21 @@ def test_notes_in_the_evaluator_and_a_list_of_sources_load_as_osworld_reads_them
     t = load_task(_write(tmp_path, data))
     assert t.status == "runnable", t
     assert t.spec is not None and t.spec.source == ["https://support.example.com/a", "https://forum.example.com/b"]
+
+
+@pytest.mark.parametrize(("getter", "field"), [
+    ({"type": "page_info", "url": 5}, "url (page_info): must be a URL (a non-empty string without NUL bytes), not int"),
+    ({"type": "page_info"}, "url (page_info): must be a URL (a non-empty string without NUL bytes), not null"),
+    ({"type": "pdf_from_url", "path": ""}, "path (pdf_from_url): must be a URL (a non-empty string without NUL "
+                                            "bytes), not an empty string"),
+    ({"type": "rule_relativeTime", "rules": None}, "rules (rule_relativeTime): must be an object with relativeTime "
+                                                   "and expected"),
+    ({"type": "rule_relativeTime", "rules": {"relativeTime": {"from": 3}, "expected": {}}},
+     'rules.relativeTime (rule_relativeTime): must be an object with a "from" string such as "tomorrow"'),
+    ({"type": "rule_relativeTime", "rules": {"relativeTime": {"from": "tomorrow"}, "expected": []}},
+     "rules.expected (rule_relativeTime): must be an object"),
+])
+def test_page_and_relative_time_getters_of_the_wrong_shape_are_named(tmp_path: Path, getter: dict[str, Any],
+                                                                     field: str) -> None:
+    path, error = _invalid(tmp_path, _task(expected=getter))
+    assert error == f"{path}: evaluator.expected[0].{field}", error
