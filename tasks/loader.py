@@ -177,6 +177,9 @@ def classify(spec: TaskSpec, *, allow_network: bool = False) -> tuple[TaskStatus
             if entry.check is not None:
                 reasons += _checked(entry.check, params, f"{where}.parameters", step.type)
         reasons += [f"metric {f!r}" for f in spec.evaluator.func if f not in METRICS]
+        for i, (f, expected) in enumerate(zip(spec.evaluator.func, spec.evaluator.expected, strict=True)):
+            if f in METRICS and expected is not None and (check := METRICS.entry(f).check) is not None:
+                reasons += _checked(check, expected, f"evaluator.expected[{i}]", f)  # e.g. its regexes
         for where, g in _getters(spec):
             if g.type not in GETTERS:
                 reasons.append(f"getter {g.type!r}")

@@ -22,6 +22,7 @@ import tldextract
 
 from kimi_agent.errors import EvaluationError
 from kimi_agent.tasks.registry import metric
+from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 MAX_ITEMS = 10_000  # entries of one expected list (keywords, domains, urls...)
 MAX_BOOKMARK_OPTIONS = 1_000  # URL strings in `liked_authors_websites_urls`, all lists together
@@ -397,7 +398,24 @@ def is_expected_active_tab_approximate(active_tab: Any, rule: dict[str, Any]) ->
     return 1.0 if actual is not None and _strip_query(fn, actual, "the result's url") == want else 0.0
 
 
-@metric("is_expected_url_pattern_match")
+def _check_url_patterns(expected: GetterConfig) -> list[str]:
+    """Load-time check of the metric's `expected` (a `rule` getter): each of `rules.expected` must be
+    a regex `check_pattern` accepts; `TaskFieldError` naming it otherwise (the task is then invalid
+    before it runs, not an error after its episode)."""
+    rules = expected.params.get("rules") if expected.type == "rule" else None
+    patterns = rules.get("expected") if isinstance(rules, dict) else None
+    if not isinstance(patterns, list):
+        return []  # a shape the metric itself reports when it runs
+    for i, pattern in enumerate(patterns):
+        try:
+            check_pattern("is_expected_url_pattern_match", f"rules.expected[{i}]", pattern)
+        except EvaluationError as e:
+            said = str(e).removeprefix(f"is_expected_url_pattern_match: rules.expected[{i}] ")
+            raise TaskFieldError(f"rules.expected[{i}]", said) from None
+    return []
+
+
+@metric("is_expected_url_pattern_match", check=_check_url_patterns)
 def is_expected_url_pattern_match(result: Any, rules: dict[str, Any]) -> float:
     """Every regex in `rules["expected"]` must be found in the URL (`re.search`, with a time bound)."""
     fn = "is_expected_url_pattern_match"

@@ -262,3 +262,16 @@ def test_page_and_relative_time_getters_of_the_wrong_shape_are_named(tmp_path: P
                                                                      field: str) -> None:
     path, error = _invalid(tmp_path, _task(expected=getter))
     assert error == f"{path}: evaluator.expected[0].{field}", error
+
+
+@pytest.mark.parametrize(("pattern", "said"), [
+    ("(", "'(' is not a valid regex: missing ), unterminated subpattern at position 0"),
+    ("a{4294967294}", "'a{4294967294}' "),  # re refuses it, or its unrolled size is over the bound
+    (5, "must be a string"),
+])
+def test_a_url_pattern_that_is_no_usable_regex_makes_the_file_invalid(tmp_path: Path, pattern: object,
+                                                                      said: str) -> None:
+    path, error = _invalid(tmp_path, _task(func="is_expected_url_pattern_match",
+                                           expected={"type": "rule", "rules": {"expected": ["ok", pattern]}}))
+    prefix = f"{path}: evaluator.expected[0].rules.expected[1] (is_expected_url_pattern_match): "
+    assert error.startswith(prefix) and said in error, error
