@@ -22,17 +22,18 @@ __all__ = ["STOP_TOKEN_IDS", "decode_step", "generate_batch", "prefill", "sample
 
 IM_END_ID, EOS_ID = 163586, 163585
 STOP_TOKEN_IDS: tuple[int, ...] = (IM_END_ID, EOS_ID)
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy: logit gaps / 1e-5 already overflow to -inf
 Cache: TypeAlias = MLACache | FullKVCache
 
 
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 0.0,
            top_p: float = 1.0) -> torch.Tensor:
-    """Next token per row from logits [B, V] -> [B] int64. temperature 0 is greedy (argmax).
-    Any positive temperature and top_p give a distribution: the logits are shifted so that the
-    largest is 0 before they are divided (a temperature of 1e-38 makes the others -inf, not NaN:
-    greedy, in effect), and the most likely token is always kept by top_p (a top_p that is 0 in
-    float32, such as 1e-46, keeps that one token)."""
-    if temperature <= 0:
+    """Next token per row from logits [B, V] -> [B] int64. A temperature below `MIN_TEMPERATURE`
+    (0 included) is greedy (argmax): a client's 1e-46 is 0 in float32, and 0/0 is NaN. Any other
+    temperature and top_p give a distribution: the logits are shifted so that the largest is 0
+    before they are divided (a temperature of 1e-5 makes the others -inf, not NaN), and the most
+    likely token is always kept by top_p (a top_p that is 0 in float32, such as 1e-46, keeps it)."""
+    if temperature < MIN_TEMPERATURE:
         return logits.argmax(-1)
     x = logits.float()
     probs = torch.softmax((x - x.amax(-1, keepdim=True)) / temperature, dim=-1)  # [B, V]

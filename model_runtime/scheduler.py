@@ -43,7 +43,7 @@ import torch
 
 from kimi_agent.errors import AgentError
 from kimi_agent.model_runtime.engine import Engine, EngineResult
-from kimi_agent.model_runtime.generate import STOP_TOKEN_IDS, prefill, sample
+from kimi_agent.model_runtime.generate import MIN_TEMPERATURE, STOP_TOKEN_IDS, prefill, sample
 from kimi_agent.model_runtime.generation_request import (
     FinishReason,
     GenerationCancelledError,
@@ -330,12 +330,12 @@ class BatchScheduler:
         slot index): one argmax over all rows for greedy requests, a draw from its own generator for
         each sampling one."""
         reqs = [s.handle.request for s in slots]  # type: ignore[union-attr]
-        greedy = logits.argmax(-1) if any(r.temperature <= 0 for r in reqs) else None  # [R]
-        if all(r.temperature <= 0 for r in reqs):
+        greedy = logits.argmax(-1) if any(r.temperature < MIN_TEMPERATURE for r in reqs) else None  # [R]
+        if all(r.temperature < MIN_TEMPERATURE for r in reqs):
             assert greedy is not None
             return greedy.index_select(0, self._on_device([s.index for s in slots])) if len(slots) < logits.shape[0] \
                 else greedy
-        rows = [greedy[s.index] if greedy is not None and r.temperature <= 0 else
+        rows = [greedy[s.index] if greedy is not None and r.temperature < MIN_TEMPERATURE else
                 sample(logits[s.index : s.index + 1], s.generator, r.temperature, r.top_p)[0]
                 for s, r in zip(slots, reqs, strict=True)]
         return torch.stack(rows)
@@ -367,17 +367,17 @@ class BatchScheduler:
                 req.input_ids, req.pixel_values, req.image_grid_hws, max_new_tokens=req.max_new_tokens)
             with torch.inference_mode():
                 logits = prefill(self.model, suffix, cache, image_features=features)
+            generator = (torch.Generator(self.model.device).manual_seed(req.seed) if req.seed is not None
+                         else None)
+            tok = int(sample(logits, generator, req.temperature, req.top_p)[0])  # logits [1, V]
         except (AgentError, ValueError, RuntimeError) as e:  # bad prompt, full cache, device error: this one only
             self._finish(slot, None, e)
             return
         handle.cached_prompt_tokens = slot.engine.last_cached_tokens
-        slot.keys, slot.prefilled = keys, True
-        slot.generator = (torch.Generator(self.model.device).manual_seed(req.seed) if req.seed is not None
-                          else None)
+        slot.keys, slot.prefilled, slot.generator = keys, True, generator
         if self.processor is not None:
             slot.decoder = self.processor.stream_decoder(skip_special_tokens=True)
             slot.stops = StopMatcher(req.stop)
-        tok = int(sample(logits, slot.generator, req.temperature, req.top_p)[0])  # logits [1, V]
         self._accept(slot, tok)
 
     def _decode(self, active: list[_Slot]) -> None:

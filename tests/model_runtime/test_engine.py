@@ -109,14 +109,16 @@ def test_sample_temperature_top_p_and_seed() -> None:
 
 
 def test_sample_with_a_vanishing_temperature_or_top_p_is_the_most_likely_token() -> None:
-    """A client's temperature of 1e-38 (every other logit / t overflows) or top_p of 1e-46 (0 in
-    float32) is a valid request: they pick the top token instead of failing multinomial on NaN or
-    zeros (which failed every request decoding in the same batch)."""
+    """A client's temperature of 1e-38 (every other logit / t overflows) or 1e-46 (0 in float32), or
+    top_p of 1e-46 (0 in float32), is a valid request: they pick the top token instead of failing
+    multinomial on NaN or zeros (which failed every request decoding in the same batch)."""
     logits = torch.tensor([[0.0, 5.0, 4.9, -3.0], [7.0, -1.0, 6.5, 0.0]])
     g = torch.Generator().manual_seed(0)
     assert sample(logits, g, 1e-38, 1.0).tolist() == [1, 0]
     assert sample(logits, g, 1.0, 1e-46).tolist() == [1, 0]
     assert sample(logits, g, 1e-38, 1e-46).tolist() == [1, 0]
+    assert sample(logits, g, 1e-46, 1.0).tolist() == [1, 0]  # 0 in float32: greedy, not 0/0
+    assert sample(logits, g, 5e-324, 0.5).tolist() == [1, 0]
 
 
 def test_native_backend_streams_and_reuses_prefix(tiny_checkpoint: Path) -> None:

@@ -302,6 +302,37 @@ def test_a_lone_surrogate_is_a_400_naming_where_it_is(server: RunningServer) -> 
     assert httpx.get(f"{server.base_url}/models", timeout=60).status_code == 200
 
 
+def test_vanishing_temperatures_and_top_ps_are_served_beside_other_requests(client: Any) -> None:
+    """1e-46 is 0 in float32: it failed the request and every other one decoding in its batch (500)."""
+    hi = [{"role": "user", "content": "Say something long."}]
+    with ThreadPoolExecutor(4) as pool:
+        other = pool.submit(streamed, client, hi, max_tokens=40)
+        odd = [pool.submit(chat, client, hi, temperature=t, top_p=p)
+               for t, p in ((1e-46, 1.0), (1.0, 1e-46), (5e-324, 5e-324))]
+        replies = [f.result(timeout=300) for f in odd]
+        _, chunks = other.result(timeout=300)
+    greedy = chat(client, hi).choices[0].message.content
+    assert [r.choices[0].message.content for r in replies[:1]] == [greedy]  # a temperature of 0, in effect
+    assert all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_body_of_millions_of_tiny_values_is_refused_before_it_is_parsed(server: RunningServer,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """json.loads holds the GIL: a 64 MiB body of `[],` stalled every stream for 8 s. Counted first."""
+    from kimi_agent.model_runtime.serving import app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_JSON_VALUES", 1000)  # 4,000,000 in a real server (a 64 MiB body)
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "user": [%s]}' % (
+        MODEL.encode(), b",".join([b"[]"] * 1001))
+    r = _post_raw(server, body)
+    error = _error_of(r)
+    assert r.status_code == 400 and "more than 1000 JSON values" in error["message"], error
+    fine = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "a, b, c \U0001F600"}],
+                       "max_tokens": 2}).encode()  # an escaped emoji: a valid surrogate pair
+    assert b"\\ud83d" in fine and _post_raw(server, fine).status_code == 200
+
+
 def test_messages_that_cannot_fit_are_refused_before_the_prompt_is_built(server: RunningServer) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": ""}] * 100_000, "max_tokens": 2}
     r = _post_raw(server, json.dumps(body).encode())  # 3 MB; 200,000 took 49 s to render when prompts grew quadratically
