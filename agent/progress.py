@@ -14,6 +14,7 @@ question is on screen.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -40,8 +41,17 @@ _STATUS_STYLE = {"success": "bold green", "failure": "bold red", "error": "bold 
 STREAM_LINES = 6
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written as escapes (ESC as `\\x1b`): what a model, a web page
+    or a task file wrote must not retitle, recolour or clear the terminal it is printed on."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _short(text: str, n: int = 240) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -72,7 +82,7 @@ class _Current:
         if self.phase != "thinking" or not self.text:
             return spinner
         lines = self.redact(self.text).rstrip("\n").splitlines()[-STREAM_LINES:]
-        return Group(spinner, Text("\n".join(f"  │ {line}" for line in lines), style="dim", no_wrap=True,
+        return Group(spinner, Text("\n".join(f"  │ {printable(line)}" for line in lines), style="dim", no_wrap=True,
                                    overflow="ellipsis"))
 
 

@@ -25,9 +25,15 @@ from kimi_agent.tasks.registry import metric
 from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 MAX_ITEMS = 10_000  # entries of one expected list (keywords, domains, urls...)
+MAX_KEYWORDS = 1_000  # check_history_deleted's keywords (one scan of the history each)
 MAX_BOOKMARK_OPTIONS = 1_000  # URL strings in `liked_authors_websites_urls`, all lists together
 REGEX_TIMEOUT_S = 2.0  # all patterns of one metric call together
 MAX_REGEX_EXPANSION = 10_000  # pattern nodes; `regex` unrolls counted repeats when compiling (a{5000000}: 1.3 GB)
+# Characters of one pattern, and of all patterns of one metric: `regex` does not check its timeout while it
+# matches a long literal, which costs ~n^3 (1,000 characters: 0.3 s against a long URL; 4,000: 18 s).
+# OSWorld's longest is 78.
+MAX_PATTERN_CHARS = 1_000
+MAX_PATTERNS_CHARS = 5_000
 
 # OSWorld drops the public suffix with tldextract's default extractor; this one reads the snapshot
 # of the public suffix list that the package ships and never fetches it.
@@ -112,10 +118,9 @@ def check_pattern(fn: str, field: str, pattern: Any) -> Any:
     """`pattern` compiled (Python `re` syntax, run by `regex`, whose VERSION0 has `re`'s semantics);
     `EvaluationError` when it is not a string, not a valid `re` pattern, or too large to compile."""
     pattern = require_str(fn, pattern, field)
-    if len(pattern) > MAX_REGEX_EXPANSION:
-        raise EvaluationError(f"{fn}: {field} is a regex of {len(pattern)} characters, more than {MAX_REGEX_EXPANSION}")
-    try:
-        re.compile(pattern)
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise EvaluationError(f"{fn}: {field} is a regex of {len(pattern)} characters, more than {MAX_PATTERN_CHARS}")
+    try:  # re's parser, not its compiler: compiling (?i)[\u0000-\uffff] walks every code point (5 ms a range)
         size = _expanded_size(_SRE.parse(pattern))
     except (re.error, OverflowError, RecursionError) as e:
         raise EvaluationError(f"{fn}: {field} {pattern[:200]!r} is not a valid regex: {e}") from None
@@ -126,6 +131,13 @@ def check_pattern(fn: str, field: str, pattern: Any) -> Any:
         return regex.compile(pattern, flags=regex.VERSION0)
     except (regex.error, OverflowError, RecursionError, MemoryError) as e:
         raise EvaluationError(f"{fn}: {field} {pattern[:200]!r} is not a valid regex: {e}") from None
+
+
+def _check_patterns_size(fn: str, patterns: list[str]) -> None:
+    """`EvaluationError` when the patterns of one metric hold more than `MAX_PATTERNS_CHARS` characters."""
+    total = sum(len(p) for p in patterns)
+    if total > MAX_PATTERNS_CHARS:
+        raise EvaluationError(f"{fn}: rules.expected holds {total} characters of regexes, more than {MAX_PATTERNS_CHARS}")
 
 
 def regex_search(fn: str, field: str, compiled: Any, text: str, *, deadline: float) -> bool:
@@ -412,6 +424,11 @@ def _check_url_patterns(expected: GetterConfig) -> list[str]:
         except EvaluationError as e:
             said = str(e).removeprefix(f"is_expected_url_pattern_match: rules.expected[{i}] ")
             raise TaskFieldError(f"rules.expected[{i}]", said) from None
+    try:
+        _check_patterns_size("is_expected_url_pattern_match", patterns)
+    except EvaluationError as e:
+        said = str(e).removeprefix("is_expected_url_pattern_match: rules.expected ")
+        raise TaskFieldError("rules.expected", said) from None
     return []
 
 
@@ -419,8 +436,9 @@ def _check_url_patterns(expected: GetterConfig) -> list[str]:
 def is_expected_url_pattern_match(result: Any, rules: dict[str, Any]) -> float:
     """Every regex in `rules["expected"]` must be found in the URL (`re.search`, with a time bound)."""
     fn = "is_expected_url_pattern_match"
-    patterns = [(f"rules.expected[{i}]", check_pattern(fn, f"rules.expected[{i}]", p))
-                for i, p in enumerate(require_str_list(fn, _rules_expected(fn, rules), "rules.expected"))]
+    texts = require_str_list(fn, _rules_expected(fn, rules), "rules.expected")
+    patterns = [(f"rules.expected[{i}]", check_pattern(fn, f"rules.expected[{i}]", p)) for i, p in enumerate(texts)]
+    _check_patterns_size(fn, texts)
     url = _url_of(result)
     if not url:
         return 0.0
@@ -506,7 +524,8 @@ def check_history_deleted(history_data: list[Sequence[Any]] | None, rule: dict[s
     rule, kind = _rule(fn, rule)
     if kind != "keywords":
         raise _rule_type_error(fn, rule)
-    keywords = require_str_list(fn, require_key(fn, rule, "keywords", "rules"), "rules.keywords")
+    # each keyword is one scan of every URL: 1,000 keywords against 4 MB of history take about 2 s
+    keywords = require_str_list(fn, require_key(fn, rule, "keywords", "rules"), "rules.keywords", cap=MAX_KEYWORDS)
     urls = _column(fn, history_data or [], 0, "url")
     if not all(isinstance(u, str) for u in urls):
         raise EvaluationError(f"{fn}: a history url is not a string")
@@ -515,8 +534,9 @@ def check_history_deleted(history_data: list[Sequence[Any]] | None, rule: dict[s
     # OSWorld: 0 when a keyword is in some URL. One text with a separator the keyword lacks has the
     # same answer (a match cannot span two URLs); "" is in every URL and, as there is one, in the text.
     text = "\0".join(urls)
+    nul_in_urls = text.count("\0") > len(urls) - 1  # else a keyword holding NUL is in no URL
     for k in dict.fromkeys(keywords):
-        if (k in text) if "\0" not in k else any(k in u for u in urls):
+        if (k in text) if "\0" not in k else nul_in_urls and any(k in u for u in urls):
             return 0.0
     return 1.0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from kimi_agent.progress import printable
 from kimi_agent.tasks.loader import id_problem
 from kimi_agent.tasks.run_pages import TASK_PAGE, index_html, task_page_html
 from kimi_agent.tasks.run_progress import ProgressView
@@ -29,7 +30,7 @@ def results_table(summary: RunSummary) -> Table:
     for col in ("task", "instruction", "status", "score", "steps", "seconds"):
         table.add_column(col, overflow="fold")
     for r in summary.results:
-        table.add_row(r.task_id, r.instruction[:60], Text(r.status, style=_STYLE[r.status]),
+        table.add_row(r.task_id, printable(r.instruction)[:60], Text(r.status, style=_STYLE[r.status]),
                       "" if r.score is None else f"{r.score:g}", str(r.steps), f"{r.seconds:.1f}")
     return table
 
@@ -40,7 +41,7 @@ def results_lines(summary: RunSummary) -> list[str]:
     lines = []
     for r in summary.results:
         score = "-" if r.score is None else f"{r.score:g}"
-        instruction = " ".join(r.instruction.split())  # one line, whole
+        instruction = printable(" ".join(r.instruction.split()))  # one line, whole
         lines.append(f"{r.task_id}  {r.status}  score {score}  {r.steps} steps  {r.seconds:.1f} s  {instruction}")
     return lines
 

@@ -123,3 +123,17 @@ def test_a_step_cut_short_says_where_it_was_interrupted_not_that_the_reply_was_u
     listener.on_step(StepRecord(step=3, started_at=0.0, obs_before={}, error="the reply has no ## Code section"))
     headers = [line for line in out.getvalue().splitlines() if line.startswith("Step")]
     assert headers == ["Step 2 (interrupted in generate after 0.3 s)", "Step 3 (no usable reply)"], out.getvalue()
+
+
+def test_control_characters_from_a_model_or_a_task_file_are_shown_escaped() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kimi_agent.progress import ConsoleListener, printable
+
+    assert printable("a\x1b]0;PWNED\x07b\x9bc") == "a\\x1b]0;PWNED\\x07b\\x9bc"
+    out = io.StringIO()
+    ConsoleListener(Console(file=out, width=200, force_terminal=False)).on_reply(
+        1, "Set the title\x1b]0;PWNED\x07.", "Click\x1b[2J OK.")
+    assert "\x1b" not in out.getvalue() and "\\x1b]0;PWNED\\x07" in out.getvalue(), out.getvalue()

@@ -32,12 +32,18 @@ def test_catastrophic_pattern_fails_typed_within_the_bound() -> None:
     (r"\p{L}", "is not a valid regex"),
     ("a{4294967294}", "repeats too much"),  # `regex` would unroll it into gigabytes when compiling
     ("(?:a{1000}){1000}", "repeats too much"),
-    ("(" * 5000 + ")" * 5000, "is not a valid regex"),
-    ("a" * 10_001, "is a regex of 10001 characters, more than 10000"),
+    ("(" * 5000 + ")" * 5000, "is a regex of 10000 characters, more than 1000"),
+    ("a" * 1_001, "is a regex of 1001 characters, more than 1000"),  # regex matches a long literal in ~n^3
 ])
 def test_bad_patterns_are_evaluation_errors(pattern: str, why: str) -> None:
     with pytest.raises(EvaluationError, match=r"^is_expected_url_pattern_match: rules\.expected\[1\] .*" + why):
         m.is_expected_url_pattern_match("http://h/", {"expected": ["h", pattern]})
+
+
+def test_the_patterns_of_one_metric_hold_at_most_5000_characters() -> None:
+    with pytest.raises(EvaluationError, match=r"^is_expected_url_pattern_match: rules\.expected holds 5400 "
+                                              r"characters of regexes, more than 5000"):
+        m.is_expected_url_pattern_match("http://h/", {"expected": ["a" * 900] * 6})
 
 
 OSWORLD_PATTERNS = [  # every pattern of OSWorld's chrome/multi_apps task files
@@ -136,9 +142,12 @@ def test_large_lists_are_linear_or_refused() -> None:
     domains = [f"d{i}.com" for i in range(10_000)]
     assert m.is_cookie_deleted(rows, {"type": "domains", "domains": domains}) == 1.0
     hist = [(f"http://site{i}.com/page", "", 0) for i in range(1000)]
-    assert m.check_history_deleted(hist, {"type": "keywords", "keywords": [f"kw{i}" for i in range(10_000)]}) == 1.0
-    with pytest.raises(EvaluationError, match=r"^check_history_deleted: rules\.keywords has 10001 entries"):
-        m.check_history_deleted(hist, {"type": "keywords", "keywords": ["k"] * 10_001})
+    assert m.check_history_deleted(hist, {"type": "keywords", "keywords": [f"kw{i}" for i in range(1_000)]}) == 1.0
+    with pytest.raises(EvaluationError, match=r"^check_history_deleted: rules\.keywords has 1001 entries"):
+        m.check_history_deleted(hist, {"type": "keywords", "keywords": ["k"] * 1_001})  # one scan of the history each
+    # a keyword holding NUL is in no URL unless one holds NUL (the joined text uses NUL as its separator)
+    assert m.check_history_deleted(hist, {"type": "keywords", "keywords": ["page\0http"]}) == 1.0
+    assert m.check_history_deleted([("http://a/x\0y", "", 0)], {"type": "keywords", "keywords": ["x\0y"]}) == 0.0
     with pytest.raises(EvaluationError, match=r"^is_cookie_deleted: rules\.domains has 50000 entries"):
         m.is_cookie_deleted(rows, {"type": "domains", "domains": ["d.com"] * 50_000})
 

@@ -205,3 +205,5 @@ def test_results_lines_are_whole_and_one_per_task(tmp_path: Path) -> None:
     lines = results_lines(summary)
     assert lines[0] == f"t1  success  score 1  3 steps  12.3 s  {' '.join(long.split())}"
     assert lines[1] == "t2  interrupted  score -  0 steps  0.0 s  do t2"
+    hostile = RunSummary(tmp_path, [_result("t3", "fail").model_copy(update={"instruction": "Go\x1b]0;PWNED\x07 now"})])
+    assert results_lines(hostile) == ["t3  fail  score -  0 steps  0.0 s  Go\\x1b]0;PWNED\\x07 now"]  # no escape
