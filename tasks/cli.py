@@ -325,6 +325,21 @@ def _print_summary(summary: RunSummary, out: Path) -> None:
                    + (f", {unfinished} interrupted)" if unfinished else ")"))
     typer.echo(f"{summary.success_rate:.0%} success over {len(summary.scored)} scored tasks; "
                f"results in {out / 'results.json'}, report {out / 'index.html'}")
+    if others := other_task_folders(summary):
+        typer.echo(f"{out} also holds {_count(len(others), 'task folder')} of another run, not in these results "
+                   f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})", err=True)
+
+
+def other_task_folders(summary: RunSummary) -> list[str]:
+    """Names of the task folders in the run's --out (a result.json inside) that its results do not list:
+    an earlier run's, into the same --out with other task files."""
+    listed = {r.task_id for r in summary.results}
+    try:
+        folders = sorted(d.name for d in summary.out_dir.iterdir() if d.is_dir() and not d.is_symlink()
+                         and not d.name.startswith(".") and (d / "result.json").is_file())
+    except OSError:
+        return []
+    return [name for name in folders if name not in listed]
 
 
 def register(app: typer.Typer) -> None:

@@ -207,3 +207,14 @@ def test_results_lines_are_whole_and_one_per_task(tmp_path: Path) -> None:
     assert lines[1] == "t2  interrupted  score -  0 steps  0.0 s  do t2"
     hostile = RunSummary(tmp_path, [_result("t3", "fail").model_copy(update={"instruction": "Go\x1b]0;PWNED\x07 now"})])
     assert results_lines(hostile) == ["t3  fail  score -  0 steps  0.0 s  Go\\x1b]0;PWNED\\x07 now"]  # no escape
+
+
+def test_task_folders_of_another_run_in_out_are_named(tmp_path: Path) -> None:
+    from kimi_agent.tasks.cli import other_task_folders
+
+    for name in ("t1", "old-a", "old-b"):
+        _write(tmp_path / name / "result.json", "{}")
+    (tmp_path / ".workers").mkdir()
+    (tmp_path / "not-a-task").mkdir()
+    summary = RunSummary(tmp_path, [_result("t1", "success", score=1.0)])
+    assert other_task_folders(summary) == ["old-a", "old-b"]
