@@ -410,25 +410,28 @@ def is_expected_active_tab_approximate(active_tab: Any, rule: dict[str, Any]) ->
     return 1.0 if actual is not None and _strip_query(fn, actual, "the result's url") == want else 0.0
 
 
+def _url_patterns(fn: str, texts: list[Any]) -> list[tuple[str, Any]]:
+    """(field, compiled) of each of `rules.expected`, checked by `check_pattern` and, together, by
+    `_check_patterns_size`; `EvaluationError` naming the field otherwise."""
+    patterns = [(f"rules.expected[{i}]", check_pattern(fn, f"rules.expected[{i}]", p)) for i, p in enumerate(texts)]
+    _check_patterns_size(fn, texts)
+    return patterns
+
+
 def _check_url_patterns(expected: GetterConfig) -> list[str]:
-    """Load-time check of the metric's `expected` (a `rule` getter): each of `rules.expected` must be
-    a regex `check_pattern` accepts; `TaskFieldError` naming it otherwise (the task is then invalid
-    before it runs, not an error after its episode)."""
+    """Load-time check of the metric's `expected` (a `rule` getter): `_url_patterns` of its
+    `rules.expected`, its EvaluationError a `TaskFieldError` on the field it names (the task is then
+    invalid before it runs, not an error after its episode)."""
+    fn = "is_expected_url_pattern_match"
     rules = expected.params.get("rules") if expected.type == "rule" else None
     patterns = rules.get("expected") if isinstance(rules, dict) else None
     if not isinstance(patterns, list):
         return []  # a shape the metric itself reports when it runs
-    for i, pattern in enumerate(patterns):
-        try:
-            check_pattern("is_expected_url_pattern_match", f"rules.expected[{i}]", pattern)
-        except EvaluationError as e:
-            said = str(e).removeprefix(f"is_expected_url_pattern_match: rules.expected[{i}] ")
-            raise TaskFieldError(f"rules.expected[{i}]", said) from None
     try:
-        _check_patterns_size("is_expected_url_pattern_match", patterns)
-    except EvaluationError as e:
-        said = str(e).removeprefix("is_expected_url_pattern_match: rules.expected ")
-        raise TaskFieldError("rules.expected", said) from None
+        _url_patterns(fn, patterns)
+    except EvaluationError as e:  # "fn: <field> <reason>"
+        field, _, reason = str(e).removeprefix(f"{fn}: ").partition(" ")
+        raise TaskFieldError(field, reason) from None
     return []
 
 
@@ -436,9 +439,7 @@ def _check_url_patterns(expected: GetterConfig) -> list[str]:
 def is_expected_url_pattern_match(result: Any, rules: dict[str, Any]) -> float:
     """Every regex in `rules["expected"]` must be found in the URL (`re.search`, with a time bound)."""
     fn = "is_expected_url_pattern_match"
-    texts = require_str_list(fn, _rules_expected(fn, rules), "rules.expected")
-    patterns = [(f"rules.expected[{i}]", check_pattern(fn, f"rules.expected[{i}]", p)) for i, p in enumerate(texts)]
-    _check_patterns_size(fn, texts)
+    patterns = _url_patterns(fn, require_str_list(fn, _rules_expected(fn, rules), "rules.expected"))
     url = _url_of(result)
     if not url:
         return 0.0

@@ -86,10 +86,9 @@ Command = Annotated[list[str] | str, AfterValidator(_command_value)]
 
 def _seconds(*, default: float | None = None, ge: float | None = None, gt: float | None = None,
              le: float) -> Any:
-    """A number of seconds from the task file: a real number (not `true`, not "5") within bounds."""
-    if default is None:
-        return Field(ge=ge, gt=gt, le=le, strict=True, allow_inf_nan=False)
-    return Field(default=default, ge=ge, gt=gt, le=le, strict=True, allow_inf_nan=False)
+    """A number of seconds from the task file: a real number (not `true`, not "5") within bounds;
+    required without a `default`."""
+    return Field(... if default is None else default, ge=ge, gt=gt, le=le, strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- helpers
