@@ -66,6 +66,9 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, no_args_is_help=T
 
 #: click's UsageError (the base of typer.BadParameter), whether typer uses click or its vendored copy.
 USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+#: click's base of its own errors, and the usage error that stands for "no arguments: show the help".
+CLICK_ERROR: type[Exception] = USAGE_ERROR.__mro__[1]
+NO_ARGS_IS_HELP: type[Exception] = getattr(sys.modules[USAGE_ERROR.__module__], "NoArgsIsHelpError", USAGE_ERROR)
 
 
 class EpisodeCommand(typer.core.TyperCommand):
@@ -465,6 +468,41 @@ def guide() -> str:
     return "\n".join(lines)
 
 
+def usage_line(error: Exception) -> str:
+    """A click usage error as the text of the one `error:` line every other mistake gets, with where to look.
+
+    `kimi-agent --max-stesp 3 x` -> `No such option: --max-stesp (Possible options: --max-seconds,
+    --max-steps); see kimi-agent --help`.
+    """
+    ctx = getattr(error, "ctx", None)
+    path = ctx.command_path if ctx is not None else "kimi-agent"
+    message = str(getattr(error, "format_message", lambda: error)()).rstrip(".")
+    return f"{message}; see {path} --help"
+
+
+def run_click(command: typer.Typer, args: list[str]) -> None:
+    """Run a typer app without click's own exit handling, so a usage error is one `error:` line (exit 2).
+
+    click's standalone mode prints a usage error as a four-line block (`Usage:`, `Try ...`, blank, `Error:`);
+    here it reads like every other mistake. A bare command still prints its help (click's "no args is help").
+    """
+    try:
+        code = command(args=args, prog_name="kimi-agent", standalone_mode=False)
+    except NO_ARGS_IS_HELP as e:
+        e.show()  # type: ignore[attr-defined]  # click's method: the command's help, on stderr
+        sys.exit(EXIT_CANNOT_START)
+    except USAGE_ERROR as e:
+        console.print(f"[bold red]error:[/] {escape(usage_line(e))}", soft_wrap=True)
+        sys.exit(EXIT_CANNOT_START)
+    except CLICK_ERROR as e:  # a FileError or another of click's own: click's wording, click's exit code
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(int(getattr(e, "exit_code", EXIT_CANNOT_START)))
+    except typer.Abort:  # click's Ctrl-C at a prompt
+        raise KeyboardInterrupt from None
+    if isinstance(code, int) and not isinstance(code, bool):  # typer.Exit(code): returned, not raised
+        sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: dispatch subcommands vs. the episode command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -483,10 +521,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args and args[0] not in SUBCOMMANDS and not args[0].startswith("-"):
             check_not_a_command(args[0])  # `kimi-agent doctr` or `kimi-agent reprt RUN_DIR`
-        if args and args[0] in SUBCOMMANDS:
-            app(args=args, prog_name="kimi-agent")
-        else:
-            episode_app(args=args, prog_name="kimi-agent")
+        run_click(app if args and args[0] in SUBCOMMANDS else episode_app, args)
     except KeyboardInterrupt:
         console.print("[yellow]stopped[/]")
         sys.exit(EXIT_STOPPED)

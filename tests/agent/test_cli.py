@@ -124,6 +124,23 @@ def test_help_is_a_guide_with_every_subcommand_and_examples(tmp_path: Path) -> N
     assert bare.returncode == 2 and "Examples:" in bare.stdout + bare.stderr
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-stesp", "3", "x"], "error: No such option: --max-stesp (Possible options: --max-seconds, --max-steps); "
+                                "see kimi-agent --help"),
+    (["--max-steps", "0", "x"], "error: Invalid value for '--max-steps': Input should be greater than or equal to 1; "
+                                "see kimi-agent --help"),
+    (["run", "--workers", "0", "t"], "error: Invalid value for '--workers': Input should be greater than or equal "
+                                     "to 1; see kimi-agent run --help"),
+    (["report"], "error: Missing argument 'RUN_DIR'; see kimi-agent report --help"),
+])
+def test_usage_mistakes_are_one_error_line(tmp_path: Path, argv: list[str], message: str) -> None:
+    """A mistyped option or a value out of range reads like every other mistake: one line, exit 2 (not click's
+    four-line Usage/Try/Error block)."""
+    r = run_cli(*argv, tmp_path=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines() == [message] and r.stdout == "", (r.stdout, r.stderr)
+
+
 def test_version(tmp_path: Path) -> None:
     from kimi_agent import __version__
 
