@@ -13,6 +13,7 @@ import importlib
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -25,7 +26,8 @@ from kimi_agent.tasks.registry import metric
 from kimi_agent.tasks.spec import GetterConfig, TaskFieldError
 
 MAX_ITEMS = 10_000  # entries of one expected list (keywords, domains, urls...)
-MAX_KEYWORDS = 1_000  # check_history_deleted's keywords (one scan of the history each)
+MAX_KEYWORDS = 1_000  # check_history_deleted's keywords
+MAX_KEYWORD_CHARS = 100_000  # all of them together: the size of its keyword trie (OSWorld's one keyword has 7)
 MAX_BOOKMARK_OPTIONS = 1_000  # URL strings in `liked_authors_websites_urls`, all lists together
 REGEX_TIMEOUT_S = 2.0  # all patterns of one metric call together
 MAX_REGEX_EXPANSION = 10_000  # pattern nodes; `regex` unrolls counted repeats when compiling (a{5000000}: 1.3 GB)
@@ -518,28 +520,72 @@ def is_cookie_deleted(cookie_data: list[Sequence[Any]] | None, rule: dict[str, A
     return 0.0 if any(_normalized(fn, h, "a cookie's host_key") in gone for h in hosts) else 1.0
 
 
+def _keyword_trie(keywords: list[str]) -> tuple[list[dict[str, int]], list[int], list[bool]]:
+    """Aho-Corasick automaton of `keywords`: (goto, fail, hit), indexed by node (0 is the root).
+    `hit[n]` says some keyword ends at node n or at a node its fail chain reaches. Time and size
+    are linear in the keywords' characters."""
+    goto: list[dict[str, int]] = [{}]
+    hit = [False]
+    for k in keywords:
+        node = 0
+        for ch in k:
+            nxt = goto[node].get(ch)
+            if nxt is None:
+                nxt = goto[node][ch] = len(goto)
+                goto.append({})
+                hit.append(False)
+            node = nxt
+        hit[node] = True
+    fail = [0] * len(goto)
+    queue = deque(goto[0].values())  # depth-1 nodes fail to the root
+    while queue:
+        node = queue.popleft()
+        for ch, child in goto[node].items():
+            f = fail[node]
+            while f and ch not in goto[f]:
+                f = fail[f]
+            fail[child] = goto[f].get(ch, 0)
+            hit[child] = hit[child] or hit[fail[child]]
+            queue.append(child)
+    return goto, fail, hit
+
+
+def any_keyword_in(keywords: list[str], texts: list[str]) -> bool:
+    """Whether some keyword is a substring of some text (`any(k in t for k in keywords for t in
+    texts)`), in time linear in the characters of both lists together (Aho-Corasick; each text is
+    scanned on its own, so a match never spans two texts)."""
+    longest = max(map(len, texts), default=0)
+    goto, fail, hit = _keyword_trie([k for k in keywords if len(k) <= longest])  # longer ones match nothing
+    if hit[0]:  # "" is in every text
+        return bool(texts)
+    for text in texts:
+        node = 0
+        for ch in text:
+            while node and ch not in goto[node]:
+                node = fail[node]
+            node = goto[node].get(ch, 0)
+            if hit[node]:
+                return True
+    return False
+
+
 @metric("check_history_deleted")
 def check_history_deleted(history_data: list[Sequence[Any]] | None, rule: dict[str, Any]) -> float:
-    """`history_data` rows are `(url, title, last_visit_time)`."""
+    """`history_data` rows are `(url, title, last_visit_time)`. OSWorld: 0 when some keyword is in
+    some URL; here in one pass over the URLs, however many keywords (at most MAX_KEYWORDS of at
+    most MAX_KEYWORD_CHARS characters together)."""
     fn = "check_history_deleted"
     rule, kind = _rule(fn, rule)
     if kind != "keywords":
         raise _rule_type_error(fn, rule)
-    # each keyword is one scan of every URL: 1,000 keywords against 4 MB of history take about 2 s
     keywords = require_str_list(fn, require_key(fn, rule, "keywords", "rules"), "rules.keywords", cap=MAX_KEYWORDS)
+    chars = sum(map(len, keywords))
+    if chars > MAX_KEYWORD_CHARS:
+        raise EvaluationError(f"{fn}: rules.keywords hold {chars} characters, more than {MAX_KEYWORD_CHARS}")
     urls = _column(fn, history_data or [], 0, "url")
     if not all(isinstance(u, str) for u in urls):
         raise EvaluationError(f"{fn}: a history url is not a string")
-    if not urls:
-        return 1.0
-    # OSWorld: 0 when a keyword is in some URL. One text with a separator the keyword lacks has the
-    # same answer (a match cannot span two URLs); "" is in every URL and, as there is one, in the text.
-    text = "\0".join(urls)
-    nul_in_urls = text.count("\0") > len(urls) - 1  # else a keyword holding NUL is in no URL
-    for k in dict.fromkeys(keywords):
-        if (k in text) if "\0" not in k else nul_in_urls and any(k in u for u in urls):
-            return 0.0
-    return 1.0
+    return 0.0 if any_keyword_in(keywords, urls) else 1.0
 
 
 @metric("infeasible")

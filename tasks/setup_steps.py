@@ -7,19 +7,22 @@ against a `TaskHost`. Host mapping, without editing task files:
   other workers' browsers); `socat` port forwards are no-ops (getters use the worker's port).
 - the window "Google Chrome" (activate_window / close_window) is the worker's Chromium window.
 - `/home/user/...` and `~/...` are rewritten to the worker's sandbox home; `{CLIENT_PASSWORD}`
-  and `{SCREEN_WIDTH}`-style tokens are substituted.
+  and `{SCREEN_WIDTH}`-style tokens are substituted. `download` and `execute`'s `stdout`/`stderr`
+  files are written inside the home only, never through a symlink (`tasks/home_files.py`).
 - `sudo apt install X` is satisfied when X is already installed, and refused with the package
   names otherwise; `sudo -S` prefixes are dropped (we run as the current user).
 
 Task files are untrusted: every wait a task sets is bounded when the file loads (`MAX_WAIT_S`,
 `MAX_CHECK_INTERVAL_S`, `MAX_HISTORY_AGE_S`), numbers must be real numbers (not `true` or "5"),
 commands and paths must not contain a NUL byte, and one command may name at most
-`MAX_APT_PACKAGES` apt packages (all checked with one `dpkg-query`). A bad value makes the file
+`MAX_APT_PACKAGES` apt packages, checked by exact name against one listing of dpkg's installed
+packages (made once, and again only when dpkg's status file changes). A bad value makes the file
 `invalid`, naming the field.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -27,7 +30,6 @@ import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +39,8 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kimi_agent.errors import SetupStepError
-from kimi_agent.tasks.context import TaskHost
+from kimi_agent.tasks.context import VM_HOME, TaskHost
+from kimi_agent.tasks.home_files import home_relative, write_in_home
 from kimi_agent.tasks.metrics import compare_urls
 from kimi_agent.tasks.registry import setup_step
 from kimi_agent.tasks.spec import TaskFieldError
@@ -155,23 +158,85 @@ def _apt_packages(segment: str) -> list[str] | None:
     return [t for t in shlex.split(m["rest"]) if not t.startswith("-")]
 
 
-def _installed(names: list[str]) -> set[str]:
-    """Which of `names` are here: a program of that name on PATH, or a package dpkg lists as
-    installed (one `dpkg-query` for all of them, at most DPKG_QUERY_TIMEOUT_S; names may be dpkg
-    patterns such as `libc6*` or `libc6:amd64`). Without dpkg, only programs on PATH count."""
-    found = {n for n in names if shutil.which(n)}
-    rest = [n for n in names if n not in found]
-    if not rest:
-        return found
+# Checked names are exact: apt(8) has not read package names as patterns since apt 1.9.6 (Ubuntu 20.04),
+# and no OSWorld task names a pattern (they install jq, unzip, expect, xsel, sysstat, tinyproxy).
+_GLOB_CHARS = frozenset("*?[")
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+# The last listing of each kind with what it was made from: dpkg's status file (inode, size, mtime)
+# and PATH with each folder's mtime. Loading a file of 200 steps reads them once, not 200 times.
+# A dpkg-query that timed out counts as "nothing installed" for DPKG_RETRY_S, then is asked again.
+DPKG_RETRY_S = 60.0
+_dpkg_listing: tuple[object, frozenset[str], float] | None = None
+_path_listing: tuple[object, frozenset[str]] | None = None
+
+
+def _dpkg_installed() -> frozenset[str]:
+    """Names (`name`, `name:arch`) of the packages dpkg lists as installed: one `dpkg-query` (at
+    most DPKG_QUERY_TIMEOUT_S) per change of dpkg's status file. Empty without dpkg."""
+    global _dpkg_listing
+    try:
+        st = DPKG_STATUS.stat()
+        key: object = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if _dpkg_listing is not None and _dpkg_listing[0] == key and time.monotonic() < _dpkg_listing[2]:
+        return _dpkg_listing[1]
+    retry_at = float("inf")
     try:
         out = subprocess.run(["dpkg-query", "-W", "--showformat=${Status}\t${Package}\t${Package}:${Architecture}"
-                              "\t${binary:Package}\n", "--", *rest], capture_output=True, text=True,
+                              "\t${binary:Package}\n"], capture_output=True, text=True,
                              errors="replace", timeout=DPKG_QUERY_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return found
-    rows = [line.split("\t") for line in out.stdout.splitlines()]
-    here = [row[1:] for row in rows if len(row) == 4 and "ok installed" in row[0]]  # its names, with arch or not
-    found.update(n for n in rest if any(fnmatchcase(name, n) for names in here for name in names))
+        rows = [line.split("\t") for line in out.stdout.splitlines()]
+    except OSError:  # no dpkg here
+        rows = []
+    except subprocess.TimeoutExpired:
+        rows, retry_at = [], time.monotonic() + DPKG_RETRY_S
+    names = frozenset(name for row in rows if len(row) == 4 and "ok installed" in row[0] for name in row[1:])
+    _dpkg_listing = (key, names, retry_at)
+    return names
+
+
+def _path_programs() -> frozenset[str]:
+    """Names of the executable files in the folders of PATH (what `shutil.which` finds), listed
+    again only when PATH or one of its folders changes."""
+    global _path_listing
+    folders = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d]
+    key: list[object] = [tuple(folders)]
+    for d in folders:
+        try:
+            key.append(os.stat(d).st_mtime_ns)
+        except OSError:
+            key.append(None)
+    if _path_listing is not None and _path_listing[0] == key:
+        return _path_listing[1]
+    found: set[str] = set()
+    for d in folders:
+        try:
+            with os.scandir(d) as entries:
+                found.update(e.name for e in entries if e.name not in found and _is_program(e))
+        except OSError:
+            continue  # a missing or unreadable folder holds no program
+    _path_listing = (key, frozenset(found))
+    return _path_listing[1]
+
+
+def _is_program(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file() and os.access(entry.path, os.X_OK)
+    except OSError:
+        return False
+
+
+def _installed(names: list[str]) -> set[str]:
+    """Which of `names` are here: a program of that name on PATH, or a package dpkg lists as
+    installed under that exact name (`libc6` or `libc6:amd64`; no patterns). Without dpkg, only
+    programs on PATH count. Time: linear in len(names) once both listings are made."""
+    programs = _path_programs()
+    found = {n for n in names if n in programs}
+    rest = [n for n in names if n not in found]
+    if rest:
+        installed = _dpkg_installed()
+        found.update(n for n in rest if n in installed)
     return found
 
 
@@ -203,6 +268,12 @@ def _missing_apt(command: list[str] | str) -> list[str]:
         return []
     here = _installed(list(wanted))
     return [name for name in wanted if name not in here]
+
+
+def _apt_reason(name: str) -> str:
+    if _GLOB_CHARS.intersection(name):
+        return f"apt package {name!r} not installed (a pattern: only exact package names are checked)"
+    return f"apt package {name!r} not installed"
 
 
 def _is_apt(segment: str) -> bool:
@@ -237,7 +308,7 @@ def _check_command(p: LaunchParams | ExecuteParams | ExecuteWithVerificationPara
             raise TaskFieldError("command", f"{p.command[:200]!r} cannot be split into words ({e})") from None
         if not words:
             raise TaskFieldError("command", "has no words")
-    return [f"apt package {pkg!r} not installed" for pkg in _missing_apt(p.command)]
+    return [_apt_reason(pkg) for pkg in _missing_apt(p.command)]
 
 
 @setup_step("launch", params=LaunchParams, check=_check_command)
@@ -291,15 +362,6 @@ def _until_met(u: UntilSpec, rc: int, out: str, err: str) -> bool:
             or (u.stderr is not None and u.stderr in err))
 
 
-def _home_file(host: TaskHost, field: str, path: str) -> Path:
-    """`execute`'s `stdout`/`stderr` file: a path inside the home, or SetupStepError."""
-    target = host.paths.map_path(path).resolve()
-    if not target.is_relative_to(host.paths.home.resolve()):
-        raise SetupStepError(f"execute: {field} file {path!r} is outside the home folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
-
-
 @setup_step("execute", params=ExecuteParams, check=_check_command)
 def execute(host: TaskHost, p: ExecuteParams) -> None:
     """Run a command to completion (retried while `until` is unmet, at most 5 times)."""
@@ -314,8 +376,9 @@ def execute(host: TaskHost, p: ExecuteParams) -> None:
     for attempt in range(5):
         rc, out, err = host.execute(cmd, shell=p.shell, timeout_s=p.timeout)
         for name, text in (("stdout", out), ("stderr", err)):
-            if getattr(p, name):
-                _home_file(host, name, getattr(p, name)).write_text(text, encoding="utf-8")
+            if getattr(p, name):  # a file inside the home, reached through no symlink
+                with write_in_home(host.paths.home, f"{name} file", getattr(p, name)) as file:
+                    file.write(text.encode("utf-8"))
         if p.until is None or _until_met(p.until, rc, out, err):
             return
         if attempt < 4:
@@ -507,15 +570,19 @@ class DownloadParams(_Params):
 
 
 def _check_download(p: DownloadParams) -> list[str]:
+    """Network reasons; `TaskFieldError` on `files[i].path` for a path outside the home (every
+    OSWorld download goes to `/home/user/...` or a path relative to it)."""
+    for i, f in enumerate(p.files):
+        if home_relative(f.path) is None:
+            raise TaskFieldError(f"files[{i}].path", f"{f.path[:200]!r} is outside the home folder ({VM_HOME})")
     return _network_reasons("download", [f.url for f in p.files])
 
 
 @setup_step("download", params=DownloadParams, check=_check_download)
 def download(host: TaskHost, p: DownloadParams) -> None:
-    """Put files at (mapped) paths from local paths, file:// URLs or loopback http(s) servers."""
-    for f in p.files:
-        dest = host.paths.map_path(f.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+    """Put files at paths inside the home (never through a symlink; see `write_in_home`) from local
+    paths, file:// URLs or loopback http(s) servers."""
+    for i, f in enumerate(p.files):
         scheme = urlparse(f.url).scheme
         if scheme in ("http", "https"):
             if not _is_loopback(f.url):
@@ -523,7 +590,7 @@ def download(host: TaskHost, p: DownloadParams) -> None:
             try:  # streamed to the file: the worker's RLIMIT_FSIZE and disk limit bound it, not its memory
                 with httpx.stream("GET", f.url, timeout=60.0, follow_redirects=True) as resp:
                     resp.raise_for_status()
-                    with open(dest, "wb") as out:
+                    with write_in_home(host.paths.home, f"files[{i}].path", f.path) as out:
                         for chunk in resp.iter_bytes(1 << 20):
                             out.write(chunk)
             except httpx.HTTPError as e:
@@ -532,7 +599,8 @@ def download(host: TaskHost, p: DownloadParams) -> None:
         src = Path(urlparse(f.url).path) if scheme == "file" else host.paths.map_path(f.url)
         if not src.is_file():
             raise SetupStepError(f"download: {src} does not exist")
-        shutil.copyfile(src, dest)
+        with open(src, "rb") as data, write_in_home(host.paths.home, f"files[{i}].path", f.path) as out:
+            shutil.copyfileobj(data, out)
 
 
 class HistoryItem(_Params):

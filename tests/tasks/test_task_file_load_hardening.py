@@ -128,7 +128,7 @@ def test_apt_packages_are_deduplicated_and_queried_once(tmp_path: Path, monkeypa
     t = load_task(_write(tmp_path, _task(config=[_step("execute", command=command, shell=True)])))
     assert t.status == "unsupported"
     assert t.reasons == tuple(f"apt package {n!r} not installed" for n in names)
-    assert len(calls) == 1 and calls[0][0] == "dpkg-query"
+    assert len(calls) <= 1 and all(c[0] == "dpkg-query" for c in calls)  # none when already listed
 
 
 def test_installed_programs_and_packages_still_satisfy_apt(tmp_path: Path) -> None:
@@ -144,6 +144,56 @@ def test_too_many_apt_packages_make_the_file_invalid(tmp_path: Path, monkeypatch
     assert error == (f"{path}: config[0].parameters.command (execute): "
                      f"names more than {MAX_APT_PACKAGES} apt packages")
     assert calls == []
+
+
+def _glob_apt_command(step: int) -> str:
+    """An `apt install` of MAX_APT_PACKAGES names: half dpkg patterns, half packages that do not exist."""
+    half = MAX_APT_PACKAGES // 2
+    return ("sudo apt install -y " + " ".join(f"zz{step}q{i}*" for i in range(half)) + " "
+            + " ".join(f"kimi-no-such-package-{step}-{i}" for i in range(half)))
+
+
+def test_a_file_at_the_step_and_package_caps_lists_the_packages_once(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # N4: each step ran its own dpkg-query and matched every name against every installed package
+    # (25 s for this 1.2 MB file); now one listing serves every step and each name is a set lookup
+    steps = [_step("execute", command=_glob_apt_command(i), shell=True) for i in range(100)]
+    data = _task(config=steps, postconfig=[_step("execute", command=_glob_apt_command(100 + i), shell=True)
+                                           for i in range(100)])
+    monkeypatch.setattr(setup_steps, "_dpkg_listing", None)
+    calls = _count_dpkg_queries(monkeypatch)
+    t = load_task(_write(tmp_path, data))
+    assert t.status == "unsupported" and len(t.reasons) == 200 * MAX_APT_PACKAGES
+    assert t.reasons[0] == "apt package 'zz0q0*' not installed (a pattern: only exact package names are checked)"
+    assert t.reasons[-1] == "apt package 'kimi-no-such-package-199-99' not installed"
+    assert len(calls) == 1 and calls[0][0] == "dpkg-query"
+
+
+def test_an_apt_pattern_is_not_expanded(tmp_path: Path) -> None:
+    # apt(8) has read names literally since 1.9.6: `bas*` is no package even where bash is installed
+    t = load_task(_write(tmp_path, _task(config=[_step("execute", command="sudo apt install 'bas*' bash", shell=True)])))
+    assert (t.status, t.reasons) == ("unsupported", (
+        "apt package 'bas*' not installed (a pattern: only exact package names are checked)",))
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v dpkg-query"], capture_output=True).returncode != 0,
+                    reason="no dpkg here")
+def test_packages_without_a_program_are_found_by_exact_name_and_arch(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    status = tmp_path / "status"
+    status.write_text("a")
+    monkeypatch.setattr(setup_steps, "DPKG_STATUS", status)  # stands in for dpkg's own, to see a change
+    monkeypatch.setattr(setup_steps, "_dpkg_listing", None)
+    calls = _count_dpkg_queries(monkeypatch)
+    command = f"apt-get install -y libc6 libc6:{arch} && apt install base-files"
+    for name in ("a.json", "b.json"):
+        t = load_task(_write(tmp_path, _task(config=[_step("execute", command=command, shell=True)]), name))
+        assert (t.status, t.reasons) == ("runnable", ()), t
+    assert len(calls) == 1
+    status.write_text("ab")  # dpkg installed or removed something: listed again
+    assert load_task(_write(tmp_path, _task(config=[_step("execute", command=command, shell=True)]))).status == "runnable"
+    assert len(calls) == 2
 
 
 def test_too_many_setup_steps_make_the_file_invalid(tmp_path: Path) -> None:
