@@ -396,6 +396,9 @@ def serve(
                                            help="requests decoding together (1: one at a time)")] = 8,
     scheduler: Annotated[str, typer.Option("--scheduler", metavar="auto|batch|serial",
                                            help="auto: batch, or serial with --max-batch 1")] = "auto",
+    max_connections: Annotated[int | None, typer.Option(
+        "--max-connections", metavar="N", min=1, show_default=False,
+        help="open connections at once (default: the open-file limit less a reserve)")] = None,
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (/v1/chat/completions)."""
     from kimi_agent.model_runtime.device import check_dtype_name
@@ -425,7 +428,7 @@ def serve(
     url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
     console.print(f"[bold]kimi-agent serve[/] {escape(options.served_model_name or model)} at "
                   f"http://{url_host}:{bound_port}/v1", soft_wrap=True)
-    run_server(server_app, sock)
+    run_server(server_app, sock, max_connections=max_connections)
 
 
 def _check_device(device: str) -> None:

@@ -88,6 +88,9 @@ class Tokenizer:
                                           special_tokens=special_tokens)
         self.special_tokens: dict[str, int] = dict(special_tokens)
         self.special_ids: frozenset[int] = frozenset(special_tokens.values())
+        #: The longest ordinary token in bytes (256 for Kimi-VL): a text of n UTF-8 bytes (so of at most n
+        #: characters) encodes to at least n / max_token_bytes tokens, a bound known before encoding.
+        self.max_token_bytes: int = max(map(len, mergeable_ranks), default=1)
         self.bos_id = self.token_id(bos_token)
         self.eos_id = self.token_id(eos_token)
 

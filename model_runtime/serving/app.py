@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -71,7 +72,8 @@ class ServeConfig:
 def create_app(scheduler: Scheduler, processor: Any, config: ServeConfig) -> Starlette:
     """The app; the scheduler is started when the app starts and closed when it stops.
     processor: a `KimiVLProcessor` (messages + images -> token ids)."""
-    api = _Api(scheduler, processor, config)
+    api = _Api(scheduler, processor, config, max_token_bytes=processor.tokenizer.max_token_bytes,
+               bodies=_BodyBudget(config.limits.total_body_bytes))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -120,10 +122,46 @@ async def _error_response(_: Request, exc: Exception) -> Response:
 
 
 @dataclass
+class _BodyBudget:
+    """Bytes of request bodies held at once, each from its first byte until its prompt is built (or it
+    fails), at most `limit`: ten 60 MiB bodies each one byte short of complete held +620 MB for a minute,
+    and each 64 MiB body turned into a prompt took gigabytes more. Used on the event loop only."""
+
+    limit: int
+    held: int = 0
+
+
+@dataclass
+class _BodyHold:
+    """One request's share of the `_BodyBudget`: `grow_to(n)` before its body's n-th byte is kept
+    (503 `server_busy`, closing the connection, when the budget has no room), `release()` at its end."""
+
+    budget: _BodyBudget
+    size: int = 0
+
+    def grow_to(self, size: int) -> None:
+        extra, budget = size - self.size, self.budget
+        if extra <= 0:
+            return
+        if budget.held + extra > budget.limit:
+            raise ApiError(503, f"the server is receiving {budget.held} bytes of other request bodies, and its limit "
+                                f"for all bodies at once is {budget.limit} bytes; retry shortly", type="server_error",
+                           code="server_busy", headers={"Connection": "close", "Retry-After": "1"})
+        budget.held += extra
+        self.size = size
+
+    def release(self) -> None:
+        self.budget.held -= self.size
+        self.size = 0
+
+
+@dataclass
 class _Api:
     scheduler: Scheduler
     processor: Any
     config: ServeConfig
+    max_token_bytes: int  # the tokenizer's longest token in bytes (`prompt_token_floor`)
+    bodies: _BodyBudget
     live: set[TextStream] = field(default_factory=set)  # requests submitted and not yet answered
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)  # set with `closing`, on the event loop
@@ -160,11 +198,17 @@ class _Api:
                                 f"{self.config.model_name!r}", param="model", code="model_not_found")
 
     async def chat_completions(self, request: Request) -> Response:
-        body = await self._unless_closed(_read_body(request, self.config.limits.max_body_bytes))
-        # a 64 MiB body parses for seconds: off the event loop
-        req = await self._unless_closed(run_in_threadpool(_parse_body, body))
-        self._check_model(req.model)
-        prompt = await self._unless_closed(run_in_threadpool(self._prepare, req))
+        hold = _BodyHold(self.bodies)
+        try:
+            body = await self._unless_closed(_read_body(request, self.config.limits.max_body_bytes, hold))
+            # a 64 MiB body parses for seconds: off the event loop; a client gone meanwhile is not served
+            req = await self._unless_closed(run_in_threadpool(_parse_body, body), request)
+            del body
+            self._check_model(req.model)
+            gone = threading.Event()  # set when the client goes away: the preparing thread stops at its next stage
+            prompt = await self._unless_closed(run_in_threadpool(self._prepare, req, gone), request, gone)
+        finally:
+            hold.release()
         params = self._sampling(req, prompt.num_tokens)
         stream = self.scheduler.submit(prompt, params)
         self.live.add(stream)
@@ -188,35 +232,51 @@ class _Api:
         return JSONResponse(completion_body(cid, self.config.model_name, text, c.finish_reason,
                                             usage(c.prompt_tokens, c.completion_tokens, c.cached_prompt_tokens)))
 
-    async def _unless_closed(self, step: Awaitable[T]) -> T:
+    async def _unless_closed(self, step: Awaitable[T], request: Request | None = None,
+                             gone: threading.Event | None = None) -> T:
         """`await step`, unless the server starts shutting down first: then a 503 `shutdown` (a request
         still arriving or being prepared gets OpenAI's error shape too, not uvicorn's plain 500 once
-        its grace period ends; a preparing thread runs on, its result unused)."""
+        its grace period ends); or, given the `request` whose body has arrived, unless its client goes
+        away first (a 400 nobody reads). Either way `gone` is set, so a preparing thread stops at its
+        next stage (its result unused)."""
         if self.closing:
             raise _shutdown_error()
         work = asyncio.ensure_future(step)
-        closed = asyncio.ensure_future(self.closed.wait())
+        waits = {work, asyncio.ensure_future(self.closed.wait())}
+        if request is not None:
+            waits.add(asyncio.ensure_future(_disconnected(request)))
         try:
-            await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             work.cancel()
             raise
         finally:
-            closed.cancel()
+            for waiting in waits - {work}:
+                waiting.cancel()
         if not work.done():
             work.cancel()
-            raise _shutdown_error()
+            if gone is not None:
+                gone.set()
+            raise _shutdown_error() if self.closing else _gone_error()
         return work.result()
 
-    def _prepare(self, req: ChatCompletionRequest) -> PreparedPrompt:
-        """Decode images and tokenize (runs in a worker thread); 400 when it is too long: at once when
-        its messages alone cannot fit (each takes at least `MIN_MESSAGE_TOKENS`)."""
+    def _prepare(self, req: ChatCompletionRequest, gone: threading.Event) -> PreparedPrompt:
+        """Decode images and tokenize (runs in a worker thread); 400 when it is too long: at once, before
+        any image is decoded or text encoded, when `prompt_token_floor` cannot fit. Stops (a 400 nobody
+        reads) at its next stage once `gone` is set."""
         limit = self.config.max_model_len
-        if len(req.messages) * MIN_MESSAGE_TOKENS > limit:
+        floor, chars = prompt_token_floor(req.messages, self.max_token_bytes)
+        if floor >= limit:  # no room left for one generated token
             raise ApiError(400, f"This model's maximum context length is {limit} tokens; {len(req.messages)} "
-                                f"messages take at least {len(req.messages) * MIN_MESSAGE_TOKENS}. Send fewer messages.",
+                                f"messages take at least {floor} (at least {MIN_MESSAGE_TOKENS} each, and their "
+                                f"{chars} characters of text at least one token per {self.max_token_bytes}). "
+                                "Shorten the messages or send fewer.",
                            param="messages", code="context_length_exceeded")
+        if gone.is_set():
+            raise _gone_error()
         messages, images = convert_messages(req.messages, self.config.limits)
+        if gone.is_set():
+            raise _gone_error()
         try:
             batch = self.processor(messages=messages, images=images)
         except (AgentError, ValueError) as e:
@@ -260,6 +320,34 @@ class _Api:
         yield "data: [DONE]\n\n"
 
 
+async def _disconnected(request: Request, every_s: float = 0.25) -> None:
+    """Return once the client of `request` (whose body has been read) has gone away."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(every_s)
+
+
+def _gone_error() -> ApiError:
+    return ApiError(400, "the client went away before its request was answered", code="client_disconnected")
+
+
+def prompt_token_floor(messages: list[dict[str, Any]], max_token_bytes: int) -> tuple[int, int]:
+    """(a lower bound on the tokens of the prompt of OpenAI `messages`, the characters of their text),
+    known before any image is decoded or text encoded: Kimi's template puts at least `MIN_MESSAGE_TOKENS`
+    special tokens around each message, and encodes each message's text apart from them as ordinary text,
+    of at least chars / `max_token_bytes` tokens (a character is at least one UTF-8 byte, a token at most
+    `max_token_bytes`, 256 for Kimi-VL). Images only add tokens. One `len` per text: microseconds where
+    encoding a 64 MB body took 15 s of CPU and 2.6 GB."""
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p["text"]) for p in content
+                         if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
+    return len(messages) * MIN_MESSAGE_TOKENS + -(-chars // max_token_bytes), chars
+
+
 async def _cancel_on_disconnect(request: Request, stream: TextStream, every_s: float = 0.25) -> None:
     """Cancel `stream` when the client of a non-streamed request goes away (a timed-out client's
     retry must not queue behind its own abandoned generation)."""
@@ -272,9 +360,11 @@ def _sse(obj: Mapping[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, hold: _BodyHold) -> bytes:
     """The request body, at most `limit` bytes (413 beyond), within `BODY_TIMEOUT_S` (408 beyond: a
-    client that trickles its body, or stops sending it, does not hold a connection and its memory)."""
+    client that trickles its body, or stops sending it, does not hold a connection and its memory),
+    its bytes taken from the server's budget for all bodies (`hold`) as they arrive (not as declared:
+    a Content-Length costs nothing to send)."""
     timeout_s = BODY_TIMEOUT_S
     declared = request.headers.get("content-length")
     too_big = ApiError(413, f"the request body is larger than the server's limit of {limit} bytes",
@@ -288,6 +378,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
                 body += chunk
                 if len(body) > limit:
                     raise too_big
+                hold.grow_to(len(body))
     except ClientDisconnect:  # nobody to answer; an error here is not logged as the server's
         raise ApiError(400, "the client went away before its request body arrived", code="client_disconnected") \
             from None

@@ -41,12 +41,19 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "assistant":
 
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
-    """Bounds on one request. Pixels are width x height of one decoded image."""
+    """Bounds on one request (and on the bodies of all requests arriving at once). Pixels are width x
+    height of one decoded image."""
 
     max_body_bytes: int = 64 << 20
     max_images: int = 16
     max_image_pixels: int = 4096 * 4096
     max_stop_strings: int = 4
+    #: bytes of all bodies being received or turned into prompts at once (None: 4 x max_body_bytes)
+    max_total_body_bytes: int | None = None
+
+    @property
+    def total_body_bytes(self) -> int:
+        return 4 * self.max_body_bytes if self.max_total_body_bytes is None else self.max_total_body_bytes
 
 
 # Scalars are strict, as in OpenAI's API: "5" is not an integer, "yes" not a boolean, "0.5" not a number

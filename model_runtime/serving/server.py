@@ -10,6 +10,10 @@ Stopping (Ctrl-C, SIGTERM, leaving a `BackgroundServer`) ends the requests in fl
 503 `shutdown` error (a stream gets it in-band, then `data: [DONE]`) and cancels their generation,
 before uvicorn waits for connections to close; then the lifespan closes the scheduler.
 
+Connections are guarded in uvicorn's h11 protocol (`_guarded_protocol`): a deadline on each request head,
+a cap on open connections (the open-file limit less a reserve, or `max_connections`) at which the one
+idle the longest makes way for a new one, and rate-limited warnings about clients.
+
 Loading is logged at INFO on this module's logger ("loading ... on cpu (float32)", "loaded in 2.1 s");
 the caller decides where log records go.
 """
@@ -17,13 +21,16 @@ the caller decides where log records go.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kimi_agent.errors import ConfigError
 from kimi_agent.model_runtime.serving.app import ServeConfig, create_app, shutdown_requests
@@ -40,6 +47,13 @@ DEFAULT_MAX_MODEL_LEN = 32768
 #: they end at once; only a client that stops reading its stream can hold the server this long).
 GRACEFUL_SHUTDOWN_S = 5
 HEADER_TIMEOUT_S = 30.0  # a request's headers arrive within this after its connection (or last answer), or it closes
+#: The listen backlog (`bind`, and uvicorn's, which would otherwise re-listen with 2,048): how many connections
+#: one wake-up of the accept loop can take before the connection cap sees them.
+LISTEN_BACKLOG = 128
+#: File descriptors kept free beyond those open when the server starts: two accept bursts (connections
+#: accepted before the cap closes them) and 64 for the process's own files, pipes and sockets.
+FD_RESERVE = 2 * LISTEN_BACKLOG + 64
+WARNING_EVERY_S = 60.0  # at most one warning of a kind about clients this often (limit reached, bad requests)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +93,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port or --host") from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -131,24 +145,48 @@ def build_app(options: ServeOptions) -> Starlette:
     return create_app(scheduler, processor, config)
 
 
-def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info") -> None:
+def serve(app: Starlette, sock: socket.socket, *, log_level: str = "info", max_connections: int | None = None) -> None:
     """Run `app` on `sock` until interrupted (Ctrl-C or SIGTERM stop it gracefully). The process may
     then open as many files as its hard limit allows (each client holds one: a soft limit of 1,024
-    is soon reached by many idle agents)."""
+    is soon reached by many idle agents). max_connections: see `make_server`."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = make_server(app, log_level=log_level)
+    server = make_server(app, log_level=log_level, max_connections=max_connections)
     server.run(sockets=[sock])
 
 
-def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
+def default_max_connections() -> int:
+    """The connections a server may hold at once: the soft open-file limit less the files open now and
+    `FD_RESERVE` (so accepting never fails with EMFILE). Under a limit too low for that reserve (below
+    about 400), half of the files left, with a warning at startup."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    free = soft - len(os.listdir(fd_dir))
+    if free - FD_RESERVE >= 16:
+        return free - FD_RESERVE
+    cap = max(1, free // 2)
+    log.warning("the open-file limit (%d) leaves room for only %d connections; raise it (ulimit -n) or set "
+                "--max-connections", soft, cap)
+    return cap
+
+
+def make_server(app: Starlette, *, log_level: str = "info", max_connections: int | None = None) -> uvicorn.Server:
     """A uvicorn server for `app` whose shutdown first ends the requests in flight (`shutdown_requests`),
     so open streams close at once instead of holding the server until uvicorn's graceful timeout
-    (after which it would cancel them with a traceback)."""
+    (after which it would cancel them with a traceback). It holds at most `max_connections` connections
+    (None: `default_max_connections()`), see `_guarded_protocol`."""
     import uvicorn
+
+    cap = default_max_connections() if max_connections is None else max_connections
+    if cap < 1:
+        raise ConfigError(f"--max-connections must be >= 1, got {cap}")
 
     class _Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -156,31 +194,146 @@ def make_server(app: Starlette, *, log_level: str = "info") -> uvicorn.Server:
             await super().shutdown(sockets)
 
     return _Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                                  http=_header_deadline_protocol()))
+                                  http=_guarded_protocol(cap), backlog=LISTEN_BACKLOG))
 
 
-def _header_deadline_protocol() -> type:
-    """uvicorn's h11 protocol with a deadline on each request's headers: `HEADER_TIMEOUT_S` after the
-    connection opens, or after the previous answer, a connection still waiting for a whole request
-    head is closed. uvicorn has none: a client trickling its headers a byte a second (slowloris), or
-    connecting and sending nothing, held its connection, and 1,000 of them its file descriptors."""
+class _Connections:
+    """The open connections of one server, in the order they last became idle (the first idle one has
+    waited longest), bounded by `cap`; counts what the bound did for a rate-limited warning."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: OrderedDict[Any, None] = OrderedDict()  # protocol -> None
+        self.closed_idle = self.refused = 0  # since the last warning
+        self.warned_at = -WARNING_EVERY_S
+
+    def admit(self, conn: Any) -> bool:
+        """Take `conn`; at the cap, first close the connection idle the longest. False (and the caller
+        closes `conn`) when every connection has a request in progress."""
+        if len(self.open) >= self.cap:
+            victim = next((c for c in self.open if c.idle()), None)
+            if victim is None:
+                self.refused += 1
+                self._warn()
+                return False
+            del self.open[victim]
+            victim.close_idle()
+            self.closed_idle += 1
+            self._warn()
+        self.open[conn] = None
+        return True
+
+    def became_idle(self, conn: Any) -> None:
+        if conn in self.open:
+            self.open.move_to_end(conn)
+
+    def remove(self, conn: Any) -> None:
+        self.open.pop(conn, None)
+
+    def _warn(self) -> None:
+        now = time.monotonic()
+        if now - self.warned_at < WARNING_EVERY_S:
+            return
+        log.warning("connection limit (%d) reached: closed %d idle connections and refused %d new ones while "
+                    "all were busy (at most one such line every %g s; see --max-connections)",
+                    self.cap, self.closed_idle, self.refused, WARNING_EVERY_S)
+        self.warned_at, self.closed_idle, self.refused = now, 0, 0
+
+
+class _QuietLogger:
+    """uvicorn's error logger as its connections use it, with each warning about a client (uvicorn's "Invalid
+    HTTP request received.", one a garbage connection) logged at most once per `WARNING_EVERY_S`, with
+    the count of those left out; errors (the server's own failures) and other levels pass through."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.last: dict[str, float] = {}  # message -> when last logged (time.monotonic s)
+        self.left_out: dict[str, int] = {}
+
+    @property
+    def level(self) -> int:
+        return self.logger.level
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        now = time.monotonic()
+        if now - self.last.get(msg, -WARNING_EVERY_S) < WARNING_EVERY_S:
+            self.left_out[msg] = self.left_out.get(msg, 0) + 1
+            return
+        self.last[msg] = now
+        if left_out := self.left_out.pop(msg, 0):
+            msg = f"{msg} ({left_out} more like it in the last {WARNING_EVERY_S:g} s were not logged)"
+        self.logger.warning(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # error, info, log, ...: as they are
+        return getattr(self.logger, name)
+
+
+def _refusal(cap: int) -> bytes:
+    """The whole HTTP answer to a connection refused at the cap: a 503 in OpenAI's error shape."""
+    body = json.dumps({"error": {
+        "message": f"the server holds its limit of {cap} connections, each with a request in progress; retry shortly",
+        "type": "server_error", "param": None, "code": "too_many_connections"}}).encode()
+    head = ("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"retry-after: 1\r\ncontent-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def _guarded_protocol(max_connections: int) -> type:
+    """uvicorn's h11 protocol, guarded against clients that hold connections (uvicorn has no such guard):
+
+    - a deadline on each request's headers: `HEADER_TIMEOUT_S` after the connection opens, or after the
+      previous answer, a connection still waiting for a whole request head is closed (a client trickling
+      its headers a byte a second, or connecting and sending nothing, held its connection for ever);
+    - at most `max_connections` open at once: a new connection closes the one idle the longest (no request
+      in progress: a kept-alive connection between requests, or one whose head has not arrived), as nginx
+      reuses kept-alive connections; when every one is busy, the new one gets a 503 and is closed at once.
+      Before, 1,100 idle sockets under a 1,024 open-file limit made accepting fail with EMFILE: other
+      clients timed out until the head deadline, and 53 MB of "Too many open files" were logged;
+    - warnings about clients rate-limited (`_QuietLogger`): no log line per hostile connection.
+    The class (one per server) holds its `_Connections`."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderDeadline(H11Protocol):
+    connections = _Connections(max_connections)
+    refusal = _refusal(max_connections)
+    quiet = _QuietLogger(logging.getLogger("uvicorn.error"))
+
+    class GuardedH11(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _admitted = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.logger = quiet  # type: ignore[assignment]
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if not connections.admit(self):
+                transport.write(refusal)
+                transport.close()  # uvicorn never sees it: no state, no log line
+                return
+            self._admitted = True
             super().connection_made(transport)
             self._arm()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if not self._admitted:
+                return
+            connections.remove(self)
             if self._head_timer is not None:
                 self._head_timer.cancel()
             super().connection_lost(exc)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            connections.became_idle(self)
             self._arm()
+
+        def idle(self) -> bool:
+            """No request in progress: none has come yet, or the last one was answered."""
+            return self.cycle is None or self.cycle.response_complete
+
+        def close_idle(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def _arm(self) -> None:
             if self._head_timer is not None:
@@ -188,12 +341,10 @@ def _header_deadline_protocol() -> type:
             self._head_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._head_late)
 
         def _head_late(self) -> None:
-            waiting = self.cycle is None or self.cycle.response_complete  # no request head since the timer began
-            if waiting and not self.transport.is_closing():
+            if self.idle() and not self.transport.is_closing():  # no request head since the timer began
                 self.transport.close()
 
-    return HeaderDeadline
-
+    return GuardedH11
 
 class BackgroundServer:
     """`app` under uvicorn on a free loopback port, in a daemon thread of this process (a library's
@@ -201,11 +352,11 @@ class BackgroundServer:
     Entering waits up to `start_timeout_s` for startup; leaving stops it within `stop_timeout_s`."""
 
     def __init__(self, app: Starlette, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 60.0,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", max_connections: int | None = None) -> None:
         self.app, self.start_timeout_s, self.stop_timeout_s = app, start_timeout_s, stop_timeout_s
+        self.server = make_server(app, log_level=log_level, max_connections=max_connections)
         self.sock = bind("127.0.0.1", 0)
         self.base_url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.server = make_server(app, log_level=log_level)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="kimi-agent-serve")
 
