@@ -3,7 +3,8 @@
 Semantics follow OSWorld's `desktop_env/evaluators/metrics/{general,chrome}.py` (same names, same
 rule shapes, same edge cases such as "an empty result scores 0"); the code is our own. An unknown
 rule `type`, a rule field of the wrong JSON type, and a regex that is invalid or too slow raise
-`EvaluationError` naming the metric and the field. Work on task-file input is bounded: regexes run
+`EvaluationError` naming the metric and the field; so does a getter's value that OSWorld's metric
+raises on (null, a missing key), where OSWorld's example ends without a score. Work on task-file input is bounded: regexes run
 with a timeout, expected lists are capped at `MAX_ITEMS`, and no check is quadratic.
 """
 
@@ -80,6 +81,12 @@ def require_str_list(fn: str, value: Any, field: str, *, cap: int = MAX_ITEMS) -
     for i, v in enumerate(value):
         require_str(fn, v, f"{field}[{i}]")
     return value
+
+
+def no_result(fn: str, what: str) -> EvaluationError:
+    """The error for a getter's null where OSWorld's metric raises on it (the example ends without a
+    score there): `"{fn}: no {what} (the getter returned null)"`."""
+    return EvaluationError(f"{fn}: no {what} (the getter returned null)")
 
 
 def _rule_type_error(fn: str, rule: dict[str, Any]) -> EvaluationError:
@@ -192,11 +199,14 @@ def _normalized(fn: str, url: Any, field: str) -> str:
         raise EvaluationError(f"{fn}: {field} {url[:200]!r} is not a URL: {e}") from None
 
 
-def _url_of(info: Any) -> str | None:
-    if isinstance(info, dict):
-        url = info.get("url")
-        return url if isinstance(url, str) else None
-    return info if isinstance(info, str) else None
+def _tab_url(fn: str, info: Any) -> str | None:
+    """The URL of an active tab given as its URL or as an `active_tab_info` object (whose `url` may be
+    missing or null: no URL); `EvaluationError` for any other value, where OSWorld's URL parsing raises."""
+    url = info.get("url") if isinstance(info, dict) else info
+    if url is not None and not isinstance(url, str):
+        raise EvaluationError(f"{fn}: the result must be a URL or a tab object with a url string, not {_kind(info)}"
+                              + (f" with a {_kind(url)} url" if isinstance(info, dict) else ""))
+    return url
 
 
 def _rules_expected(fn: str, rules: Any) -> Any:
@@ -212,11 +222,17 @@ def exact_match(result: Any, rules: dict[str, Any]) -> float:
 def match_in_list(result: Any, rules: dict[str, Any]) -> float:
     """1 if `result` is in `rules["expected"]`: an element of a list or, as in OSWorld, a substring
     of a string."""
-    expected = _rules_expected("match_in_list", rules)
-    if isinstance(expected, str):
-        return 1.0 if isinstance(result, str) and result in expected else 0.0
+    fn = "match_in_list"
+    expected = _rules_expected(fn, rules)
+    if isinstance(expected, str):  # OSWorld's `result in expected` raises for anything but a string
+        if result is None:
+            raise no_result(fn, "result")
+        if not isinstance(result, str):
+            raise EvaluationError(f"{fn}: the result must be a string to look up in the text rules.expected, "
+                                  f"not {_kind(result)}")
+        return 1.0 if result in expected else 0.0
     if not isinstance(expected, list):
-        raise EvaluationError(f"match_in_list: rules.expected must be an array or a string, not {_kind(expected)}")
+        raise EvaluationError(f"{fn}: rules.expected must be an array or a string, not {_kind(expected)}")
     return 1.0 if result in expected else 0.0
 
 
@@ -224,8 +240,8 @@ def match_in_list(result: Any, rules: dict[str, Any]) -> float:
 def is_in_list(result: Any, rules: dict[str, Any]) -> float:
     """1 if `rules["expected"]` is an element of (or substring of) `result`."""
     expected = _rules_expected("is_in_list", rules)
-    if result is None:
-        return 0.0
+    if result is None:  # OSWorld's `expected in None` raises
+        raise no_result("is_in_list", "result")
     if isinstance(result, str) and not isinstance(expected, str):
         raise EvaluationError(f"is_in_list: rules.expected must be a string to find in a text, not {_kind(expected)}")
     if not isinstance(result, str | list | tuple | dict):
@@ -270,11 +286,19 @@ def check_font_size(font_size: dict[str, Any], rule: dict[str, Any]) -> float:
 
 
 def _bookmark_entries(fn: str, node: Any, field: str) -> list[dict[str, Any]]:
-    """The dict entries of a bookmark folder's `children`."""
-    children = require_object(fn, node, field).get("children", [])
+    """The entries of a bookmark folder's `children`, each an object with a `type` (Chromium writes
+    both; OSWorld's metric raises without them)."""
+    children = require_key(fn, require_object(fn, node, field), "children", field)
     if not isinstance(children, list) or not all(isinstance(c, dict) for c in children):
         raise EvaluationError(f"{fn}: {field}.children must be an array of objects")
+    for i, c in enumerate(children):
+        require_key(fn, c, "type", f"{field}.children[{i}]")
     return children
+
+
+def _bookmark_values(fn: str, entries: list[dict[str, Any]], kind: str, key: str, field: str) -> list[Any]:
+    """`entry[key]` of every entry of type `kind`; `EvaluationError` naming the entry that lacks it."""
+    return [require_key(fn, e, key, f"{field}.children[{i}]") for i, e in enumerate(entries) if e["type"] == kind]
 
 
 def _bookmark_options(fn: str, urls: Any) -> list[list[str]]:
@@ -336,26 +360,27 @@ def is_expected_bookmarks(bookmarks: dict[str, Any] | None, rule: dict[str, Any]
     rule, kind = _rule(fn, rule)
     if not bookmarks:
         return 0.0
-    bar = _bookmark_entries(fn, require_object(fn, bookmarks, "the result").get("bookmark_bar", {}),
-                            "the result's bookmark_bar")
+    # Chromium's Bookmarks file always has `bookmark_bar` (the getter gives {} when there is no file)
+    where = "the result's bookmark_bar"
+    bar = _bookmark_entries(fn, require_key(fn, require_object(fn, bookmarks, "the result"), "bookmark_bar",
+                                            "the result"), where)
     if kind == "bookmark_bar_folders_names":
-        names = {b.get("name") for b in bar if b.get("type") == "folder"}
+        names = set(_bookmark_values(fn, bar, "folder", "name", where))
         return 1.0 if names == set(require_str_list(fn, require_key(fn, rule, "names", "rules"), "rules.names")) else 0.0
     if kind == "bookmark_bar_websites_urls":
-        urls = {b.get("url") for b in bar if b.get("type") == "url"}
+        urls = set(_bookmark_values(fn, bar, "url", "url", where))
         return 1.0 if urls == set(require_str_list(fn, require_key(fn, rule, "urls", "rules"), "rules.urls")) else 0.0
     if kind == "liked_authors_websites_urls":
         options = _bookmark_options(fn, require_key(fn, rule, "urls", "rules"))
-        folder = next((b for b in bar if b.get("type") == "folder" and b.get("name") == "Liked Authors"), None)
+        folder = next((b for i, b in enumerate(bar) if b["type"] == "folder"
+                       and require_key(fn, b, "name", f"{where}.children[{i}]") == "Liked Authors"), None)
         if folder is None:
             return 0.0
-        have: set[str] = set()
-        for b in _bookmark_entries(fn, folder, "the 'Liked Authors' folder"):
-            if b.get("type") == "url":
-                if not isinstance(b.get("url"), str):
-                    return 0.0  # a bookmark without a URL string equals no expected URL
-                have.add(b["url"])
-        return 1.0 if can_pick_exactly(options, have) else 0.0
+        liked = "the 'Liked Authors' folder"
+        liked_urls = _bookmark_values(fn, _bookmark_entries(fn, folder, liked), "url", "url", liked)
+        if not all(isinstance(u, str) for u in liked_urls):
+            return 0.0  # a null URL equals no expected URL
+        return 1.0 if can_pick_exactly(options, set(liked_urls)) else 0.0
     raise _rule_type_error(fn, rule)
 
 
@@ -388,7 +413,7 @@ def is_expected_active_tab(active_tab: Any, rule: dict[str, Any]) -> float:
     want = _normalized(fn, require_key(fn, rule, "url", "rules"), "rules.url")
     if not active_tab:
         return 0.0
-    actual = _url_of(active_tab)
+    actual = _tab_url(fn, active_tab)
     return 1.0 if actual is not None and _normalized(fn, actual, "the result's url") == want else 0.0
 
 
@@ -408,7 +433,7 @@ def is_expected_active_tab_approximate(active_tab: Any, rule: dict[str, Any]) ->
     want = _strip_query(fn, require_str(fn, require_key(fn, rule, "url", "rules"), "rules.url"), "rules.url")
     if not active_tab:
         return 0.0
-    actual = _url_of(active_tab)
+    actual = _tab_url(fn, active_tab)
     return 1.0 if actual is not None and _strip_query(fn, actual, "the result's url") == want else 0.0
 
 
@@ -442,9 +467,11 @@ def is_expected_url_pattern_match(result: Any, rules: dict[str, Any]) -> float:
     """Every regex in `rules["expected"]` must be found in the URL (`re.search`, with a time bound)."""
     fn = "is_expected_url_pattern_match"
     patterns = _url_patterns(fn, require_str_list(fn, _rules_expected(fn, rules), "rules.expected"))
-    url = _url_of(result)
-    if not url:
-        return 0.0
+    if not result or not isinstance(result, str | dict) or (isinstance(result, dict) and "url" not in result):
+        return 0.0  # OSWorld: no URL, or a value of another shape, scores 0
+    url = result if isinstance(result, str) else result["url"]
+    if not isinstance(url, str):  # OSWorld's re.search raises on it
+        raise EvaluationError(f"{fn}: the result's url must be a string, not {_kind(url)}")
     deadline = time.monotonic() + REGEX_TIMEOUT_S
     return 1.0 if all(regex_search(fn, field, c, url, deadline=deadline) for field, c in patterns) else 0.0
 
@@ -512,7 +539,9 @@ def is_cookie_deleted(cookie_data: list[Sequence[Any]] | None, rule: dict[str, A
     if kind != "domains":
         raise _rule_type_error(fn, rule)
     domains = require_str_list(fn, require_key(fn, rule, "domains", "rules"), "rules.domains")
-    hosts = [h for h in _column(fn, cookie_data or [], 1, "host_key") if h is not None]
+    if cookie_data is None:  # OSWorld's metric raises: no score, not "every cookie deleted"
+        raise no_result(fn, "cookie data")
+    hosts = [h for h in _column(fn, cookie_data, 1, "host_key") if h is not None]
     if not hosts:
         return 1.0
     # OSWorld: 0 when some domain equals (compare_urls) some host; the same as sets of normal forms.
@@ -582,7 +611,9 @@ def check_history_deleted(history_data: list[Sequence[Any]] | None, rule: dict[s
     chars = sum(map(len, keywords))
     if chars > MAX_KEYWORD_CHARS:
         raise EvaluationError(f"{fn}: rules.keywords hold {chars} characters, more than {MAX_KEYWORD_CHARS}")
-    urls = _column(fn, history_data or [], 0, "url")
+    if history_data is None:  # OSWorld's metric raises: no score, not "history deleted"
+        raise no_result(fn, "history data")
+    urls = _column(fn, history_data, 0, "url")
     if not all(isinstance(u, str) for u in urls):
         raise EvaluationError(f"{fn}: a history url is not a string")
     return 0.0 if any_keyword_in(keywords, urls) else 1.0

@@ -10,7 +10,14 @@ import ast
 from typing import Any
 
 from kimi_agent.errors import EvaluationError
-from kimi_agent.tasks.metrics import _kind, require_key, require_object, require_str, require_str_list
+from kimi_agent.tasks.metrics import (
+    _kind,
+    no_result,
+    require_key,
+    require_object,
+    require_str,
+    require_str_list,
+)
 from kimi_agent.tasks.registry import metric
 
 MAX_GSETTINGS_TEXT = 1_000_000  # characters of a favorite-apps list parsed with ast.literal_eval
@@ -37,9 +44,9 @@ def check_moved_jpgs(directory: dict[str, Any] | None, rule: dict[str, Any]) -> 
     fn = "check_moved_jpgs"
     expected = require_str_list(fn, require_key(fn, require_object(fn, rule, "rules"), "expected", "rules"),
                                 "rules.expected")
-    if not directory:
-        return 0.0
-    children = require_object(fn, directory, "the result").get("children", [])
+    if directory is None:
+        raise no_result(fn, "directory listing")
+    children = require_key(fn, require_object(fn, directory, "the result"), "children", "the result")
     if not isinstance(children, list) or not all(isinstance(c, dict) and "name" in c for c in children):
         raise EvaluationError(f"{fn}: the result's children must be entries with a name")
     names = [child["name"] for child in children]
@@ -48,26 +55,33 @@ def check_moved_jpgs(directory: dict[str, Any] | None, rule: dict[str, Any]) -> 
 
 @metric("is_utc_0")
 def is_utc_0(timedatectl_output: str | None) -> float:
-    """1 when the 4th line of `timedatectl status` (the time zone) ends with "+0000)"."""
+    """1 when the 4th line of `timedatectl status` (the time zone) ends with "+0000)". An output of
+    fewer lines (timedatectl missing or failed) is an EvaluationError, as OSWorld raises: no score."""
     if timedatectl_output is None:
-        return 0.0
+        raise no_result("is_utc_0", "timedatectl output")
     lines = require_str("is_utc_0", timedatectl_output, "the result").split("\n")
-    return 1.0 if len(lines) > 3 and lines[3].endswith("+0000)") else 0.0
+    if len(lines) < 4:
+        raise EvaluationError(f"is_utc_0: the timedatectl output has {len(lines)} line(s), no 4th naming the time zone")
+    return 1.0 if lines[3].endswith("+0000)") else 0.0
 
 
 @metric("check_gnome_favorite_apps")
 def check_gnome_favorite_apps(apps_text: str | None, rule: dict[str, Any]) -> float:
-    """`gsettings get org.gnome.shell favorite-apps` output (a Python-style list) vs `expected`."""
+    """`gsettings get org.gnome.shell favorite-apps` output (a Python-style list) vs `expected`: the
+    same length and the same set. As with OSWorld's evaluation of the text, any literal that has a
+    length and hashable items counts (a tuple, a set; a string is its characters)."""
     fn = "check_gnome_favorite_apps"
     expected = require_str_list(fn, require_key(fn, require_object(fn, rule, "rules"), "expected", "rules"),
                                 "rules.expected")
+    if apps_text is None:
+        raise no_result(fn, "gsettings output")
     text = apps_text.strip() if isinstance(apps_text, str) else ""
     if len(text) > MAX_GSETTINGS_TEXT:
         return 0.0
     try:
         apps = ast.literal_eval(text)
-        return 1.0 if isinstance(apps, list) and len(apps) == len(expected) and set(apps) == set(expected) else 0.0
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):  # not a flat literal list
+        return 1.0 if len(apps) == len(expected) and set(apps) == set(expected) else 0.0
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):  # not a literal, no length, unhashable
         return 0.0
 
 
@@ -76,10 +90,13 @@ def is_added_to_steam_cart(active_tab_info: dict[str, str] | None, rule: dict[st
     """1 when every item name is in the active tab's HTML."""
     fn = "is_added_to_steam_cart"
     items = require_str_list(fn, require_key(fn, require_object(fn, rule, "rules"), "items", "rules"), "rules.items")
-    if not active_tab_info:
-        return 0.0
-    content = require_str(fn, require_object(fn, active_tab_info, "the result").get("content", ""),
-                          "the result's content")
+    if active_tab_info is None:
+        raise no_result(fn, "page")
+    page = require_object(fn, active_tab_info, "the result")
+    if "content" not in page:  # OSWorld's own "Connection failed" placeholder has none: its metric raises
+        title = page.get("title")
+        raise EvaluationError(f"{fn}: the page has no content" + (f" (title {str(title)[:200]!r})" if title else ""))
+    content = require_str(fn, page["content"], "the result's content")
     return 1.0 if all(item in content for item in items) else 0.0
 
 
@@ -88,7 +105,8 @@ def is_shortcut_on_desktop(shortcuts: dict[str, str] | None, rule: dict[str, Any
     """A `.desktop` file with the line `Name=<name>` or whose `Name=` contains the expected name,
     ignoring case (type "name"); with `Exec=<exec>` or an `Exec=` value that contains, or is
     contained in, the expected command (type "exec", OSWorld's rule). OSWorld also accepts a name
-    that is a substring of the expected one (a one-letter shortcut name would pass): not here."""
+    that is a substring of the expected one (a one-letter shortcut name would pass): not here.
+    desktop-env 1.0.2 accepts only the exact lines (docs/osworld-compat.md)."""
     fn = "is_shortcut_on_desktop"
     rule = require_object(fn, rule, "rules")
     kind = require_key(fn, rule, "type", "rules")
@@ -96,7 +114,9 @@ def is_shortcut_on_desktop(shortcuts: dict[str, str] | None, rule: dict[str, Any
         raise EvaluationError(f"{fn}: rule type {kind!r} is not supported")
     want = require_str(fn, require_key(fn, rule, kind, "rules"), f"rules.{kind}")
     key = "Name=" if kind == "name" else "Exec="
-    for text in require_object(fn, shortcuts or {}, "the result").values():
+    if shortcuts is None:
+        raise no_result(fn, "desktop shortcuts")
+    for text in require_object(fn, shortcuts, "the result").values():
         if f"{key}{want}\n" in require_str(fn, text, "a shortcut's text"):
             return 1.0
         values = [line[5:] for line in text.split("\n") if line.startswith(key)]

@@ -2,8 +2,10 @@
 
 The text of each PDF is its pages' extracted text, one page after another, stripped (pypdf here,
 PyMuPDF in OSWorld; on Chromium-printed PDFs the two give scores within 0.0002); the score of a pair is rapidfuzz's `fuzz.ratio` / 100, the normalized Indel similarity
-that OSWorld uses, and several pairs score their mean. A file that is missing or not a readable PDF
-scores its pair 0, as in OSWorld.
+that OSWorld uses, and several pairs score their mean. Pairs are formed as OSWorld forms them (a
+list of results needs a list of expected PDFs). A file that is missing or not a readable PDF scores its
+pair 0, as in OSWorld; so does a null path, which OSWorld reads as an empty document
+(docs/osworld-compat.md).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kimi_agent.errors import EvaluationError
+from kimi_agent.tasks.metrics import no_result
 from kimi_agent.tasks.registry import metric
 
 log = logging.getLogger("kimi_agent.tasks")
@@ -42,14 +46,26 @@ def text_similarity(a: str, b: str) -> float:
 
 @metric("compare_pdfs")
 def compare_pdfs(result: str | list[str | None] | None, expected: str | list[str | None] | None) -> float:
-    """Mean text similarity of the PDFs `result[i]` and `expected[i]` (single paths or lists)."""
-    results = result if isinstance(result, list) else [result]
-    expecteds = expected if isinstance(expected, list) else [expected]
-    if not expecteds:
+    """Mean text similarity of the PDFs `result[i]` and `expected[i]`, over `len(expected)` pairs.
+
+    As in OSWorld: an `expected` that is no list pairs with `result` as a whole (a list there is no
+    path: 0); a list pairs element-wise with a `result` list (missing pairs score 0), and a `result`
+    path against it makes no PDF pair (0); an empty list, or null against a list, has no score."""
+    fn = "compare_pdfs"
+    if not isinstance(expected, list):
+        results: list[object] = [result]
+        expecteds: list[object] = [expected]
+    elif not expected:  # OSWorld divides by len(expected)
+        raise EvaluationError(f"{fn}: expected is an empty list of PDFs")
+    elif result is None:
+        raise no_result(fn, "result PDFs to compare with the list of expected PDFs")
+    elif not isinstance(result, list):  # OSWorld pairs the path's characters with the expected PDFs
         return 0.0
+    else:
+        results, expecteds = list(result), list(expected)
     total = 0.0
     for a, b in zip(results, expecteds, strict=False):
-        if a is None or b is None:
+        if not isinstance(a, str) or not isinstance(b, str):  # null, or a list where a path belongs
             continue
         try:
             total += text_similarity(pdf_text(a), pdf_text(b))

@@ -86,6 +86,8 @@ case("match_in_list-none-in-string", "match_in_list", None, {"expected": "Micros
 case("match_in_list-expected-object", "match_in_list", "a", {"expected": {"a": 1}})
 case("match_in_list-expected-number", "match_in_list", 5, {"expected": 5})
 case("match_in_list-no-expected", "match_in_list", "Bing", {})
+case("match_in_list-number-in-string", "match_in_list", 5, {"expected": "Microsoft Bing"})
+case("match_in_list-list-in-string", "match_in_list", ["Bing"], {"expected": "Microsoft Bing"})
 
 # is_in_list: 6766f2b8 (find_unpacked_extension_path: a list of paths)
 EXT = "/home/user/Desktop/helloExtension"
@@ -166,6 +168,15 @@ case("is_expected_bookmarks-no-bar", "is_expected_bookmarks", {"other": {"childr
      {"type": "bookmark_bar_folders_names", "names": []})
 case("is_expected_bookmarks-liked-no-url", "is_expected_bookmarks",
      _bar(_folder("Liked Authors", {"type": "url", "name": "x"})), LIKED)
+case("is_expected_bookmarks-no-url", "is_expected_bookmarks", _bar({"type": "url", "name": "x"}), BAR_URLS)
+case("is_expected_bookmarks-no-type", "is_expected_bookmarks", _bar({"name": "x", "url": TRANSFORMER}), BAR_URLS)
+case("is_expected_bookmarks-folder-no-name", "is_expected_bookmarks", _bar({"type": "folder", "children": []}),
+     {"type": "bookmark_bar_folders_names", "names": []})
+case("is_expected_bookmarks-bar-no-children", "is_expected_bookmarks", {"bookmark_bar": {"name": "x"}}, BAR_URLS)
+case("is_expected_bookmarks-liked-no-children", "is_expected_bookmarks",
+     _bar({"type": "folder", "name": "Liked Authors"}), LIKED)
+case("is_expected_bookmarks-liked-url-null", "is_expected_bookmarks",
+     _bar(_folder("Liked Authors", {"type": "url", "url": None})), LIKED)
 
 
 # is_expected_tabs: 06fe7178
@@ -227,6 +238,8 @@ for i, (result, rule) in enumerate([
 case("is_expected_active_tab-default-port", "is_expected_active_tab", "https://www.drugs.com:443/npc/", NPC)
 case("is_expected_active_tab-ports", "is_expected_active_tab", "http://127.0.0.1:80/", {"type": "url", "url": "http://127.0.0.1:81/"})
 case("is_expected_active_tab-number", "is_expected_active_tab", 5, NPC)
+case("is_expected_active_tab-url-number", "is_expected_active_tab", {"url": 5}, NPC)
+case("is_expected_active_tab-list", "is_expected_active_tab", ["https://www.drugs.com/npc/"], NPC)
 case("is_expected_active_tab-unknown-type", "is_expected_active_tab", "https://www.drugs.com/npc/", {"type": "title", "url": "x"})
 case("is_expected_active_tab-no-url", "is_expected_active_tab", "https://www.drugs.com/npc/", {"type": "url"})
 
@@ -241,6 +254,8 @@ for i, result in enumerate([
 case("is_expected_active_tab_approximate-url-null", "is_expected_active_tab_approximate", {"url": None}, PW)
 case("is_expected_active_tab_approximate-unknown-type", "is_expected_active_tab_approximate",
      "chrome://password-manager/passwords", {"type": "title", "url": "x"})
+case("is_expected_active_tab_approximate-number", "is_expected_active_tab_approximate", 5, PW)
+case("is_expected_active_tab_approximate-url-number", "is_expected_active_tab_approximate", {"url": 5}, PW)
 
 # is_expected_url_pattern_match: 368d9ba4 (/manchester/), 93eabf48 (^chrome://settings/appearance/?$)
 MAN = {"expected": ["/manchester/"]}
@@ -259,6 +274,10 @@ for i, (result, rules) in enumerate([
 case("is_expected_url_pattern_match-bad-regex", "is_expected_url_pattern_match", "https://a.com", {"expected": ["("]})
 case("is_expected_url_pattern_match-string-expected", "is_expected_url_pattern_match", "https://a.com/xyz", {"expected": "z"})
 case("is_expected_url_pattern_match-url-null", "is_expected_url_pattern_match", {"url": None}, MAN)
+case("is_expected_url_pattern_match-url-number", "is_expected_url_pattern_match", {"url": 5}, MAN)
+case("is_expected_url_pattern_match-url-empty", "is_expected_url_pattern_match", {"url": ""}, {"expected": ["^$"]})
+case("is_expected_url_pattern_match-number", "is_expected_url_pattern_match", 5, MAN)
+case("is_expected_url_pattern_match-list", "is_expected_url_pattern_match", ["https://x.com/manchester/"], MAN)
 case("is_expected_url_pattern_match-no-expected", "is_expected_url_pattern_match", "https://a.com", {})
 
 # check_direct_json_object: 2888b4e6 (url_path_parse), 82279c77 (active_tab_url_parse), f5d96daf
@@ -368,6 +387,7 @@ for i, tree in enumerate([_dir(*JPGS), _dir(*reversed(JPGS)), _dir(*JPGS[:3]), _
 case("check_moved_jpgs-empty-expected", "check_moved_jpgs", _dir(), {"expected": []})
 case("check_moved_jpgs-none", "check_moved_jpgs", None, {"expected": JPGS})
 case("check_moved_jpgs-no-children", "check_moved_jpgs", {"name": "cpjpg"}, {"expected": JPGS})
+case("check_moved_jpgs-empty-object", "check_moved_jpgs", {}, {"expected": JPGS})
 
 # is_utc_0: b6781586 (`timedatectl status`)
 TIMEDATECTL = ("               Local time: Thu 2024-01-25 12:56:06 WET\n"
@@ -398,6 +418,11 @@ case("check_gnome_favorite_apps-gvariant-empty", "check_gnome_favorite_apps", "@
 case("check_gnome_favorite_apps-none", "check_gnome_favorite_apps", None, APPS)
 case("check_gnome_favorite_apps-code", "check_gnome_favorite_apps", "[x for x in ['a.desktop']]", {"expected": ["a.desktop"]})
 case("check_gnome_favorite_apps-tuple", "check_gnome_favorite_apps", "('a.desktop',)", {"expected": ["a.desktop"]})
+case("check_gnome_favorite_apps-set", "check_gnome_favorite_apps", "{'b.desktop', 'a.desktop'}",
+     {"expected": ["a.desktop", "b.desktop"]})
+case("check_gnome_favorite_apps-string", "check_gnome_favorite_apps", "'ab'", {"expected": ["a", "b"]})
+case("check_gnome_favorite_apps-tuple-short", "check_gnome_favorite_apps", "('a.desktop',)",
+     {"expected": ["a.desktop", "b.desktop"]})
 
 # is_added_to_steam_cart: 121ba48f (page_info of the cart page)
 DOTA = {"items": ["The Dota 2 Official Soundtrack"]}
@@ -413,6 +438,7 @@ for i, (info, rule) in enumerate([
         (_page("a b"), {"items": ["a", "b"]}), (_page("a"), {"items": ["a", "b"]}), (None, DOTA), ({}, DOTA)]):
     case(f"is_added_to_steam_cart-{i}", "is_added_to_steam_cart", info, rule)
 case("is_added_to_steam_cart-connection-failed", "is_added_to_steam_cart", {"title": "Connection failed"}, DOTA)
+case("is_added_to_steam_cart-none-no-items", "is_added_to_steam_cart", None, {"items": []})
 
 # is_shortcut_on_desktop: 35253b65 ("Play Puzzle Game 2048")
 GAME = {"type": "name", "name": "Play Puzzle Game 2048"}
@@ -457,6 +483,11 @@ case("compare_pdfs-none-result", "compare_pdfs", None, PDF + "page.pdf")
 case("compare_pdfs-none-both", "compare_pdfs", None, None)
 case("compare_pdfs-empty-lists", "compare_pdfs", [], [])
 case("compare_pdfs-list-vs-path", "compare_pdfs", [PDF + "page.pdf"], PDF + "page_copy.pdf")
+case("compare_pdfs-path-vs-list", "compare_pdfs", PDF + "page.pdf", [PDF + "page_copy.pdf"])
+case("compare_pdfs-none-vs-list", "compare_pdfs", None, [PDF + "page.pdf"])
+case("compare_pdfs-path-vs-empty-list", "compare_pdfs", PDF + "page.pdf", [])
+case("compare_pdfs-path-vs-none", "compare_pdfs", PDF + "page.pdf", None)
+case("compare_pdfs-empty-list-result", "compare_pdfs", [], [PDF + "page.pdf"])
 
 
 # ---------------------------------------------------------------- seeded random cases
@@ -632,61 +663,30 @@ DOCUMENTED_DIFFERENCES: dict[str, Documented] = {
     "check_gnome_favorite_apps-gvariant-empty": Documented(
         "`check_gnome_favorite_apps` | `eval()` of the command output | `ast.literal_eval` (a malformed or hostile output scores 0)",
         "task output is untrusted; a malformed one scores 0", "score 0.0", "raises SyntaxError"),
-    "check_gnome_favorite_apps-none": Documented(
-        "`check_gnome_favorite_apps` | `eval()` of the command output | `ast.literal_eval` (a malformed or hostile output scores 0)",
-        "task output is untrusted; a malformed one scores 0", "score 0.0", "raises TypeError"),
     "check_gnome_favorite_apps-code": Documented(
         "`check_gnome_favorite_apps` | `eval()` of the command output | `ast.literal_eval` (a malformed or hostile output scores 0)",
         "nothing from the output is executed", "score 0.0", "score 1.0"),
+    "check_font_size-bool-size": Documented(
+        "a boolean `default_font_size` in `check_font_size`'s result", "OSWorld compares True as 1",
+        "raises EvaluationError", "score 1.0"),
+    **{case_id: Documented(
+        "log an unknown `type` and score 0", "a malformed task file is a task error, not an agent's 0",
+        "raises EvaluationError", "score 0.0")
+       for case_id in ("is_expected_tabs-unknown-type", "is_expected_tabs-unknown-type-no-tabs",
+                       "is_expected_active_tab-unknown-type", "is_expected_active_tab_approximate-unknown-type")},
+    **{case_id: Documented(
+        "desktop-env 1.0.2 (the `--vm` scorer) accepts only the text `Name=<name>\\n` (type `exec`: only `Exec=<exec>\\n`)",
+        "the fork's flexible matching (ours too) is not in desktop-env 1.0.2", "score 1.0", "score 0.0")
+       for case_id in ("is_shortcut_on_desktop-name-longer", "is_shortcut_on_desktop-name-case",
+                       "is_shortcut_on_desktop-name-last-line", "is_shortcut_on_desktop-exec-longer")},
+    "compare_pdfs-none-both": Documented(
+        "`compare_pdfs` with a null path (the result, the expected PDF, or both)",
+        "fitz.open(None) is an empty document: two null paths would pass a task with no PDF", "score 0.0", "score 1.0"),
 }
 
-# Disagreements docs/osworld-compat.md does not name: "ours vs OSWorld (OSWorld's source line)". Our side
-# is often the better answer; they stay here until the doc lists them or the metric changes.
-_ONE_TWO = "desktop-env 1.0.2 chrome.py:433/438 accept only the exact line `Name=<name>\\n` / `Exec=<exec>\\n`"
-UNDOCUMENTED: dict[str, str] = {
-    "match_in_list-none-in-string": "ours 0.0 (metrics.py:217); OSWorld TypeError (general.py:54 `result in expect`)",
-    "is_in_list-none": "ours 0.0 (metrics.py:227); OSWorld TypeError (general.py:78 `expect in result`)",
-    "check_font_size-bool-size": "ours EvaluationError (metrics.py:253 refuses a boolean size); OSWorld 1.0 "
-                                 "(chrome.py:486 compares True as 1)",
-    "is_expected_bookmarks-no-bar": "ours 1.0 (metrics.py:339 reads a missing bookmark_bar as empty); "
-                                    "OSWorld KeyError (chrome.py:150)",
-    "is_expected_bookmarks-liked-no-url": "ours 0.0 (metrics.py:356); OSWorld KeyError (chrome.py:164)",
-    "is_expected_tabs-unknown-type": "ours EvaluationError (metrics.py:368); OSWorld 0 (chrome.py:139)",
-    "is_expected_tabs-unknown-type-no-tabs": "ours EvaluationError (metrics.py:368, before the empty check); "
-                                             "OSWorld 0 (chrome.py:124 `if not open_tabs`)",
-    "is_expected_active_tab-unknown-type": "ours EvaluationError (metrics.py:387); OSWorld 0 (chrome.py:37)",
-    "is_expected_active_tab_approximate-unknown-type": "ours EvaluationError (metrics.py:407); OSWorld 0 (chrome.py:65)",
-    "is_expected_active_tab-number": "ours 0.0 (metrics.py:391 `_url_of`); OSWorld TypeError "
-                                     "(utils.py:795 re.match on a number)",
-    "is_expected_url_pattern_match-url-null": "ours 0.0 (metrics.py:445); OSWorld TypeError (chrome.py:95 "
-                                              "re.search on None)",
-    "is_cookie_deleted-none": "ours 1.0 (metrics.py:515 `cookie_data or []`: no cookies, so deleted); "
-                              "OSWorld TypeError (chrome.py:416)",
-    "check_history_deleted-none": "ours 1.0 (metrics.py:585 `history_data or []`); OSWorld TypeError (chrome.py:455)",
-    "check_moved_jpgs-none": "ours 0.0 (metrics_os.py:40); OSWorld TypeError (basic_os.py:47)",
-    "check_moved_jpgs-no-children": "ours 0.0 (metrics_os.py:42 `.get('children', [])`); OSWorld KeyError "
-                                    "(basic_os.py:47)",
-    "is_utc_0-empty": "ours 0.0 (metrics_os.py:55 `len(lines) > 3`); OSWorld IndexError (basic_os.py:29)",
-    "is_utc_0-none": "ours 0.0 (metrics_os.py:52); OSWorld AttributeError (basic_os.py:29)",
-    "check_gnome_favorite_apps-tuple": "ours 0.0 (metrics_os.py:69 wants a list); OSWorld 1.0 (basic_os.py:4 eval "
-                                       "gives a tuple, compared as a set); the doc covers malformed output only",
-    "is_added_to_steam_cart-7": "ours 0.0 (metrics_os.py:79); OSWorld TypeError (chrome.py:497)",
-    "is_added_to_steam_cart-8": "ours 0.0 (metrics_os.py:79); OSWorld KeyError (chrome.py:497)",
-    "is_added_to_steam_cart-connection-failed": "ours 0.0 (metrics_os.py:81 `.get('content', '')`); OSWorld KeyError "
-                                                "(chrome.py:497) on its own page_info placeholder",
-    "is_shortcut_on_desktop-name-longer": f"ours 1.0 (metrics_os.py:103); OSWorld 0.0: the doc describes the fork's "
-                                          f"either-way match, but {_ONE_TWO}",
-    "is_shortcut_on_desktop-name-case": f"ours 1.0 (metrics_os.py:103); OSWorld 0.0: {_ONE_TWO}",
-    "is_shortcut_on_desktop-name-last-line": f"ours 1.0 (metrics_os.py:103); OSWorld 0.0: {_ONE_TWO}",
-    "is_shortcut_on_desktop-exec-longer": f"ours 1.0 (metrics_os.py:105); OSWorld 0.0: the doc says exec follows "
-                                          f"OSWorld exactly, but {_ONE_TWO}",
-    "is_shortcut_on_desktop-none": "ours 0.0 (metrics_os.py:99 `shortcuts or {}`); OSWorld AttributeError (chrome.py:432)",
-    "compare_pdfs-none-both": "ours 0.0 (metrics_pdf.py:52 skips None); OSWorld 1.0 (chrome.py:208 fitz.open(None) "
-                              "is an empty document, two empty texts are equal)",
-    "compare_pdfs-empty-lists": "ours 0.0 (metrics_pdf.py:48); OSWorld ZeroDivisionError (chrome.py:221)",
-    "compare_pdfs-list-vs-path": "ours 1.0 (metrics_pdf.py:46 wraps each side on its own); OSWorld 0.0 (chrome.py:203 "
-                                 "wraps both when the second is no list: [[path]] is no PDF)",
-}
+# Disagreements docs/osworld-compat.md does not name: "ours vs OSWorld (OSWorld's source line)". They stay
+# here, as strict xfails, until the doc lists them or the metric changes.
+UNDOCUMENTED: dict[str, str] = {}
 
 
 # ---------------------------------------------------------------- running both sides

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from kimi_agent.errors import EvaluationError
 from kimi_agent.tasks import load_tasks
 from kimi_agent.tasks.context import EpisodeEnd, EvalContext, HostPaths
 from kimi_agent.tasks.evaluate import evaluate
@@ -187,7 +188,9 @@ def test_os_metrics_both_ways() -> None:
     assert check_moved_jpgs(tree, {"expected": ["b.jpg", "a.jpg"]}) == 1
     assert check_moved_jpgs(tree, {"expected": ["a.jpg"]}) == 0
     status = "Local time: x\nUniversal time: y\nRTC time: z\n                Time zone: Etc/UTC (UTC, +0000)\n"
-    assert is_utc_0(status) == 1 and is_utc_0(status.replace("+0000", "+0100")) == 0 and is_utc_0("") == 0
+    assert is_utc_0(status) == 1 and is_utc_0(status.replace("+0000", "+0100")) == 0
+    with pytest.raises(EvaluationError, match="no 4th naming the time zone"):  # as OSWorld: no score, not a 0
+        is_utc_0("")
     apps = "['thunderbird.desktop', 'vim.desktop']"
     assert check_gnome_favorite_apps(apps, {"expected": ["vim.desktop", "thunderbird.desktop"]}) == 1
     assert check_gnome_favorite_apps(apps, {"expected": ["vim.desktop"]}) == 0
