@@ -3,7 +3,9 @@
 Nothing here executes model output: the block is parsed with `ast.parse`, and only calls to a fixed
 table of pyautogui functions, `time.sleep` and the `computer.*` pseudo-functions, with literal
 arguments (numbers, strings, booleans, None, lists/tuples of those), become actions. Every other
-construct is rejected with a `ReplyError` whose text is written for the model to read.
+construct is rejected with a `ReplyError` whose text is written for the model to read. What one
+reply may ask for in all is bounded too (`ParseLimits`: actions, key presses, typed characters,
+seconds of waiting), and no string argument may hold a lone surrogate (`bad_text`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ class ParseLimits:
     degenerate_eps: float = 0.002  # both coordinates below this fraction = the (0, 0) failure mode
     computer_wait_s: float = 5.0  # what `computer.wait()` waits
     max_wait_s: float = 120.0  # longest `time.sleep` / `computer.wait` one call may ask for
+    # per reply, over all its calls (a list argument or `presses` counts each key, a drag its duration):
+    max_actions: int = 50
+    max_key_presses: int = 500  # press(..., presses=n) counts n per key; a hotkey counts 1
+    max_typed_chars: int = 4000  # all write/typewrite text together
+    max_total_wait_s: float = 120.0  # time.sleep + computer.wait + drag durations
 
 
 @dataclass(slots=True)
@@ -130,10 +137,33 @@ def parse_code(
         if ctx.actions and isinstance(ctx.actions[-1], Done):
             raise ReplyError("computer.terminate(...) must be the last call of the block.", kind="after_terminate")
         _handle_call(ctx, stmt.value)
+        _check_budget(ctx)
     if not ctx.actions:
         raise ReplyError("The code block contains no action. Give one pyautogui call, computer.wait() or "
                          "computer.terminate(...).", kind="no_action")
     return ctx.actions, ctx.warnings
+
+
+def _check_budget(ctx: _Ctx) -> None:
+    """Raise `ReplyError` naming the per-reply limit the actions so far go over (F10: one reply
+    must not keep the executor busy for minutes)."""
+    lim, actions = ctx.limits, ctx.actions
+    if len(actions) > lim.max_actions:
+        raise ReplyError(f"This step asks for {len(actions)} actions; at most {lim.max_actions} per step. "
+                         "Do the rest in the next steps.", kind="too_many_actions")
+    presses = sum(a.presses if isinstance(a, Press) else 1 for a in actions if isinstance(a, Press | Hotkey))
+    if presses > lim.max_key_presses:
+        raise ReplyError(f"This step asks for {presses} key presses; at most {lim.max_key_presses} per step. "
+                         "Do the rest in the next steps.", kind="too_many_keys")
+    typed = sum(len(a.text) for a in actions if isinstance(a, TypeText))
+    if typed > lim.max_typed_chars:
+        raise ReplyError(f"This step types {typed} characters; at most {lim.max_typed_chars} per step. "
+                         "Type the rest in the next steps.", kind="too_long")
+    waited = sum(a.seconds if isinstance(a, Wait) else a.duration_s for a in actions if isinstance(a, Wait | Drag))
+    if waited > lim.max_total_wait_s:
+        raise ReplyError(f"This step waits {waited:g} seconds in all (sleeps and drags); at most "
+                         f"{lim.max_total_wait_s:g} per step. Wait again in the next step if needed.",
+                         kind="too_long_wait")
 
 
 def _check_import(stmt: ast.Import | ast.ImportFrom) -> None:
@@ -251,7 +281,18 @@ def _int(fn: str, arg: str, v: Any) -> int:
 def _str(fn: str, arg: str, v: Any) -> str:
     if not isinstance(v, str):
         raise ReplyError(f"Argument {arg!r} of {fn} must be a string, got {_short(v)}.", kind="bad_argument")
+    _check_encodable(fn, arg, v)
     return v
+
+
+def _check_encodable(fn: str, arg: str, text: str) -> None:
+    """Refuse a string UTF-8 cannot hold (a lone surrogate such as '\\udcff', written as an escape
+    in a plain-ASCII reply): no record, terminal or environment could carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ReplyError(f"Argument {arg!r} of {fn} holds U+{ord(text[e.start]):04X} at position {e.start}, a lone "
+                         "surrogate, which is not a character; write the text without it.", kind="bad_text") from None
 
 
 def _point(ctx: _Ctx, fn: str, a: dict[str, Any], *, required: bool) -> NormPoint | None:
@@ -415,7 +456,7 @@ def _write(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
     hidden = hidden_characters(text)
     if hidden:
         shown = ", ".join(f"{describe_char(ch)} at position {i}" for i, ch in hidden[:3])
-        raise ReplyError(f"{fn}: the text holds invisible control characters ({shown}); type it without "
+        raise ReplyError(f"{fn}: the text holds invisible or control characters ({shown}); type it without "
                          "them.", kind="hidden_text")
     _add(ctx, fn, lambda: TypeText(text=text))
 
@@ -481,7 +522,7 @@ def _terminate(ctx: _Ctx, fn: str, a: dict[str, Any]) -> None:
     if status is None:
         raise ReplyError("computer.terminate needs status='success' or status='failure'.", kind="bad_argument")
     answer = a.get("answer")
-    answer = None if answer is None else str(answer)
+    answer = None if answer is None else _str(fn, "answer", answer) if isinstance(answer, str) else str(answer)
     _add(ctx, fn, lambda: Done(status=status, answer=answer))
 
 

@@ -3,7 +3,8 @@
 Canonical names are pyautogui's (lower case: "ctrl", "enter", "pagedown", "f5", "a", "/").
 `normalize_key` accepts the aliases models and other tools write ("return", "command", "win",
 "arrowleft", "Control", "ESC", ...); `to_playwright` / `from_playwright` translate to and from
-Playwright's `KeyboardEvent.key` names ("Control", "Enter", "ArrowLeft", "PageDown").
+Playwright's `KeyboardEvent.key` names ("Control", "Enter", "ArrowLeft", "PageDown");
+`chord_key` is the one name to compare chords by (left/right modifiers as their base).
 """
 
 from __future__ import annotations
@@ -92,6 +93,21 @@ def normalize_key(name: str) -> str:
 
 
 _FROM_PLAYWRIGHT_LOWER: dict[str, str] = {k.lower(): v for k, v in _FROM_PLAYWRIGHT.items() if len(k) > 1}
+
+
+#: Left/right modifiers -> the modifier they are, for matching chords (pressing keeps the side).
+_SIDED_MODIFIERS: dict[str, str] = {
+    "ctrlleft": "ctrl", "ctrlright": "ctrl", "altleft": "alt", "altright": "alt",
+    "shiftleft": "shift", "shiftright": "shift", "winleft": "win", "winright": "win",
+}
+
+
+def chord_key(name: str) -> str:
+    """The name of `name` for comparing chords: canonical (`normalize_key`: "cmd", "super" and
+    "command" are "win"), with a left or right modifier as its base ("ctrlleft" -> "ctrl"), so
+    ctrl+w, ctrlleft+w and Control+W compare equal. Raises ValueError for an unknown key."""
+    key = normalize_key(name)
+    return _SIDED_MODIFIERS.get(key, key)
 
 
 def to_playwright(key: str) -> str:

@@ -4,7 +4,8 @@
 openai, `--replies` -> scripted, else native) and fails fast, before any environment starts: the
 in-process backends resolve the model directory first (before torch is imported), the openai
 backend checks that the endpoint answers at all. `check_env(EnvOptions(...))` raises for what would
-make the environment fail to start (a start URL that is not one, or that `--allow-url` blocks, an
+make the environment fail to start (a start URL that is not one, or that `--allow-url` blocks,
+`--allow-url` outside the browser environment, an
 `--app` that is not on PATH, a profile that is a file, an X display where nothing answers), in
 about a millisecond and before anything starts; `check_folder(path, flag)` for a folder that cannot
 be created. `open_env(EnvOptions(...))` checks the same, opens the desktop or
@@ -197,7 +198,8 @@ class EnvOptions(BaseModel):
     """Where the episode runs: a desktop with an app (Chromium by default) or a Playwright browser.
 
     `width`/`height` are the screen (desktop) or viewport (browser) in pixels; `url` is the first
-    page (about:blank when None); `allowed_urls` are URL prefixes, or globs when they contain `*`.
+    page (about:blank when None); `allowed_urls` are URL prefixes, or globs when they contain `*`,
+    enforced by the browser environment only (`check_env` refuses them for the desktop).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -216,6 +218,10 @@ class EnvOptions(BaseModel):
 def check_env(opts: EnvOptions) -> None:
     """Raise `ConfigError` for an option `open_env(opts)` would fail on, or `EnvironmentStartError`
     when its X display does not answer; nothing is started (and nothing is left on disk)."""
+    if opts.allowed_urls and opts.env != "browser":
+        raise ConfigError(f"--allow-url works only with --env browser: the {opts.env} environment's Chromium is not "
+                          "restricted, so the model could type any URL into its address bar; use --env browser "
+                          "--url URL, or leave --allow-url out.")
     if opts.url is not None:
         check_start_url(opts.url)
         if opts.allowed_urls and not UrlAllowlist(opts.allowed_urls).allows(opts.url):

@@ -10,6 +10,10 @@ a terminal (a file, a pipe, CI) it prints the same step blocks as plain lines an
 `confirm` and `ask` are the terminal implementations of the two human hooks (confirming a risky
 action, answering the model's `computer.ask_user` question); they pause the live region while the
 question is on screen.
+
+Every text a model, a web page or a task file wrote (thought, action, code, errors, the answer,
+the reason, the model's question) is printed through `printable`: no escape sequence reaches the
+terminal.
 """
 
 from __future__ import annotations
@@ -41,13 +45,15 @@ _STATUS_STYLE = {"success": "bold green", "failure": "bold red", "error": "bold 
 STREAM_LINES = 6
 
 
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def printable(text: str) -> str:
     """`text` with control characters written as escapes (ESC as `\\x1b`): what a model, a web page
-    or a task file wrote must not retitle, recolour or clear the terminal it is printed on."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    or a task file wrote must not retitle, recolour or clear the terminal it is printed on. Lone
+    surrogates, which no terminal encoding can write, become `\\udcff` too."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 def _short(text: str, n: int = 240) -> str:
@@ -149,7 +155,7 @@ class ConsoleListener(Listener):
     def on_step(self, record: StepRecord) -> None:
         c = self.console
         if not record.parsed and "interrupted" in record.durations_ms:
-            c.print(f"[bold cyan]Step {record.step}[/] [dim]({escape(record.error or 'interrupted')})[/]")
+            c.print(f"[bold cyan]Step {record.step}[/] [dim]({escape(printable(record.error or 'interrupted'))})[/]")
         elif not record.parsed:
             c.print(f"[bold cyan]Step {record.step}[/] [dim](no usable reply)[/]")
         elif record.parsed.get("code"):
@@ -159,7 +165,7 @@ class ConsoleListener(Listener):
             if a.exec_xy:
                 where = " at " + ", ".join(f"({x:.0f}, {y:.0f})" for x, y in a.exec_xy) + " px"
             if a.exec_xy or not a.ok:
-                failed = "" if a.ok else " [red]FAILED:[/] " + escape(self.redact(a.error or ""))
+                failed = "" if a.ok else " [red]FAILED:[/] " + escape(printable(self.redact(a.error or "")))
                 c.print(f"  [dim]{a.action['type']}{where}[/]{failed}")
         d = record.durations_ms
         timing = "  ".join(f"{k} {d[k]:.0f} ms" for k in _PHASES if k in d)
@@ -171,9 +177,9 @@ class ConsoleListener(Listener):
         """Stop the live region and print how the episode ended and where its files are."""
         self.stop()
         style = _STATUS_STYLE.get(result.status, "bold")
-        answer = f" answer: {escape(self.redact(result.answer))}" if result.answer else ""
+        answer = f" answer: {escape(printable(self.redact(result.answer)))}" if result.answer else ""
         self.console.print(f"[{style}]{result.status}[/] after {result.steps} steps, {result.duration_s:.1f} s: "
-                           f"{escape(self.redact(result.reason))}.{answer}")
+                           f"{escape(printable(self.redact(result.reason)))}.{answer}")
         self.console.print(f"trajectory: {result.run_dir}  report: {result.run_dir / 'report.html'}")
 
     def confirm(self, question: str) -> bool:
@@ -189,9 +195,9 @@ class ConsoleListener(Listener):
 
 def confirm_on_terminal(question: str, *, console: Console | None = None) -> bool:
     """A yes/no question on the terminal; no (the default) refuses the action."""
-    return Confirm.ask(f"[bold yellow]{escape(question)}[/]", default=False, console=console)
+    return Confirm.ask(f"[bold yellow]{escape(printable(question))}[/]", default=False, console=console)
 
 
 def ask_on_terminal(question: str, *, console: Console | None = None) -> str:
     """The model's `computer.ask_user` question; the answer goes back to the model."""
-    return Prompt.ask(f"[bold]The agent asks:[/] {escape(question)}", console=console)
+    return Prompt.ask(f"[bold]The agent asks:[/] {escape(printable(question))}", console=console)

@@ -3,6 +3,8 @@
 `parse_reply` is a pure function that returns a `Step` or a `ReplyError` (as a value, never raised
 out of it). Thinking models put `◁think▷ ... ◁/think▷` before `## Action`; the thinking is kept
 apart from the thought so the history can drop it. Of several code fences the last one counts.
+A reply holding a lone surrogate (an endpoint's JSON "\\ud800") is refused as `bad_text`: no record or
+terminal could hold it.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ def _parse(text: str, mode: CoordinateMode, shot: tuple[int, int] | None, limits
         raise ReplyError("The reply is empty. Answer with ## Thought, ## Action and a ## Code block.", kind="empty")
     if len(text) > MAX_REPLY_CHARS:
         raise ReplyError(f"The reply is too long ({len(text)} characters).", kind="too_long")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # e.g. an endpoint's JSON "\ud800": nothing downstream could write it
+        raise ReplyError(f"The reply holds U+{ord(text[e.start]):04X} at position {e.start}, a lone surrogate, "
+                         "which is not a character; answer again.", kind="bad_text") from None
     thinking, body = split_thinking(text)
     code, warnings = extract_code(body)
     if code is None:

@@ -1,8 +1,12 @@
 """The policy hook every action passes before it is executed, and redaction of secrets.
 
-- Risky actions (typing into a password field when the environment can tell, chords such as
-  ctrl+alt+del, closing windows or tabs, quitting apps) need a confirmation; `--yes` skips it.
-  Without anyone to confirm, a risky action is declined and the model is told so.
+- Risky actions need a confirmation; `--yes` skips it. Without anyone to confirm, a risky action
+  is declined and the model is told so. They are: typing into a password field (when the
+  environment can tell), typing or opening a `file:` URL, and the chords of `RISKY_CHORDS`
+  (close, quit, lock, save, open, print, clear data, developer tools, run dialog, any
+  ctrl+alt+key). Chords are compared by `chord_key` names (ctrlleft is ctrl, cmd and super are
+  win), a chord with extra modifiers still counts, and keys held down by earlier `keyDown` calls
+  count too (`keyDown('ctrl')` then `press('w')`, or then `write('w')`).
 - Browser URLs are checked against an optional allowlist (`env.url_allowlist`: origins with
   optional path prefixes); the same list is handed to the browser environment, which enforces it
   on every request (redirects, popups, frames, subresources).
@@ -22,16 +26,80 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.actions.types import Action, CloseTab, Hotkey, Navigate, NewTab, TypeText
+from kimi_agent.actions.keys import chord_key
+from kimi_agent.actions.types import (
+    Action,
+    CloseTab,
+    Hotkey,
+    KeyDown,
+    KeyUp,
+    Navigate,
+    NewTab,
+    Press,
+    TypeText,
+)
 from kimi_agent.env.url_allowlist import UrlAllowlist
 
 _SECRET_REF = re.compile(r"<secret>\s*([\w.-]+)\s*</secret>")
+#: a file: URL anywhere in typed text (also inside view-source:file:///...)
+_FILE_URL = re.compile(r"\bfile:[/\\]", re.I)
 
-#: Chords that close, quit or lock something; compared as sorted key sets.
-RISKY_CHORDS: tuple[frozenset[str], ...] = tuple(frozenset(c) for c in (
-    ("ctrl", "alt", "delete"), ("ctrl", "alt", "backspace"), ("alt", "f4"), ("ctrl", "w"), ("ctrl", "q"),
-    ("ctrl", "shift", "w"), ("ctrl", "shift", "q"), ("cmd", "q"), ("cmd", "w"), ("win", "l"), ("ctrl", "alt", "l"),
-))
+_PRIMARY = ("ctrl", "win")  # the shortcut modifier: ctrl on Linux and Windows, cmd (canonical "win") on macOS
+
+
+def _chords(what: str, *chords: tuple[str, ...]) -> dict[frozenset[str], str]:
+    """Each chord -> `what`; a leading "P" stands for ctrl and for win (cmd)."""
+    out: dict[frozenset[str], str] = {}
+    for chord in chords:
+        for first in (_PRIMARY if chord[0] == "P" else chord[:1]):
+            out[frozenset((first, *chord[1:]))] = what
+    return out
+
+
+#: Key sets that close, quit, lock, save, open, print, clear data, open developer tools or run
+#: commands, with what they do, by `chord_key` names. A chord is risky when it *contains* one of
+#: them (extra modifiers do not make it safe), counting keys held down by earlier key_down actions.
+RISKY_CHORDS: dict[frozenset[str], str] = {
+    **_chords("close a window or tab", ("alt", "f4"), ("P", "w"), ("P", "f4")),
+    **_chords("quit the app", ("P", "q")),
+    **_chords("save to a file (a save dialog that writes anywhere on this computer)", ("P", "s")),
+    **_chords("open a file (a file dialog that reads anywhere on this computer)", ("P", "o")),
+    **_chords("print or save as PDF (a file dialog)", ("P", "p")),
+    **_chords("open the downloads page", ("P", "j")),
+    **_chords("clear browsing data", ("P", "shift", "delete"), ("P", "shift", "backspace")),
+    **_chords("open the developer tools", ("f12",), ("P", "shift", "i"), ("P", "shift", "j"), ("P", "shift", "c"),
+              ("P", "alt", "i"), ("P", "alt", "j"), ("P", "alt", "c")),
+    **_chords("view the page source", ("P", "u"), ("P", "alt", "u")),
+    **_chords("lock the screen", ("win", "l")),
+    **_chords("run a command (the desktop's run dialog)", ("alt", "f2"), ("win", "r")),
+}
+#: Held with ctrl+alt, any other key is a system shortcut (log out, lock, terminal, switch console).
+_SYSTEM = frozenset({"ctrl", "alt"})
+_MODIFIER_NAMES = frozenset({"ctrl", "alt", "shift", "win"})
+#: the most specific description first: ctrl+shift+j is the developer tools, not the downloads page
+_BY_SIZE = sorted(RISKY_CHORDS.items(), key=lambda item: -len(item[0]))
+
+
+def chord_risk(keys: Iterable[str], held: Iterable[str] = ()) -> str | None:
+    """What pressing `keys` together, while `held` keys are down, risks doing; None when nothing.
+
+    Key names may be any alias (`chord_key` makes "ctrlleft", "Control" and "ctrl" one key).
+    Unknown key names count as themselves.
+    """
+    chord = frozenset(_chord_key(k) for k in (*held, *keys))
+    for risky, what in _BY_SIZE:
+        if risky <= chord:
+            return what
+    if chord >= _SYSTEM and chord - _MODIFIER_NAMES:
+        return "a system shortcut (ctrl+alt+key)"
+    return None
+
+
+def _chord_key(name: str) -> str:
+    try:
+        return chord_key(name)
+    except ValueError:
+        return name
 
 Confirm = Callable[[str], bool]
 
@@ -56,19 +124,37 @@ class Verdict(BaseModel):
 
 
 class SafetyPolicy:
-    """Checks actions before execution; `confirm(question) -> bool` asks a human (None: nobody)."""
+    """Checks actions before execution; `confirm(question) -> bool` asks a human (None: nobody).
+
+    The policy follows the keys held down: an allowed `key_down` adds its key, a `key_up` removes
+    it, so `keyDown('ctrl')` then `press('w')` (in one reply or across replies) is ctrl+w. `reset()`
+    forgets them (a new episode on a fresh environment).
+    """
 
     def __init__(self, settings: SafetySettings | None = None, *, confirm: Confirm | None = None) -> None:
         self.settings = settings or SafetySettings()
         self.confirm = confirm
         self.redactor = Redactor(self.settings.secrets)
         self.allowlist = UrlAllowlist(self.settings.allowed_urls) if self.settings.allowed_urls else None
+        self.held: set[str] = set()  # chord_key names of keys held down by allowed key_down actions
+
+    def reset(self) -> None:
+        """Forget the keys held down (the environment released them)."""
+        self.held.clear()
 
     def check(self, action: Action, *, focused_password: bool | None = None) -> Verdict:
         """Allowed, or refused with a reason written for the model."""
+        verdict = self._verdict(action, focused_password=focused_password)
+        if isinstance(action, KeyDown) and verdict.allowed:
+            self.held.add(_chord_key(action.key))
+        elif isinstance(action, KeyUp):
+            self.held.discard(_chord_key(action.key))
+        return verdict
+
+    def _verdict(self, action: Action, *, focused_password: bool | None) -> Verdict:
         if isinstance(action, Navigate | NewTab) and action.url and not self.url_allowed(action.url):
             return Verdict(allowed=False, risk="url", reason=f"{action.url} is not on the allowed URL list.")
-        risk = self.risk(action, focused_password=focused_password)
+        risk = self.risk(action, focused_password=focused_password, held=self.held)
         if risk is None:
             return Verdict(allowed=True)
         if not self.settings.confirm_risky:
@@ -80,14 +166,32 @@ class SafetyPolicy:
         return Verdict(allowed=ok, risk=risk, confirmed=ok, reason=None if ok else f"The user declined: {risk}.")
 
     @staticmethod
-    def risk(action: Action, *, focused_password: bool | None = None) -> str | None:
-        """A short description of why `action` is risky, or None."""
-        if isinstance(action, Hotkey) and frozenset(action.keys) in RISKY_CHORDS:
-            return f"press {'+'.join(action.keys)}"
+    def risk(action: Action, *, focused_password: bool | None = None, held: Iterable[str] = ()) -> str | None:
+        """A short description of why `action` is risky (with `held` keys down), or None."""
+        held = sorted(held)
+        while_held = f" while {'+'.join(held)} is held" if held else ""
+        keys: tuple[str, ...] = ()
+        if isinstance(action, Hotkey):
+            keys = action.keys
+        elif isinstance(action, Press | KeyDown):
+            keys = (action.key,)
+        if keys:
+            what = chord_risk(keys, held)
+            return f"press {'+'.join(keys)}{while_held} ({what})" if what else None
         if isinstance(action, CloseTab):
             return "close the tab"
-        if isinstance(action, TypeText) and focused_password:
-            return "type into a password field"
+        if isinstance(action, TypeText):
+            if focused_password:
+                return "type into a password field"
+            if _FILE_URL.search(action.text):
+                return "type a file: URL (a browser would show a file of this computer)"
+            if held:  # keyDown('ctrl') then write('w') is ctrl+w
+                for ch in action.text:
+                    what = chord_risk((ch,), held)
+                    if what:
+                        return f"type {ch!r}{while_held} ({what})"
+        if isinstance(action, Navigate | NewTab) and action.url and _FILE_URL.search(action.url):
+            return "open a file: URL (a file of this computer)"
         return None
 
     def url_allowed(self, url: str) -> bool:

@@ -4,7 +4,9 @@
 before it; `run.json` is rewritten atomically at start and end. Frames are encoded by a background
 thread (PNG at zlib level 1, or JPEG) so no encoding sits on the step's path; `close()` drains the
 queue, and it also runs at interpreter exit, so a frame submitted is a frame written.
-Every string written passes through the redactor (secret values become `<secret:NAME>`).
+Every string written passes through the redactor (secret values become `<secret:NAME>`); one
+UTF-8 cannot encode (a lone surrogate) is written with a visible backslash escape (`utf8_safe`),
+so no string can lose a step.
 """
 
 from __future__ import annotations
@@ -175,11 +177,14 @@ class Trajectory:
         self._run.setdefault("schema_version", SCHEMA_VERSION)
         self._run["updated_at"] = time.time()
         tmp = self.path / "run.json.part"
-        tmp.write_text(json.dumps(self.redact.data(self._run), indent=2, default=str), encoding="utf-8")
+        tmp.write_text(json.dumps(utf8_safe(self.redact.data(self._run)), indent=2, default=str), encoding="utf-8")
         os.replace(tmp, self.path / "run.json")
 
     def append_step(self, record: StepRecord) -> None:
-        line = json.dumps(self.redact.data(record.model_dump(mode="json")), ensure_ascii=False, default=str)
+        data = self.redact.data(record.model_dump(mode="json"))
+        line = json.dumps(data, ensure_ascii=False, default=str)
+        if not _encodes(line):  # a lone surrogate somewhere: written as visible text, the step is kept
+            line = json.dumps(utf8_safe(data), ensure_ascii=False, default=str)
         self._steps.write(line + "\n")
         self._steps.flush()
 
@@ -190,6 +195,27 @@ class Trajectory:
             self._steps.close()
         if self.writer.errors:
             self.write_run(frame_errors=self.writer.errors)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def utf8_safe(obj: Any) -> Any:
+    """`obj` (JSON-like data) with every string UTF-8 cannot encode (one holding a lone surrogate,
+    such as a model's '\\udcff') written with backslash escapes as plain text ('\\\\udcff'), so
+    a record that holds one is still written and reads back as text."""
+    if isinstance(obj, str):
+        return obj if _encodes(obj) else obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {utf8_safe(k): utf8_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [utf8_safe(v) for v in obj]
+    return obj
 
 
 def read_steps(run_dir: str | Path) -> list[dict[str, Any]]:

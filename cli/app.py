@@ -199,7 +199,9 @@ def episode(
                                                 help="X display (default $DISPLAY, else a private Xvfb)")] = None,
     allow_url: Annotated[list[str] | None, typer.Option("--allow-url", metavar="URL",
                                                         help="allowed origin, optionally with a path prefix: https://example.com or "
-                                                             "http://127.0.0.1:8000/app/ (repeat)")] = None,
+                                                             "http://127.0.0.1:8000/app/ (repeat); --env browser only: "
+                                                             "refused with --env desktop, whose Chromium it cannot "
+                                                             "restrict")] = None,
     secret: Annotated[list[str] | None, typer.Option("--secret", metavar="NAME=VALUE",
                                                      help="the model types <secret>NAME</secret> (repeat)")] = None,
     frames: Annotated[str, typer.Option("--frames", metavar="png|jpeg", help="screenshot file format")] = "png",

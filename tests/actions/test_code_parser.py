@@ -164,3 +164,70 @@ def test_corner_allowed_when_meant_and_limits_configurable() -> None:
     assert one("pyautogui.click(0, 0)", allow_corner=True) == Click(point=P(x=0.0, y=0.0))
     with pytest.raises(ReplyError):
         parse_code("pyautogui.write('abcdef')", limits=ParseLimits(max_text_chars=3))
+
+
+# ---- red-team replies (notes/redteam-replies.md F4, F10, F14) ---------------------------------
+
+@pytest.mark.parametrize(
+    ("code", "kind", "named"),
+    [
+        # F4: a lone surrogate, written as an escape in a plain-ASCII reply, is no text
+        ("computer.terminate(status='success', answer='bad \\udcff answer')", "bad_text", "'answer'"),
+        ("computer.ask_user('\\ud800 which one?')", "bad_text", "'question'"),
+        ("pyautogui.write('a\\udcffb')", "bad_text", "'message'"),
+        ("pyautogui.typewrite(['a', '\\udcff'])", "bad_text", "'key'"),
+        # F10: one reply may not keep the executor busy for minutes
+        ("pyautogui.press(" + repr(["a"] * 60) + ")", "too_many_actions", "at most 50"),
+        ("pyautogui.typewrite(" + repr(["a"] * 3000) + ")", "too_many_actions", "3000 actions"),
+        ("pyautogui.press(" + repr(["a"] * 11) + ", presses=50)", "too_many_keys", "at most 500"),
+        ("\n".join(["pyautogui.press('tab', presses=50)"] * 11), "too_many_keys", "550 key presses"),
+        ("\n".join(["time.sleep(120)"] * 2), "too_long_wait", "at most 120"),
+        ("\n".join(["pyautogui.dragTo(0.5, 0.5, duration=10)"] * 13), "too_long_wait", "130 seconds"),
+        ("\n".join(["pyautogui.write('" + "x" * 2000 + "')"] * 3), "too_long", "at most 4000"),
+        # F14: invisible and control characters in typed text
+        ("pyautogui.write('hi\\U000e0069\\U000e0067\\U000e006e')", "hidden_text", "TAG LATIN SMALL LETTER I"),
+        ("pyautogui.write('a\\u3164b')", "hidden_text", "U+3164"),
+        ("pyautogui.write('\\u115f\\u1160')", "hidden_text", "U+115F"),
+        ("pyautogui.write('a\\uffa0')", "hidden_text", "U+FFA0"),
+        ("pyautogui.write('a\\u034fb')", "hidden_text", "COMBINING GRAPHEME JOINER"),
+        ("pyautogui.write('ok\\ufe0f\\ufe0f')", "hidden_text", "U+FE0F"),
+        ("pyautogui.write('\\ufe0fok')", "hidden_text", "U+FE0F"),
+        ("pyautogui.write('a\\u17b4')", "hidden_text", "U+17B4"),
+        ("pyautogui.write('\\ufff9note\\ufffb')", "hidden_text", "U+FFF9"),
+        ("pyautogui.write('a\\u2800b')", "hidden_text", "U+2800"),
+        ("pyautogui.write('a\\u2028b')", "hidden_text", "U+2028"),
+        ("pyautogui.write('\\x1b[2Jclear')", "hidden_text", "U+001B (a control character)"),
+        ("pyautogui.write('nul\\x00')", "hidden_text", "U+0000"),
+        ("pyautogui.write('cr\\r')", "hidden_text", "U+000D"),
+        ("pyautogui.write('\\ue000')", "hidden_text", "U+E000"),
+    ],
+)
+def test_hostile_replies_are_refused_naming_what_and_why(code: str, kind: str, named: str) -> None:
+    with pytest.raises(ReplyError) as info:
+        parse_code(code, allow_corner=True)
+    assert info.value.kind == kind
+    assert named in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["line one\nline two\tcolumn", "中文 テキスト 한국어", "❤️ and ❤️\u200d🔥", "#️⃣ 1️⃣", "👍🏽", "👩\u200d💻",
+     "葛\U000e0100城", "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f", "≩\ufe00", "٠١٢ \u0600١",
+     "می\u200cخواهم"],
+)
+def test_text_that_uses_joiners_selectors_and_tags_as_writing_does_is_typed(text: str) -> None:
+    assert one(f"pyautogui.write({text!r})") == TypeText(text=text)
+
+
+def test_per_reply_limits_leave_room_for_real_replies() -> None:
+    busy = "\n".join(["pyautogui.hotkey('ctrl', 'a')", "pyautogui.press('backspace', presses=50)",
+                      "pyautogui.write('" + "x" * 2000 + "')", "pyautogui.press(['tab', 'tab', 'tab'])",
+                      "pyautogui.write('" + "y" * 1999 + "')", "time.sleep(60)", "computer.wait(30)",
+                      "pyautogui.moveTo(0.2, 0.2)", "pyautogui.dragTo(0.8, 0.8, duration=2)", "pyautogui.press('enter')"])
+    actions, _ = parse_code(busy)
+    assert len(actions) == 11
+    many_presses = "\n".join(["pyautogui.press('down', presses=25)"] * 20)
+    assert len(parse_code(many_presses)[0]) == 20  # 500 presses: exactly the limit
+    with pytest.raises(ReplyError) as info:
+        parse_code(many_presses, limits=ParseLimits(max_key_presses=499))
+    assert info.value.kind == "too_many_keys"

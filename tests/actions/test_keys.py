@@ -33,3 +33,15 @@ def test_playwright_names_round_trip(key: str, pw: str) -> None:
 def test_chord() -> None:
     assert playwright_chord(["ctrl", "shift", "T"]) == "Control+Shift+t"
     assert playwright_chord(["command", "l"]) == "Meta+l"
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [("ctrl", "ctrl"), ("ctrlleft", "ctrl"), ("ctrlright", "ctrl"), ("lctrl", "ctrl"), ("Control", "ctrl"),
+     ("altleft", "alt"), ("altgr", "alt"), ("option", "alt"), ("shiftright", "shift"), ("cmd", "win"),
+     ("command", "win"), ("super", "win"), ("winleft", "win"), ("meta", "win"), ("W", "w"), ("F4", "f4")],
+)
+def test_chord_key_compares_sided_modifiers_and_aliases_as_one_key(name: str, key: str) -> None:
+    from kimi_agent.actions.keys import chord_key
+
+    assert chord_key(name) == key

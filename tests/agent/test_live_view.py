@@ -68,7 +68,7 @@ def _run(tmp_path: Path, replies: Path, screens: list[str]) -> None:
     assert rc == 0, final
     assert "success after 3 steps" in final  # the refusal went back to the model within step 3
     assert "click at (960, 540) px" in final  # the finished step: its point in the browser's pixels
-    assert "step 3: rejected, retrying: The user declined: press ctrl+w." in final
+    assert "step 3: rejected, retrying: The user declined: press ctrl+w (close a window or tab)." in final
     assert "hotkey FAILED: The user declined" in final
     assert "thinking" not in final.split("success after")[1]  # the live line is cleared at the end
 
