@@ -100,7 +100,8 @@ ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", metavar="KEY", envva
 BackendOpt = Annotated[str | None, typer.Option("--backend", metavar="NAME",
                                                 help="native | openai | transformers | scripted "
                                                      "(default: openai with --endpoint, scripted with --replies, "
-                                                     "else native)")]
+                                                     "else native); transformers runs the model folder's own "
+                                                     "Python code: only for a folder you trust")]
 RepliesOpt = Annotated[Path | None, typer.Option("--replies", metavar="FILE",
                                                  help="JSONL replies for the scripted backend (a test double): "
                                                       'one JSON string or {"text": ...} per line, one per step')]

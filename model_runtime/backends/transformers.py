@@ -8,6 +8,7 @@ remote code. torch and transformers are imported only when this backend is const
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from kimi_agent.errors import BackendError, ModelUnavailableError
 from kimi_agent.model_runtime.backends.base import Message, Reply, Sampling
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -55,6 +58,9 @@ class TransformersBackend:
     def __init__(self, model_dir: str | Path, *, device: str = "auto", dtype: str = "bfloat16") -> None:
         transformers = check_transformers()
         import torch
+
+        log.warning("--backend transformers runs the Python code in %s (trust_remote_code): only for a model "
+                    "folder you trust; the native backend reads it as data only", model_dir)
 
         self._torch = torch
         self.model = transformers.AutoModelForCausalLM.from_pretrained(
