@@ -223,7 +223,8 @@ class Agent:
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,
                           started=datetime.now())
         traj.write_run(**self._run_header(instruction, traj), status="running")
-        watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds)
+        watchdog = self._watchdog = StepWatchdog(None if s.max_seconds is None else state.started + s.max_seconds,
+                                                 wake=self._wake_env)
         stopped = False
         try:
             with watchdog:
@@ -436,6 +437,13 @@ class Agent:
         return after
 
     # ---- helpers ----------------------------------------------------------------------------
+
+    def _wake_env(self) -> None:
+        """Called by the watchdog's thread when the budget runs out: an environment that can
+        (`BrowserEnv.interrupt`) wakes the call the episode's thread is blocked in."""
+        interrupt = getattr(self._env, "interrupt", None)
+        if callable(interrupt):
+            interrupt()
 
     def _observe(self, state: AgentState) -> Observation:
         t = time.perf_counter()

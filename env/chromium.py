@@ -4,11 +4,14 @@
 with the flags this machine needs (`CHROME_ARGS`: no sandbox as root, no GPU, no background
 networking, `--test-type` to hide the unsupported-flag infobar), a remote debugging port (a free
 one unless given) and waits until CDP answers. `stop()` is graceful (SIGTERM, then wait), so
-`Default/Preferences` is flushed; `kill()` is not.
+`Default/Preferences` is flushed; `kill()` is not. Downloads (and the save dialog's first folder)
+go to `<profile_dir>/Downloads`, never the user's real ~/Downloads: a page can start a download
+with no action of the model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -42,6 +45,26 @@ def find_chromium() -> str:
     raise EnvironmentStartError("Chromium not found (apt-get install chromium, or set KIMI_AGENT_CHROMIUM)")
 
 
+def _keep_downloads_in_profile(profile_dir: Path) -> Path:
+    """Point the profile's download and save-as folders at `<profile_dir>/Downloads` (written into
+    `Default/Preferences` before Chromium starts, other preferences kept); that folder."""
+    downloads = profile_dir / "Downloads"
+    downloads.mkdir(exist_ok=True)
+    prefs_path = profile_dir / "Default" / "Preferences"
+    prefs_path.parent.mkdir(exist_ok=True)
+    try:
+        prefs = json.loads(prefs_path.read_text())
+    except (OSError, ValueError):
+        prefs = {}
+    if not isinstance(prefs, dict):
+        prefs = {}
+    download = prefs.setdefault("download", {})
+    download.update({"default_directory": str(downloads), "directory_upgrade": True, "prompt_for_download": False})
+    prefs.setdefault("savefile", {})["default_directory"] = str(downloads)
+    prefs_path.write_text(json.dumps(prefs))
+    return downloads
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -70,6 +93,7 @@ class ChromiumProcess:
                  start_timeout_s: float = 20.0) -> None:
         self.profile_dir = Path(profile_dir)
         self.profile_dir.mkdir(parents=True, exist_ok=True)
+        self.downloads_dir = _keep_downloads_in_profile(self.profile_dir)
         self.display = display or os.environ.get("DISPLAY")
         if not self.display:
             raise EnvironmentStartError("ChromiumProcess needs an X display (display=... or $DISPLAY)")

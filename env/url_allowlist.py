@@ -11,7 +11,8 @@ Entries are written as URLs and parsed once:
 
 A URL is allowed when its scheme, host and port equal an entry's (scheme and host compared in
 lower case, the default port filled in: http/ws 80, https/wss 443; ws/wss count as http/https) and
-its path starts with the entry's path prefix at a `/` boundary. A URL with userinfo
+its path starts with the entry's path prefix at a `/` boundary, the path taken as a decoding server
+sees it (`%2f`, `%5c` and `%2e` decoded, dot segments resolved). A URL with userinfo
 (`http://a@b/`), a backslash or control character in its authority, an unparsable port or no host is
 never allowed, so string tricks (`:5559` vs `:55591`, `site.test.evil.test`, `allowed@evil`) fail.
 `about:blank` is always allowed; `data:`, `file:`, `javascript:`, `chrome:` and the like never are.
@@ -32,6 +33,8 @@ ALWAYS_ALLOWED = frozenset({"about:blank"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _SAME_AS = {"ws": "http", "wss": "https"}
 _BAD_AUTHORITY = re.compile(r"[\\\x00-\x20\x7f%]")
+_ENCODED_SEPARATORS = re.compile(r"%2e|%2f|%5c", flags=re.I)
+_DECODED = {"%2e": ".", "%2f": "/", "%5c": "/"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +90,10 @@ def parse_origin(url: str) -> Origin | None:
 
 
 def _normalize_path(path: str) -> str:
-    """The path with `.`/`..` segments resolved (also written `%2e`), as the browser will request it."""
-    path = re.sub(r"%2e", ".", path or "/", flags=re.I)
+    """The path as a server that decodes it will see it: `.`, `/` and `\\` also when written `%2e`,
+    `%2f` and `%5c`, backslashes as slashes, `.`/`..` segments resolved (so `/docs/..%2fsecret`
+    is `/secret`, never under `/docs/`)."""
+    path = _ENCODED_SEPARATORS.sub(lambda m: _DECODED[m.group(0).lower()], path or "/").replace("\\", "/")
     if "/." not in path:
         return path
     normal = posixpath.normpath(path)

@@ -65,3 +65,15 @@ def test_bad_entries_name_themselves(entry: str) -> None:
 def test_entries_print_as_origins() -> None:
     assert str(UrlAllowlist(["HTTPS://Site.Test:443/docs/", "http://127.0.0.1:5559/*"])) == \
         "https://site.test/docs/, http://127.0.0.1:5559"
+
+
+@pytest.mark.parametrize(("url", "allowed"), [
+    ("https://example.com/docs/..%2fsecret.html", False),
+    ("https://example.com/docs/..%2Fsecret.html", False),
+    ("https://example.com/docs/%2e%2e%5csecret.html", False),
+    ("https://example.com/docs/..%5Csecret.html", False),
+    ("https://example.com/docs/a%2fb.html", True),
+    ("https://example.com/docs/sub/..%2fpage.html", True),
+])
+def test_encoded_separators_are_decoded_before_a_path_prefix_is_checked(url: str, allowed: bool) -> None:
+    assert UrlAllowlist(["https://example.com/docs/"]).allows(url) is allowed
