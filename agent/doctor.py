@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -92,10 +91,16 @@ def _model(model: str) -> Check:
         snapshot = Path(hit).parent if isinstance(hit, str) else None
     if snapshot is None or not (snapshot / "config.json").is_file():
         return Check("model", False, f"{model}: no local config.json", fix, optional=True)
-    index = snapshot / "model.safetensors.index.json"
+    from kimi_agent.errors import WeightLoadError
+    from kimi_agent.model_runtime.hub import INDEX_FILE, parse_index
+
+    index = snapshot / INDEX_FILE
     if index.is_file():
-        shards = set(json.loads(index.read_text())["weight_map"].values())
-        missing = [s for s in shards if not (snapshot / s).exists()]
+        try:  # the loader's own checks: shard names stay plain file names inside the snapshot
+            shards = set(parse_index(index).values())
+        except WeightLoadError as e:
+            return Check("model", False, str(e), "re-download the snapshot (its index is damaged)", optional=True)
+        missing = [s for s in shards if not (snapshot / s).is_file()]
         if missing:
             return Check("model", False, f"{snapshot}: {len(missing)}/{len(shards)} weight shards missing", fix, optional=True)
         return Check("model", True, f"{snapshot} ({len(shards)} shards)")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,6 +261,9 @@ class KimiVLConfig:
         if not 0 <= placeholder < TEXT_LIMITS["vocab_size"][1]:
             raise ConfigError(f"{r._where('media_placeholder_token_id')} must be a token id in "
                               f"[0, {TEXT_LIMITS['vocab_size'][1]:,}), got {placeholder}")
+        if placeholder >= text.vocab_size:
+            raise ConfigError(f"{r._where('media_placeholder_token_id')} ({placeholder:,}) must be below "
+                              f"text_config.vocab_size ({text.vocab_size:,}): the embedding has no such row")
         return cls(
             vision=MoonViTConfig.from_reader(r.sub("vision_config")),
             text=text,
@@ -285,16 +290,26 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, data: Any, file: str = "generation_config.json") -> GenerationConfig:
         r = _Reader(data, file)
+        ids = TEXT_LIMITS["vocab_size"][1]
         eos = data.get("eos_token_id", list(DEFAULT_EOS_IDS))
-        eos = [eos] if isinstance(eos, int) else eos
-        if not isinstance(eos, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in eos):
-            raise ConfigError(f"key 'eos_token_id' in {file} must be an int or a list of ints, got {eos!r}")
+        eos = [eos] if isinstance(eos, int) and not isinstance(eos, bool) else eos
+        if not isinstance(eos, list) or not eos or len(eos) > 64 or not all(
+                isinstance(e, int) and not isinstance(e, bool) and 0 <= e < ids for e in eos):
+            raise ConfigError(f"key 'eos_token_id' in {file} must be a token id or a list of 1 to 64 token ids "
+                              f"in [0, {ids:,}), got {_short(eos)}")
+        special = {key: r.get(key, int, None) for key in ("bos_token_id", "pad_token_id")}
+        for key, value in special.items():
+            if value is not None and not 0 <= value < ids:
+                raise ConfigError(f"{r._where(key)} must be a token id in [0, {ids:,}), got {_short(value)}")
+        # A client's temperature is finite in [0, 2] (serving/protocol.py); the checkpoint's default too.
         temperature = r.get("temperature", float, 1.0)
+        if not (math.isfinite(temperature) and 0 <= temperature <= 2):
+            raise ConfigError(f"{r._where('temperature')} must be a finite number in [0, 2], got {temperature!r}")
         top_p = r.get("top_p", float, 1.0)
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ConfigError(f"{file}: temperature must be >= 0 and top_p in (0, 1]")
-        return cls(eos_token_ids=tuple(eos), bos_token_id=r.get("bos_token_id", int, None),
-                   pad_token_id=r.get("pad_token_id", int, None), do_sample=r.get("do_sample", bool, False),
+        if not (math.isfinite(top_p) and 0 < top_p <= 1):
+            raise ConfigError(f"{r._where('top_p')} must be a finite number in (0, 1], got {top_p!r}")
+        return cls(eos_token_ids=tuple(eos), bos_token_id=special["bos_token_id"],
+                   pad_token_id=special["pad_token_id"], do_sample=r.get("do_sample", bool, False),
                    temperature=temperature, top_p=top_p)
 
     @classmethod
@@ -303,10 +318,75 @@ class GenerationConfig:
         return cls.from_dict(_read_json(file), str(file)) if file.is_file() else cls()
 
 
-def _read_json(file: Path) -> Any:
+# Size bounds on the files of a model folder, checked by stat before reading (the real ones are a few
+# KB, the index about 60 KB, tiktoken.model 2.2 MB): an absurd file fails at once, not after GBs of parsing.
+MAX_JSON_BYTES = 16 << 20
+MAX_TEXT_BYTES = 1 << 20                             # chat_template.jinja (the real one is 1.3 KB)
+MAX_VOCAB_BYTES = 64 << 20                           # tiktoken.model
+
+
+def read_file_bytes(path: str | Path, *, max_bytes: int, error: type[Exception] = ConfigError) -> bytes:
+    """The bytes of `path`, a regular file of at most `max_bytes` (checked with fstat before reading, and
+    again while reading, for /proc-style files that report size 0). Any failure raises `error` naming the file."""
+    path = Path(path)
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise error(f"{path} is not a regular file")
+            if info.st_size > max_bytes:
+                raise error(f"{path} is {info.st_size:,} bytes, over this runtime's bound of {max_bytes:,} bytes")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(max_bytes + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
-        raise ConfigError(f"{file} does not exist") from None
+        raise error(f"{path} does not exist") from None
+    except OSError as e:
+        raise error(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
+    if len(data) > max_bytes:
+        raise error(f"{path} holds more than this runtime's bound of {max_bytes:,} bytes")
+    return data
+
+
+def read_text_file(path: str | Path, *, max_bytes: int = MAX_TEXT_BYTES, error: type[Exception] = ConfigError) -> str:
+    """`read_file_bytes` decoded as UTF-8; invalid UTF-8 raises `error` naming the file and offset."""
+    data = read_file_bytes(path, max_bytes=max_bytes, error=error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not valid UTF-8 (byte {e.start})") from None
+
+
+def read_json_object(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES, error: type[Exception] = ConfigError,
+                     expect: str = "a JSON object") -> dict[str, Any]:
+    """The top-level JSON object of `path`, the one reader of every JSON file in a model folder.
+
+    Missing, unreadable, special or oversized files, invalid UTF-8 or JSON, nesting deeper than Python's
+    stack, integers past Python's digit limit and a top level that is not an object (`expect` describes
+    what it should be) all raise `error` (default `ConfigError`) naming the file; nothing else escapes.
+    """
+    data = read_file_bytes(path, max_bytes=max_bytes, error=error)
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise error(f"{path} is not JSON this runtime can read: its arrays or objects nest too deeply") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{file} is not valid JSON: {e}") from None
+        raise error(f"{path} is not valid JSON ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # an integer past Python's str -> int digit limit
+        raise error(f"{path} is not JSON this runtime can read ({e})") from None
+    if not isinstance(value, dict):
+        kind = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+            type(value), "null")
+        raise error(f"{path}: the top level must be {expect}, got {kind}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    return read_json_object(file)

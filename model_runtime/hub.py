@@ -2,17 +2,21 @@
 
 Hub ids go through `huggingface_hub.snapshot_download`, so its cache and environment conventions
 (`HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_ENDPOINT`) apply. When nothing can be fetched the
-error is one sentence that says what to pass instead.
+error is one sentence that says what to pass instead. `parse_index` reads a snapshot's
+`model.safetensors.index.json` with the loader's checks (no torch, so `kimi-agent doctor` shares it).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from kimi_agent.errors import ModelUnavailableError
+from kimi_agent.errors import ModelUnavailableError, WeightLoadError
+from kimi_agent.model_runtime.config import read_json_object
 
 DEFAULT_MODEL_ID = "moonshotai/Kimi-VL-A3B-Instruct"
+INDEX_FILE = "model.safetensors.index.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -64,3 +68,38 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
             f"download it where the hub can be reached (`hf download {text} --local-dir DIR`) and pass that "
             "folder, or use an OpenAI-compatible server."
         ) from None
+
+
+def _json_type(value: Any) -> str:
+    """JSON's name for the type of a parsed value (for error messages)."""
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_index(index: Path) -> dict[str, str]:
+    """`weight_map` of a safetensors index file (tensor name -> shard file name), validated: every shard
+    is a plain file name inside the checkpoint directory. Any problem raises `WeightLoadError` naming the
+    file and field. No torch: `kimi-agent doctor` reads indexes with it too."""
+    data = read_json_object(index, error=WeightLoadError, expect="a JSON object with a 'weight_map' field")
+    if "weight_map" not in data:
+        raise WeightLoadError(f"{index}: missing field 'weight_map' (tensor name -> shard file)")
+    weight_map = data["weight_map"]
+    if not isinstance(weight_map, dict):
+        raise WeightLoadError(f"{index}: field 'weight_map' must be an object of tensor name -> shard file, "
+                              f"got {_json_type(weight_map)}")
+    if not weight_map:
+        raise WeightLoadError(f"{index}: field 'weight_map' is empty")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a shard file name (a string), "
+                                  f"got {'null' if shard is None else f'{_json_type(shard)} {_short(shard)}'}")
+        if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
+            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a file name inside the checkpoint "
+                                  f"directory, got {_short(shard)}")
+    return weight_map

@@ -9,7 +9,6 @@ pixels, shared with the processor and tests.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from kimi_agent.errors import AgentError, ConfigError
+from kimi_agent.model_runtime.config import MAX_MERGE_KERNEL, VISION_LIMITS, read_json_object
 
 POS_TABLE_SIZE = 512  # MoonViT's 2D RoPE table covers grids up to 511 x 511 patches
+MAX_PATCH_SIZE = VISION_LIMITS["patch_size"][1]
+# Pixels of one image after the token-limit downscale: in_token_limit x patch_size^2 is at most this
+# (Kimi-VL: 4096 x 196 = 0.8 M; a 16x raised limit still fits). Each pixel costs 12 bytes as float32 RGB.
+MAX_IMAGE_PIXELS = 1 << 25
 
 
 class ImageSizeError(AgentError, ValueError):
@@ -44,23 +48,23 @@ class PreprocessorConfig:
     merge_kernel_size: tuple[int, int] = (2, 2)
 
     def __post_init__(self) -> None:
-        for key in ("in_token_limit", "patch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if any(s == 0 for s in self.image_std):
-            raise ConfigError(f"image_std must not contain 0, got {self.image_std}")
+        if not 1 <= self.patch_size <= MAX_PATCH_SIZE:
+            raise ConfigError(f"key 'patch_size' must be in [1, {MAX_PATCH_SIZE}], got {self.patch_size:,}")
+        check_token_limit(self.in_token_limit, self.patch_size, "key 'in_token_limit'")
+        merge = self.merge_kernel_size
+        if len(merge) != 2 or not all(1 <= m <= MAX_MERGE_KERNEL for m in merge):
+            raise ConfigError(f"key 'merge_kernel_size' must be two ints in [1, {MAX_MERGE_KERNEL}], got {merge}")
+        if not all(math.isfinite(m) for m in self.image_mean):
+            raise ConfigError(f"key 'image_mean' must hold finite numbers, got {list(self.image_mean)}")
+        if not all(math.isfinite(s) and s > 0 for s in self.image_std):
+            raise ConfigError(f"key 'image_std' must hold finite numbers > 0, got {list(self.image_std)}")
 
     @classmethod
     def from_file(cls, path: str | Path) -> PreprocessorConfig:
         """Parse `preprocessor_config.json`; a missing or invalid key raises `ConfigError` naming
         the key and file. `merge_kernel_size` defaults to [2, 2] (the official file omits it)."""
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a JSON object at top level.")
+        raw = read_json_object(path)
         if raw.get("pad_input", True) is not True:
             raise ConfigError(f"{path}: key 'pad_input' must be true (center-crop mode is not supported).")
         try:
@@ -97,8 +101,18 @@ def _floats(raw: dict[str, Any], key: str, path: Path, n: int) -> tuple[float, f
     return (float(v[0]), float(v[1]), float(v[2]))
 
 
+def check_token_limit(limit: int, patch_size: int, what: str = "in_token_limit") -> int:
+    """`limit` (14-px patches per image), unless it is < 1 or lets one image reach `MAX_IMAGE_PIXELS`."""
+    most = min(MAX_IMAGE_PIXELS // (patch_size * patch_size), (POS_TABLE_SIZE - 1) ** 2)
+    if not 1 <= limit <= most:
+        raise ConfigError(f"{what} must be in [1, {most:,}] for {patch_size}-px patches (at most "
+                          f"{MAX_IMAGE_PIXELS:,} pixels an image), got {limit:,}")
+    return limit
+
+
 def _ints2(v: Any, key: str, path: Path) -> tuple[int, int]:
-    if not (isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v)):
+    if not (isinstance(v, list | tuple) and len(v) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)):
         raise ConfigError(f"{path}: key {key!r} must be two positive integers, got {v!r}.")
     return (v[0], v[1])
 
@@ -181,9 +195,10 @@ class ImageProcessor:
 
     def __init__(self, config: PreprocessorConfig | None = None, *, in_token_limit: int | None = None) -> None:
         self.config = config or PreprocessorConfig()
-        self.in_token_limit = self.config.in_token_limit if in_token_limit is None else int(in_token_limit)
-        if self.in_token_limit < 1:
-            raise ConfigError(f"in_token_limit must be >= 1, got {self.in_token_limit}")
+        limit = self.config.in_token_limit if in_token_limit is None else in_token_limit
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ConfigError(f"in_token_limit must be an integer, got {limit!r}")
+        self.in_token_limit = check_token_limit(limit, self.config.patch_size)
         p = self.config.patch_size
         self._mean = np.asarray(self.config.image_mean, dtype=np.float32)[:, None]  # [3, 1]
         self._std = np.asarray(self.config.image_std, dtype=np.float32)[:, None]

@@ -9,13 +9,63 @@ Both are preallocated for `max_len` positions and share the API: `reset()`, `pos
 `advance(n)`, `truncate(n)`, `copy_prefix_from(other)`. Writes go to the positions given by the model
 (`store`), reads return the first `pos + T` positions, or all `max_len` when `static` is set (fixed
 shapes for CUDA graphs; the attention then masks by position).
+
+Every allocation is sized first (`check_cache_fits`): a cache larger than the device's free memory
+(CUDA: `torch.cuda.mem_get_info`; CPU: MemAvailable of /proc/meminfo) is refused with
+`KVCacheSizeError` naming the config fields, instead of an allocator traceback or a host driven to OOM.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
+from kimi_agent.errors import ConfigError
 from kimi_agent.model_runtime.config import DeepseekV3TextConfig
+
+# Share of the free memory one cache may take (the rest is left for activations and other tenants).
+CACHE_MEMORY_FRACTION = 0.9
+
+
+class KVCacheSizeError(ConfigError):
+    """A KV cache would not fit the device's free memory (the message names the fields and the sizes)."""
+
+
+def free_memory_bytes(device: torch.device | str) -> int | None:
+    """Free memory of `device` in bytes (CUDA: `mem_get_info`; CPU: MemAvailable), None when unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
+def check_cache_fits(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str, what: str) -> None:
+    """Raise `KVCacheSizeError` if a tensor of `shape` and `dtype` would exceed `CACHE_MEMORY_FRACTION` of
+    the free memory of `device`. `what` spells the shape's factors (the config fields) for the message."""
+    size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    free = free_memory_bytes(device)
+    if free is not None and size > CACHE_MEMORY_FRACTION * free:
+        raise KVCacheSizeError(f"the KV cache needs {size / 2**30:,.2f} GiB ({what} in {dtype}), but {device} "
+                               f"has {free / 2**30:,.2f} GiB free; lower max_len / the batch size, or check "
+                               "these config.json fields")
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str, what: str) -> torch.Tensor:
+    check_cache_fits(shape, dtype, device, what)
+    try:
+        return torch.zeros(*shape, device=device, dtype=dtype)
+    except (torch.OutOfMemoryError, RuntimeError) as e:  # free memory changed since the check
+        raise KVCacheSizeError(f"the KV cache ({what} in {dtype}) could not be allocated on {device}: "
+                               f"{str(e).splitlines()[0][:200]}") from None
 
 
 class _Cache:
@@ -53,8 +103,9 @@ class MLACache(_Cache):
                  device: torch.device | str, dtype: torch.dtype, static: bool = False) -> None:
         super().__init__(num_layers, batch_size, max_len, static)
         self.kv_lora_rank = kv_lora_rank
-        self.data = torch.zeros(num_layers, batch_size, max_len, kv_lora_rank + rope_dim, device=device,
-                                dtype=dtype)
+        self.data = _zeros((num_layers, batch_size, max_len, kv_lora_rank + rope_dim), dtype, device,
+                           f"num_hidden_layers {num_layers} x batch {batch_size} x max_len {max_len:,} x "
+                           f"(kv_lora_rank {kv_lora_rank} + qk_rope_head_dim {rope_dim})")
 
     @classmethod
     def for_config(cls, cfg: DeepseekV3TextConfig, batch_size: int, max_len: int, *,
@@ -117,8 +168,12 @@ class FullKVCache(_Cache):
                  device: torch.device | str, dtype: torch.dtype, static: bool = False) -> None:
         super().__init__(cfg.num_hidden_layers, batch_size, max_len, static)
         shape = (cfg.num_hidden_layers, batch_size, max_len, cfg.num_attention_heads)
-        self.k = torch.zeros(*shape, cfg.qk_head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros(*shape, cfg.v_head_dim, device=device, dtype=dtype)
+        what = (f"num_hidden_layers {cfg.num_hidden_layers} x batch {batch_size} x max_len {max_len:,} x "
+                f"num_attention_heads {cfg.num_attention_heads} x (qk_nope_head_dim + qk_rope_head_dim "
+                f"{cfg.qk_head_dim} + v_head_dim {cfg.v_head_dim})")
+        check_cache_fits((*shape, cfg.qk_head_dim + cfg.v_head_dim), dtype, device, what)
+        self.k = _zeros((*shape, cfg.qk_head_dim), dtype, device, what)
+        self.v = _zeros((*shape, cfg.v_head_dim), dtype, device, what)
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[i], self.v[i]

@@ -13,7 +13,6 @@ when tensors are built.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.chat_template import ChatTemplate, is_image_part
+from kimi_agent.model_runtime.config import KimiVLConfig
 from kimi_agent.model_runtime.hub import resolve_model_dir
 from kimi_agent.model_runtime.image_processor import ImageBatch, ImageProcessor
 from kimi_agent.model_runtime.tokenizer import StreamDecoder, Tokenizer
@@ -80,6 +80,8 @@ class KimiVLProcessor:
         self.chat_template = chat_template
         self.media_pad_id = tokenizer.token_id(MEDIA_PAD)
         self.stop_token_ids: tuple[int, ...] = tuple(tokenizer.token_id(t) for t in STOP_TOKENS)
+        #: Rows of the model's embedding (set by `check_model`); inputs never hold an id at or past it.
+        self.vocab_size: int | None = None
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, in_token_limit: int | None = None,
@@ -97,18 +99,41 @@ class KimiVLProcessor:
                               f"{'is' if len(missing) == 1 else 'are'} missing.")
         proc = cls(Tokenizer.from_dir(path), ImageProcessor.from_dir(path, in_token_limit=in_token_limit),
                    ChatTemplate.from_dir(path))
-        proc._check_placeholder_id(path / "config.json")
+        proc.check_model(KimiVLConfig.from_pretrained_dir(path), path)
         return proc
 
-    def _check_placeholder_id(self, config_file: Path) -> None:
-        """The model's `media_placeholder_token_id` must be the tokenizer's `<|media_pad|>` id."""
-        try:
-            expected = json.loads(config_file.read_text(encoding="utf-8")).get("media_placeholder_token_id")
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{config_file}: cannot read JSON ({e})") from None
-        if expected is not None and expected != self.media_pad_id:
-            raise ConfigError(f"{config_file}: media_placeholder_token_id {expected} != tokenizer's "
-                              f"{MEDIA_PAD} id {self.media_pad_id}.")
+    def check_model(self, config: KimiVLConfig, path: str | Path = "") -> None:
+        """Refuse (`ConfigError` naming the files and fields) a tokenizer or image processor that does not
+        fit the model of `config`: every id the tokenizer can produce from text or names (the BPE ranks, the
+        named special tokens, BOS/EOS, the stops) must have an embedding row (< `text_config.vocab_size`),
+        `<|media_pad|>` must be `media_placeholder_token_id`, and the patch size and merge kernel of
+        `preprocessor_config.json` must be the vision tower's."""
+        path = Path(path)
+        cfg_file, tok_file = path / "config.json", path / "tokenizer_config.json"
+        pp_file = path / "preprocessor_config.json"
+        vocab = config.text.vocab_size
+        tok = self._tokenizer
+        if tok.num_ranks > vocab:
+            raise ConfigError(f"{path / 'tiktoken.model'} has {tok.num_ranks:,} ranks, but {cfg_file} key "
+                              f"'text_config.vocab_size' is {vocab:,}: text would encode to ids the model has "
+                              "no embedding for")
+        named = {name: i for name, i in tok.special_tokens.items() if i in tok.named_special_ids}
+        named |= {"bos_token": tok.bos_id, "eos_token": tok.eos_id}
+        for name, token_id in sorted(named.items(), key=lambda kv: -kv[1]):
+            if token_id >= vocab:
+                raise ConfigError(f"{tok_file}: special token {name!r} has id {token_id}, but {cfg_file} key "
+                                  f"'text_config.vocab_size' is {vocab:,}: the model has no embedding for it")
+        if config.media_placeholder_token_id != self.media_pad_id:
+            raise ConfigError(f"{cfg_file}: media_placeholder_token_id {config.media_placeholder_token_id} != "
+                              f"tokenizer's {MEDIA_PAD} id {self.media_pad_id}.")
+        pp, vision = self.image_processor.config, config.vision
+        for key, ours, theirs in (("patch_size", pp.patch_size, vision.patch_size),
+                                  ("merge_kernel_size", pp.merge_kernel_size, vision.merge_kernel_size)):
+            if ours != theirs:
+                raise ConfigError(f"{pp_file}: key {key!r} is {list(ours) if isinstance(ours, tuple) else ours}, "
+                                  f"but {cfg_file} key 'vision_config.{key}' is "
+                                  f"{list(theirs) if isinstance(theirs, tuple) else theirs}; they must agree")
+        self.vocab_size = vocab
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -244,7 +269,12 @@ class KimiVLProcessor:
             raise ProcessorInputError(f"prompts expand to {[len(e) for e in expanded]} tokens; rows are not "
                                       "padded (no attention mask), so process prompts of different lengths "
                                       "one call each")
-        out = BatchInputs(input_ids=torch.from_numpy(np.stack(expanded)))
+        ids = np.stack(expanded)
+        if self.vocab_size is not None and ids.size and int(ids.max()) >= self.vocab_size:
+            raise ProcessorInputError(f"the prompt holds token id {int(ids.max())} "
+                                      f"({self._tokenizer.decode([int(ids.max())])!r}), which the model has no "
+                                      f"embedding for (vocab_size {self.vocab_size:,})")
+        out = BatchInputs(input_ids=torch.from_numpy(ids))
         if batch is not None:
             out["pixel_values"] = torch.from_numpy(batch.pixel_values)
             out["image_grid_hws"] = torch.from_numpy(batch.image_grid_hws)

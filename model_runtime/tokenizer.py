@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import json
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -22,6 +21,7 @@ from typing import Any
 import tiktoken
 
 from kimi_agent.errors import ConfigError
+from kimi_agent.model_runtime.config import MAX_VOCAB_BYTES, TEXT_LIMITS, read_file_bytes, read_json_object
 
 # The pre-tokenizer regex of the official tokenizer (alternatives in this order). `&&` is a class
 # intersection, which tiktoken's Rust regex engine accepts.
@@ -39,20 +39,52 @@ NUM_SPECIAL_TOKENS = 256 + 2
 MAX_ENCODE_CHARS = 400_000  # tiktoken is fed at most this many characters at a time
 MAX_RUN_CHARS = 25_000  # longest run of only-whitespace or only-non-whitespace fed to tiktoken
 _RUNS = re.compile(r"\s+|\S+")  # Python's \s is exactly str.isspace()
+MAX_RANKS = TEXT_LIMITS["vocab_size"][1] - NUM_SPECIAL_TOKENS  # every id must fit config.json's vocab bound
+MAX_TOKEN_BYTES = 1024  # Kimi-VL's longest token has 256 bytes
+MAX_SPECIAL_NAME_CHARS = 256
 
 
 def load_ranks(path: str | Path) -> dict[bytes, int]:
-    """Parse a `tiktoken.model` file: one `base64(token_bytes) rank` pair per line."""
+    """Parse a `tiktoken.model` file: one `base64(token_bytes) rank` pair per line.
+
+    Checked here, before tiktoken sees them (its Rust core panics on duplicates and overflows on huge
+    ranks): the file is at most `MAX_VOCAB_BYTES`, every token is distinct and at most `MAX_TOKEN_BYTES`
+    long, and the ranks are exactly 0..N-1 with N <= `MAX_RANKS`. A violation raises `ConfigError`
+    naming the file and line.
+    """
+    data = read_file_bytes(path, max_bytes=MAX_VOCAB_BYTES)
     ranks: dict[bytes, int] = {}
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except ValueError as e:
-                raise ConfigError(f"{path}: line {lineno} is not 'base64-token rank' ({e})") from None
+    line_of_rank: dict[int, int] = {}
+    for lineno, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            token_b64, rank_bytes = line.split()
+            token = base64.b64decode(token_b64, validate=True)
+            rank_text = rank_bytes.decode("ascii", errors="replace")
+            if not (rank_text.isascii() and rank_text.isdigit()):
+                raise ValueError(f"rank {rank_text[:20]!r} is not a non-negative integer")
+        except ValueError as e:
+            raise ConfigError(f"{path}: line {lineno} is not 'base64-token rank' ({e})") from None
+        rank = int(rank_text) if len(rank_text) <= 10 else MAX_RANKS
+        if rank >= MAX_RANKS:
+            raise ConfigError(f"{path}: line {lineno}: rank {rank_text[:20]} is out of range [0, {MAX_RANKS:,})")
+        if not 0 < len(token) <= MAX_TOKEN_BYTES:
+            raise ConfigError(f"{path}: line {lineno}: a token must be 1 to {MAX_TOKEN_BYTES} bytes, "
+                              f"got {len(token):,}")
+        if rank in line_of_rank:
+            raise ConfigError(f"{path}: line {lineno}: duplicate rank {rank} (also on line {line_of_rank[rank]})")
+        if token in ranks:
+            raise ConfigError(f"{path}: line {lineno}: duplicate token {token[:40]!r} (rank {ranks[token]} "
+                              f"on line {line_of_rank[ranks[token]]})")
+        ranks[token] = rank
+        line_of_rank[rank] = lineno
+    if not ranks:
+        raise ConfigError(f"{path} holds no tokens")
+    if max(line_of_rank) != len(ranks) - 1:
+        gap = next(i for i in range(len(ranks) + 1) if i not in line_of_rank)
+        raise ConfigError(f"{path}: ranks must be exactly 0..{len(ranks) - 1} (one per line); rank {gap} is "
+                          f"missing and rank {max(line_of_rank):,} is used")
     return ranks
 
 
@@ -88,6 +120,11 @@ class Tokenizer:
                                           special_tokens=special_tokens)
         self.special_tokens: dict[str, int] = dict(special_tokens)
         self.special_ids: frozenset[int] = frozenset(special_tokens.values())
+        #: Special ids with a name of their own (not the `<|reserved_token_{id}|>` placeholder).
+        self.named_special_ids: frozenset[int] = frozenset(
+            i for name, i in special_tokens.items() if name != f"<|reserved_token_{i}|>")
+        #: Ids of ordinary (BPE) tokens are 0 .. num_ranks - 1.
+        self.num_ranks: int = len(mergeable_ranks)
         #: The longest ordinary token in bytes (256 for Kimi-VL): a text of n UTF-8 bytes (so of at most n
         #: characters) encodes to at least n / max_token_bytes tokens, a bound known before encoding.
         self.max_token_bytes: int = max(map(len, mergeable_ranks), default=1)
@@ -112,15 +149,25 @@ class Tokenizer:
     @lru_cache(maxsize=4)
     def _load(cls, vocab_file: Path, _vocab_mtime: int, config_file: Path, _config_mtime: int) -> Tokenizer:
         ranks = load_ranks(vocab_file)
-        config = _read_json(config_file)
-        names = _special_names(config, config_file)
+        config = read_json_object(config_file)
         base = len(ranks)
-        specials = {names.get(i, f"<|reserved_token_{i}|>"): i for i in range(base, base + NUM_SPECIAL_TOKENS)}
-        bos, eos = config.get("bos_token", "[BOS]"), config.get("eos_token", "[EOS]")
+        names = _special_names(config, config_file, range(base, base + NUM_SPECIAL_TOKENS))
+        specials: dict[str, int] = {}
+        for i in range(base, base + NUM_SPECIAL_TOKENS):
+            name = names.get(i, f"<|reserved_token_{i}|>")
+            if name in specials:  # a default name taken by another id
+                raise ConfigError(f"{config_file}: added_tokens_decoder: special token {name!r} names both id "
+                                  f"{specials[name]} and id {i}")
+            specials[name] = i
+        bos = special_token_name(config, "bos_token", "[BOS]", config_file)
+        eos = special_token_name(config, "eos_token", "[EOS]", config_file)
         for key, tok in (("bos_token", bos), ("eos_token", eos)):
             if tok not in specials:
                 raise ConfigError(f"{config_file}: {key} {tok!r} is not a special token.")
-        return cls(ranks, specials, bos_token=bos, eos_token=eos, name=vocab_file.name)
+        try:
+            return cls(ranks, specials, bos_token=bos, eos_token=eos, name=vocab_file.name)
+        except ValueError as e:  # tiktoken's own checks (the ones above should leave none)
+            raise ConfigError(f"{vocab_file}: tiktoken refuses this vocabulary ({e})") from None
 
     @property
     def n_vocab(self) -> int:
@@ -212,25 +259,42 @@ def _as_list(ids: Iterable[int] | int) -> list[int]:
     return [int(t) for t in ids]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object at top level.")
-    return data
+def special_token_name(config: dict[str, Any], key: str, default: str, config_file: Path | str) -> str:
+    """`config[key]` as a token string: a string, or transformers' `{"content": "...", ...}` form."""
+    value = config.get(key, default)
+    if isinstance(value, dict):
+        value = value.get("content")
+    if not isinstance(value, str):
+        raise ConfigError(f"{config_file}: key {key!r} must be a token string or an object with a 'content' "
+                          f"string, got {type(value).__name__}")
+    return value
 
 
-def _special_names(config: dict[str, Any], config_file: Path) -> dict[int, str]:
-    """`{id: name}` from `added_tokens_decoder` (`{"163584": {"content": "[BOS]", ...}, ...}`)."""
+def _special_names(config: dict[str, Any], config_file: Path, ids: range) -> dict[int, str]:
+    """`{id: name}` from `added_tokens_decoder` (`{"163584": {"content": "[BOS]", ...}, ...}`).
+
+    Each id must be a decimal integer in `ids` (after the BPE ranks: a lower id would turn a text token
+    into a special one) and each name non-empty, not only whitespace (tiktoken would match an empty name
+    at every position, forever), at most `MAX_SPECIAL_NAME_CHARS` long and unique.
+    """
     table = config.get("added_tokens_decoder")
     if not isinstance(table, dict):
         raise ConfigError(f"{config_file}: key 'added_tokens_decoder' is missing or not an object.")
     names: dict[int, str] = {}
+    ids_of: dict[str, int] = {}
     for key, entry in table.items():
+        where = f"{config_file}: added_tokens_decoder[{key[:20]!r}]"
         content = entry.get("content") if isinstance(entry, dict) else None
-        if not str(key).isdigit() or not isinstance(content, str):
-            raise ConfigError(f"{config_file}: added_tokens_decoder[{key!r}] needs an integer id and a 'content' string.")
-        names[int(key)] = content
+        if not (key.isascii() and key.isdigit() and len(key) <= 7) or not isinstance(content, str):
+            raise ConfigError(f"{where} needs an integer id and a 'content' string.")
+        token_id = int(key)
+        if token_id not in ids:
+            raise ConfigError(f"{where}: special token ids must be in [{ids.start}, {ids.stop}) (after the "
+                              f"{ids.start:,} BPE ranks of tiktoken.model), got {token_id}")
+        if not content.strip() or len(content) > MAX_SPECIAL_NAME_CHARS:
+            raise ConfigError(f"{where}: 'content' must be a non-blank name of at most {MAX_SPECIAL_NAME_CHARS} "
+                              f"characters, got {content[:40]!r}")
+        if content in ids_of and ids_of[content] != token_id:
+            raise ConfigError(f"{where}: special token {content!r} already names id {ids_of[content]}")
+        names[token_id], ids_of[content] = content, token_id
     return names

@@ -11,10 +11,9 @@ must be plain file names inside the checkpoint directory.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -23,8 +22,8 @@ from torch import nn
 from kimi_agent.errors import ConfigError, WeightLoadError
 from kimi_agent.model_runtime.config import KimiVLConfig
 from kimi_agent.model_runtime.device import TORCH_DTYPE_NAMES
+from kimi_agent.model_runtime.hub import INDEX_FILE, parse_index  # parse_index: torch-free, doctor uses it
 
-INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # Non-persistent buffers the reference saved by accident; we recompute RoPE frequencies in fp32.
 IGNORED_CHECKPOINT_SUFFIXES = ("self_attn.rotary_emb.inv_freq",)
@@ -76,47 +75,6 @@ def _normalize_dtype(value: torch.dtype | str) -> torch.dtype | Literal["auto"]:
         raise ConfigError(f"torch_dtype {value!r} is not supported; use torch.bfloat16, torch.float16 or "
                           "torch.float32")
     return value
-
-
-def _json_type(value: Any) -> str:
-    """JSON's name for the type of a parsed value (for error messages)."""
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def parse_index(index: Path) -> dict[str, str]:
-    """`weight_map` of a safetensors index file (tensor name -> shard file name), validated."""
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightLoadError(f"{index} is not valid JSON ({type(e).__name__}: {e})") from None
-    except OSError as e:
-        raise WeightLoadError(f"cannot read {index} ({e.strerror or e})") from None
-    if not isinstance(data, dict):
-        raise WeightLoadError(f"{index}: the top level must be a JSON object with a 'weight_map' field, "
-                              f"got {_json_type(data)}")
-    if "weight_map" not in data:
-        raise WeightLoadError(f"{index}: missing field 'weight_map' (tensor name -> shard file)")
-    weight_map = data["weight_map"]
-    if not isinstance(weight_map, dict):
-        raise WeightLoadError(f"{index}: field 'weight_map' must be an object of tensor name -> shard file, "
-                              f"got {_json_type(weight_map)}")
-    if not weight_map:
-        raise WeightLoadError(f"{index}: field 'weight_map' is empty")
-    for name, shard in weight_map.items():
-        if not isinstance(shard, str):
-            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a shard file name (a string), "
-                                  f"got {'null' if shard is None else f'{_json_type(shard)} {_short(shard)}'}")
-        if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
-            raise WeightLoadError(f"{index}: field 'weight_map.{name}' must be a file name inside the checkpoint "
-                                  f"directory, got {_short(shard)}")
-    return weight_map
 
 
 def read_weight_map(model_dir: Path) -> tuple[dict[str, str], Path]:

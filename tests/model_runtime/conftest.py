@@ -108,6 +108,7 @@ def small_checkpoint_factory(tmp_path: Path) -> Callable[..., Path]:
 
     def make(**overrides: Any) -> Path:
         cfg = tiny_config(vocab_size=1024, **overrides)
+        cfg["media_placeholder_token_id"] = 1023  # must have an embedding row (the real tokenizer's is 163605)
         return write_checkpoint(tmp_path / "ckpt", copy.deepcopy(cfg))
 
     return make
