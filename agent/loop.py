@@ -219,6 +219,11 @@ class Agent:
             raise ConfigError(f"the instruction must say what the agent should do, e.g. 'enable Do Not Track'; "
                               f"got {instruction!r}")
         s = self.settings
+        kind = getattr(self.env, "kind", None)
+        if s.safety.allowed_urls and kind != "browser":
+            raise ConfigError(f"allowed_urls holds only in the browser environment, not in {kind!r}: the model could "
+                              "type any URL into its address bar (use BrowserEnv(allowed_urls=...))")
+        self.safety.reset()  # keys held in an earlier episode were released when it ended
         state = AgentState(instruction=instruction)
         traj = Trajectory(s.out_dir, instruction, redactor=self.safety.redactor, frame_format=s.frame_format,
                           started=datetime.now())

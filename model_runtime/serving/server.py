@@ -122,11 +122,12 @@ def build_app(options: ServeOptions) -> Starlette:
     if max_len > positions:  # before minutes of loading
         raise ConfigError(f"--max-model-len {max_len} is more than the model's {positions} positions "
                           "(max_position_embeddings in its config.json)")
+    if options.max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {options.max_batch}")
+    gen = GenerationConfig.from_pretrained_dir(snapshot)  # a bad generation_config.json fails before the weights load
     log.info("loading %s on %s (%s)", options.model, device, options.dtype)
     model = KimiVL.from_pretrained(options.model, device=device, torch_dtype=options.dtype)
     log.info("loaded %s in %.1f s", options.model, time.perf_counter() - started)
-    if options.max_batch < 1:
-        raise ConfigError(f"--max-batch must be >= 1, got {options.max_batch}")
     scheduler: Scheduler
     if options.scheduler_kind() == "serial":
         scheduler = SerialScheduler(Engine(model, processor, decode=options.decode, max_cache_tokens=max_len),
@@ -138,7 +139,6 @@ def build_app(options: ServeOptions) -> Starlette:
         batch = BatchScheduler(model, processor, slots=options.max_batch, max_len=max_len,
                                decode="eager" if options.decode == "auto" else options.decode)
         scheduler = BatchingScheduler(batch, max_queue=options.max_queue)
-    gen = GenerationConfig.from_pretrained_dir(resolve_model_dir(options.model, allow_patterns=PROCESSOR_FILES))
     config = ServeConfig(model_name=options.served_model_name or str(options.model), max_model_len=max_len,
                          temperature=gen.temperature if gen.do_sample else 0.0, top_p=gen.top_p,
                          limits=options.limits)

@@ -143,6 +143,23 @@ def test_risky_actions_need_confirmation(tmp_path: Path, fake_env: Any, kimi_rep
     assert Agent(ScriptedBackend(typing), fake_env, yes).run_episode("type").failures == 0
 
 
+def test_an_allowlist_is_refused_outside_the_browser_and_held_keys_end_with_the_episode(
+        tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
+    """The library path refuses what the CLI refuses: SafetySettings(allowed_urls=...) with a desktop
+    (the model could type any URL), before any run folder; keys held down in one episode are not
+    counted in the next (the environment released them)."""
+    listed = _settings(tmp_path, safety=SafetySettings(allowed_urls=["http://127.0.0.1:8765"]))
+    with pytest.raises(ConfigError, match="allowed_urls holds only in the browser environment, not in 'desktop'"):
+        Agent(ScriptedBackend([kimi_reply("ok", "Finish", DONE)]), fake_env, listed).run_episode("x")
+    assert not list(tmp_path.glob("runs/*"))
+    hold = [kimi_reply("h", "Hold ctrl", "pyautogui.keyDown('ctrl')"), kimi_reply("ok", "Finish", DONE)]
+    agent = Agent(ScriptedBackend([*hold, kimi_reply("w", "Type w", "pyautogui.write('w')"),
+                                   kimi_reply("ok", "Finish", DONE)]), fake_env, _settings(tmp_path))
+    assert agent.run_episode("hold").status == "success" and agent.safety.held == {"ctrl"}
+    result = agent.run_episode("type w")  # not ctrl+w: the first episode's ctrl was released
+    assert result.failures == 0 and fake_env.executed[-1].type == "type_text"
+
+
 def test_ask_user(tmp_path: Path, fake_env: Any, kimi_reply: Any) -> None:
     ask = kimi_reply("?", "Ask", "computer.ask_user(question='Which account?')")
     result = Agent(ScriptedBackend([ask]), fake_env, _settings(tmp_path)).run_episode("log in")
