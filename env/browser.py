@@ -77,6 +77,7 @@ SETTLE_GRAB_TIMEOUT_S = 1.0  # one settle frame; past it the frame counts as cha
 ACTION_TIMEOUT_S = 15.0  # every other Playwright call (input, goto, reload, tabs)
 HANG_GRACE_S = 5.0  # a call with its own Playwright timeout is crashed this long after it should have ended
 PASSWORD_CHECK_TIMEOUT_S = 5.0  # asking the page what has the focus
+NEW_PAGE_TRIES = 4  # opening the tab that replaces a crashed one (see BrowserEnv._fresh_page)
 RECOVER_TIMEOUT_S = 5.0  # loading the last good URL again in the tab that replaces a hung one
 TYPE_S_PER_CHAR = 0.02  # typing's bound grows with the text
 MAX_PAGES = 10  # tabs a page may hold open; popups beyond it are closed at once
@@ -525,7 +526,7 @@ class BrowserEnv:
     def _bounded(self, page: Page, name: str, fn: Callable[..., Any], *args: Any,
                  limit_s: float | None = None, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)` within `limit_s` (default: `ACTION_TIMEOUT_S` + `HANG_GRACE_S`), or
-        `PageHung` (the page's renderer was crashed; see `env.page_hang`)."""
+        `PageHung` (the page's script was stopped or its renderer crashed; see `env.page_hang`)."""
         limit = ACTION_TIMEOUT_S + HANG_GRACE_S if limit_s is None else limit_s
         return bounded(page, self._cdp_session(page), name, fn, *args, timeout_s=limit, **kwargs)
 
@@ -536,9 +537,9 @@ class BrowserEnv:
 
         url = self._last_url
         self._cdp.pop(id(hung), None)
+        fresh = self._fresh_page()  # before the crashed tab closes: a browser left with no tab may exit
         with contextlib.suppress(PlaywrightError):  # a crashed target may already be gone
             hung.close()
-        fresh = self._context.new_page()
         if self._page is hung or self._page.is_closed():
             self._page = fresh
         if url == "about:blank" or (self._guard is not None and not self._guard.allowed(url, navigation=True)):
@@ -548,6 +549,22 @@ class BrowserEnv:
         except PlaywrightError as exc:
             return f"its tab was closed; a new tab could not load {url} again ({exc.message.splitlines()[0]})"
         return f"its tab was closed and {url} was loaded again in a new tab"
+
+    def _fresh_page(self) -> Page:
+        """A new tab in the context, after a crash. The renderer being crashed can take the first tab
+        opened right after it along (same process, killed a moment later: "Target page, context or
+        browser has been closed"), so the tab is asked for again, at most `NEW_PAGE_TRIES` times."""
+        from playwright.sync_api import Error as PlaywrightError
+
+        for attempt in range(1, NEW_PAGE_TRIES + 1):
+            try:
+                return self._context.new_page()
+            except PlaywrightError as exc:
+                if attempt == NEW_PAGE_TRIES:
+                    raise EnvironmentClosedError(f"no new tab could be opened after a hung one was closed "
+                                                 f"({exc.message.splitlines()[0]})") from None
+                time.sleep(0.25 * attempt)
+        raise AssertionError("unreachable")
 
     def _cdp_session(self, page: Page) -> CDPSession:
         key = id(page)
