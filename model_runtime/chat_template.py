@@ -5,13 +5,16 @@
 checkpoints' templates are honoured. `render_kimi_vl` is the same template written in Python
 (the reference for tests, and the fallback when a checkpoint ships no template).
 
-A template is untrusted input: it runs in jinja2's immutable sandbox, extended here so that a render is
-bounded in steps (loop iterations, calls, filters, operators), wall time and the size of every string,
-list and integer it builds (`_Budget`); any failure is a `ChatTemplateError` naming the template file.
+A template is untrusted input. The official Kimi-VL template (recognised by the sha256 of its exact text)
+never reaches jinja: `render_kimi_vl` renders it. Any other template is compiled and rendered in a child
+process under OS limits (template_worker.py), which runs jinja2's immutable sandbox extended here so that a
+render is also bounded in steps (loop iterations, calls, filters, operators), wall time and the size of
+every string, list and integer it builds (`_Budget`); any failure is a `ChatTemplateError` naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -23,12 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from kimi_agent.errors import ConfigError
-from kimi_agent.model_runtime.config import MAX_TEXT_BYTES, read_json_object, read_text_file
+from kimi_agent.model_runtime.config import (
+    MAX_TEXT_BYTES,
+    model_file_exists,
+    read_json_object,
+    read_text_file,
+)
 
 IMAGE_PLACEHOLDER = "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"
 DEFAULT_SYSTEM = "<|im_system|>system<|im_middle|>You are a helpful assistant<|im_end|>"
 GENERATION_PROMPT = "<|im_assistant|>assistant<|im_middle|>"
 _ROLE_MARKERS = {"system": "<|im_system|>", "user": "<|im_user|>", "assistant": "<|im_assistant|>"}
+# sha256 of the UTF-8 text of the official Kimi-VL-A3B-Instruct templates, which `render_kimi_vl` renders
+# without jinja: `chat_template.jinja` (907 characters) and the `chat_template` string of
+# `tokenizer_config.json` (the same text in that snapshot; tests/fixtures/kimi_vl_a3b_instruct holds both).
+OFFICIAL_TEMPLATE_SHA256 = frozenset({
+    "172c7450a66b9b3644538888ffa24d02047e535e9d1f911564460203fbf7e8e8",  # chat_template.jinja
+    "8452948e3156f9044ce66eed4ba8ec260fb9f1780e4cb6029dbb1712c6f7d19c",  # tokenizer_config.json chat_template
+})
 
 # Bounds of one render of a checkpoint's template (the real template takes a few steps per message part).
 MAX_RENDER_CHARS = 32 << 20      # the prompt (128k tokens of <= 256 bytes), and each string / list built
@@ -303,6 +318,19 @@ def _environment() -> Any:
             node.iter = nodes.Filter(node.iter, "kimi_counted", [], [], None, None, lineno=node.lineno)
             return node
 
+        def visit_AssignBlock(self, node: nodes.AssignBlock) -> nodes.Node:
+            self.generic_visit(node)  # the captured text is sized before any filter of the block sees it
+            sized = nodes.Filter(None, "kimi_captured", [], [], None, None, lineno=node.lineno)
+            if node.filter is None:
+                node.filter = sized
+            else:
+                innermost = node.filter
+                while innermost.node is not None and isinstance(innermost.node, nodes.Filter):
+                    innermost = innermost.node
+                if innermost.node is None:
+                    innermost.node = sized
+            return node
+
         def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
             self.generic_visit(node)
             return nodes.Filter(nodes.List(node.nodes, lineno=node.lineno), "kimi_concat", [], [], None, None,
@@ -357,6 +385,7 @@ def _environment() -> Any:
     env.filters = {name: _filter_guard(name, f) for name, f in env.filters.items()}
     env.filters["kimi_counted"] = _counted
     env.filters["kimi_concat"] = _concat
+    env.filters["kimi_captured"] = lambda text: _check_size(text, "a {% set %} block")
     env.globals.pop("lipsum", None)  # lipsum(n, max=...) builds n x max words
     env.globals["raise_exception"] = raise_exception
     return env
@@ -366,7 +395,7 @@ def _environment() -> Any:
 def _bounded(where: str, doing: str) -> Iterator[None]:
     """Run a compile or render of the template `where` under a fresh budget; every failure becomes a
     `ChatTemplateError` naming it."""
-    from jinja2 import TemplateError, TemplateSyntaxError
+    from jinja2 import TemplateSyntaxError
 
     token = _BUDGET.set(_Budget(MAX_RENDER_STEPS, MAX_RENDER_SECONDS))
     try:
@@ -379,35 +408,69 @@ def _bounded(where: str, doing: str) -> Iterator[None]:
         raise ChatTemplateError(f"chat template {where} {doing}: it nests or recurses too deeply") from None
     except MemoryError:
         raise ChatTemplateError(f"chat template {where} {doing}: out of memory") from None
-    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as e:
-        # raise_exception(...), undefined values, sandbox refusals, 1/0, ...
+    except SyntaxError as e:  # Python's own compile limits on jinja's generated code (IndentationError too)
+        raise ChatTemplateError(f"chat template {where} {doing}: {type(e).__name__}: {e.msg}") from None
+    except Exception as e:  # only template code ran: raise_exception(...), undefined values, sandbox
+        # refusals, 1/0, ... all become the one typed error
         raise ChatTemplateError(f"chat template {where} {doing}: {type(e).__name__}: {e}") from None
     finally:
         _BUDGET.reset(token)
 
 
-@lru_cache(maxsize=8)
-def _compile(source: str, where: str = "chat_template") -> Any:
-    """Compile a template the way transformers does (sandboxed, trim_blocks, lstrip_blocks), bounded."""
+def compile_sandboxed(source: str, where: str = "chat_template") -> Any:
+    """Compile a template the way transformers does (sandboxed, trim_blocks, lstrip_blocks), bounded. Runs in
+    the renderer process (template_worker.py), and in tests."""
     with _bounded(where, "does not compile"):
         return _environment().from_string(source)
+
+
+def render_sandboxed(template: Any, where: str, messages: Sequence[Mapping[str, Any]], *,
+                     add_generation_prompt: bool, special_tokens: Mapping[str, str]) -> str:
+    """Render a `compile_sandboxed` template within `MAX_RENDER_STEPS`, `MAX_RENDER_SECONDS` and
+    `MAX_RENDER_CHARS`, in this process (the renderer process's side of `ChatTemplate.render`)."""
+    out: list[str] = []
+    size = 0
+    with _bounded(where, "failed to render"):
+        for piece in template.generate(messages=list(messages), add_generation_prompt=add_generation_prompt,
+                                       **special_tokens):
+            size += len(piece)
+            if size > MAX_RENDER_CHARS:
+                raise _Limit(f"the prompt is longer than {MAX_RENDER_CHARS:,} characters")
+            out.append(piece)
+    return "".join(out)
+
+
+def is_official_template(source: str) -> bool:
+    """Whether `source` is exactly the text of an official Kimi-VL template (`OFFICIAL_TEMPLATE_SHA256`)."""
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest() in OFFICIAL_TEMPLATE_SHA256
 
 
 class ChatTemplate:
     """A checkpoint's chat template. `source=None` means the built-in Kimi-VL template.
 
-    `where` names the template in errors (its file). A template that does not compile, or cannot render
-    a one-message conversation within the render bounds, is refused here with `ChatTemplateError`.
+    `where` names the template in errors (its file). The official template and `source=None` render with
+    `render_kimi_vl` in this process; any other template compiles and renders in a child process
+    (`TemplateWorker`, started here) and is refused here with `ChatTemplateError` if it does not compile or
+    cannot render a one-message conversation within the render bounds. `close()` stops the child.
     """
 
     def __init__(self, source: str | None = None, *, special_tokens: Mapping[str, str] | None = None,
                  where: str = "chat_template") -> None:
+        from kimi_agent.model_runtime.template_worker import TemplateWorker
+
         self.source = source
         self.where = where
         self.special_tokens = dict(special_tokens or {})
-        if source is not None:
-            self._template = _compile(source, where)
-            self.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+        #: True when `render` uses `render_kimi_vl` (no jinja, no child process).
+        self.is_official = source is None or is_official_template(source)
+        self._worker: TemplateWorker | None = None
+        if source is not None and not self.is_official:
+            self._worker = TemplateWorker(source, where=where, special_tokens=self.special_tokens)
+            try:
+                self.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+            except BaseException:
+                self._worker.close()
+                raise
 
     @classmethod
     def from_dir(cls, path: str | Path) -> ChatTemplate:
@@ -415,12 +478,12 @@ class ChatTemplate:
         the built-in template. `bos_token`/`eos_token`/... of tokenizer_config are passed to it."""
         path = Path(path)
         cfg_file = path / "tokenizer_config.json"
-        cfg: dict[str, Any] = read_json_object(cfg_file) if cfg_file.is_file() else {}
+        cfg: dict[str, Any] = read_json_object(cfg_file) if model_file_exists(cfg_file) else {}
         specials = {k: v for k, v in cfg.items() if k.endswith("_token") and isinstance(v, str)}
         specials |= {k: v["content"] for k, v in cfg.items()  # transformers' {"content": ...} form
                      if k.endswith("_token") and isinstance(v, dict) and isinstance(v.get("content"), str)}
         jinja_file = path / "chat_template.jinja"
-        if jinja_file.is_file():
+        if model_file_exists(jinja_file):
             return cls(read_text_file(jinja_file, max_bytes=MAX_TEXT_BYTES), special_tokens=specials,
                        where=str(jinja_file))
         source = cfg.get("chat_template")
@@ -431,19 +494,20 @@ class ChatTemplate:
                               f"runtime's bound of {MAX_TEXT_BYTES:,}")
         return cls(source, special_tokens=specials, where=f"{cfg_file} (key 'chat_template')")
 
+    @property
+    def renderer_pid(self) -> int | None:
+        """The process id of this template's renderer process while one runs (None on the fast path)."""
+        return self._worker.pid if self._worker is not None else None
+
+    def close(self) -> None:
+        """Stop the renderer process, if any (also done when the template is garbage-collected)."""
+        if self._worker is not None:
+            self._worker.close()
+
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False) -> str:
         """The prompt text for `messages` (no BOS; the Kimi-VL template emits none). A checkpoint's template
-        renders within `MAX_RENDER_STEPS`, `MAX_RENDER_SECONDS` and `MAX_RENDER_CHARS`; a failure or a
-        bound reached raises `ChatTemplateError` naming the template."""
-        if self.source is None:
+        renders in its child process within the render bounds; a failure, a crash of the child or a bound
+        reached raises `ChatTemplateError` naming the template."""
+        if self._worker is None:
             return render_kimi_vl(messages, add_generation_prompt=add_generation_prompt)
-        out: list[str] = []
-        size = 0
-        with _bounded(self.where, "failed to render"):
-            for piece in self._template.generate(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                                 **self.special_tokens):
-                size += len(piece)
-                if size > MAX_RENDER_CHARS:
-                    raise _Limit(f"the prompt is longer than {MAX_RENDER_CHARS:,} characters")
-                out.append(piece)
-        return "".join(out)
+        return self._worker.render(messages, add_generation_prompt=add_generation_prompt)

@@ -56,6 +56,14 @@ VISION_LIMITS: dict[str, tuple[int, int]] = {
     "init_pos_emb_width": (1, 1_024),                # 64
 }
 MAX_MERGE_KERNEL = 16                                # 2
+# Per-token widths of the attention activations prefill materialises per head (`mla_naive` builds q, k, v
+# of num_attention_heads x these dims for every prompt token): 8x Kimi-VL-A3B's (16 heads), which also
+# admits DeepSeek-V3 (128 heads), so a tiny checkpoint cannot demand GBs of activations per prompt token.
+MAX_ATTENTION_WIDTHS: dict[str, tuple[tuple[str, ...], int]] = {
+    "num_attention_heads * (qk_nope_head_dim + qk_rope_head_dim + v_head_dim)":
+        (("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"), 65_536),   # 16 x 320 = 5,120; DSV3 40,960
+    "num_attention_heads * kv_lora_rank": (("kv_lora_rank",), 65_536),      # 16 x 512 = 8,192; DSV3 65,536
+}
 # Routed expert modules in the whole model (MoE layers x n_routed_experts): building them dominates
 # load time (about 1 ms each on the meta device). Kimi-VL has 1,664; DeepSeek-V3 14,848; Kimi-K2 23,040.
 MAX_ROUTED_EXPERT_MODULES = 32_768
@@ -230,6 +238,11 @@ class DeepseekV3TextConfig:
         if cfg.first_k_dense_replace > cfg.num_hidden_layers:
             raise ConfigError(f"{r._where('first_k_dense_replace')} ({cfg.first_k_dense_replace}) exceeds "
                               f"num_hidden_layers ({cfg.num_hidden_layers})")
+        for product, (dims, bound) in MAX_ATTENTION_WIDTHS.items():
+            width = cfg.num_attention_heads * sum(getattr(cfg, d) for d in dims)
+            if width > bound:
+                raise ConfigError(f"{r._where('num_attention_heads')}: {product} is {width:,}, over this runtime's "
+                                  f"bound of {bound:,} (prefill holds that many activations per prompt token)")
         experts = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers)) * cfg.n_routed_experts
         if experts > MAX_ROUTED_EXPERT_MODULES:
             raise ConfigError(f"{r._where('n_routed_experts')}: {cfg.n_routed_experts} routed experts in each MoE "
@@ -315,7 +328,7 @@ class GenerationConfig:
     @classmethod
     def from_pretrained_dir(cls, path: str | Path) -> GenerationConfig:
         file = Path(path) / "generation_config.json"
-        return cls.from_dict(_read_json(file), str(file)) if file.is_file() else cls()
+        return cls.from_dict(_read_json(file), str(file)) if model_file_exists(file) else cls()
 
 
 # Size bounds on the files of a model folder, checked by stat before reading (the real ones are a few
@@ -323,6 +336,20 @@ class GenerationConfig:
 MAX_JSON_BYTES = 16 << 20
 MAX_TEXT_BYTES = 1 << 20                             # chat_template.jinja (the real one is 1.3 KB)
 MAX_VOCAB_BYTES = 64 << 20                           # tiktoken.model
+
+
+def model_file_exists(path: str | Path, *, error: type[Exception] = ConfigError) -> bool:
+    """Whether the optional model file `path` exists. One that exists but is not a regular file (a FIFO,
+    directory, socket or device; a symlink is followed) raises `error` naming it: never read as missing."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:  # a dangling or looping symlink, a permission problem
+        raise error(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{path} is not a regular file")
+    return True
 
 
 def read_file_bytes(path: str | Path, *, max_bytes: int, error: type[Exception] = ConfigError) -> bytes:

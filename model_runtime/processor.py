@@ -23,7 +23,7 @@ import numpy as np
 
 from kimi_agent.errors import AgentError, ConfigError
 from kimi_agent.model_runtime.chat_template import ChatTemplate, is_image_part
-from kimi_agent.model_runtime.config import KimiVLConfig
+from kimi_agent.model_runtime.config import KimiVLConfig, model_file_exists
 from kimi_agent.model_runtime.hub import resolve_model_dir
 from kimi_agent.model_runtime.image_processor import ImageBatch, ImageProcessor
 from kimi_agent.model_runtime.tokenizer import StreamDecoder, Tokenizer
@@ -93,7 +93,7 @@ class KimiVLProcessor:
         for high-resolution screens; grids must stay under 512 patches a side).
         """
         path = resolve_model_dir(path_or_hub_id, allow_patterns=PROCESSOR_FILES, revision=revision, token=token)
-        missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+        missing = [name for name in REQUIRED_FILES if not model_file_exists(path / name)]
         if missing:  # all of them at once, not one a try
             raise ConfigError(f"{path} is not a whole Kimi-VL snapshot: {', '.join(missing)} "
                               f"{'is' if len(missing) == 1 else 'are'} missing.")

@@ -21,7 +21,13 @@ from typing import Any
 import tiktoken
 
 from kimi_agent.errors import ConfigError
-from kimi_agent.model_runtime.config import MAX_VOCAB_BYTES, TEXT_LIMITS, read_file_bytes, read_json_object
+from kimi_agent.model_runtime.config import (
+    MAX_VOCAB_BYTES,
+    TEXT_LIMITS,
+    model_file_exists,
+    read_file_bytes,
+    read_json_object,
+)
 
 # The pre-tokenizer regex of the official tokenizer (alternatives in this order). `&&` is a class
 # intersection, which tiktoken's Rust regex engine accepts.
@@ -141,7 +147,7 @@ class Tokenizer:
         path = Path(path).resolve()
         vocab_file, config_file = path / "tiktoken.model", path / "tokenizer_config.json"
         for f in (vocab_file, config_file):
-            if not f.is_file():
+            if not model_file_exists(f):
                 raise ConfigError(f"{f} is missing; the Kimi-VL tokenizer needs it.")
         return cls._load(vocab_file, vocab_file.stat().st_mtime_ns, config_file, config_file.stat().st_mtime_ns)
 

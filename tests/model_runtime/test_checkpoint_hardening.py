@@ -180,7 +180,7 @@ BOMBS = {
                         "{% endfor %}{{ ns.x }}", r"'~' would build more than"),
     "doubling with a block set": ('{% set ns = namespace(x="ab") %}{% for i in range(40) %}{% set t %}{{ ns.x }}'
                                   "{{ ns.x }}{% endset %}{% set ns.x = t %}{% endfor %}{{ ns.x }}",
-                                  r"an output built a value of"),
+                                  r"a \{% set %\} block built a value of"),
     "nested references": ('{% set s = "a" * 8000000 %}{% set l = [s, s, s] %}{{ [l, l, l] }}',
                           r"an output would build more than"),
     "tojson indent": ("{{ messages|tojson(indent=100000000) }}", r"'tojson': indent must be an integer in \[0, 64\]"),
@@ -199,6 +199,11 @@ BOMBS = {
     "format escape": ('{{ "{0.__class__.__mro__}".format(messages) }}', r"SecurityError"),
     "lipsum": ("{{ lipsum(100000, max=100000) }}", r"'lipsum' is undefined"),
     "deep parentheses": ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", r"does not compile: .*too deeply"),
+    # N3: Python's own compile limits on jinja's generated code
+    "25 nested for loops": ("{% for a in [1] %}" * 25 + "{% endfor %}" * 25,
+                            r"does not compile: SyntaxError: too many statically nested blocks"),
+    "120 nested ifs": ("{% if 1 %}" * 120 + "{% endif %}" * 120,
+                       r"does not compile: IndentationError: too many levels of indentation"),
 }
 
 
@@ -212,6 +217,16 @@ def test_a_hostile_template_is_refused_at_load_naming_the_file(tmp_path: Path, c
         KimiVLProcessor.from_pretrained(snap)
     assert f"chat template {snap / 'chat_template.jinja'}" in str(err.value)
     assert time.monotonic() - start < 20
+
+
+def test_a_template_that_does_not_compile_in_tokenizer_config_is_typed(tmp_path: Path) -> None:
+    snap = _snapshot(tmp_path / "ckpt")
+    (snap / "chat_template.jinja").unlink()
+    _edit_json(snap / "tokenizer_config.json",
+               lambda d: d.update(chat_template="{% for a in [1] %}" * 25 + "{% endfor %}" * 25))
+    with pytest.raises(ChatTemplateError, match=r"tokenizer_config\.json \(key 'chat_template'\) does not compile: "
+                                                r"SyntaxError"):
+        KimiVLProcessor.from_pretrained(snap)
 
 
 def test_a_template_that_explodes_on_one_conversation_fails_that_render_only(tmp_path: Path) -> None:
@@ -323,6 +338,35 @@ BAD_JSON = {
 }
 
 
+N5_READERS: dict[str, list[Callable[[Path], Any]]] = {
+    "config.json": [KimiVLConfig.from_pretrained_dir],
+    "generation_config.json": [GenerationConfig.from_pretrained_dir],
+    "tokenizer_config.json": [Tokenizer.from_dir, ChatTemplate.from_dir, KimiVLProcessor.from_pretrained],
+    "preprocessor_config.json": [ImageProcessor.from_dir, KimiVLProcessor.from_pretrained],
+    "chat_template.jinja": [ChatTemplate.from_dir, KimiVLProcessor.from_pretrained],
+}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+@pytest.mark.parametrize("name", list(N5_READERS))
+def test_a_model_file_that_is_not_a_regular_file_is_never_read_as_missing(tmp_path: Path, name: str,
+                                                                           kind: str) -> None:
+    snap = _snapshot(tmp_path / "ckpt")
+    target = snap / name
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.mkdir()
+    else:
+        target.symlink_to("/dev/null")
+    for reader in N5_READERS[name]:
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=re.escape(f"{target} is not a regular file")):
+            reader(snap)
+        assert time.monotonic() - start < 10
+
+
 @pytest.mark.parametrize("bad", list(BAD_JSON))
 @pytest.mark.parametrize("reader", list(JSON_FILES))
 def test_unreadable_json_is_a_config_error_naming_the_file(tmp_path: Path, reader: str, bad: str) -> None:
@@ -400,6 +444,28 @@ def test_doctor_accepts_a_whole_snapshot(tiny_checkpoint: Path) -> None:
 
     check = _model(str(tiny_checkpoint))
     assert check.ok and check.detail.endswith("(3 shards)")
+
+
+# --- N4: per-token attention activations are bounded --------------------------------------------------------
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"num_attention_heads": 256, "qk_nope_head_dim": 1024, "v_head_dim": 1024},
+     r"num_attention_heads \* \(qk_nope_head_dim \+ qk_rope_head_dim \+ v_head_dim\) is 540,672, over this "
+     r"runtime's bound of 65,536"),
+    ({"num_attention_heads": 1024, "kv_lora_rank": 512},
+     r"num_attention_heads \* \(qk_nope_head_dim|num_attention_heads \* kv_lora_rank"),
+    ({"num_attention_heads": 16, "kv_lora_rank": 16384},
+     r"num_attention_heads \* kv_lora_rank is 262,144, over this runtime's bound of 65,536"),
+])
+def test_attention_widths_are_bounded(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        KimiVLConfig.from_dict(_real_config(**overrides), "config.json")
+    assert "key 'text_config.num_attention_heads' in config.json" in str(err.value)
+
+
+def test_deepseek_v3_attention_shape_is_still_accepted() -> None:
+    cfg = KimiVLConfig.from_dict(_real_config(num_attention_heads=128, kv_lora_rank=512), "config.json")
+    assert cfg.text.num_attention_heads == 128
 
 
 # --- F9: generation_config.json ---------------------------------------------------------------------------
