@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_agent.errors import ModelUnavailableError, WeightLoadError
-from kimi_agent.model_runtime.config import read_json_object
+from kimi_agent.model_runtime.config import model_file_exists, read_json_object
 
 DEFAULT_MODEL_ID = "moonshotai/Kimi-VL-A3B-Instruct"
 INDEX_FILE = "model.safetensors.index.json"
@@ -34,7 +34,7 @@ def resolve_model_dir(path_or_id: str | Path, *, allow_patterns: list[str] | Non
     if p.exists():
         if not p.is_dir():
             raise ModelUnavailableError(f"{p} is a file, not a folder; pass a Kimi-VL snapshot directory.")
-        if not (p / "config.json").is_file():
+        if not model_file_exists(p / "config.json", error=ModelUnavailableError):  # a FIFO or folder: named
             raise ModelUnavailableError(f"{p} has no config.json; pass a Kimi-VL snapshot directory.")
         return p
     text = str(path_or_id)

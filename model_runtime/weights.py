@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from kimi_agent.errors import ConfigError, WeightLoadError
-from kimi_agent.model_runtime.config import KimiVLConfig
+from kimi_agent.model_runtime.config import KimiVLConfig, model_file_exists
 from kimi_agent.model_runtime.device import TORCH_DTYPE_NAMES
 from kimi_agent.model_runtime.hub import INDEX_FILE, parse_index  # parse_index: torch-free, doctor uses it
 
@@ -80,10 +80,10 @@ def _normalize_dtype(value: torch.dtype | str) -> torch.dtype | Literal["auto"]:
 def read_weight_map(model_dir: Path) -> tuple[dict[str, str], Path]:
     """(tensor name -> shard file name, the file that says so) for a sharded or single-file checkpoint."""
     index = model_dir / INDEX_FILE
-    if index.is_file():
+    if model_file_exists(index, error=WeightLoadError):  # a FIFO or folder of that name is an error, not absent
         return parse_index(index), index
     single = model_dir / SINGLE_FILE
-    if not single.is_file():
+    if not model_file_exists(single, error=WeightLoadError):
         raise WeightLoadError(f"no weights in {model_dir}: expected {INDEX_FILE} or {SINGLE_FILE}")
     try:
         with safe_open(single, "pt", device="cpu") as f:

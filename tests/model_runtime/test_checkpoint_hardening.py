@@ -367,6 +367,24 @@ def test_a_model_file_that_is_not_a_regular_file_is_never_read_as_missing(tmp_pa
         assert time.monotonic() - start < 10
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_config_json_or_index_that_is_not_a_regular_file_is_named(tmp_path: Path, kind: str) -> None:
+    """The folder-level gates too: config.json when the folder is resolved, the weight index when the
+    weights are listed (a FIFO was read as 'has no config.json' / 'no weights')."""
+    from kimi_agent.errors import ModelUnavailableError, WeightLoadError
+    from kimi_agent.model_runtime.hub import INDEX_FILE, resolve_model_dir
+    from kimi_agent.model_runtime.weights import read_weight_map
+
+    for name, call, error in (("config.json", resolve_model_dir, ModelUnavailableError),
+                              (INDEX_FILE, read_weight_map, WeightLoadError)):
+        snap = _snapshot(tmp_path / f"{kind}-{name}")
+        target = snap / name
+        target.unlink(missing_ok=True)
+        os.mkfifo(target) if kind == "fifo" else target.mkdir()
+        with pytest.raises(error, match=re.escape(f"{target} is not a regular file")):
+            call(snap)
+
+
 @pytest.mark.parametrize("bad", list(BAD_JSON))
 @pytest.mark.parametrize("reader", list(JSON_FILES))
 def test_unreadable_json_is_a_config_error_naming_the_file(tmp_path: Path, reader: str, bad: str) -> None:
