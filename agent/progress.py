@@ -45,7 +45,9 @@ _STATUS_STYLE = {"success": "bold green", "failure": "bold red", "error": "bold 
 STREAM_LINES = 6
 
 
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+#: control characters, lone surrogates and the bidi controls that reorder what a terminal shows (U+202A-E,
+#: U+2066-9: a model's answer must not visually rearrange the summary line)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:

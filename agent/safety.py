@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.actions.keys import chord_key
+from kimi_agent.actions.keys import chord_key, normalize_key
 from kimi_agent.actions.types import (
     Action,
     CloseTab,
@@ -41,8 +41,23 @@ from kimi_agent.actions.types import (
 from kimi_agent.env.url_allowlist import UrlAllowlist
 
 _SECRET_REF = re.compile(r"<secret>\s*([\w.-]+)\s*</secret>")
-#: a file: URL anywhere in typed text (also inside view-source:file:///...)
-_FILE_URL = re.compile(r"\bfile:[/\\]", re.I)
+#: a file: URL anywhere in typed text (also inside view-source:file:///..., and file:etc/passwd, which
+#: Chromium reads as file:///etc/passwd); "file: report.txt" in prose is not one
+_FILE_URL = re.compile(r"\bfile:(?=\S)", re.I)
+
+_SIDED = frozenset({"ctrlleft", "ctrlright", "altleft", "altright", "shiftleft", "shiftright", "winleft", "winright"})
+
+
+def _physical_key(name: str) -> str:
+    """The key `name` presses on the keyboard, for tracking keys held: sided modifiers stay apart (X
+    holds Control_L and Control_R apart: releasing one leaves the other down), and an unsided one is
+    its left key, as pyautogui sends it ("ctrl" -> "ctrlleft", "cmd" -> "winleft")."""
+    try:
+        key = normalize_key(name)
+    except ValueError:
+        return name
+    return f"{key}left" if f"{key}left" in _SIDED else key
+
 
 _PRIMARY = ("ctrl", "win")  # the shortcut modifier: ctrl on Linux and Windows, cmd (canonical "win") on macOS
 
@@ -146,15 +161,15 @@ class SafetyPolicy:
         """Allowed, or refused with a reason written for the model."""
         verdict = self._verdict(action, focused_password=focused_password)
         if isinstance(action, KeyDown) and verdict.allowed:
-            self.held.add(_chord_key(action.key))
-        elif isinstance(action, KeyUp):
-            self.held.discard(_chord_key(action.key))
+            self.held.add(_physical_key(action.key))
+        elif isinstance(action, KeyUp):  # releases that one key: ctrlleft up leaves ctrlright held
+            self.held.discard(_physical_key(action.key))
         return verdict
 
     def _verdict(self, action: Action, *, focused_password: bool | None) -> Verdict:
         if isinstance(action, Navigate | NewTab) and action.url and not self.url_allowed(action.url):
             return Verdict(allowed=False, risk="url", reason=f"{action.url} is not on the allowed URL list.")
-        risk = self.risk(action, focused_password=focused_password, held=self.held)
+        risk = self.risk(action, focused_password=focused_password, held={_chord_key(k) for k in self.held})
         if risk is None:
             return Verdict(allowed=True)
         if not self.settings.confirm_risky:

@@ -76,3 +76,10 @@ def test_the_models_question_and_a_confirmation_are_asked_without_escape_sequenc
     assert confirm_on_terminal(f"The agent wants to: type '{ESCAPES}'. Allow it?", console=console)
     text = out.getvalue()
     assert "\x1b" not in text and "\\x1b[2J\\x1b[HType your sudo password:" in text, text
+
+
+def test_bidi_controls_are_printed_as_escapes() -> None:
+    """U+202E in a model's answer would visually reorder the summary line (re-test N6)."""
+    from kimi_agent.progress import printable
+
+    assert printable("ok \u202egnp.exe\u2066x\u2069") == "ok \\u202egnp.exe\\u2066x\\u2069"

@@ -155,7 +155,7 @@ def test_an_allowlist_is_refused_outside_the_browser_and_held_keys_end_with_the_
     hold = [kimi_reply("h", "Hold ctrl", "pyautogui.keyDown('ctrl')"), kimi_reply("ok", "Finish", DONE)]
     agent = Agent(ScriptedBackend([*hold, kimi_reply("w", "Type w", "pyautogui.write('w')"),
                                    kimi_reply("ok", "Finish", DONE)]), fake_env, _settings(tmp_path))
-    assert agent.run_episode("hold").status == "success" and agent.safety.held == {"ctrl"}
+    assert agent.run_episode("hold").status == "success" and agent.safety.held == {"ctrlleft"}
     result = agent.run_episode("type w")  # not ctrl+w: the first episode's ctrl was released
     assert result.failures == 0 and fake_env.executed[-1].type == "type_text"
 

@@ -80,9 +80,28 @@ def test_held_keys_last_across_replies_until_key_up() -> None:
     assert policy.check(Press(key="w")).allowed and policy.held == set()
     refused = SafetyPolicy()
     refused.check(KeyDown(key="ctrl"))
-    assert not refused.check(KeyDown(key="w")).allowed and refused.held == {"ctrl"}  # a refused key_down holds nothing
+    assert not refused.check(KeyDown(key="w")).allowed and refused.held == {"ctrlleft"}  # a refused key_down holds nothing
     refused.reset()
     assert refused.check(Press(key="w")).allowed
+
+
+@pytest.mark.parametrize(("down", "up"), [("ctrlright", "ctrlleft"), ("ctrl", "ctrlright"), ("winright", "cmd")])
+def test_releasing_the_other_side_leaves_the_held_key_down(down: str, up: str) -> None:
+    """X holds Control_L and Control_R apart: keyDown('ctrlright'), keyUp('ctrlleft'), press('w') is
+    still ctrl+w (it closed the desktop Chromium unasked, re-test N1)."""
+    policy = SafetyPolicy()
+    assert policy.check(KeyDown(key=down)).allowed and policy.check(KeyUp(key=up)).allowed
+    verdict = policy.check(Press(key="w"))
+    assert not verdict.allowed and "while" in (verdict.risk or ""), verdict
+    assert policy.check(KeyUp(key=down)).allowed and policy.check(Press(key="w")).allowed
+
+
+@pytest.mark.parametrize(("text", "risky"), [("file:etc/passwd", True), ("FILE:/etc/passwd", True),
+                                             ("view-source:file:///etc/passwd", True),
+                                             ("Save the file: report.txt", False), ("profile:x", False)])
+def test_file_urls_without_slashes_are_file_urls_too(text: str, risky: bool) -> None:
+    risk = SafetyPolicy.risk(TypeText(text=text))
+    assert (risk is not None) is risky and (not risky or "file: URL" in risk), (text, risk)
 
 
 def test_confirmation_names_the_chord_and_what_it_does() -> None:
