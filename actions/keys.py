@@ -110,6 +110,15 @@ def chord_key(name: str) -> str:
     return _SIDED_MODIFIERS.get(key, key)
 
 
+def held_key(name: str) -> str:
+    """The physical key `name` presses, for tracking keys held down: sided modifiers stay apart (X holds
+    Control_L and Control_R apart, so releasing one leaves the other down), and an unsided modifier is
+    its left key, as pyautogui sends it ("ctrl" -> "ctrlleft", "cmd" -> "winleft"). Raises ValueError
+    for an unknown key."""
+    key = normalize_key(name)
+    return f"{key}left" if f"{key}left" in _SIDED_MODIFIERS else key
+
+
 def to_playwright(key: str) -> str:
     """Playwright `keyboard.press` name of a canonical (or alias) key name."""
     canonical = normalize_key(key)

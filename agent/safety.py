@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimi_agent.actions.keys import chord_key, normalize_key
+from kimi_agent.actions.keys import chord_key, held_key
 from kimi_agent.actions.types import (
     Action,
     CloseTab,
@@ -44,20 +44,6 @@ _SECRET_REF = re.compile(r"<secret>\s*([\w.-]+)\s*</secret>")
 #: a file: URL anywhere in typed text (also inside view-source:file:///..., and file:etc/passwd, which
 #: Chromium reads as file:///etc/passwd); "file: report.txt" in prose is not one
 _FILE_URL = re.compile(r"\bfile:(?=\S)", re.I)
-
-_SIDED = frozenset({"ctrlleft", "ctrlright", "altleft", "altright", "shiftleft", "shiftright", "winleft", "winright"})
-
-
-def _physical_key(name: str) -> str:
-    """The key `name` presses on the keyboard, for tracking keys held: sided modifiers stay apart (X
-    holds Control_L and Control_R apart: releasing one leaves the other down), and an unsided one is
-    its left key, as pyautogui sends it ("ctrl" -> "ctrlleft", "cmd" -> "winleft")."""
-    try:
-        key = normalize_key(name)
-    except ValueError:
-        return name
-    return f"{key}left" if f"{key}left" in _SIDED else key
-
 
 _PRIMARY = ("ctrl", "win")  # the shortcut modifier: ctrl on Linux and Windows, cmd (canonical "win") on macOS
 
@@ -116,6 +102,13 @@ def _chord_key(name: str) -> str:
     except ValueError:
         return name
 
+
+def _held_key(name: str) -> str:
+    try:
+        return held_key(name)
+    except ValueError:
+        return name
+
 Confirm = Callable[[str], bool]
 
 
@@ -161,9 +154,9 @@ class SafetyPolicy:
         """Allowed, or refused with a reason written for the model."""
         verdict = self._verdict(action, focused_password=focused_password)
         if isinstance(action, KeyDown) and verdict.allowed:
-            self.held.add(_physical_key(action.key))
+            self.held.add(_held_key(action.key))
         elif isinstance(action, KeyUp):  # releases that one key: ctrlleft up leaves ctrlright held
-            self.held.discard(_physical_key(action.key))
+            self.held.discard(_held_key(action.key))
         return verdict
 
     def _verdict(self, action: Action, *, focused_password: bool | None) -> Verdict:

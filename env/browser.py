@@ -77,7 +77,6 @@ SETTLE_GRAB_TIMEOUT_S = 1.0  # one settle frame; past it the frame counts as cha
 ACTION_TIMEOUT_S = 15.0  # every other Playwright call (input, goto, reload, tabs)
 HANG_GRACE_S = 5.0  # a call with its own Playwright timeout is crashed this long after it should have ended
 PASSWORD_CHECK_TIMEOUT_S = 5.0  # asking the page what has the focus
-NEW_PAGE_TRIES = 4  # opening the tab that replaces a crashed one (see BrowserEnv._fresh_page)
 RECOVER_TIMEOUT_S = 5.0  # loading the last good URL again in the tab that replaces a hung one
 TYPE_S_PER_CHAR = 0.02  # typing's bound grows with the text
 MAX_PAGES = 10  # tabs a page may hold open; popups beyond it are closed at once
@@ -551,20 +550,15 @@ class BrowserEnv:
         return f"its tab was closed and {url} was loaded again in a new tab"
 
     def _fresh_page(self) -> Page:
-        """A new tab in the context, after a crash. The renderer being crashed can take the first tab
-        opened right after it along (same process, killed a moment later: "Target page, context or
-        browser has been closed"), so the tab is asked for again, at most `NEW_PAGE_TRIES` times."""
+        """A new tab in the context, to replace a hung one; `EnvironmentClosedError` when the browser
+        is gone."""
         from playwright.sync_api import Error as PlaywrightError
 
-        for attempt in range(1, NEW_PAGE_TRIES + 1):
-            try:
-                return self._context.new_page()
-            except PlaywrightError as exc:
-                if attempt == NEW_PAGE_TRIES:
-                    raise EnvironmentClosedError(f"no new tab could be opened after a hung one was closed "
-                                                 f"({exc.message.splitlines()[0]})") from None
-                time.sleep(0.25 * attempt)
-        raise AssertionError("unreachable")
+        try:
+            return self._context.new_page()
+        except PlaywrightError as exc:
+            raise EnvironmentClosedError(f"no new tab could be opened after a hung one was closed "
+                                         f"({exc.message.splitlines()[0]})") from None
 
     def _cdp_session(self, page: Page) -> CDPSession:
         key = id(page)
